@@ -1,0 +1,123 @@
+"""Decode X-ray files into float intensities in [0, 1], 0 = black (air), whatever the file format.
+
+DICOM: the modality LUT (rescale slope/intercept) is applied, then the VOI LUT or window when the file
+carries one (the output range of the window maps to [0, 1]); without one, the image's own min..max maps
+to [0, 1]. MONOCHROME1 images are inverted so that bone is always bright. PNG/JPEG/TIFF: 8-bit divides by
+255 and 16-bit by 65535; colour images are converted to luma.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from PIL import Image, UnidentifiedImageError
+
+from cxrbench.errors import ImageReadError
+
+try:  # pydicom >= 3
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+except ImportError:  # pragma: no cover - pydicom 2.4
+    from pydicom.pixel_data_handlers.util import apply_modality_lut, apply_voi_lut
+
+DICOM_SUFFIXES = {".dcm", ".dicom", ".dic"}
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """A 2-D float32 array in [0, 1]. Raises ImageReadError naming the file on any decoding failure."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() in DICOM_SUFFIXES or _has_dicom_preamble(path):
+            image = _read_dicom(path)
+        else:
+            image = _read_raster(path)
+    except ImageReadError:
+        raise
+    except FileNotFoundError:
+        raise ImageReadError(f"Image file {path} does not exist; check the data root and the dataset's CSV.") from None
+    except Exception as exc:  # decoders raise many types; the user needs the file name either way
+        raise ImageReadError(
+            f"Cannot decode image {path}: {type(exc).__name__}: {exc}. Re-download the file, or remove its row from "
+            "the dataset's label CSV to exclude it (compressed DICOMs need `pip install cxrbench[dicom]`)."
+        ) from exc
+    if image.ndim != 2 or min(image.shape) < 2:
+        raise ImageReadError(f"Image {path} has shape {image.shape}; expected a single 2-D grey image.")
+    if not np.isfinite(image).all():
+        raise ImageReadError(f"Image {path} contains NaN or infinite values after decoding.")
+    return image
+
+
+def _has_dicom_preamble(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        handle.seek(128)
+        return handle.read(4) == b"DICM"
+
+
+def _read_dicom(path: Path) -> np.ndarray:
+    ds = pydicom.dcmread(path)
+    if "PixelData" not in ds:
+        raise ImageReadError(f"DICOM file {path} has no pixel data.")
+    stored = ds.pixel_array
+    if stored.ndim == 3 and int(getattr(ds, "SamplesPerPixel", 1)) == 1:
+        stored = stored[0]  # multi-frame: the first frame is the radiograph
+    if stored.ndim != 2:
+        raise ImageReadError(f"DICOM file {path} has pixel array shape {stored.shape}; expected one grey frame.")
+    values = np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
+    low, high = _voi_output_range(ds)
+    if low is not None:
+        values = np.asarray(apply_voi_lut(values, ds), dtype=np.float64)
+    else:
+        low, high = float(values.min()), float(values.max())
+    scaled = (values - low) / (high - low) if high > low else np.zeros_like(values)
+    scaled = np.clip(scaled, 0.0, 1.0)
+    if str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).strip().upper() == "MONOCHROME1":
+        scaled = 1.0 - scaled
+    return scaled.astype(np.float32)
+
+
+def _voi_output_range(ds: pydicom.Dataset) -> tuple[float | None, float | None]:
+    """The range pydicom's VOI step maps into, or (None, None) when the file has no VOI LUT or window."""
+    has_lut = "VOILUTSequence" in ds and len(ds.VOILUTSequence) > 0
+    has_window = "WindowCenter" in ds and "WindowWidth" in ds
+    if not (has_lut or has_window):
+        return None, None
+    if has_lut:
+        descriptor = ds.VOILUTSequence[0].LUTDescriptor
+        return 0.0, float(2 ** int(descriptor[2]) - 1)
+    # Mirrors pydicom's apply_windowing: the output spans the stored (or modality-LUT) range, rescaled.
+    if "ModalityLUTSequence" in ds and len(ds.ModalityLUTSequence) > 0:
+        low, high = 0.0, float(2 ** int(ds.ModalityLUTSequence[0].LUTDescriptor[2]) - 1)
+    elif int(getattr(ds, "PixelRepresentation", 0)) == 1:
+        bits = int(ds.BitsStored)
+        low, high = float(-(2 ** (bits - 1))), float(2 ** (bits - 1) - 1)
+    else:
+        low, high = 0.0, float(2 ** int(ds.BitsStored) - 1)
+    slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
+    if slope is not None and intercept is not None:
+        low, high = low * float(slope) + float(intercept), high * float(slope) + float(intercept)
+    return low, high
+
+
+def _read_raster(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as img:
+            img.load()
+            mode = img.mode
+            if mode in ("I;16", "I;16B", "I;16L", "I"):
+                array = np.asarray(img, dtype=np.float64)
+                scale = 65535.0
+            elif mode in ("L", "P", "RGB", "RGBA", "LA", "CMYK", "1"):
+                array = np.asarray(img.convert("L"), dtype=np.float64)
+                scale = 255.0
+            elif mode == "F":
+                array = np.asarray(img, dtype=np.float64)
+                scale = 1.0
+            else:
+                raise ImageReadError(f"Image {path} has unsupported PIL mode '{mode}'.")
+    except UnidentifiedImageError:
+        raise ImageReadError(
+            f"Cannot decode image {path}: not a DICOM, PNG, JPEG or TIFF file. Re-download it, or remove its row "
+            "from the dataset's label CSV."
+        ) from None
+    return np.clip(array / scale, 0.0, 1.0).astype(np.float32)

@@ -1,0 +1,89 @@
+"""DINOv2-family ViTs through transformers' `Dinov2Model`: RAD-DINO and DINOv2 S/B/L/g.
+
+The global embedding is the CLS token after the final LayerNorm (what RAD-DINO and DINOv2 probe);
+patch tokens come from the same normed output; layer i is block i's output (`hidden_states[i + 1]`)
+passed through the final LayerNorm, as DINOv2's `get_intermediate_layers(norm=True)` does.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import Dinov2Config, Dinov2Model
+
+from cxrbench.encoders.base import Encoder, FeatureRequest, Features, grid_tokens
+from cxrbench.encoders.weights import WeightsSource
+from cxrbench.errors import WeightsError
+from cxrbench.specs import AdapterSpec, PreprocessSpec
+
+_CONFIG_KEYS = (
+    "hidden_size", "num_hidden_layers", "num_attention_heads", "mlp_ratio", "patch_size",
+    "image_size", "layerscale_value", "use_swiglu_ffn", "layer_norm_eps",
+)
+
+
+class HFDinov2Encoder(Encoder):
+    def __init__(self, spec: AdapterSpec, weights: WeightsSource, preprocessing: PreprocessSpec | None = None):
+        super().__init__(spec, weights, preprocessing)
+        arch = {k: spec.architecture[k] for k in _CONFIG_KEYS}
+        if weights.kind == "random":
+            torch.manual_seed(weights.seed)
+            self.model = Dinov2Model(Dinov2Config(**arch))
+        elif weights.kind in ("hub", "local"):
+            self.model = self._load(weights, arch)
+        else:
+            raise WeightsError(f"Encoder '{spec.name}' needs weights; pass --weights PATH or --weights random.")
+        self.model.eval().requires_grad_(False)
+        self._patch = int(arch["patch_size"])
+
+    def _load(self, weights: WeightsSource, arch: dict) -> Dinov2Model:
+        path = weights.path
+        if path is None or not (path / "config.json").is_file():
+            raise WeightsError(
+                f"'{self.spec.name}' expects a Hugging Face model folder (config.json + model.safetensors); {path} is not one."
+            )
+        try:
+            model, info = Dinov2Model.from_pretrained(
+                path, local_files_only=True, output_loading_info=True, dtype=torch.float32, use_safetensors=None
+            )
+        except Exception as exc:
+            raise WeightsError(f"Cannot load '{self.spec.name}' weights from {path}: {exc}") from exc
+        problems = {k: v for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
+        if problems:
+            raise WeightsError(f"{path} does not match the {self.spec.name} architecture: {problems}")
+        config = model.config
+        mismatched = {k: (getattr(config, k), v) for k, v in arch.items() if getattr(config, k) != v}
+        if mismatched:
+            details = ", ".join(f"{k}={got} (expected {want})" for k, (got, want) in mismatched.items())
+            raise WeightsError(f"{path}/config.json is not {self.spec.name}: {details}.")
+        return model
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @property
+    def patch_stride(self) -> int:
+        return self._patch
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.model.config.num_hidden_layers)
+
+    def to(self, device: torch.device | str) -> "HFDinov2Encoder":
+        self.model.to(device)
+        return self
+
+    @torch.inference_mode()
+    def encode(self, pixels: torch.Tensor, request: FeatureRequest) -> Features:
+        height, width = pixels.shape[-2] // self._patch, pixels.shape[-1] // self._patch
+        output = self.model(pixel_values=pixels, output_hidden_states=bool(request.layers))
+        last = output.last_hidden_state
+        features = Features()
+        if request.global_embedding:
+            features.global_embedding = last[:, 0]
+        if request.patch_tokens:
+            features.patch_tokens = grid_tokens(last[:, 1:], height, width)
+        for index in request.layers:
+            normed = self.model.layernorm(output.hidden_states[index + 1])
+            features.layers[index] = grid_tokens(normed[:, 1:], height, width)
+        return features

@@ -1,0 +1,85 @@
+"""Apply a declared `PreprocessSpec` to a decoded image.
+
+Why a single interpreter instead of per-model transforms: the spec is data, so it is hashed into the
+cache key, shown by `cxrbench list`, and pinned by tests on known pixel values.
+
+With `quantize_bits: 8` the image is rounded to 8 bits before and after resizing, as the released
+Hugging Face processors do when they receive 8-bit images (resize in uint8, then rescale by 1/255).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
+
+from cxrbench.errors import SpecError
+from cxrbench.specs import PreprocessSpec
+
+_MODES = {
+    "nearest": InterpolationMode.NEAREST_EXACT,
+    "bilinear": InterpolationMode.BILINEAR,
+    "bicubic": InterpolationMode.BICUBIC,
+}
+
+
+class Preprocessor:
+    def __init__(self, spec: PreprocessSpec):
+        channels = spec.channels
+        for name, values in (("mean", spec.mean), ("std", spec.std)):
+            if len(values) not in (1, channels):
+                raise SpecError(f"preprocessing.{name} has {len(values)} values; give 1 or {channels} (one per channel).")
+        if any(s <= 0 for s in spec.std):
+            raise SpecError("preprocessing.std values must be positive.")
+        self.spec = spec
+        self._mean = torch.tensor(spec.mean, dtype=torch.float32).view(-1, 1, 1)
+        self._std = torch.tensor(spec.std, dtype=torch.float32).view(-1, 1, 1)
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        side = self.spec.crop or self.spec.size
+        return side, side
+
+    def __call__(self, image: np.ndarray) -> torch.Tensor:
+        """[H, W] float in [0, 1] -> [C, S, S] float32 network input."""
+        spec = self.spec
+        x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]
+        levels = 2**spec.quantize_bits - 1 if spec.quantize_bits else None
+        if levels == 255:
+            x = (x * 255.0).round().clamp(0, 255).to(torch.uint8)
+        elif levels:
+            x = (x * levels).round() / levels
+        x = self._resize(x)
+        if spec.crop is not None:
+            x = TF.center_crop(x, [spec.crop, spec.crop])
+        x = x.float() / 255.0 if x.dtype == torch.uint8 else x
+        low, high = spec.value_range
+        if (low, high) != (0.0, 1.0):
+            x = low + x * (high - low)
+        if spec.channels != 1:
+            x = x.expand(spec.channels, -1, -1)
+        return ((x - self._mean) / self._std).contiguous()
+
+    def _resize(self, x: torch.Tensor) -> torch.Tensor:
+        spec = self.spec
+        height, width = x.shape[-2:]
+        if spec.resize == "shortest_edge":
+            short, long = min(height, width), max(height, width)
+            new_long = int(spec.size * long / short)
+            size = [spec.size, new_long] if height <= width else [new_long, spec.size]
+        elif spec.resize == "square":
+            size = [spec.size, spec.size]
+        else:  # letterbox: longest edge to size, centred on a black square
+            scale = spec.size / max(height, width)
+            size = [max(1, round(height * scale)), max(1, round(width * scale))]
+        if spec.interpolation == "area":
+            resized = F.interpolate(x[None].float(), size=size, mode="area")[0]
+            resized = resized.round().clamp(0, 255).to(torch.uint8) if x.dtype == torch.uint8 else resized
+        else:
+            resized = TF.resize(x, size, interpolation=_MODES[spec.interpolation], antialias=spec.antialias)
+        if spec.resize == "letterbox":
+            pad_h, pad_w = spec.size - size[0], spec.size - size[1]
+            resized = F.pad(resized, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
+        return resized

@@ -1,0 +1,120 @@
+"""Resolve an encoder's weights: a Hugging Face repo at a pinned revision (cache first, offline-aware),
+a local file or folder, or `random` (seeded initialisation of the identical architecture).
+
+The resolved `identity` goes into the feature-cache key: a hub commit hash, a SHA-256 of local weight
+files, or the random seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from cxrbench.errors import WeightsError
+from cxrbench.specs import AdapterSpec
+
+WEIGHT_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".ckpt"}
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    kind: Literal["hub", "local", "random", "none"]
+    identity: str
+    path: Path | None = None
+    seed: int = 0
+
+
+def resolve_weights(spec: AdapterSpec, weights: str | None = None, revision: str | None = None) -> WeightsSource:
+    """`weights` is None (the spec's default source), 'random', 'random:SEED', or a local path."""
+    if weights is not None and (weights == "random" or weights.startswith("random:")):
+        seed_text = weights.partition(":")[2] or "0"
+        if not seed_text.isdigit():
+            raise WeightsError(f"--weights {weights}: the seed after 'random:' must be a whole number.")
+        return WeightsSource("random", f"random:seed={int(seed_text)}", seed=int(seed_text))
+    if weights is not None:
+        path = Path(weights).expanduser()
+        if not path.exists():
+            raise WeightsError(f"--weights {weights}: no such file or folder. {_where_to_get(spec)}")
+        return WeightsSource("local", f"sha256:{weights_digest(path.resolve())}", path=path.resolve())
+    if spec.weights.hub_repo:
+        return _from_hub(spec, revision or spec.weights.revision)
+    if not spec.weights.files and not spec.weights.distributed_at:
+        return WeightsSource("none", "none")
+    raise WeightsError(f"Encoder '{spec.name}' needs weights: pass --weights PATH. {_where_to_get(spec)}")
+
+
+def _from_hub(spec: AdapterSpec, revision: str | None) -> WeightsSource:
+    from huggingface_hub import snapshot_download
+
+    repo = spec.weights.hub_repo
+    patterns = list(spec.weights.files) or None
+    try:
+        folder = snapshot_download(repo, revision=revision, allow_patterns=patterns, local_files_only=True)
+    except Exception:
+        if _offline():
+            raise WeightsError(
+                f"Weights of '{spec.name}' ({repo} at revision {revision}) are not in the Hugging Face cache "
+                f"({_hf_cache()}) and offline mode is on. {_where_to_get(spec)}"
+            ) from None
+        try:
+            folder = snapshot_download(repo, revision=revision, allow_patterns=patterns)
+        except Exception as exc:
+            raise WeightsError(
+                f"Could not get weights of '{spec.name}' ({repo} at revision {revision}) from the Hugging Face cache "
+                f"({_hf_cache()}) or the Hub: {type(exc).__name__}. {_where_to_get(spec)}"
+            ) from None
+    folder_path = Path(folder)
+    missing = [name for name in spec.weights.files if not (folder_path / name).exists()]
+    if missing:
+        raise WeightsError(f"The cached snapshot {folder_path} of {repo} lacks {missing}. {_where_to_get(spec)}")
+    return WeightsSource("hub", f"hf:{repo}@{folder_path.name}", path=folder_path)
+
+
+def _offline() -> bool:
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def _hf_cache() -> str:
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    return str(HF_HUB_CACHE)
+
+
+def _where_to_get(spec: AdapterSpec) -> str:
+    parts = []
+    if spec.weights.distributed_at:
+        parts.append(f"The authors distribute them at {spec.weights.distributed_at}")
+    if spec.weights.licence:
+        parts.append(f"under the licence: {spec.weights.licence}")
+    text = " ".join(parts) + "." if parts else ""
+    if spec.weights.how_to_get:
+        text += f" To get them: {spec.weights.how_to_get}."
+    return (text + " Use --weights random for a randomly initialised model of the same architecture.").strip()
+
+
+def weights_digest(path: Path) -> str:
+    """SHA-256 over the weight files (and config.json) of a file or folder, in name order."""
+    files = [path] if path.is_file() else sorted(
+        p for p in path.rglob("*") if p.is_file() and (p.suffix in WEIGHT_SUFFIXES or p.name == "config.json")
+    )
+    if not files:
+        raise WeightsError(f"{path} holds no weight file ({', '.join(sorted(WEIGHT_SUFFIXES))}).")
+    digest = hashlib.sha256()
+    for file in files:
+        stat = file.stat()
+        digest.update(file.name.encode())
+        digest.update(_file_sha256(str(file), stat.st_size, stat.st_mtime_ns).encode())
+    return digest.hexdigest()[:32]
+
+
+@lru_cache(maxsize=64)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()

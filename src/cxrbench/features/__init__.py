@@ -1,0 +1,1 @@
+"""Features computed once per (encoder, weights, preprocessing, request) and cached on disk."""

@@ -1,0 +1,107 @@
+"""Encode the images a store lacks, in shards, with decoding in DataLoader workers.
+
+Only images missing from the store are decoded and encoded, so a second run does no forward pass and
+a run killed mid-way resumes where its last complete shard ended.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from cxrbench.data.images import read_image
+from cxrbench.encoders.base import Encoder, FeatureRequest
+from cxrbench.encoders.preprocessing import Preprocessor
+from cxrbench.errors import CxrbenchError, ImageReadError
+from cxrbench.features.cache import FeatureStore, image_key
+from cxrbench.progress import Progress, SilentProgress
+
+
+@dataclass
+class ExtractionResult:
+    store: FeatureStore
+    keys: list[str]
+    encoded: int
+
+    @property
+    def reused(self) -> int:
+        return len(self.keys) - self.encoded
+
+
+class _Images(Dataset):
+    def __init__(self, paths: Sequence[str], preprocessor: Preprocessor):
+        self.paths, self.preprocessor = list(paths), preprocessor
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        try:
+            return self.preprocessor(read_image(self.paths[index])), index, ""
+        except CxrbenchError as exc:  # carried to the main process as text: worker exceptions lose their type
+            side = self.preprocessor.output_size
+            return torch.zeros(self.preprocessor.spec.channels, *side), index, str(exc)
+
+
+def _single_thread_worker(_: int) -> None:
+    torch.set_num_threads(1)
+
+
+def default_workers() -> int:
+    return min(4, os.cpu_count() or 1)
+
+
+def extract_features(
+    encoder: Encoder,
+    request: FeatureRequest,
+    paths: Sequence[str | Path],
+    cache_root: Path,
+    batch_size: int = 32,
+    num_workers: int | None = None,
+    shard_size: int = 512,
+    device: str = "cpu",
+    progress: Progress = SilentProgress(),
+) -> ExtractionResult:
+    encoder.check_request(request)
+    keys = [image_key(p) for p in paths]
+    store = FeatureStore.open(cache_root, encoder.identity(request))
+    missing = store.missing(dict.fromkeys(keys))  # unique, in input order
+    if not missing:
+        return ExtractionResult(store, keys, 0)
+    path_of = dict(zip(keys, map(str, paths)))
+    todo = [path_of[k] for k in missing]
+    workers = default_workers() if num_workers is None else num_workers
+    if len(todo) < 4 * batch_size:
+        workers = 0  # worker start-up costs more than it saves on a few batches
+    loader = DataLoader(
+        _Images(todo, encoder.preprocessor),
+        batch_size=batch_size,
+        num_workers=workers,
+        worker_init_fn=_single_thread_worker if workers else None,
+        persistent_workers=False,
+    )
+    encoder.to(device)
+    advance = progress.task(f"encoding with {encoder.spec.name}", len(todo))
+    pending_keys: list[str] = []
+    pending: dict[str, list[np.ndarray]] = {}
+    for pixels, indices, errors in loader:
+        failed = [e for e in errors if e]
+        if failed:
+            raise ImageReadError(failed[0])
+        features = encoder.encode(pixels.to(device), request).arrays()
+        for name, tensor in features.items():
+            pending.setdefault(name, []).append(tensor.float().cpu().numpy())
+        pending_keys += [missing[i] for i in indices.tolist()]
+        advance(len(indices))
+        if len(pending_keys) >= shard_size:
+            store.write_shard(pending_keys, {n: np.concatenate(v) for n, v in pending.items()})
+            pending_keys, pending = [], {}
+    if pending_keys:
+        store.write_shard(pending_keys, {n: np.concatenate(v) for n, v in pending.items()})
+    return ExtractionResult(store, keys, len(todo))

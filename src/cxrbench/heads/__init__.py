@@ -1,0 +1,1 @@
+"""Heads trained on cached features: they see arrays and labels, never files or models."""

@@ -1,0 +1,78 @@
+"""Linear probe on global embeddings: one logit per task, masked BCE, AdamW + cosine, last epoch kept."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from cxrbench.heads.base import FeatureSet, FitReport, Head
+
+
+def masked_bce(logits: torch.Tensor, labels: torch.Tensor, pos_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """BCE over known labels only (NaN = unknown), averaged over the known entries."""
+    known = ~torch.isnan(labels)
+    targets = torch.nan_to_num(labels)
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none", pos_weight=pos_weight)
+    return (loss * known).sum() / known.sum().clamp(min=1)
+
+
+class LinearProbe(Head):
+    defaults = {
+        "lr": 1e-3,
+        "weight_decay": 1e-4,
+        "epochs": 100,
+        "batch_size": 256,
+        "standardize": True,
+        "class_balanced_loss": False,
+    }
+
+    def fit(self, train: FeatureSet, val: FeatureSet, seed: int) -> FitReport:
+        p = self.params
+        generator = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)
+        x = torch.from_numpy(np.ascontiguousarray(train.global_, dtype=np.float32))
+        y = torch.from_numpy(np.ascontiguousarray(train.labels, dtype=np.float32))
+        if p["standardize"]:
+            self._mean, self._std = x.mean(0), x.std(0).clamp(min=1e-6)
+        else:
+            self._mean, self._std = torch.zeros(x.shape[1]), torch.ones(x.shape[1])
+        x = (x - self._mean) / self._std
+        self.layer = torch.nn.Linear(x.shape[1], y.shape[1])
+        pos_weight = None
+        if p["class_balanced_loss"]:
+            positives = torch.nansum(y, 0)
+            known = (~torch.isnan(y)).sum(0)
+            pos_weight = ((known - positives) / positives.clamp(min=1)).clamp(min=1)
+        optimizer = torch.optim.AdamW(self.layer.parameters(), lr=p["lr"], weight_decay=p["weight_decay"])
+        batch = min(int(p["batch_size"]), len(x))
+        steps_per_epoch = math.ceil(len(x) / batch)
+        total = int(p["epochs"]) * steps_per_epoch
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
+        history: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
+        for _ in range(int(p["epochs"])):
+            order = torch.randperm(len(x), generator=generator)
+            running = 0.0
+            for start in range(0, len(x), batch):
+                index = order[start : start + batch]
+                loss = masked_bce(self.layer(x[index]), y[index], pos_weight)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                running += float(loss) * len(index)
+            history["train_loss"].append(running / len(x))
+            history["val_loss"].append(self._loss(val) if len(val.labels) else float("nan"))
+        return FitReport(chosen={"epochs": int(p["epochs"]), "checkpoint": "last"}, history=history)
+
+    @torch.no_grad()
+    def _logits(self, features: FeatureSet) -> torch.Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(features.global_, dtype=np.float32))
+        return self.layer((x - self._mean) / self._std)
+
+    def _loss(self, features: FeatureSet) -> float:
+        return float(masked_bce(self._logits(features), torch.from_numpy(features.labels.astype(np.float32))))
+
+    def predict(self, features: FeatureSet) -> np.ndarray:
+        return torch.sigmoid(self._logits(features)).numpy().astype(np.float64)

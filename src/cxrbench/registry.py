@@ -1,0 +1,155 @@
+"""Names -> specs -> lazily imported implementations, for encoders, heads and benchmarks.
+
+Built-ins come from `registry.yaml`; third-party packages add entries through the entry-point groups
+`cxrbench.encoders`, `cxrbench.heads` and `cxrbench.benchmarks`. An entry point must resolve to a mapping
+`{"spec": <path to YAML or mapping>, "impl": "module:attr" or object}`. Implementations are imported only
+when used, so `cxrbench list` never loads torch models.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Generic, Literal, TypeVar
+
+from cxrbench.errors import SpecError, UnknownNameError
+from cxrbench.resources import project_root
+from cxrbench.specs import AdapterSpec, BenchmarkSpec, HeadSpec, load_yaml, parse_spec
+
+Kind = Literal["encoders", "heads", "benchmarks"]
+KINDS: tuple[Kind, ...] = ("encoders", "heads", "benchmarks")
+SPEC_TYPES: dict[str, type] = {"encoders": AdapterSpec, "heads": HeadSpec, "benchmarks": BenchmarkSpec}
+SpecT = TypeVar("SpecT")
+
+
+def import_object(reference: str) -> Any:
+    """Import `module:attr` (attr may be dotted). No code strings are evaluated."""
+    module_name, sep, attr_path = reference.partition(":")
+    if not sep or not module_name or not attr_path:
+        raise SpecError(f"Implementation reference '{reference}' must have the form 'package.module:attribute'.")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise SpecError(f"Cannot import module '{module_name}' for '{reference}': {exc}") from exc
+    for part in attr_path.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise SpecError(f"Module '{module_name}' has no attribute '{attr_path}' (from '{reference}').") from None
+    return obj
+
+
+@dataclass
+class Entry(Generic[SpecT]):
+    """One registered name. `origin` says where it came from (registry.yaml or a distribution)."""
+
+    kind: Kind
+    name: str
+    spec_source: Path | dict[str, Any]
+    impl_ref: str | Any
+    origin: str
+
+    @property
+    def spec(self) -> SpecT:
+        return _parse_cached(self)
+
+    def load(self) -> Any:
+        """The implementation object (class or function), imported on first use."""
+        return import_object(self.impl_ref) if isinstance(self.impl_ref, str) else self.impl_ref
+
+
+_spec_cache: dict[tuple[str, str, str], Any] = {}
+
+
+def _parse_cached(entry: Entry) -> Any:
+    key = (entry.kind, entry.name, str(entry.spec_source))
+    if key not in _spec_cache:
+        if isinstance(entry.spec_source, Path):
+            data, where = load_yaml(entry.spec_source), str(entry.spec_source)
+        else:
+            data, where = dict(entry.spec_source), f"{entry.origin}:{entry.name}"
+        spec = parse_spec(SPEC_TYPES[entry.kind], data, where)
+        if spec.name != entry.name:
+            raise SpecError(f"{where}: spec name '{spec.name}' differs from its registered name '{entry.name}'.")
+        _spec_cache[key] = spec
+    return _spec_cache[key]
+
+
+class Registry:
+    def __init__(self, entries: dict[str, dict[str, Entry]]):
+        self._entries = entries
+
+    def names(self, kind: Kind) -> list[str]:
+        return sorted(self._entries[kind])
+
+    def entries(self, kind: Kind) -> list[Entry]:
+        return [self._entries[kind][name] for name in self.names(kind)]
+
+    def get(self, kind: Kind, name: str) -> Entry:
+        try:
+            return self._entries[kind][name]
+        except KeyError:
+            close = difflib.get_close_matches(name, self._entries[kind], n=3, cutoff=0.5)
+            hint = f" Did you mean: {', '.join(close)}?" if close else ""
+            singular = kind[:-1]
+            raise UnknownNameError(
+                f"Unknown {singular} '{name}'.{hint} Run `cxrbench list {kind}` to see every available {singular}."
+            ) from None
+
+
+def _builtin_entries() -> dict[str, dict[str, Entry]]:
+    root = project_root()
+    data = load_yaml(root / "registry.yaml")
+    entries: dict[str, dict[str, Entry]] = {kind: {} for kind in KINDS}
+    for kind in KINDS:
+        for name, item in (data.get(kind) or {}).items():
+            if not isinstance(item, dict) or set(item) != {"spec", "impl"}:
+                raise SpecError(f"registry.yaml: {kind}.{name} must have exactly the keys 'spec' and 'impl'.")
+            entries[kind][name] = Entry(kind, name, root / item["spec"], item["impl"], "built-in")
+    return entries
+
+
+def _plugin_entries(entries: dict[str, dict[str, Entry]]) -> None:
+    for kind in KINDS:
+        for point in metadata.entry_points(group=f"cxrbench.{kind}"):
+            origin = f"{point.dist.name} {point.dist.version}" if point.dist else point.value
+            if point.name in entries[kind]:
+                raise SpecError(
+                    f"Plugin '{origin}' registers {kind[:-1]} '{point.name}', which {entries[kind][point.name].origin} "
+                    "already provides; rename the plugin's entry point."
+                )
+            try:
+                target = point.load()
+            except Exception as exc:  # a broken plugin must not hide the others' names
+                raise SpecError(f"Plugin entry point '{point.name}' ({origin}) failed to load: {exc}") from exc
+            if not isinstance(target, dict) or set(target) != {"spec", "impl"}:
+                raise SpecError(
+                    f"Plugin entry point '{point.name}' ({origin}) must resolve to a mapping with keys 'spec' and 'impl'."
+                )
+            spec = target["spec"]
+            spec_source = Path(spec) if isinstance(spec, (str, Path)) else spec
+            entries[kind][point.name] = Entry(kind, point.name, spec_source, target["impl"], origin)
+
+
+@lru_cache(maxsize=1)
+def registry() -> Registry:
+    """The process-wide registry: built-ins plus every installed plugin."""
+    entries = _builtin_entries()
+    _plugin_entries(entries)
+    return Registry(entries)
+
+
+def encoder_spec(name: str) -> AdapterSpec:
+    return registry().get("encoders", name).spec
+
+
+def head_spec(name: str) -> HeadSpec:
+    return registry().get("heads", name).spec
+
+
+def benchmark_spec(name: str) -> BenchmarkSpec:
+    return registry().get("benchmarks", name).spec

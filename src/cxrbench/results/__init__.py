@@ -1,0 +1,1 @@
+"""Run folders on disk, the paper's published numbers, and the tables built from both."""

@@ -1,0 +1,92 @@
+"""Run folders: OUT/BENCHMARK/ENCODER/HEAD/ with config.yaml, predictions.parquet, splits.parquet,
+metrics.json, table.md and table.csv.
+
+A run folder is assembled in a hidden sibling and renamed into place, so a crash never leaves a
+half-written folder that looks complete, and a previous result is replaced only by a finished one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+RUN_FILES = ("config.yaml", "metrics.json", "predictions.parquet", "splits.parquet", "table.md", "table.csv")
+
+
+def run_folder(out: Path, benchmark: str, encoder: str, head: str) -> Path:
+    return out / benchmark / encoder / head
+
+
+def write_run(folder: Path, writers: dict[str, Callable[[Path], None]]) -> Path:
+    """Call each writer with its file path inside a temporary folder, then move the folder into place."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = folder.parent / f".{folder.name}.partial-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        for name, write in writers.items():
+            write(staging / name)
+        if folder.exists():
+            retired = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
+            os.rename(folder, retired)
+            os.rename(staging, folder)
+            shutil.rmtree(retired)
+        else:
+            os.rename(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return folder
+
+
+def yaml_writer(data: dict) -> Callable[[Path], None]:
+    plain = json.loads(json.dumps(data, default=str))  # tuples -> lists, version objects -> strings
+    return lambda path: path.write_text(yaml.safe_dump(plain, sort_keys=False, allow_unicode=True), encoding="utf-8")
+
+
+def json_writer(data: dict) -> Callable[[Path], None]:
+    return lambda path: path.write_text(json.dumps(data, indent=2, allow_nan=False), encoding="utf-8")
+
+
+def parquet_writer(frame: pd.DataFrame) -> Callable[[Path], None]:
+    return lambda path: frame.to_parquet(path, index=False)
+
+
+def text_writer(text: str) -> Callable[[Path], None]:
+    return lambda path: path.write_text(text, encoding="utf-8")
+
+
+@dataclass
+class StoredRun:
+    benchmark: str
+    encoder: str
+    head: str
+    folder: Path
+    metrics: dict
+
+
+def stored_runs(out: Path, benchmark: str) -> list[StoredRun]:
+    """Every complete run of `benchmark` under `out` (folders holding metrics.json)."""
+    runs = []
+    for metrics_path in sorted((out / benchmark).glob("*/*/metrics.json")):
+        folder = metrics_path.parent
+        if folder.name.startswith(".") or folder.parent.name.startswith("."):
+            continue
+        metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+        runs.append(StoredRun(benchmark, folder.parent.name, folder.name, folder, metrics))
+    return runs
+
+
+def atomic_text(path: Path, text: str) -> None:
+    """Write a whole file or nothing: a temporary sibling renamed over the target."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,102 @@
+"""Result tables: one per run (every metric), and one per benchmark comparing stored runs with the paper.
+
+Numbers are shown in percent as `mean ± std [CI low, CI high]`; CSVs keep the raw fractions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+
+from cxrbench.results.published import read_published
+from cxrbench.results.store import StoredRun
+from cxrbench.specs import BenchmarkSpec
+from cxrbench.stats.metrics import METRIC_TITLES
+from cxrbench.stats.summary import MACRO
+
+MACRO_TITLE = "Macro"
+
+
+def format_entry(entry: dict | None, with_ci: bool = True) -> str:
+    if not entry or entry.get("mean") is None:
+        return "n/a"
+    text = f"{100 * entry['mean']:.1f}"
+    if entry.get("std") is not None and not pd.isna(entry["std"]):
+        text += f" ± {100 * entry['std']:.1f}"
+    if with_ci and entry.get("ci_low") is not None:
+        text += f" [{100 * entry['ci_low']:.1f}, {100 * entry['ci_high']:.1f}]"
+    return text
+
+
+def run_long_table(metrics: dict, tasks: Sequence[str]) -> pd.DataFrame:
+    """metric, task, mean, std, ci_low, ci_high, bootstrap_median, seeds: machine-readable."""
+    rows = []
+    for metric, entries in metrics["metrics"].items():
+        for task in (*tasks, MACRO):
+            entry = entries[task]
+            rows.append(
+                {"metric": metric, "task": task, **{k: entry[k] for k in ("mean", "std", "ci_low", "ci_high", "bootstrap_median")},
+                 "seeds": len(entry["per_seed"])}
+            )
+    return pd.DataFrame(rows)
+
+
+def run_display_table(metrics: dict, tasks: Sequence[str]) -> pd.DataFrame:
+    """Rows metrics, columns tasks + Macro, cells 'mean ± std [CI]' in percent."""
+    data = {
+        METRIC_TITLES.get(metric, metric): {
+            **{task: format_entry(entries[task]) for task in tasks},
+            MACRO_TITLE: format_entry(entries[MACRO]),
+        }
+        for metric, entries in metrics["metrics"].items()
+    }
+    return pd.DataFrame.from_dict(data, orient="index")
+
+
+def comparison_table(spec: BenchmarkSpec, runs: Sequence[StoredRun], metric: str) -> pd.DataFrame:
+    """Rows: every stored run ('encoder / head'), then the paper's rows for the same encoders."""
+    rows: dict[str, dict[str, str]] = {}
+    for run in runs:
+        entries = run.metrics["metrics"].get(metric)
+        if entries is None:
+            continue
+        rows[f"{run.encoder} / {run.head}"] = {
+            **{task: format_entry(entries.get(task)) for task in spec.tasks},
+            MACRO_TITLE: format_entry(entries.get(MACRO)),
+        }
+    published = spec.published
+    if published is not None and published.metric == metric:
+        paper = read_published(published)
+        wanted = [published.encoders[r.encoder] for r in runs if r.encoder in published.encoders]
+        for model in dict.fromkeys(wanted):
+            part = paper[paper["model"] == model].set_index("task")
+            rows[f"{model} (published)"] = {
+                (task if task != MACRO else MACRO_TITLE): format_entry(
+                    {"mean": part.loc[task, "mean"], "std": part.loc[task, "std"]} if task in part.index else None,
+                    with_ci=False,
+                )
+                for task in (*spec.tasks, MACRO)
+            }
+    return pd.DataFrame.from_dict(rows, orient="index", columns=[*spec.tasks, MACRO_TITLE])
+
+
+def comparison_long_table(spec: BenchmarkSpec, runs: Sequence[StoredRun], metric: str) -> pd.DataFrame:
+    rows = []
+    for run in runs:
+        for task, entry in run.metrics["metrics"].get(metric, {}).items():
+            rows.append({"source": "cxrbench", "model": run.encoder, "head": run.head, "metric": metric, "task": task,
+                         "mean": entry["mean"], "std": entry["std"], "ci_low": entry["ci_low"], "ci_high": entry["ci_high"]})
+    if spec.published is not None and spec.published.metric == metric:
+        for record in read_published(spec.published).to_dict("records"):
+            rows.append({"source": spec.published.source, "model": record["model"], "head": "linear", "metric": metric,
+                         "task": record["task"], "mean": record["mean"], "std": record["std"], "ci_low": None, "ci_high": None})
+    return pd.DataFrame(rows)
+
+
+def to_markdown(frame: pd.DataFrame, index_title: str = "") -> str:
+    header = [index_title, *map(str, frame.columns)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for index, row in frame.iterrows():
+        lines.append("| " + " | ".join([str(index), *map(str, row.tolist())]) + " |")
+    return "\n".join(lines) + "\n"

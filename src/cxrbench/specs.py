@@ -1,0 +1,208 @@
+"""Typed specs for encoders (adapters/), heads (heads/) and benchmarks (benchmarks/).
+
+Specs are data: YAML is safe-loaded and validated into frozen dataclasses. Unknown keys, missing keys
+and wrong types fail with the file and key at fault (and the closest valid key), never later in a run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from cxrbench.errors import SpecError
+
+Interpolation = Literal["nearest", "bilinear", "bicubic", "area"]
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """How an encoder's released code turns an image into its input tensor.
+
+    Images arrive as float intensities in [0, 1] (see `cxrbench.data.images`). The steps run in order:
+    optional quantisation (for encoders whose released pipeline reads 8-bit files), resize, crop,
+    scaling to `value_range`, channel replication, then (x - mean) / std per channel.
+    """
+
+    size: int
+    resize: Literal["shortest_edge", "square", "letterbox"] = "shortest_edge"
+    interpolation: Interpolation = "bicubic"
+    antialias: bool = True
+    crop: int | None = None
+    quantize_bits: int | None = None
+    value_range: tuple[float, float] = (0.0, 1.0)
+    channels: int = 3
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+
+    def with_size(self, size: int) -> "PreprocessSpec":
+        """The same pipeline at another resolution (resize and crop scale together)."""
+        crop = None if self.crop is None else size
+        return dataclasses.replace(self, size=size, crop=crop)
+
+
+@dataclass(frozen=True)
+class WeightsSpec:
+    """Where an encoder's released weights come from and under which terms."""
+
+    hub_repo: str | None = None
+    revision: str | None = None
+    files: tuple[str, ...] = ()
+    distributed_at: str = ""
+    licence: str = ""
+    how_to_get: str = ""
+
+
+@dataclass(frozen=True)
+class AdapterSpec:
+    name: str
+    description: str
+    architecture: dict[str, Any]
+    preprocessing: PreprocessSpec
+    weights: WeightsSpec = field(default_factory=WeightsSpec)
+    global_embedding: str = ""
+    default_layers: tuple[int, ...] = ()
+    citation: str = ""
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    name: str
+    description: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ValidationSpec:
+    """How a validation split is carved from the official training split, per seed."""
+
+    fraction: float = 0.1
+    by: Literal["patient"] = "patient"
+
+
+@dataclass(frozen=True)
+class BootstrapSpec:
+    resamples: int = 1000
+    confidence: float = 0.95
+    unit: Literal["patient", "image"] = "patient"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class PublishedSpec:
+    """Where the paper's numbers for this benchmark are, and how its columns map onto our tasks."""
+
+    file: str
+    source: str
+    model_column: str
+    scale: float
+    metric: str
+    task_columns: dict[str, str]
+    std_suffix: tuple[str, str] = ("_mean", "_std")
+    aggregate_column: str | None = None
+    encoders: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    name: str
+    title: str
+    dataset: dict[str, Any]
+    tasks: tuple[str, ...]
+    task_type: Literal["multilabel", "binary"] = "multilabel"
+    metrics: tuple[str, ...] = ("auprc", "auroc")
+    primary_metric: str = "auprc"
+    seeds: int = 5
+    default_head: str = "linear"
+    data_root_env: str | None = None
+    validation: ValidationSpec = field(default_factory=ValidationSpec)
+    bootstrap: BootstrapSpec = field(default_factory=BootstrapSpec)
+    published: PublishedSpec | None = None
+    notes: str = ""
+
+
+SpecT = typing.TypeVar("SpecT")
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    """Safe-load a YAML mapping; name the file on any failure."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle)
+    except FileNotFoundError:
+        raise SpecError(f"Spec file {path} does not exist; check the path given in registry.yaml or the plugin.") from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"Spec file {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"Spec file {path} must contain a mapping at the top level, found {type(data).__name__}.")
+    return data
+
+
+def parse_spec(cls: type[SpecT], data: dict[str, Any], where: str) -> SpecT:
+    """Build the dataclass `cls` from a mapping, checking keys and types recursively."""
+    if not isinstance(data, dict):
+        raise SpecError(f"{where}: expected a mapping, found {type(data).__name__}.")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [key for key in data if key not in fields]
+    if unknown:
+        key = unknown[0]
+        close = difflib.get_close_matches(str(key), list(fields), n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else f" Valid keys: {', '.join(fields)}."
+        raise SpecError(f"{where}: unknown key '{key}'.{hint}")
+    values = {}
+    for name, spec_field in fields.items():
+        if name in data:
+            values[name] = _coerce(hints[name], data[name], f"{where}.{name}")
+        elif spec_field.default is dataclasses.MISSING and spec_field.default_factory is dataclasses.MISSING:
+            raise SpecError(f"{where}: required key '{name}' is missing.")
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, where)
+            except SpecError as exc:
+                errors.append(str(exc))
+        raise SpecError(errors[0] if len(errors) == 1 else f"{where}: {value!r} matches none of the allowed forms.")
+    if origin is Literal:
+        if value not in args:
+            raise SpecError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}.")
+        return value
+    if dataclasses.is_dataclass(hint):
+        return parse_spec(hint, value, where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise SpecError(f"{where}: expected a list, found {value!r}.")
+        item_types = args if len(args) != 2 or args[1] is not Ellipsis else (args[0],) * len(value)
+        if len(item_types) != len(value):
+            raise SpecError(f"{where}: expected {len(item_types)} items, found {len(value)}.")
+        return tuple(_coerce(t, v, f"{where}[{i}]") for i, (t, v) in enumerate(zip(item_types, value)))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise SpecError(f"{where}: expected a mapping, found {value!r}.")
+        return dict(value)
+    if hint is Any:
+        return value
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, str, bool):
+        if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+            raise SpecError(f"{where}: expected {hint.__name__}, found {value!r}.")
+        return value
+    raise SpecError(f"{where}: cannot read a value of type {hint!r}.")  # pragma: no cover - spec author error

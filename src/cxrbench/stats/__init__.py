@@ -1,0 +1,1 @@
+"""Metrics, seed aggregation and patient-clustered bootstrap confidence intervals."""
