@@ -101,6 +101,7 @@ def run(
     out: Path = typer.Option(DEFAULT_OUT, help="Results folder."),
     cache_dir: Optional[Path] = CacheDir,
     batch_size: int = typer.Option(32, help="Images per encoder forward pass."),
+    shard_size: int = typer.Option(512, help="Images per feature-cache shard: an interrupted run resumes from the last complete shard."),
     workers: Optional[int] = typer.Option(None, help="Image-decoding worker processes (default: up to 4)."),
     device: str = typer.Option("cpu", help="Torch device for the encoder, e.g. cuda."),
 ) -> None:
@@ -111,7 +112,7 @@ def run(
         benchmark=benchmark, encoders=[e.strip() for e in encoder.split(",") if e.strip()], out=out,
         cache_root=_cache_root(cache_dir), head=head, seeds=seeds, data_root=data_root, weights=weights,
         revision=revision, image_size=image_size, dataset_options={"label_rule": label_rule} if label_rule else {},
-        bootstrap_resamples=bootstrap, batch_size=batch_size, num_workers=workers, device=device,
+        bootstrap_resamples=bootstrap, batch_size=batch_size, shard_size=shard_size, num_workers=workers, device=device,
     )
     _run_and_show(options)
 

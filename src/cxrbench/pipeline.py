@@ -46,6 +46,7 @@ class RunOptions:
     dataset_options: dict[str, Any] = field(default_factory=dict)
     bootstrap_resamples: int | None = None
     batch_size: int = 32
+    shard_size: int = 512
     num_workers: int | None = None
     device: str = "cpu"
 
@@ -103,7 +104,7 @@ def _run_encoder(options, spec, data, encoder_name, head_name, head_entry, seeds
     request = FeatureRequest(global_embedding=True, patch_tokens="patches" in head_class.needs)
     extraction = extract_features(
         encoder, request, data.samples["path"].tolist(), options.cache_root,
-        batch_size=options.batch_size, num_workers=options.num_workers, device=options.device, progress=progress,
+        batch_size=options.batch_size, shard_size=options.shard_size, num_workers=options.num_workers, device=options.device, progress=progress,
     )
     if extraction.encoded == 0:
         progress.note(f"{encoder_name}: all {len(extraction.keys)} images found in the feature cache; no encoder forward pass.")

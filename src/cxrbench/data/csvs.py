@@ -38,7 +38,7 @@ def binary_labels(frame: pd.DataFrame, columns: Iterable[str], path: Path) -> pd
             row = int(bad.to_numpy().nonzero()[0][0])
             raise DataError(
                 f"{path}, row {row + 2} (image {frame['image_id'].iloc[row]}): column '{column}' is "
-                f"{frame[column].iloc[row]!r}; labels must be 0 or 1."
+                f"{frame[column].iloc[row]}; labels must be 0 or 1."
             )
         out[column] = values.astype("float32")
     return pd.DataFrame(out, index=frame.index)

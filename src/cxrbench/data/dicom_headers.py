@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 import pydicom
 
+from cxrbench.errors import ImageReadError
+
 _TAGS = ["PatientID", "PatientSex", "PatientAge"]
 
 
@@ -22,7 +24,13 @@ def _age_years(value: str) -> float:
 
 
 def _read_one(path: str) -> tuple[str, str, float]:
-    ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_TAGS)
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_TAGS)
+    except Exception as exc:
+        raise ImageReadError(
+            f"Cannot read the DICOM header of {path}: {type(exc).__name__}: {exc}. Re-download the file, or remove "
+            "its row from the dataset's label CSV to exclude it."
+        ) from exc
     sex = str(getattr(ds, "PatientSex", "") or "").strip().upper()
     return (
         str(getattr(ds, "PatientID", "") or "").strip(),

@@ -61,7 +61,7 @@ class LinearProbe(Head):
                 loss.backward()
                 optimizer.step()
                 schedule.step()
-                running += float(loss) * len(index)
+                running += loss.item() * len(index)
             history["train_loss"].append(running / len(x))
             history["val_loss"].append(self._loss(val) if len(val.labels) else float("nan"))
         return FitReport(chosen={"epochs": int(p["epochs"]), "checkpoint": "last"}, history=history)
