@@ -102,7 +102,7 @@ def run(
     cache_dir: Optional[Path] = CacheDir,
     batch_size: int = typer.Option(32, help="Images per encoder forward pass."),
     shard_size: int = typer.Option(512, help="Images per feature-cache shard: an interrupted run resumes from the last complete shard."),
-    workers: Optional[int] = typer.Option(None, help="Image-decoding worker processes (default: up to 4)."),
+    workers: Optional[int] = typer.Option(None, help="Image-decoding worker processes (default: 0 on CPU, up to 8 with a GPU)."),
     device: str = typer.Option("cpu", help="Torch device for the encoder, e.g. cuda."),
 ) -> None:
     """Run BENCHMARK with one or more encoders and write results under OUT/BENCHMARK/ENCODER/HEAD/."""

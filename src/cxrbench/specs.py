@@ -199,8 +199,10 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         return dict(value)
     if hint is Any:
         return value
-    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise SpecError(f"{where}: expected float (a number), found {value!r}.")
     if hint in (int, str, bool):
         if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
             raise SpecError(f"{where}: expected {hint.__name__}, found {value!r}.")

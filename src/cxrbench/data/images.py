@@ -63,11 +63,12 @@ def _read_dicom(path: Path) -> np.ndarray:
         stored = stored[0]  # multi-frame: the first frame is the radiograph
     if stored.ndim != 2:
         raise ImageReadError(f"DICOM file {path} has pixel array shape {stored.shape}; expected one grey frame.")
-    values = np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
+    modality = apply_modality_lut(stored, ds)
     low, high = _voi_output_range(ds)
-    if low is not None:
-        values = np.asarray(apply_voi_lut(values, ds), dtype=np.float64)
+    if low is not None:  # pydicom's VOI step wants the modality values as they are (LUT look-ups need integers)
+        values = np.asarray(apply_voi_lut(modality, ds), dtype=np.float64)
     else:
+        values = np.asarray(modality, dtype=np.float64)
         low, high = float(values.min()), float(values.max())
     scaled = (values - low) / (high - low) if high > low else np.zeros_like(values)
     scaled = np.clip(scaled, 0.0, 1.0)

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from cxrbench.encoders.preprocessing import Preprocessor
+from cxrbench.encoders.preprocessing import PIPELINE_VERSION, Preprocessor
 from cxrbench.encoders.weights import WeightsSource
 from cxrbench.errors import CxrbenchError
 from cxrbench.specs import AdapterSpec, PreprocessSpec
@@ -94,6 +94,7 @@ class Encoder(ABC):
             "architecture": self.spec.architecture,
             "weights": self.weights.identity,
             "preprocessing": asdict(self.preprocessing),
+            "preprocessing_pipeline": PIPELINE_VERSION,
             "request": request.describe(),
             "implementation": f"{type(self).__module__}.{type(self).__qualname__}",
         }

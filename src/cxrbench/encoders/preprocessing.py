@@ -25,6 +25,22 @@ _MODES = {
 }
 
 
+# Bumped whenever the interpretation of a spec changes, so cached features of the old behaviour are not reused.
+PIPELINE_VERSION = 1
+
+
+def centre_crop(x: torch.Tensor, side: int) -> torch.Tensor:
+    """Crop offsets rounded down, as the Hugging Face processors do (torchvision rounds half to even,
+    which shifts the crop by one pixel for half of all image shapes). Pads with black when too small."""
+    height, width = x.shape[-2:]
+    if height < side or width < side:
+        pad_h, pad_w = max(0, side - height), max(0, side - width)
+        x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
+        height, width = x.shape[-2:]
+    top, left = (height - side) // 2, (width - side) // 2
+    return x[..., top : top + side, left : left + side]
+
+
 class Preprocessor:
     def __init__(self, spec: PreprocessSpec):
         channels = spec.channels
@@ -53,7 +69,7 @@ class Preprocessor:
             x = (x * levels).round() / levels
         x = self._resize(x)
         if spec.crop is not None:
-            x = TF.center_crop(x, [spec.crop, spec.crop])
+            x = centre_crop(x, spec.crop)
         x = x.float() / 255.0 if x.dtype == torch.uint8 else x
         low, high = spec.value_range
         if (low, high) != (0.0, 1.0):
