@@ -227,3 +227,22 @@ def test_killed_run_resumes_with_identical_results(vindr_root, tmp_path):
     clean_metrics = json.loads((clean_out / "vindr/dinov2-small/linear/metrics.json").read_text())
     assert resumed_metrics == clean_metrics
     shutil.rmtree(tmp_path / "clean-cache")
+
+
+def test_cache_ls_and_clear(pixels_run, tmp_path):
+    base, _ = pixels_run
+    cache = tmp_path / "cache"
+    shutil.copytree(base / "cache", cache)
+    listing = invoke("cache", "ls", "--cache-dir", str(cache))
+    assert listing.exit_code == 0 and "pixels" in listing.output
+    cleared = invoke("cache", "clear", "--encoder", "pixels", "--yes", "--cache-dir", str(cache))
+    assert cleared.exit_code == 0 and "removed 1 store" in cleared.output
+    assert not list((cache / "features").iterdir())
+
+
+def test_list_shows_every_kind():
+    for kind, name in (("encoders", "rad-dino"), ("heads", "linear"), ("benchmarks", "vindr")):
+        result = invoke("list", kind)
+        assert result.exit_code == 0 and name in result.output and "built-in" in result.output
+    encoders = invoke("list", "encoders").output
+    assert "microsoft/rad-dino@24bf2cc" in encoders and "MSRLA" in encoders

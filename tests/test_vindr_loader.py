@@ -131,3 +131,18 @@ def test_labels_are_float_with_nan_contract(vindr_root):
     _, data = load_benchmark("vindr", vindr_root, {})
     labels = data.labels()
     assert labels.dtype == np.float32 and set(np.unique(labels)) <= {0.0, 1.0}
+
+
+def test_release_without_patient_ids_falls_back_to_image_ids(vindr_copy):
+    """The PhysioNet release strips PatientID (and sex/age may be 'O'); each image is then its own patient."""
+    import pydicom
+
+    for path in vindr_copy.glob("*/*.dicom"):
+        ds = pydicom.dcmread(path)
+        del ds.PatientID
+        ds.PatientSex = "O"
+        ds.save_as(path)
+    _, data = load_benchmark("vindr", vindr_copy, {})
+    assert (data.samples["patient_id"] == data.samples["image_id"]).all()
+    assert (data.samples["sex"] == "").all()
+    assert any("image id for the rest" in note for note in data.notes)

@@ -23,6 +23,7 @@ class LinearProbe(Head):
         "lr": 1e-3,
         "weight_decay": 1e-4,
         "epochs": 100,
+        "min_steps": 4000,
         "batch_size": 256,
         "standardize": True,
         "class_balanced_loss": False,
@@ -40,6 +41,10 @@ class LinearProbe(Head):
             self._mean, self._std = torch.zeros(x.shape[1]), torch.ones(x.shape[1])
         x = (x - self._mean) / self._std
         self.layer = torch.nn.Linear(x.shape[1], y.shape[1])
+        # DINOv2's linear-head init: a near-zero start, so that on small datasets (few optimiser steps) the
+        # learned direction is not swamped by PyTorch's default uniform(+-1/sqrt(D)) initial weights.
+        torch.nn.init.normal_(self.layer.weight, std=0.01)
+        torch.nn.init.zeros_(self.layer.bias)
         pos_weight = None
         if p["class_balanced_loss"]:
             positives = torch.nansum(y, 0)
@@ -48,10 +53,12 @@ class LinearProbe(Head):
         optimizer = torch.optim.AdamW(self.layer.parameters(), lr=p["lr"], weight_decay=p["weight_decay"])
         batch = min(int(p["batch_size"]), len(x))
         steps_per_epoch = math.ceil(len(x) / batch)
-        total = int(p["epochs"]) * steps_per_epoch
+        # at least `min_steps` optimiser steps: 100 epochs of a small dataset are too few for AdamW to converge
+        epochs = max(int(p["epochs"]), math.ceil(int(p["min_steps"]) / steps_per_epoch))
+        total = epochs * steps_per_epoch
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
         history: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
-        for _ in range(int(p["epochs"])):
+        for _ in range(epochs):
             order = torch.randperm(len(x), generator=generator)
             running = 0.0
             for start in range(0, len(x), batch):
@@ -64,7 +71,7 @@ class LinearProbe(Head):
                 running += loss.item() * len(index)
             history["train_loss"].append(running / len(x))
             history["val_loss"].append(self._loss(val) if len(val.labels) else float("nan"))
-        return FitReport(chosen={"epochs": int(p["epochs"]), "checkpoint": "last"}, history=history)
+        return FitReport(chosen={"epochs": epochs, "steps": total, "checkpoint": "last"}, history=history)
 
     @torch.no_grad()
     def _logits(self, features: FeatureSet) -> torch.Tensor:
