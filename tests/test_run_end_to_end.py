@@ -156,6 +156,10 @@ def test_run_rad_dino_from_local_hf_folder_offline(rad_dino_dir, vindr_root, tmp
     assert result.exit_code == 0, result.output
     config = (tmp_path / "out/vindr/rad-dino/linear/config.yaml").read_text()
     assert "sha256:" in config and "size: 56" in config
+    table = invoke("table", "vindr", "--out", str(tmp_path / "out"))
+    assert table.exit_code == 0, table.output
+    published_row = next(line for line in table.output.splitlines() if "RAD-DINO (published)" in line)
+    assert "69.9 ± 0.3" in published_row and "52.8" in published_row  # Table 1a: CM 69.9 (0.3), aggregate 52.8
 
 
 def test_wrong_architecture_checkpoint_is_refused(tmp_path):

@@ -108,14 +108,20 @@ def _draw_patients(config: SyntheticConfig, rng: np.random.Generator) -> list[di
         if "Tuberculosis" in findings and rng.random() < 0.4:
             findings.add("Pleural thickening")  # healed TB scars the pleura
         anatomy = {
-            "ctr": rng.uniform(0.55, 0.68) if "Cardiomegaly" in findings else rng.uniform(0.38, 0.48),
+            "ctr": rng.uniform(0.52, 0.64) if "Cardiomegaly" in findings else rng.uniform(0.38, 0.5),
             "effusion_side": int(rng.integers(2)),
             "opacity_side": int(rng.integers(2)),
             "tb_side": int(rng.integers(2)),
             "thickening_side": int(rng.integers(2)),
             "nodule": (rng.uniform(0.22, 0.78), rng.uniform(0.3, 0.6)),
-            "aortic_radius": rng.uniform(0.055, 0.07) if "Aortic enlargement" in findings else rng.uniform(0.028, 0.038),
-            "body_scale": rng.uniform(0.92, 1.04),
+            "aortic_radius": rng.uniform(0.045, 0.062) if "Aortic enlargement" in findings else rng.uniform(0.028, 0.044),
+            "body_scale": rng.uniform(0.9, 1.06),
+            "lung_width": rng.uniform(0.13, 0.165),
+            "lung_height": rng.uniform(0.27, 0.32),
+            "diaphragm": rng.uniform(0.67, 0.73),
+            "heart_x": rng.uniform(0.51, 0.55),
+            "soft_tissue": rng.uniform(0.4, 0.52),
+            "severity": rng.uniform(0.4, 1.0),  # how conspicuous this patient's findings are
         }
         patients.append(
             {
@@ -163,10 +169,12 @@ def render_chest(
         return (px(x0, shift[0]), px(y0, shift[1]), px(x1, shift[0]), px(y1, shift[1]))
 
     image = np.full((size, size), 0.06, np.float32)
-    image[ellipse(0.5, 0.58, 0.44, 0.55)] = 0.46  # soft tissue of the trunk
-    dome = 0.70 - 0.035 * np.cos((x - 0.5) * np.pi / 0.4)
-    centres = {0: 0.31, 1: 0.69}  # image-left lung (patient's right), image-right lung (patient's left)
-    lungs = {side: ellipse(cx, 0.45, 0.15, 0.30) & (y < dome) for side, cx in centres.items()}
+    severity = anatomy["severity"]
+    lung_rx, lung_ry = anatomy["lung_width"], anatomy["lung_height"]
+    image[ellipse(0.5, 0.58, 0.44, 0.55)] = anatomy["soft_tissue"]  # soft tissue of the trunk
+    dome = anatomy["diaphragm"] - 0.035 * np.cos((x - 0.5) * np.pi / 0.4)
+    centres = {0: 0.5 - 0.04 - lung_rx, 1: 0.5 + 0.04 + lung_rx}  # image-left lung is the patient's right
+    lungs = {side: ellipse(cx, 0.45, lung_rx, lung_ry) & (y < dome) for side, cx in centres.items()}
     for mask in lungs.values():
         image[mask] = 0.17
     lung_any = lungs[0] | lungs[1]
@@ -178,58 +186,62 @@ def render_chest(
     image[(np.abs(x - 0.5) < 0.065) & (y < 0.62)] = np.maximum(image[(np.abs(x - 0.5) < 0.065) & (y < 0.62)], 0.6)
     for side in (-1, 1):  # clavicles
         image += 0.22 * (np.abs(y - (0.17 + 0.08 * np.abs(x - 0.5))) < 0.01) * (np.abs(x - 0.5) < 0.33) * (side * (x - 0.5) > 0)
-    thorax_width = 0.6  # inner thoracic width, lateral edges of both lungs
+    thorax_width = 2 * (0.04 + 2 * lung_rx)  # inner thoracic width: lateral edges of both lungs
     heart_rx = anatomy["ctr"] * thorax_width / 2
-    image[ellipse(0.53, 0.62, heart_rx, 0.12)] = 0.63
+    heart_x = anatomy["heart_x"]
+    image[ellipse(heart_x, 0.62, heart_rx, 0.12)] = 0.63
     knob_r = anatomy["aortic_radius"]
     image[ellipse(0.565, 0.31, knob_r, knob_r * 0.9)] = 0.64
     boxes: list[tuple[str, tuple[float, float, float, float]]] = []
     if "Cardiomegaly" in findings:
-        boxes.append(("Cardiomegaly", to_box(0.53 - heart_rx, 0.5, 0.53 + heart_rx, 0.74)))
+        boxes.append(("Cardiomegaly", to_box(heart_x - heart_rx, 0.5, heart_x + heart_rx, 0.74)))
     if "Aortic enlargement" in findings:
         boxes.append(("Aortic enlargement", to_box(0.565 - knob_r, 0.31 - knob_r, 0.565 + knob_r, 0.31 + knob_r)))
     if "Pleural effusion" in findings:
         side = anatomy["effusion_side"]
         cx = centres[side]
-        lateral = cx + (0.15 if side else -0.15)
-        level = 0.62 - rng.uniform(0.0, 0.05) - 0.12 * np.abs(x - cx) / 0.15 * (np.sign(x - cx) == np.sign(lateral - cx))
+        lateral = cx + (lung_rx if side else -lung_rx)
+        base = anatomy["diaphragm"] - 0.02 - 0.08 * severity
+        level = base - 0.1 * severity * np.abs(x - cx) / lung_rx * (np.sign(x - cx) == np.sign(lateral - cx))
         fluid = lungs[side] & (y > level)
-        image[fluid] = 0.55
-        boxes.append(("Pleural effusion", to_box(cx - 0.15, 0.5, cx + 0.15, 0.72)))
+        image[fluid] = 0.3 + 0.2 * severity
+        boxes.append(("Pleural effusion", to_box(cx - lung_rx, base - 0.1, cx + lung_rx, anatomy["diaphragm"])))
     if "Lung Opacity" in findings:
         side = anatomy["opacity_side"]
         cx, cy = centres[side] + rng.uniform(-0.05, 0.05), rng.uniform(0.35, 0.55)
-        sigma = rng.uniform(0.035, 0.06)
-        image += 0.28 * blob(cx, cy, sigma) * lungs[side]
+        sigma = rng.uniform(0.03, 0.06)
+        image += 0.2 * severity * blob(cx, cy, sigma) * lungs[side]
         boxes.append(("Lung Opacity", to_box(cx - 2 * sigma, cy - 2 * sigma, cx + 2 * sigma, cy + 2 * sigma)))
     if "Pleural thickening" in findings:
         side = anatomy["thickening_side"]
         cx = centres[side]
-        edge = ellipse(cx, 0.45, 0.15, 0.30) & ~ellipse(cx, 0.47, 0.125, 0.28) & (y < 0.45)
-        image[edge] = np.maximum(image[edge], 0.5)
-        boxes.append(("Pleural thickening", to_box(cx - 0.15, 0.15, cx + 0.15, 0.45)))
+        thickness = 0.012 + 0.015 * severity
+        edge = ellipse(cx, 0.45, lung_rx, lung_ry) & ~ellipse(cx, 0.45 + thickness, lung_rx - thickness, lung_ry - thickness) & (y < 0.45)
+        image[edge] = np.maximum(image[edge], 0.3 + 0.15 * severity)
+        boxes.append(("Pleural thickening", to_box(cx - lung_rx, 0.45 - lung_ry, cx + lung_rx, 0.45)))
     if "Pulmonary fibrosis" in findings:
         net = (np.abs(np.sin(x * 140 + 3 * np.sin(y * 40))) < 0.18) | (np.abs(np.sin(y * 140 + 3 * np.sin(x * 37))) < 0.18)
         lower = lung_any & (y > 0.48)
-        image += 0.12 * net * lower
+        image += 0.1 * severity * net * lower
         for cx in centres.values():
-            boxes.append(("Pulmonary fibrosis", to_box(cx - 0.15, 0.48, cx + 0.15, 0.7)))
+            boxes.append(("Pulmonary fibrosis", to_box(cx - lung_rx, 0.48, cx + lung_rx, anatomy["diaphragm"])))
     if "Tuberculosis" in findings:
         side = anatomy["tb_side"]
         cx, cy = centres[side] + rng.uniform(-0.04, 0.04), rng.uniform(0.23, 0.3)
-        image += 0.22 * blob(cx, cy, 0.05) * lungs[side]
-        ring = ellipse(cx, cy, 0.035, 0.035) & ~ellipse(cx, cy, 0.02, 0.02)
-        image[ring & lungs[side]] += 0.2
-        image[ellipse(cx, cy, 0.02, 0.02) & lungs[side]] = 0.12
+        image += 0.15 * severity * blob(cx, cy, 0.05) * lungs[side]
+        outer, inner = 0.015 + 0.02 * severity, 0.008 + 0.01 * severity
+        ring = ellipse(cx, cy, outer, outer) & ~ellipse(cx, cy, inner, inner)
+        image[ring & lungs[side]] += 0.15 * severity
+        image[ellipse(cx, cy, inner, inner) & lungs[side]] = 0.12
     if "Nodule/Mass" in findings:
         cx, cy = anatomy["nodule"]
         radius = rng.uniform(0.015, 0.03)
-        image[ellipse(cx, cy, radius, radius)] += 0.3
+        image[ellipse(cx, cy, radius, radius)] += 0.15 + 0.15 * severity
         boxes.append(("Nodule/Mass", to_box(cx - radius, cy - radius, cx + radius, cy + radius)))
     image = _blur(image, rng.uniform(0.6, 1.2))
     gamma = rng.uniform(0.85, 1.2)
     image = np.clip(image, 0, 1) ** gamma
-    image = image + rng.normal(0, 0.015, image.shape).astype(np.float32)
+    image = image + rng.normal(0, 0.02, image.shape).astype(np.float32)
     return np.clip(image, 0.0, 1.0).astype(np.float32), boxes
 
 
