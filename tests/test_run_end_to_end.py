@@ -158,7 +158,8 @@ def test_run_rad_dino_from_local_hf_folder_offline(rad_dino_dir, vindr_root, tmp
     assert "sha256:" in config and "size: 56" in config
     table = invoke("table", "vindr", "--out", str(tmp_path / "out"))
     assert table.exit_code == 0, table.output
-    published_row = next(line for line in table.output.splitlines() if "RAD-DINO (published)" in line)
+    markdown = (tmp_path / "out/vindr/table_auprc.md").read_text()
+    published_row = next(line for line in markdown.splitlines() if "RAD-DINO (published)" in line)
     assert "69.9 ± 0.3" in published_row and "52.8" in published_row  # Table 1a: CM 69.9 (0.3), aggregate 52.8
 
 

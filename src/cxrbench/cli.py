@@ -74,7 +74,7 @@ def _cache_root(cache_dir: Optional[Path]) -> Path:
 
 def _print_frame(frame, title: str, index_title: str = "") -> None:
     table = Table(title=title, show_lines=False, title_justify="left")
-    table.add_column(index_title, style="bold")
+    table.add_column(index_title, style="bold", no_wrap=True)
     for column in frame.columns:
         table.add_column(str(column), justify="right")
     for index, row in frame.iterrows():
