@@ -26,15 +26,21 @@ class PreprocessSpec:
     """How an encoder's released code turns an image into its input tensor.
 
     Images arrive as float intensities in [0, 1] (see `cxrbench.data.images`). The steps run in order:
-    optional quantisation (for encoders whose released pipeline reads 8-bit files), resize, crop,
+    optional quantisation (for encoders whose released pipeline reads 8-bit files), optional letterbox, resize, crop,
     scaling to `value_range`, channel replication, then (x - mean) / std per channel.
     """
 
     size: int
-    resize: Literal["shortest_edge", "square", "letterbox"] = "shortest_edge"
+    resize: Literal["shortest_edge", "square"] = "shortest_edge"
+    # Letterbox to this many pixels first (longest edge, PIL Lanczos on the 8-bit image, black padding),
+    # for encoders trained on images stored that way (CheXzero: 320).
+    letterbox: int | None = None
     interpolation: Interpolation = "bicubic"
     antialias: bool = True
     crop: int | None = None
+    # Where a centre crop starts when the margin is odd: `floor` as the Hugging Face processors do, `round`
+    # (half to even) as torchvision's CenterCrop does. A one-pixel shift for half of all image shapes.
+    crop_offset: Literal["floor", "round"] = "floor"
     quantize_bits: int | None = None
     value_range: tuple[float, float] = (0.0, 1.0)
     channels: int = 3

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from PIL import Image
 import torch.nn.functional as F
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
@@ -29,16 +30,32 @@ _MODES = {
 PIPELINE_VERSION = 1
 
 
-def centre_crop(x: torch.Tensor, side: int) -> torch.Tensor:
-    """Crop offsets rounded down, as the Hugging Face processors do (torchvision rounds half to even,
-    which shifts the crop by one pixel for half of all image shapes). Pads with black when too small."""
+def centre_crop(x: torch.Tensor, side: int, offset: str = "floor") -> torch.Tensor:
+    """A square centre crop; `offset` decides odd margins: 'floor' (Hugging Face processors) or 'round'
+    (torchvision's CenterCrop, half to even). Pads with black when the image is too small."""
     height, width = x.shape[-2:]
     if height < side or width < side:
         pad_h, pad_w = max(0, side - height), max(0, side - width)
         x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
         height, width = x.shape[-2:]
-    top, left = (height - side) // 2, (width - side) // 2
+    if offset == "round":
+        top, left = int(round((height - side) / 2.0)), int(round((width - side) / 2.0))
+    else:
+        top, left = (height - side) // 2, (width - side) // 2
     return x[..., top : top + side, left : left + side]
+
+
+def letterbox(x: torch.Tensor, side: int) -> torch.Tensor:
+    """Longest edge to `side` (sizes truncated), PIL Lanczos, pasted centred on black: CheXzero's stored images.
+    Returns float in [0, 1] (the letterboxed 8-bit values are what the model was trained on)."""
+    if x.dtype != torch.uint8:
+        raise SpecError("preprocessing.letterbox needs quantize_bits: 8 (it reproduces an 8-bit PIL pipeline).")
+    image = Image.fromarray(x[0].numpy())
+    ratio = side / max(image.size)
+    new_size = tuple(int(v * ratio) for v in image.size)
+    canvas = Image.new("L", (side, side))
+    canvas.paste(image.resize(new_size, Image.Resampling.LANCZOS), ((side - new_size[0]) // 2, (side - new_size[1]) // 2))
+    return torch.from_numpy(np.asarray(canvas, dtype=np.float32) / 255.0)[None]
 
 
 class Preprocessor:
@@ -67,9 +84,11 @@ class Preprocessor:
             x = (x * 255.0).round().clamp(0, 255).to(torch.uint8)
         elif levels:
             x = (x * levels).round() / levels
+        if spec.letterbox:
+            x = letterbox(x, spec.letterbox)
         x = self._resize(x)
         if spec.crop is not None:
-            x = centre_crop(x, spec.crop)
+            x = centre_crop(x, spec.crop, spec.crop_offset)
         x = x.float() / 255.0 if x.dtype == torch.uint8 else x
         low, high = spec.value_range
         if (low, high) != (0.0, 1.0):
@@ -85,17 +104,11 @@ class Preprocessor:
             short, long = min(height, width), max(height, width)
             new_long = int(spec.size * long / short)
             size = [spec.size, new_long] if height <= width else [new_long, spec.size]
-        elif spec.resize == "square":
+        else:
             size = [spec.size, spec.size]
-        else:  # letterbox: longest edge to size, centred on a black square
-            scale = spec.size / max(height, width)
-            size = [max(1, round(height * scale)), max(1, round(width * scale))]
         if spec.interpolation == "area":
             resized = F.interpolate(x[None].float(), size=size, mode="area")[0]
             resized = resized.round().clamp(0, 255).to(torch.uint8) if x.dtype == torch.uint8 else resized
         else:
             resized = TF.resize(x, size, interpolation=_MODES[spec.interpolation], antialias=spec.antialias)
-        if spec.resize == "letterbox":
-            pad_h, pad_w = spec.size - size[0], spec.size - size[1]
-            resized = F.pad(resized, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
         return resized

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -39,6 +40,8 @@ def resolve_weights(spec: AdapterSpec, weights: str | None = None, revision: str
         path = Path(weights).expanduser()
         if not path.exists():
             raise WeightsError(f"--weights {weights}: no such file or folder. {_where_to_get(spec)}")
+        if path.is_file():
+            verify_hash_in_name(path.resolve())
         return WeightsSource("local", f"sha256:{weights_digest(path.resolve())}", path=path.resolve())
     if spec.weights.hub_repo:
         return _from_hub(spec, revision or spec.weights.revision)
@@ -94,6 +97,23 @@ def _where_to_get(spec: AdapterSpec) -> str:
     if spec.weights.how_to_get:
         text += f" To get them: {spec.weights.how_to_get}."
     return (text + " Use --weights random for a randomly initialised model of the same architecture.").strip()
+
+
+_HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.[A-Za-z]+$")
+
+
+def verify_hash_in_name(path: Path) -> None:
+    """torch.hub convention: `name-<sha256 prefix>.pth`. A file whose content disagrees is corrupt or another file."""
+    match = _HASH_IN_NAME.search(path.name)
+    if not match:
+        return
+    stat = path.stat()
+    digest = _file_sha256(str(path), stat.st_size, stat.st_mtime_ns)
+    if not digest.startswith(match.group(1)):
+        raise WeightsError(
+            f"{path}: its name promises a SHA-256 starting with {match.group(1)}, but the file's is {digest[:len(match.group(1))]}. "
+            "The download is incomplete or corrupt; download it again."
+        )
 
 
 def weights_digest(path: Path) -> str:

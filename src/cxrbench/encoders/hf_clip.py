@@ -1,0 +1,83 @@
+"""OpenAI CLIP image towers through transformers' `CLIPVisionModel` (the clip-l14 baselines).
+
+The released Hugging Face folders hold the whole CLIP; only the vision tower's keys are loaded and every
+one of them must be present (the text tower and projections are the only keys allowed to be left over).
+
+- global embedding: `pooler_output`, the class token after post_layernorm (pre-projection, 1024-d)
+- patch tokens and layers: tokens after post_layernorm, as open_clip normalises every token with ln_post
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import CLIPVisionConfig, CLIPVisionModel
+
+from cxrbench.encoders.base import Encoder, FeatureRequest, Features, grid_tokens
+from cxrbench.encoders.weights import WeightsSource
+from cxrbench.errors import WeightsError
+from cxrbench.specs import AdapterSpec, PreprocessSpec
+
+_VISION_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "patch_size",
+                "image_size", "hidden_act", "layer_norm_eps")
+_OTHER_TOWER = ("text_model.", "text_projection", "visual_projection", "logit_scale")
+
+
+class HFClipVisionEncoder(Encoder):
+    def __init__(self, spec: AdapterSpec, weights: WeightsSource, preprocessing: PreprocessSpec | None = None):
+        super().__init__(spec, weights, preprocessing)
+        arch = {k: spec.architecture[k] for k in _VISION_KEYS}
+        if weights.kind == "random":
+            torch.manual_seed(weights.seed)
+            self.model = CLIPVisionModel(CLIPVisionConfig(**arch))
+        elif weights.kind in ("hub", "local") and weights.path is not None and (weights.path / "config.json").is_file():
+            self.model = self._load(weights.path, arch)
+        else:
+            raise WeightsError(f"'{spec.name}' expects a Hugging Face CLIP folder (config.json + model.safetensors).")
+        self.model.eval().requires_grad_(False)
+        self._patch = int(arch["patch_size"])
+
+    def _load(self, path, arch) -> CLIPVisionModel:
+        try:
+            model, info = CLIPVisionModel.from_pretrained(path, local_files_only=True, output_loading_info=True, dtype=torch.float32)
+        except Exception as exc:
+            raise WeightsError(f"Cannot load '{self.spec.name}' from {path}: {exc}") from exc
+        unexpected = [k for k in info.get("unexpected_keys", []) if not k.startswith(_OTHER_TOWER)]
+        problems = {"missing_keys": info.get("missing_keys"), "unexpected_keys": unexpected, "mismatched_keys": info.get("mismatched_keys")}
+        problems = {k: v for k, v in problems.items() if v}
+        if problems:
+            raise WeightsError(f"{path} does not match the {self.spec.name} vision tower: {problems}")
+        mismatched = {k: (getattr(model.config, k), v) for k, v in arch.items() if getattr(model.config, k) != v}
+        if mismatched:
+            details = ", ".join(f"{k}={got} (expected {want})" for k, (got, want) in mismatched.items())
+            raise WeightsError(f"{path}/config.json is not {self.spec.name}: {details}.")
+        return model
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @property
+    def patch_stride(self) -> int:
+        return self._patch
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.model.config.num_hidden_layers)
+
+    def to(self, device: torch.device | str) -> "HFClipVisionEncoder":
+        self.model.to(device)
+        return self
+
+    @torch.inference_mode()
+    def encode(self, pixels: torch.Tensor, request: FeatureRequest) -> Features:
+        height, width = pixels.shape[-2] // self._patch, pixels.shape[-1] // self._patch
+        out = self.model(pixel_values=pixels, output_hidden_states=bool(request.layers))
+        norm = self.model.vision_model.post_layernorm
+        features = Features()
+        if request.global_embedding:
+            features.global_embedding = out.pooler_output
+        if request.patch_tokens:
+            features.patch_tokens = grid_tokens(norm(out.last_hidden_state[:, 1:]), height, width)
+        for index in request.layers:
+            features.layers[index] = grid_tokens(norm(out.hidden_states[index + 1][:, 1:]), height, width)
+        return features
