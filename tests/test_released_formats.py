@@ -254,3 +254,144 @@ def test_biovil_t_state_dict_equals_hi_ml_reference(tmp_path, xray_png):
     assert features.patch_tokens.shape == (1, 14, 14, 512)
     assert [features.layers[i].shape[1:3] for i in range(4)] == [(112, 112), (56, 56), (28, 28), (14, 14)]
     assert [features.layers[i].shape[-1] for i in range(4)] == [256, 512, 1024, 2048]
+
+
+def test_mrm_checkpoint_drops_decoder_and_report_branch(tmp_path, xray_png):
+    """MRM.pth: {'model', 'optimizer', 'epoch', 'scaler', 'args'}; a plain timm ViT-B/16 is the reference."""
+    import argparse
+
+    import timm
+
+    torch.manual_seed(11)
+    reference = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=0).eval()
+    with torch.no_grad():
+        for name, parameter in reference.named_parameters():
+            if "norm" in name:
+                parameter.add_(torch.randn_like(parameter) * 0.1)
+    model = dict(reference.state_dict())
+    extra = {
+        "mask_token": torch.zeros(1, 1, 768),
+        "decoder_embed.weight": torch.randn(768, 768),
+        "decoder_pos_embed": torch.zeros(1, 197, 768),
+        "decoder_blocks.0.attn.qkv.weight": torch.randn(2304, 768),
+        "decoder_norm.weight": torch.ones(768),
+        "decoder_pred.weight": torch.randn(3072, 768),
+        "bert_mlp.weight": torch.randn(384, 768),
+        "bert_encoder.model.bert.embeddings.word_embeddings.weight": torch.randn(30000, 384),
+        "bert_encoder.model.cls.predictions.bias": torch.zeros(30000),
+    }
+    checkpoint = {"model": {**model, **extra}, "optimizer": {"state": {}, "param_groups": [{"lr": 1.5e-4}]},
+                  "epoch": 199, "scaler": {"scale": 65536.0}, "args": argparse.Namespace(model="mrm", input_size=448)}
+    torch.save(checkpoint, tmp_path / "MRM.pth")
+    encoder = build_encoder("mrm", weights=str(tmp_path / "MRM.pth"))
+    assert sorted(encoder.load_report.dropped) == sorted(extra)
+    pixels = encoder.preprocessor(read_image(xray_png))[None]
+    assert pixels.shape == (1, 3, 224, 224)
+    features = encoder.encode(pixels, FeatureRequest(patch_tokens=True, layers=(5,)))
+    with torch.no_grad():
+        tokens = reference.forward_features(pixels)
+        layer5 = reference.norm(reference.forward_intermediates(pixels, indices=[5], intermediates_only=True, output_fmt="NLC")[0])
+    torch.testing.assert_close(features.global_embedding, tokens[:, 1:].mean(1), atol=1e-5, rtol=0)
+    torch.testing.assert_close(features.patch_tokens.reshape(1, -1, 768), tokens[:, 1:], atol=1e-5, rtol=0)
+    torch.testing.assert_close(features.layers[5].reshape(1, -1, 768), layer5, atol=1e-5, rtol=0)
+    del checkpoint["model"]["blocks.11.mlp.fc2.bias"]
+    torch.save(checkpoint, tmp_path / "MRM-broken.pth")
+    with pytest.raises(WeightsError, match="missing: \\['blocks.11.mlp.fc2.bias'\\]"):
+        build_encoder("mrm", weights=str(tmp_path / "MRM-broken.pth"))
+
+
+def test_mrm_preprocessing_equals_its_torchvision_pipeline(xray_png):
+    from torchvision import transforms
+
+    encoder = build_encoder("mrm", weights="random")
+    reference = transforms.Compose([transforms.Resize(224), transforms.CenterCrop(224), transforms.Grayscale(3),
+                                    transforms.ToTensor(), transforms.Normalize([0.4978], [0.2449])])
+    expected = reference(Image.open(xray_png).convert("RGB"))
+    ours = encoder.preprocessor(read_image(xray_png))
+    assert (ours - expected).abs().max() <= 1 / 255 / 0.2449 + 1e-5
+
+
+def test_biomedclip_open_clip_file_equals_open_clip_visual_tower(tmp_path, xray_png):
+    from open_clip.timm_model import TimmModel
+
+    torch.manual_seed(12)
+    visual = TimmModel("vit_base_patch16_224", embed_dim=512, image_size=224, pool="", proj="linear").eval()
+    state = {f"visual.{k}": v for k, v in visual.state_dict().items()}
+    state.update({"text.transformer.embeddings.word_embeddings.weight": torch.randn(100, 768),
+                  "text.proj.0.weight": torch.randn(640, 768), "logit_scale": torch.tensor(4.6)})
+    torch.save(state, tmp_path / "open_clip_pytorch_model.bin")
+    encoder = build_encoder("biomedclip", weights=str(tmp_path / "open_clip_pytorch_model.bin"))
+    assert "visual.head.proj.weight" in encoder.load_report.dropped and "logit_scale" in encoder.load_report.dropped
+    pixels = encoder.preprocessor(read_image(xray_png))[None]
+    features = encoder.encode(pixels, FeatureRequest(patch_tokens=True))
+    with torch.no_grad():
+        tokens = visual.trunk.forward_features(pixels)
+        projected = visual(pixels)
+    torch.testing.assert_close(features.global_embedding, tokens[:, 0], atol=1e-5, rtol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(features.global_embedding @ visual.head.proj.weight.T, projected, atol=1e-4, rtol=0)
+    assert features.patch_tokens.shape == (1, 14, 14, 768)
+
+
+def chexzero_reference_pixels(path) -> torch.Tensor:
+    """CheXzero's own steps, written from its data_process.py / zero_shot.py: cv2-style 8-bit read, letterbox 320
+    with PIL Lanczos, repeat to 3 channels on the 0-255 scale, Normalize, Resize(224, bicubic, no antialias)."""
+    from torchvision.transforms import InterpolationMode, Normalize, Resize
+
+    image = Image.open(path).convert("RGB")
+    ratio = 320 / max(image.size)
+    size = tuple(int(x * ratio) for x in image.size)
+    canvas = Image.new("L", (320, 320))
+    canvas.paste(image.resize(size, Image.Resampling.LANCZOS), ((320 - size[0]) // 2, (320 - size[1]) // 2))
+    stored = torch.from_numpy(np.asarray(canvas, dtype=np.float32))[None].repeat(3, 1, 1)
+    normalised = Normalize((101.48761,) * 3, (83.43944,) * 3)(stored)
+    return Resize(224, interpolation=InterpolationMode.BICUBIC, antialias=False)(normalised)[None]
+
+
+def test_chexzero_state_dict_equals_open_clip_model(tmp_path, xray_png):
+    import open_clip
+
+    torch.manual_seed(13)
+    model = open_clip.create_model("ViT-B-32-quickgelu", pretrained=None).eval()
+    state = model.state_dict()
+    assert len(state) == 302  # as in the released CheXzero files
+    released = {k: (v.half() if v.ndim == 2 and "embedding" not in k else v) for k, v in state.items()}  # fp16 mix
+    torch.save(released, tmp_path / "best_64_5e-05_original_22000_0.864.pt")
+    model.load_state_dict(released)
+    encoder = build_encoder("chexzero", weights=str(tmp_path / "best_64_5e-05_original_22000_0.864.pt"))
+
+    reference_pixels = chexzero_reference_pixels(xray_png)
+    ours = encoder.preprocessor(read_image(xray_png))[None]
+    torch.testing.assert_close(ours, reference_pixels, atol=1e-4, rtol=0)
+    features = encoder.encode(reference_pixels, FeatureRequest(patch_tokens=True))
+    with torch.no_grad():
+        projected = model.encode_image(reference_pixels)
+    assert features.global_embedding.shape == (1, 768) and features.patch_tokens.shape == (1, 7, 7, 768)
+    with torch.no_grad():
+        torch.testing.assert_close(features.global_embedding @ model.visual.proj, projected, atol=1e-4, rtol=0)
+    projected_spec = dataclasses.replace(encoder_spec("chexzero"), architecture={**encoder_spec("chexzero").architecture, "global_pool": "projected"})
+    from cxrbench.encoders.open_clip_vit import OpenClipEncoder
+
+    as_clip = OpenClipEncoder(projected_spec, resolve_weights(projected_spec, str(tmp_path / "best_64_5e-05_original_22000_0.864.pt")))
+    torch.testing.assert_close(as_clip.encode(reference_pixels, FeatureRequest()).global_embedding, projected, atol=1e-5, rtol=0)
+
+
+def test_clip_l14_hf_folder_loads_vision_tower(tmp_path, xray_png):
+    from transformers import CLIPConfig, CLIPModel
+
+    spec = encoder_spec("clip-l14")
+    vision = {k: spec.architecture[k] for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                                                 "patch_size", "image_size", "hidden_act", "layer_norm_eps")}
+    torch.manual_seed(14)
+    config = CLIPConfig(vision_config=vision, text_config={"hidden_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                                            "intermediate_size": 128}, projection_dim=768)
+    model = CLIPModel(config).eval()
+    model.save_pretrained(tmp_path / "clip")
+    encoder = build_encoder("clip-l14", weights=str(tmp_path / "clip"))
+    pixels = encoder.preprocessor(read_image(xray_png))[None]
+    assert pixels.shape == (1, 3, 224, 224)
+    features = encoder.encode(pixels, FeatureRequest(patch_tokens=True))
+    with torch.no_grad():
+        expected = model.vision_model(pixel_values=pixels).pooler_output
+    torch.testing.assert_close(features.global_embedding, expected, atol=1e-5, rtol=0)
+    assert features.patch_tokens.shape == (1, 16, 16, 1024)

@@ -155,6 +155,41 @@ def demo(
     _show_comparison("vindr", workdir / "results", None)
 
 
+@app.command()
+@user_errors
+def embed(
+    images: list[Path] = typer.Argument(..., help="Image files and/or folders (searched recursively)."),
+    encoder: str = typer.Option(..., "--encoder", "-e", help="Encoder name."),
+    out: Path = typer.Option(..., help="Output .safetensors or .npz file."),
+    weights: Optional[str] = typer.Option(None, help="Local weights file/folder, or 'random[:SEED]'."),
+    revision: Optional[str] = typer.Option(None, help="Hugging Face revision overriding the adapter's pinned one."),
+    image_size: Optional[int] = typer.Option(None, help="Override the encoder's input resolution."),
+    patches: bool = typer.Option(False, "--patches", help="Also export the patch-token grid [N, H, W, D]."),
+    layers: Optional[str] = typer.Option(None, help="Also export these 0-based layers, e.g. 3,5,7,11 ('default' for the adapter's)."),
+    overwrite: bool = typer.Option(False, help="Replace OUT if it exists."),
+    batch_size: int = typer.Option(16, help="Images per forward pass."),
+    device: str = typer.Option("cpu", help="Torch device, e.g. cuda."),
+) -> None:
+    """Export global embeddings (and optionally patch tokens and layers) with image ids."""
+    from cxrbench.encoders.base import FeatureRequest
+    from cxrbench.encoders.factory import build_encoder
+    from cxrbench.features.export import export_embeddings
+
+    model = build_encoder(encoder, weights, revision, image_size)
+    if layers == "default":
+        chosen = tuple(model.spec.default_layers)
+    else:
+        try:
+            chosen = tuple(int(v) for v in layers.split(",")) if layers else ()
+        except ValueError:
+            raise CxrbenchError(f"--layers {layers}: give comma-separated whole numbers, e.g. 3,5,7,11.") from None
+    request = FeatureRequest(global_embedding=True, patch_tokens=patches, layers=chosen)
+    with _bar() as bar:
+        path, count = export_embeddings(model, request, images, out, overwrite, batch_size, device, RichProgress(bar))
+    console.print(f"wrote {count} images' features ({model.spec.name}, {model.embed_dim}-d, patch stride "
+                  f"{model.patch_stride}) to {path}")
+
+
 @app.command("list")
 @user_errors
 def list_(kind: str = typer.Argument(..., help="encoders | heads | benchmarks")) -> None:
@@ -166,13 +201,13 @@ def list_(kind: str = typer.Argument(..., help="encoders | heads | benchmarks"))
     table = Table(title=f"cxrbench {kind}", title_justify="left")
     entries = registry().entries(kind)  # type: ignore[arg-type]
     if kind == "encoders":
-        for column in ("name", "weights", "licence", "input px", "global embedding", "origin"):
-            table.add_column(column)
+        for column in ("name", "weights", "licence", "input px", "dim", "stride", "origin"):
+            table.add_column(column, overflow="fold")
         for entry in entries:
             spec = entry.spec
             source = f"{spec.weights.hub_repo}@{spec.weights.revision[:7]}" if spec.weights.hub_repo and spec.weights.revision else (spec.weights.distributed_at or "none needed")
             table.add_row(entry.name, source, spec.weights.licence, str(spec.preprocessing.crop or spec.preprocessing.size),
-                          spec.global_embedding, entry.origin)
+                          str(spec.embedding_dim), str(spec.patch_stride), entry.origin)
     else:
         for column in ("name", "description", "origin"):
             table.add_column(column)

@@ -72,6 +72,8 @@ class AdapterSpec:
     architecture: dict[str, Any]
     preprocessing: PreprocessSpec
     weights: WeightsSpec = field(default_factory=WeightsSpec)
+    embedding_dim: int = 0  # of the global embedding; checked against the built encoder by the tests
+    patch_stride: int = 0  # input pixels per patch-grid cell
     global_embedding: str = ""
     default_layers: tuple[int, ...] = ()
     citation: str = ""

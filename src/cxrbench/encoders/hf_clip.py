@@ -71,8 +71,8 @@ class HFClipVisionEncoder(Encoder):
     @torch.inference_mode()
     def encode(self, pixels: torch.Tensor, request: FeatureRequest) -> Features:
         height, width = pixels.shape[-2] // self._patch, pixels.shape[-1] // self._patch
-        out = self.model(pixel_values=pixels, output_hidden_states=bool(request.layers))
-        norm = self.model.vision_model.post_layernorm
+        out = self.model(pixel_values=pixels, output_hidden_states=bool(request.layers), interpolate_pos_encoding=True)
+        norm = getattr(self.model, "vision_model", self.model).post_layernorm  # transformers 4 nests, 5 flattens
         features = Features()
         if request.global_embedding:
             features.global_embedding = out.pooler_output

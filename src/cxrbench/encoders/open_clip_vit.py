@@ -54,6 +54,12 @@ class OpenClipEncoder(Encoder):
         self.model.eval().requires_grad_(False)
         self.visual = self.model.visual
         self._patch = int(arch["patch_size"])
+        native = self.visual.image_size[0] if isinstance(self.visual.image_size, tuple) else self.visual.image_size
+        if self.preprocessor.output_size[0] != native:
+            raise SpecError(
+                f"'{spec.name}' runs at its native {native} px: open_clip's ViT does not interpolate its position "
+                "embeddings. Drop --image-size."
+            )
 
     @property
     def embed_dim(self) -> int:

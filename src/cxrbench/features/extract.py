@@ -7,7 +7,7 @@ a run killed mid-way resumes where its last complete shard ended.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +59,35 @@ def default_workers(device: str) -> int:
     return 0 if str(device).startswith("cpu") else min(8, os.cpu_count() or 1)
 
 
+def encode_batches(
+    encoder: Encoder,
+    request: FeatureRequest,
+    paths: Sequence[str],
+    batch_size: int = 32,
+    num_workers: int | None = None,
+    device: str = "cpu",
+    progress: Progress = SilentProgress(),
+) -> Iterator[tuple[list[int], dict[str, np.ndarray]]]:
+    """Decode, preprocess and encode `paths` in batches; yields (positions in `paths`, float32 arrays)."""
+    encoder.check_request(request)
+    workers = default_workers(device) if num_workers is None else num_workers
+    if len(paths) < 4 * batch_size:
+        workers = 0  # worker start-up costs more than it saves on a few batches
+    loader = DataLoader(
+        _Images(paths, encoder.preprocessor), batch_size=batch_size, num_workers=workers,
+        worker_init_fn=_single_thread_worker if workers else None,
+    )
+    encoder.to(device)
+    advance = progress.task(f"encoding with {encoder.spec.name}", len(paths))
+    for pixels, indices, errors in loader:
+        failed = [e for e in errors if e]
+        if failed:
+            raise ImageReadError(failed[0])
+        features = encoder.encode(pixels.to(device), request).arrays()
+        yield indices.tolist(), {name: t.float().cpu().numpy() for name, t in features.items()}
+        advance(len(indices))
+
+
 def extract_features(
     encoder: Encoder,
     request: FeatureRequest,
@@ -77,33 +106,16 @@ def extract_features(
     if not missing:
         return ExtractionResult(store, keys, 0)
     path_of = dict(zip(keys, map(str, paths)))
-    todo = [path_of[k] for k in missing]
-    workers = default_workers(device) if num_workers is None else num_workers
-    if len(todo) < 4 * batch_size:
-        workers = 0  # worker start-up costs more than it saves on a few batches
-    loader = DataLoader(
-        _Images(todo, encoder.preprocessor),
-        batch_size=batch_size,
-        num_workers=workers,
-        worker_init_fn=_single_thread_worker if workers else None,
-        persistent_workers=False,
-    )
-    encoder.to(device)
-    advance = progress.task(f"encoding with {encoder.spec.name}", len(todo))
     pending_keys: list[str] = []
     pending: dict[str, list[np.ndarray]] = {}
-    for pixels, indices, errors in loader:
-        failed = [e for e in errors if e]
-        if failed:
-            raise ImageReadError(failed[0])
-        features = encoder.encode(pixels.to(device), request).arrays()
-        for name, tensor in features.items():
-            pending.setdefault(name, []).append(tensor.float().cpu().numpy())
-        pending_keys += [missing[i] for i in indices.tolist()]
-        advance(len(indices))
+    batches = encode_batches(encoder, request, [path_of[k] for k in missing], batch_size, num_workers, device, progress)
+    for indices, arrays in batches:
+        for name, array in arrays.items():
+            pending.setdefault(name, []).append(array)
+        pending_keys += [missing[i] for i in indices]
         if len(pending_keys) >= shard_size:
             store.write_shard(pending_keys, {n: np.concatenate(v) for n, v in pending.items()})
             pending_keys, pending = [], {}
     if pending_keys:
         store.write_shard(pending_keys, {n: np.concatenate(v) for n, v in pending.items()})
-    return ExtractionResult(store, keys, len(todo))
+    return ExtractionResult(store, keys, len(missing))
