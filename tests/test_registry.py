@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-import cxrbench.registry as registry_module
 from cxrbench.errors import CxrbenchError, SpecError, UnknownNameError
 from cxrbench.registry import KINDS, SPEC_TYPES, benchmark_spec, encoder_spec, head_spec, import_object, registry
 from cxrbench.resources import project_root
@@ -36,6 +35,8 @@ TOY_SPEC = {
         "mean": [0.5],
         "std": [0.25],
     },
+    "embedding_dim": 1024,
+    "patch_stride": 4,
     "global_embedding": "All 32x32 intensities, flattened (1024-d).",
 }
 
@@ -66,12 +67,14 @@ def test_builtin_entry_parses_and_imports(kind, name):
 
 def test_builtin_implementations_are_the_expected_objects():
     from cxrbench.data.vindr import load_vindr
-    from cxrbench.encoders.hf_dinov2 import HFDinov2Encoder
+    from cxrbench.encoders.dinov2 import dinov2_encoder
     from cxrbench.encoders.pixels import PixelsEncoder
+    from cxrbench.encoders.timm_vit import TimmViTEncoder
     from cxrbench.heads.linear import LinearProbe
 
     assert registry().get("encoders", "pixels").load() is PixelsEncoder
-    assert registry().get("encoders", "rad-dino").load() is HFDinov2Encoder
+    assert registry().get("encoders", "rad-dino").load() is dinov2_encoder
+    assert registry().get("encoders", "raydino").load() is TimmViTEncoder
     assert registry().get("heads", "linear").load() is LinearProbe
     assert registry().get("benchmarks", "vindr").load() is load_vindr
 

@@ -76,7 +76,12 @@ class Encoder(ABC):
     def encode(self, pixels: torch.Tensor, request: FeatureRequest) -> Features:
         """Features of a batch already run through `self.preprocessor` ([B, C, H, W])."""
 
+    #: the torch module holding the weights, when the encoder has one
+    model: torch.nn.Module | None = None
+
     def to(self, device: torch.device | str) -> "Encoder":
+        if self.model is not None:
+            self.model.to(device)
         return self
 
     def check_request(self, request: FeatureRequest) -> None:

@@ -63,10 +63,6 @@ class BioVilTEncoder(Encoder):
     def num_layers(self) -> int:
         return len(STAGE_STRIDES)
 
-    def to(self, device: torch.device | str) -> "BioVilTEncoder":
-        self.model.to(device)
-        return self
-
     @torch.inference_mode()
     def encode(self, pixels: torch.Tensor, request: FeatureRequest) -> Features:
         stages: dict[int, torch.Tensor] = {}

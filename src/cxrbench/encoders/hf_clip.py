@@ -13,6 +13,7 @@ import torch
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
 from cxrbench.encoders.base import Encoder, FeatureRequest, Features, grid_tokens
+from cxrbench.encoders.hf_loading import load_hf_model
 from cxrbench.encoders.weights import WeightsSource
 from cxrbench.errors import WeightsError
 from cxrbench.specs import AdapterSpec, PreprocessSpec
@@ -29,28 +30,12 @@ class HFClipVisionEncoder(Encoder):
         if weights.kind == "random":
             torch.manual_seed(weights.seed)
             self.model = CLIPVisionModel(CLIPVisionConfig(**arch))
-        elif weights.kind in ("hub", "local") and weights.path is not None and (weights.path / "config.json").is_file():
-            self.model = self._load(weights.path, arch)
+        elif weights.kind in ("hub", "local") and weights.path is not None:
+            self.model = load_hf_model(CLIPVisionModel, weights.path, arch, spec.name, other_tower=_OTHER_TOWER)
         else:
-            raise WeightsError(f"'{spec.name}' expects a Hugging Face CLIP folder (config.json + model.safetensors).")
+            raise WeightsError(f"'{spec.name}' needs weights; pass --weights DIR or --weights random.")
         self.model.eval().requires_grad_(False)
         self._patch = int(arch["patch_size"])
-
-    def _load(self, path, arch) -> CLIPVisionModel:
-        try:
-            model, info = CLIPVisionModel.from_pretrained(path, local_files_only=True, output_loading_info=True, dtype=torch.float32)
-        except Exception as exc:
-            raise WeightsError(f"Cannot load '{self.spec.name}' from {path}: {exc}") from exc
-        unexpected = [k for k in info.get("unexpected_keys", []) if not k.startswith(_OTHER_TOWER)]
-        problems = {"missing_keys": info.get("missing_keys"), "unexpected_keys": unexpected, "mismatched_keys": info.get("mismatched_keys")}
-        problems = {k: v for k, v in problems.items() if v}
-        if problems:
-            raise WeightsError(f"{path} does not match the {self.spec.name} vision tower: {problems}")
-        mismatched = {k: (getattr(model.config, k), v) for k, v in arch.items() if getattr(model.config, k) != v}
-        if mismatched:
-            details = ", ".join(f"{k}={got} (expected {want})" for k, (got, want) in mismatched.items())
-            raise WeightsError(f"{path}/config.json is not {self.spec.name}: {details}.")
-        return model
 
     @property
     def embed_dim(self) -> int:
@@ -63,10 +48,6 @@ class HFClipVisionEncoder(Encoder):
     @property
     def num_layers(self) -> int:
         return int(self.model.config.num_hidden_layers)
-
-    def to(self, device: torch.device | str) -> "HFClipVisionEncoder":
-        self.model.to(device)
-        return self
 
     @torch.inference_mode()
     def encode(self, pixels: torch.Tensor, request: FeatureRequest) -> Features:

@@ -11,6 +11,7 @@ import torch
 from transformers import Dinov2Config, Dinov2Model
 
 from cxrbench.encoders.base import Encoder, FeatureRequest, Features, grid_tokens
+from cxrbench.encoders.hf_loading import load_hf_model
 from cxrbench.encoders.weights import WeightsSource
 from cxrbench.errors import WeightsError
 from cxrbench.specs import AdapterSpec, PreprocessSpec
@@ -28,34 +29,12 @@ class HFDinov2Encoder(Encoder):
         if weights.kind == "random":
             torch.manual_seed(weights.seed)
             self.model = Dinov2Model(Dinov2Config(**arch))
-        elif weights.kind in ("hub", "local"):
-            self.model = self._load(weights, arch)
+        elif weights.kind in ("hub", "local") and weights.path is not None:
+            self.model = load_hf_model(Dinov2Model, weights.path, arch, spec.name)
         else:
             raise WeightsError(f"Encoder '{spec.name}' needs weights; pass --weights PATH or --weights random.")
         self.model.eval().requires_grad_(False)
         self._patch = int(arch["patch_size"])
-
-    def _load(self, weights: WeightsSource, arch: dict) -> Dinov2Model:
-        path = weights.path
-        if path is None or not (path / "config.json").is_file():
-            raise WeightsError(
-                f"'{self.spec.name}' expects a Hugging Face model folder (config.json + model.safetensors); {path} is not one."
-            )
-        try:
-            model, info = Dinov2Model.from_pretrained(
-                path, local_files_only=True, output_loading_info=True, dtype=torch.float32, use_safetensors=None
-            )
-        except Exception as exc:
-            raise WeightsError(f"Cannot load '{self.spec.name}' weights from {path}: {exc}") from exc
-        problems = {k: v for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
-        if problems:
-            raise WeightsError(f"{path} does not match the {self.spec.name} architecture: {problems}")
-        config = model.config
-        mismatched = {k: (getattr(config, k), v) for k, v in arch.items() if getattr(config, k) != v}
-        if mismatched:
-            details = ", ".join(f"{k}={got} (expected {want})" for k, (got, want) in mismatched.items())
-            raise WeightsError(f"{path}/config.json is not {self.spec.name}: {details}.")
-        return model
 
     @property
     def embed_dim(self) -> int:
@@ -68,10 +47,6 @@ class HFDinov2Encoder(Encoder):
     @property
     def num_layers(self) -> int:
         return int(self.model.config.num_hidden_layers)
-
-    def to(self, device: torch.device | str) -> "HFDinov2Encoder":
-        self.model.to(device)
-        return self
 
     @torch.inference_mode()
     def encode(self, pixels: torch.Tensor, request: FeatureRequest) -> Features:

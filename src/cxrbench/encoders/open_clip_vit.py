@@ -73,10 +73,6 @@ class OpenClipEncoder(Encoder):
     def num_layers(self) -> int:
         return len(self.visual.transformer.resblocks)
 
-    def to(self, device: torch.device | str) -> "OpenClipEncoder":
-        self.model.to(device)
-        return self
-
     @torch.inference_mode()
     def encode(self, pixels: torch.Tensor, request: FeatureRequest) -> Features:
         height, width = pixels.shape[-2] // self._patch, pixels.shape[-1] // self._patch

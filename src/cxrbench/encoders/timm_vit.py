@@ -91,10 +91,6 @@ class TimmViTEncoder(Encoder):
     def num_layers(self) -> int:
         return len(self.model.blocks)
 
-    def to(self, device: torch.device | str) -> "TimmViTEncoder":
-        self.model.to(device)
-        return self
-
     @torch.inference_mode()
     def encode(self, pixels: torch.Tensor, request: FeatureRequest) -> Features:
         height, width = pixels.shape[-2] // self._patch, pixels.shape[-1] // self._patch
