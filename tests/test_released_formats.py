@@ -222,8 +222,8 @@ def test_rad_dino_backbone_compatible_safetensors(tmp_path, xray_png):
 
     spec = encoder_spec("rad-dino")
     model = random_hf_dinov2(spec.architecture)
-    save_file(hf_to_dinov2_repository(model), tmp_path / "backbone_compatible.safetensors")
-    encoder = build_encoder("rad-dino", weights=str(tmp_path / "backbone_compatible.safetensors"))
+    save_file(hf_to_dinov2_repository(model), tmp_path / "random_backbone.safetensors")
+    encoder = build_encoder("rad-dino", weights=str(tmp_path / "random_backbone.safetensors"))
     pixels = encoder.preprocessor(read_image(xray_png))[None]
     assert_matches_reference(encoder, model, pixels, layer=3)
 
@@ -237,9 +237,9 @@ def test_biovil_t_state_dict_equals_hi_ml_reference(tmp_path, xray_png):
     reference = ImageModel(img_encoder_type=ImageEncoderType.RESNET50_MULTI_IMAGE, joint_feature_size=128)
     with torch.no_grad():
         reference.encoder.missing_previous_emb.normal_()
-    torch.save(reference.state_dict(), tmp_path / "biovil_t_image_model_proj_size_128.pt")
+    torch.save(reference.state_dict(), tmp_path / "biovil_t_random.pt")
     reference.eval()
-    encoder = build_encoder("biovil-t", weights=str(tmp_path / "biovil_t_image_model_proj_size_128.pt"))
+    encoder = build_encoder("biovil-t", weights=str(tmp_path / "biovil_t_random.pt"))
 
     transform = create_chest_xray_transform_for_inference(resize=512, center_crop_size=448)
     reference_pixels = transform(Image.open(xray_png).convert("L"))[None]
@@ -395,3 +395,16 @@ def test_clip_l14_hf_folder_loads_vision_tower(tmp_path, xray_png):
         expected = model.vision_model(pixel_values=pixels).pooler_output
     torch.testing.assert_close(features.global_embedding, expected, atol=1e-5, rtol=0)
     assert features.patch_tokens.shape == (1, 16, 16, 1024)
+
+
+def test_file_with_a_released_name_must_match_the_published_checksum(tmp_path):
+    """BioViL-T's MD5 is published in hi-ml-multimodal; a different file under that name is refused."""
+    impostor = tmp_path / "biovil_t_image_model_proj_size_128.pt"
+    torch.save({"not": torch.zeros(1)}, impostor)
+    with pytest.raises(WeightsError, match="a83080e2f23aa584a4f2b24c39b1bb64"):
+        build_encoder("biovil-t", weights=str(impostor))
+    folder = tmp_path / "snapshot"
+    folder.mkdir()
+    shutil.copy(impostor, folder / impostor.name)
+    with pytest.raises(WeightsError, match="is not the released biovil_t_image_model_proj_size_128.pt"):
+        build_encoder("biovil-t", weights=str(folder))

@@ -60,6 +60,9 @@ class WeightsSpec:
     hub_repo: str | None = None
     revision: str | None = None
     files: tuple[str, ...] = ()
+    # Published digests of released files, "md5:<hex>" or "sha256:<hex>" by file name; a file of that name
+    # that does not match is refused.
+    checksums: dict[str, str] = field(default_factory=dict)
     distributed_at: str = ""
     licence: str = ""
     how_to_get: str = ""

@@ -42,6 +42,7 @@ def resolve_weights(spec: AdapterSpec, weights: str | None = None, revision: str
             raise WeightsError(f"--weights {weights}: no such file or folder. {_where_to_get(spec)}")
         if path.is_file():
             verify_hash_in_name(path.resolve())
+        verify_published_checksums(spec, path.resolve())
         return WeightsSource("local", f"sha256:{weights_digest(path.resolve())}", path=path.resolve())
     if spec.weights.hub_repo:
         return _from_hub(spec, revision or spec.weights.revision)
@@ -74,6 +75,7 @@ def _from_hub(spec: AdapterSpec, revision: str | None) -> WeightsSource:
     missing = [name for name in spec.weights.files if not (folder_path / name).exists()]
     if missing:
         raise WeightsError(f"The cached snapshot {folder_path} of {repo} lacks {missing}. {_where_to_get(spec)}")
+    verify_published_checksums(spec, folder_path)
     return WeightsSource("hub", f"hf:{repo}@{folder_path.name}", path=folder_path)
 
 
@@ -116,6 +118,22 @@ def verify_hash_in_name(path: Path) -> None:
         )
 
 
+def verify_published_checksums(spec: AdapterSpec, path: Path) -> None:
+    """Check every file of `path` (a file or a folder) that the release publishes a digest for."""
+    for name, expected in spec.weights.checksums.items():
+        file = path if path.is_file() and path.name == name else path / name if path.is_dir() else None
+        if file is None or not file.is_file():
+            continue
+        algorithm, _, digest = expected.partition(":")
+        stat = file.stat()
+        actual = _file_digest(str(file), stat.st_size, stat.st_mtime_ns, algorithm)
+        if actual != digest:
+            raise WeightsError(
+                f"{file} is not the released {name}: its {algorithm} is {actual}, the authors publish {digest}. "
+                "Download it again (or, for your own weights, give the file another name)."
+            )
+
+
 def weights_digest(path: Path) -> str:
     """SHA-256 over the weight files (and config.json) of a file or folder, in name order."""
     files = [path] if path.is_file() else sorted(
@@ -131,9 +149,14 @@ def weights_digest(path: Path) -> str:
     return digest.hexdigest()[:32]
 
 
-@lru_cache(maxsize=64)
 def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
+    return _file_digest(path, size, mtime_ns, "sha256")
+
+
+@lru_cache(maxsize=64)
+def _file_digest(path: str, size: int, mtime_ns: int, algorithm: str) -> str:
+    """Digest of a file, remembered per (path, size, mtime) so a run hashes each weight file once."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 22), b""):
             digest.update(block)
