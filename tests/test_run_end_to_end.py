@@ -251,3 +251,13 @@ def test_list_shows_every_kind():
         assert result.exit_code == 0 and name in result.output and "built-in" in result.output
     encoders = invoke("list", "encoders").output
     assert "microsoft/rad-dino@24bf2cc" in encoders and "MSRLA" in encoders
+
+
+@pytest.mark.parametrize("head", ["knn", "logistic"])
+def test_other_heads_run_end_to_end(head, pixels_run, vindr_root):
+    base, _ = pixels_run
+    result = invoke(*run_args(vindr_root, base / "out", base / "cache", "--encoder", "pixels", "--head", head))
+    assert result.exit_code == 0, result.output
+    assert "no encoder forward pass" in result.output  # the heads share the cached features
+    metrics = json.loads((base / f"out/vindr/pixels/{head}/metrics.json").read_text())
+    assert metrics["head"] == head and metrics["heads"]["0"]["chosen"]
