@@ -43,6 +43,9 @@ def test_second_extraction_does_no_forward_pass(paths, tmp_path):
     assert first.encoded == len(paths) and encoder.calls == 5
     again = extract_features(encoder, FeatureRequest(), paths, tmp_path, batch_size=8, num_workers=0)
     assert again.encoded == 0 and encoder.calls == 5
+    fresh = build_encoder("dinov2-small", weights="random", image_size=56)
+    assert extract_features(fresh, FeatureRequest(), paths, tmp_path, num_workers=0).encoded == 0
+    assert fresh._model is None  # all cached: the network was never built
     np.testing.assert_array_equal(first.store.load(first.keys), again.store.load(again.keys))
 
 

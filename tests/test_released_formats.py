@@ -131,7 +131,7 @@ def test_raydino_checkpoint_missing_a_block_is_refused(tmp_path):
     torch.save(state, tmp_path / "broken.pth")
     small_spec = dataclasses.replace(spec, architecture=small)
     with pytest.raises(WeightsError, match=r"missing: \['blocks.3.attn.qkv.weight'\]"):
-        TimmViTEncoder(small_spec, resolve_weights(small_spec, str(tmp_path / "broken.pth")))
+        TimmViTEncoder(small_spec, resolve_weights(small_spec, str(tmp_path / "broken.pth"))).model
 
 
 def test_dinov2_torch_hub_file_matches_hf_folder(tmp_path, xray_png):
@@ -297,7 +297,7 @@ def test_mrm_checkpoint_drops_decoder_and_report_branch(tmp_path, xray_png):
     del checkpoint["model"]["blocks.11.mlp.fc2.bias"]
     torch.save(checkpoint, tmp_path / "MRM-broken.pth")
     with pytest.raises(WeightsError, match="missing: \\['blocks.11.mlp.fc2.bias'\\]"):
-        build_encoder("mrm", weights=str(tmp_path / "MRM-broken.pth"))
+        build_encoder("mrm", weights=str(tmp_path / "MRM-broken.pth")).model
 
 
 def test_mrm_preprocessing_equals_its_torchvision_pipeline(xray_png):

@@ -166,7 +166,7 @@ def test_run_rad_dino_from_local_hf_folder_offline(rad_dino_dir, vindr_root, tmp
 def test_wrong_architecture_checkpoint_is_refused(tmp_path):
     _save_random_hf_checkpoint("dinov2-small", tmp_path / "small")
     with pytest.raises(WeightsError, match="hidden_size=384 \\(expected 768\\)"):
-        build_encoder("rad-dino", weights=str(tmp_path / "small"))
+        build_encoder("rad-dino", weights=str(tmp_path / "small")).model
 
 
 def test_missing_weights_say_where_to_get_them(vindr_root, tmp_path):

@@ -110,6 +110,10 @@ def _run_encoder(options, spec, data, encoder_name, head_name, head_entry, seeds
         progress.note(f"{encoder_name}: all {len(extraction.keys)} images found in the feature cache; no encoder forward pass.")
     else:
         progress.note(f"{encoder_name}: encoded {extraction.encoded} images, reused {extraction.reused} from the cache.")
+        dropped = encoder.load_report.dropped
+        if dropped:
+            progress.note(f"{encoder_name}: checkpoint keys left out on purpose: {', '.join(dropped[:8])}"
+                          + (f" and {len(dropped) - 8} more" if len(dropped) > 8 else ""))
     features = extraction.store.load(extraction.keys, "global")
     patches = extraction.store.load(extraction.keys, "patches") if request.patch_tokens else None
     labels = data.labels()

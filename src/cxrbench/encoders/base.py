@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 
+from cxrbench.encoders.checkpoints import LoadReport
 from cxrbench.encoders.preprocessing import PIPELINE_VERSION, Preprocessor
 from cxrbench.encoders.weights import WeightsSource
-from cxrbench.errors import CxrbenchError
+from cxrbench.errors import CxrbenchError, WeightsError
 from cxrbench.specs import AdapterSpec, PreprocessSpec
 
 
@@ -51,13 +52,55 @@ class Features:
 
 
 class Encoder(ABC):
-    """Base class: holds the spec, the resolved weights and the preprocessing of one encoder."""
+    """Base class: holds the spec, the resolved weights and the preprocessing of one encoder.
+
+    The network is built on first use (`model`), so a run whose features are all cached never constructs
+    it or reads its weights. Subclasses say how to construct the architecture and how to load the release.
+    """
 
     def __init__(self, spec: AdapterSpec, weights: WeightsSource, preprocessing: PreprocessSpec | None = None):
         self.spec = spec
         self.weights = weights
         self.preprocessing = preprocessing or spec.preprocessing
         self.preprocessor = Preprocessor(self.preprocessing)
+        self._model: torch.nn.Module | None = None
+        self._load_report = LoadReport()
+
+    def _construct(self) -> torch.nn.Module | None:
+        """The architecture with fresh weights (torch is seeded first). None for encoders without weights."""
+        return None
+
+    def _load_released(self) -> torch.nn.Module:
+        """The architecture with the released weights of `self.weights.path`; may fill `self._load_report`."""
+        raise WeightsError(f"Encoder '{self.spec.name}' needs weights; pass --weights PATH or --weights random.")
+
+    @property
+    def model(self) -> torch.nn.Module | None:
+        if self._model is None:
+            if self.weights.kind in ("random", "none"):
+                if self.weights.kind == "random":
+                    torch.manual_seed(self.weights.seed)
+                model = self._construct()
+            else:
+                model = self._load_released()
+            self._model = None if model is None else model.eval().requires_grad_(False)
+        return self._model
+
+    @property
+    def load_report(self) -> LoadReport:
+        """Checkpoint keys used and deliberately dropped (loads the model if needed)."""
+        _ = self.model  # loading the checkpoint fills the report
+        return self._load_report
+
+    def checkpoint_file(self) -> Path:
+        """The released weights file: --weights FILE, or the spec's first file inside a folder (a hub snapshot)."""
+        path = self.weights.path
+        if path is not None and path.is_dir() and self.spec.weights.files:
+            path = path / self.spec.weights.files[0]
+        if path is None or not path.is_file():
+            expected = self.spec.weights.files[0] if self.spec.weights.files else "a checkpoint file"
+            raise WeightsError(f"'{self.spec.name}' loads {expected}; {path} is not such a file. Pass --weights FILE.")
+        return path
 
     @property
     @abstractmethod
@@ -75,9 +118,6 @@ class Encoder(ABC):
     @abstractmethod
     def encode(self, pixels: torch.Tensor, request: FeatureRequest) -> Features:
         """Features of a batch already run through `self.preprocessor` ([B, C, H, W])."""
-
-    #: the torch module holding the weights, when the encoder has one
-    model: torch.nn.Module | None = None
 
     def to(self, device: torch.device | str) -> "Encoder":
         if self.model is not None:
@@ -112,6 +152,3 @@ def grid_tokens(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """[B, H*W, D] -> [B, H, W, D]."""
     return tokens.reshape(tokens.shape[0], height, width, tokens.shape[-1])
 
-
-def layer_list(layers: Sequence[int]) -> tuple[int, ...]:
-    return tuple(sorted(set(int(i) for i in layers)))

@@ -15,9 +15,7 @@ import torch
 
 from cxrbench.encoders.base import Encoder, FeatureRequest, Features
 from cxrbench.encoders.checkpoints import load_strict, read_checkpoint
-from cxrbench.encoders.weights import WeightsSource
 from cxrbench.errors import WeightsError
-from cxrbench.specs import AdapterSpec, PreprocessSpec
 
 STAGE_STRIDES = (4, 8, 16, 32)
 
@@ -32,24 +30,14 @@ def _image_model(joint_feature_size: int) -> torch.nn.Module:
 
 
 class BioVilTEncoder(Encoder):
-    def __init__(self, spec: AdapterSpec, weights: WeightsSource, preprocessing: PreprocessSpec | None = None):
-        super().__init__(spec, weights, preprocessing)
-        if weights.kind == "random":
-            torch.manual_seed(weights.seed)
-            self.model = _image_model(int(spec.architecture["joint_feature_size"]))
-        else:
-            self.model = _image_model(int(spec.architecture["joint_feature_size"]))
-            path = self._checkpoint_path(weights)
-            load_strict(self.model, read_checkpoint(path), path)
-        self.model.eval().requires_grad_(False)
+    def _construct(self) -> torch.nn.Module:
+        return _image_model(int(self.spec.architecture["joint_feature_size"]))
 
-    def _checkpoint_path(self, weights: WeightsSource):
-        path = weights.path
-        if path is not None and path.is_dir():
-            path = path / self.spec.weights.files[0]
-        if path is None or not path.is_file():
-            raise WeightsError(f"biovil-t: no checkpoint file at {path}; expected {self.spec.weights.files[0]}.")
-        return path
+    def _load_released(self) -> torch.nn.Module:
+        path = self.checkpoint_file()
+        model = self._construct()
+        load_strict(model, read_checkpoint(path), path)
+        return model
 
     @property
     def embed_dim(self) -> int:

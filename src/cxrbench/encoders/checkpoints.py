@@ -23,7 +23,7 @@ _CHUNKED_BLOCK = re.compile(r"^blocks\.\d+\.(\d+)\.")
 
 @dataclass
 class LoadReport:
-    """Which checkpoint keys were used, renamed, or dropped on purpose (shown to the user, kept in the config)."""
+    """How many checkpoint keys were used and which were dropped on purpose (reported when a run loads them)."""
 
     used: int = 0
     dropped: list[str] = field(default_factory=list)

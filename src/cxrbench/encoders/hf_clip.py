@@ -15,7 +15,6 @@ from transformers import CLIPVisionConfig, CLIPVisionModel
 from cxrbench.encoders.base import Encoder, FeatureRequest, Features, grid_tokens
 from cxrbench.encoders.hf_loading import load_hf_model
 from cxrbench.encoders.weights import WeightsSource
-from cxrbench.errors import WeightsError
 from cxrbench.specs import AdapterSpec, PreprocessSpec
 
 _VISION_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "patch_size",
@@ -26,16 +25,14 @@ _OTHER_TOWER = ("text_model.", "text_projection", "visual_projection", "logit_sc
 class HFClipVisionEncoder(Encoder):
     def __init__(self, spec: AdapterSpec, weights: WeightsSource, preprocessing: PreprocessSpec | None = None):
         super().__init__(spec, weights, preprocessing)
-        arch = {k: spec.architecture[k] for k in _VISION_KEYS}
-        if weights.kind == "random":
-            torch.manual_seed(weights.seed)
-            self.model = CLIPVisionModel(CLIPVisionConfig(**arch))
-        elif weights.kind in ("hub", "local") and weights.path is not None:
-            self.model = load_hf_model(CLIPVisionModel, weights.path, arch, spec.name, other_tower=_OTHER_TOWER)
-        else:
-            raise WeightsError(f"'{spec.name}' needs weights; pass --weights DIR or --weights random.")
-        self.model.eval().requires_grad_(False)
-        self._patch = int(arch["patch_size"])
+        self._arch = {k: spec.architecture[k] for k in _VISION_KEYS}
+        self._patch = int(self._arch["patch_size"])
+
+    def _construct(self) -> CLIPVisionModel:
+        return CLIPVisionModel(CLIPVisionConfig(**self._arch))
+
+    def _load_released(self) -> CLIPVisionModel:
+        return load_hf_model(CLIPVisionModel, self.weights.path, self._arch, self.spec.name, other_tower=_OTHER_TOWER)
 
     @property
     def embed_dim(self) -> int:

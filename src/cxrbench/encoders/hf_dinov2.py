@@ -13,7 +13,6 @@ from transformers import Dinov2Config, Dinov2Model
 from cxrbench.encoders.base import Encoder, FeatureRequest, Features, grid_tokens
 from cxrbench.encoders.hf_loading import load_hf_model
 from cxrbench.encoders.weights import WeightsSource
-from cxrbench.errors import WeightsError
 from cxrbench.specs import AdapterSpec, PreprocessSpec
 
 _CONFIG_KEYS = (
@@ -25,16 +24,14 @@ _CONFIG_KEYS = (
 class HFDinov2Encoder(Encoder):
     def __init__(self, spec: AdapterSpec, weights: WeightsSource, preprocessing: PreprocessSpec | None = None):
         super().__init__(spec, weights, preprocessing)
-        arch = {k: spec.architecture[k] for k in _CONFIG_KEYS}
-        if weights.kind == "random":
-            torch.manual_seed(weights.seed)
-            self.model = Dinov2Model(Dinov2Config(**arch))
-        elif weights.kind in ("hub", "local") and weights.path is not None:
-            self.model = load_hf_model(Dinov2Model, weights.path, arch, spec.name)
-        else:
-            raise WeightsError(f"Encoder '{spec.name}' needs weights; pass --weights PATH or --weights random.")
-        self.model.eval().requires_grad_(False)
-        self._patch = int(arch["patch_size"])
+        self._arch = {k: spec.architecture[k] for k in _CONFIG_KEYS}
+        self._patch = int(self._arch["patch_size"])
+
+    def _construct(self) -> Dinov2Model:
+        return Dinov2Model(Dinov2Config(**self._arch))
+
+    def _load_released(self) -> Dinov2Model:
+        return load_hf_model(Dinov2Model, self.weights.path, self._arch, self.spec.name)
 
     @property
     def embed_dim(self) -> int:

@@ -23,11 +23,16 @@ from cxrbench.errors import SpecError, WeightsError
 from cxrbench.specs import AdapterSpec, PreprocessSpec
 
 
-def _create(model_name: str) -> torch.nn.Module:
+def _open_clip():
     try:
         import open_clip
     except ImportError as exc:
         raise WeightsError("This encoder needs open_clip: pip install 'cxrbench[clip]'.") from exc
+    return open_clip
+
+
+def _create(model_name: str) -> torch.nn.Module:
+    open_clip = _open_clip()
     root = logging.getLogger()
     previous, root.disabled = root.disabled, True  # open_clip warns on the root logger that no weights were loaded
     try:
@@ -43,23 +48,26 @@ class OpenClipEncoder(Encoder):
         self.global_pool = arch.get("global_pool", "cls")
         if self.global_pool not in ("cls", "projected"):
             raise SpecError(f"{spec.name}: architecture.global_pool must be 'cls' or 'projected'.")
-        if weights.kind == "random":
-            torch.manual_seed(weights.seed)
-            self.model = _create(arch["open_clip_model"])
-        elif weights.kind in ("local", "hub") and weights.path is not None and weights.path.is_file():
-            self.model = _create(arch["open_clip_model"])
-            load_strict(self.model, read_checkpoint(weights.path), weights.path)
-        else:
-            raise WeightsError(f"'{spec.name}' loads a released state-dict file; pass --weights FILE.")
-        self.model.eval().requires_grad_(False)
-        self.visual = self.model.visual
         self._patch = int(arch["patch_size"])
-        native = self.visual.image_size[0] if isinstance(self.visual.image_size, tuple) else self.visual.image_size
+        native = _open_clip().get_model_config(arch["open_clip_model"])["vision_cfg"]["image_size"]
         if self.preprocessor.output_size[0] != native:
             raise SpecError(
                 f"'{spec.name}' runs at its native {native} px: open_clip's ViT does not interpolate its position "
                 "embeddings. Drop --image-size."
             )
+
+    def _construct(self) -> torch.nn.Module:
+        return _create(self.spec.architecture["open_clip_model"])
+
+    def _load_released(self) -> torch.nn.Module:
+        path = self.checkpoint_file()
+        model = self._construct()
+        load_strict(model, read_checkpoint(path), path)
+        return model
+
+    @property
+    def visual(self) -> torch.nn.Module:
+        return self.model.visual
 
     @property
     def embed_dim(self) -> int:

@@ -20,9 +20,9 @@ from timm.layers import SwiGLUPacked
 from timm.models.vision_transformer import VisionTransformer
 
 from cxrbench.encoders.base import Encoder, FeatureRequest, Features, grid_tokens
-from cxrbench.encoders.checkpoints import LoadReport, dinov2_to_timm, load_strict, map_keys, read_checkpoint, timm_layout
+from cxrbench.encoders.checkpoints import dinov2_to_timm, load_strict, map_keys, read_checkpoint, timm_layout
 from cxrbench.encoders.weights import WeightsSource
-from cxrbench.errors import SpecError, WeightsError
+from cxrbench.errors import SpecError
 from cxrbench.specs import AdapterSpec, PreprocessSpec
 
 
@@ -49,25 +49,13 @@ class TimmViTEncoder(Encoder):
         self.global_pool = arch.get("global_pool", "cls")
         if self.global_pool not in ("cls", "mean_patch"):
             raise SpecError(f"{spec.name}: architecture.global_pool must be 'cls' or 'mean_patch'.")
-        if weights.kind == "random":
-            torch.manual_seed(weights.seed)
-            self.model = build_vit(arch)
-            self.load_report = LoadReport()
-        elif weights.kind in ("local", "hub") and weights.path is not None:
-            path = weights.path / spec.weights.files[0] if weights.path.is_dir() and spec.weights.files else weights.path
-            if not path.is_file():
-                raise WeightsError(f"'{spec.name}' expects a checkpoint file; {path} is not one.")
-            self.model = build_vit(arch)
-            self.load_report = self._load(path, arch)
-        else:
-            raise WeightsError(
-                f"'{spec.name}' loads a released checkpoint file (.pth/.safetensors); pass --weights FILE. "
-                f"Got {weights.path or weights.kind}."
-            )
-        self.model.eval().requires_grad_(False)
         self._patch = int(arch["patch_size"])
 
-    def _load(self, path, arch) -> LoadReport:
+    def _construct(self) -> VisionTransformer:
+        return build_vit(self.spec.architecture)
+
+    def _load_released(self) -> VisionTransformer:
+        arch, path = self.spec.architecture, self.checkpoint_file()
         checkpoint_format = arch.get("checkpoint_format", "dinov2")
         if checkpoint_format == "dinov2":
             state, report = map_keys(read_checkpoint(path), dinov2_to_timm)
@@ -76,8 +64,10 @@ class TimmViTEncoder(Encoder):
             state, report = map_keys(raw, timm_layout(arch.get("key_prefix", ""), arch.get("drop_prefixes", [])))
         else:
             raise SpecError(f"{self.spec.name}: unknown checkpoint_format '{checkpoint_format}' (dinov2 or timm).")
-        load_strict(self.model, state, path)
-        return report
+        model = build_vit(arch)
+        load_strict(model, state, path)
+        self._load_report = report
+        return model
 
     @property
     def embed_dim(self) -> int:

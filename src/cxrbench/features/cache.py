@@ -86,11 +86,13 @@ class FeatureStore:
         self._shards, self._index = [], {}
         shard_root = self.folder / "shards"
         for shard_dir in sorted(p for p in shard_root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            keys = (shard_dir / "keys.txt").read_text(encoding="utf-8").split()
-            number = len(self._shards)
-            self._shards.append(_Shard(shard_dir, keys))
-            for row, key in enumerate(keys):
-                self._index.setdefault(key, (number, row))
+            self._add(_Shard(shard_dir, (shard_dir / "keys.txt").read_text(encoding="utf-8").split()))
+
+    def _add(self, shard: _Shard) -> None:
+        number = len(self._shards)
+        self._shards.append(shard)
+        for row, key in enumerate(shard.keys):
+            self._index.setdefault(key, (number, row))
 
     def __contains__(self, key: str) -> bool:
         return key in self._index
@@ -118,8 +120,9 @@ class FeatureStore:
         elif self.manifest["arrays"] != shapes:
             shutil.rmtree(tmp)
             raise CacheError(f"Shapes {shapes} differ from the store's {self.manifest['arrays']} in {self.folder}.")
-        os.rename(tmp, shard_root / f"{len(self._shards):06d}-{uuid.uuid4().hex[:8]}")
-        self._scan()
+        final = shard_root / f"{len(self._shards):06d}-{uuid.uuid4().hex[:8]}"
+        os.rename(tmp, final)
+        self._add(_Shard(final, list(keys)))
 
     def load(self, keys: Sequence[str], array: str = "global") -> np.ndarray:
         """Rows of `array` for `keys`, in order, as float32."""

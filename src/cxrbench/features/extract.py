@@ -99,7 +99,7 @@ def extract_features(
     device: str = "cpu",
     progress: Progress = SilentProgress(),
 ) -> ExtractionResult:
-    encoder.check_request(request)
+    """Encode only what the store lacks; the encoder's network is built only if something is missing."""
     keys = [image_key(p) for p in paths]
     store = FeatureStore.open(cache_root, encoder.identity(request))
     missing = store.missing(dict.fromkeys(keys))  # unique, in input order
