@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from cxrbench.encoders.checkpoints import LoadReport
+from cxrbench.encoders.checkpoints import LoadReport, load_strict, read_checkpoint
 from cxrbench.encoders.preprocessing import PIPELINE_VERSION, Preprocessor
 from cxrbench.encoders.weights import WeightsSource
 from cxrbench.errors import CxrbenchError, WeightsError
@@ -71,8 +71,14 @@ class Encoder(ABC):
         return None
 
     def _load_released(self) -> torch.nn.Module:
-        """The architecture with the released weights of `self.weights.path`; may fill `self._load_report`."""
-        raise WeightsError(f"Encoder '{self.spec.name}' needs weights; pass --weights PATH or --weights random.")
+        """The architecture with the released weights: by default a plain state-dict file loaded strictly.
+        Encoders whose release has another layout (HF folders, renamed keys) override this."""
+        model = self._construct()
+        if model is None:
+            raise WeightsError(f"Encoder '{self.spec.name}' has no weights; drop --weights.")
+        path = self.checkpoint_file()
+        load_strict(model, read_checkpoint(path), path)
+        return model
 
     @property
     def model(self) -> torch.nn.Module | None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import torch
 
 from cxrbench.encoders.base import Encoder, FeatureRequest, Features
-from cxrbench.encoders.checkpoints import load_strict, read_checkpoint
 from cxrbench.errors import WeightsError
 
 STAGE_STRIDES = (4, 8, 16, 32)
@@ -33,11 +32,6 @@ class BioVilTEncoder(Encoder):
     def _construct(self) -> torch.nn.Module:
         return _image_model(int(self.spec.architecture["joint_feature_size"]))
 
-    def _load_released(self) -> torch.nn.Module:
-        path = self.checkpoint_file()
-        model = self._construct()
-        load_strict(model, read_checkpoint(path), path)
-        return model
 
     @property
     def embed_dim(self) -> int:

@@ -17,7 +17,6 @@ import logging
 import torch
 
 from cxrbench.encoders.base import Encoder, FeatureRequest, Features, grid_tokens
-from cxrbench.encoders.checkpoints import load_strict, read_checkpoint
 from cxrbench.encoders.weights import WeightsSource
 from cxrbench.errors import SpecError, WeightsError
 from cxrbench.specs import AdapterSpec, PreprocessSpec
@@ -59,11 +58,6 @@ class OpenClipEncoder(Encoder):
     def _construct(self) -> torch.nn.Module:
         return _create(self.spec.architecture["open_clip_model"])
 
-    def _load_released(self) -> torch.nn.Module:
-        path = self.checkpoint_file()
-        model = self._construct()
-        load_strict(model, read_checkpoint(path), path)
-        return model
 
     @property
     def visual(self) -> torch.nn.Module:
