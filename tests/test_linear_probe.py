@@ -7,7 +7,8 @@ import torch
 from sklearn.metrics import log_loss, roc_auc_score
 
 from cxrbench.heads.base import FeatureSet
-from cxrbench.heads.linear import LinearProbe, masked_bce
+from cxrbench.heads.linear import LinearProbe
+from cxrbench.heads.losses import masked_bce
 from cxrbench.registry import head_spec
 
 

@@ -19,7 +19,7 @@ from cxrbench.specs import (
     HeadSpec,
     PreprocessSpec,
     PublishedSpec,
-    ValidationSpec,
+    SplitSpec,
     load_yaml,
     parse_spec,
 )
@@ -157,7 +157,7 @@ def test_mapping_expected(adapter):
 def test_benchmark_nested_literals():
     base = {"name": "b", "title": "t", "dataset": {}, "tasks": ["A"]}
     spec = parse_spec(BenchmarkSpec, base, "benchmarks/b.yaml")
-    assert spec.bootstrap == BootstrapSpec() and spec.validation == ValidationSpec()
+    assert spec.bootstrap == BootstrapSpec() and spec.split == SplitSpec()
     message = _error(BenchmarkSpec, {**base, "bootstrap": {"unit": "study"}}, "benchmarks/b.yaml")
     assert "benchmarks/b.yaml.bootstrap.unit" in message and "'study'" in message
     message = _error(BenchmarkSpec, {**base, "seeds": "five"}, "benchmarks/b.yaml")
@@ -224,7 +224,7 @@ def test_vindr_benchmark_spec():
     assert spec.dataset["label_rule"] == "majority"
     assert spec.default_head == "linear"
     assert spec.bootstrap == BootstrapSpec(resamples=1000, confidence=0.95, unit="patient", seed=0)
-    assert spec.validation.fraction == 0.1 and spec.validation.by == "patient"
+    assert spec.split.scheme == "official" and spec.split.val_fraction == 0.1 and spec.split.by == "patient"
 
 
 def test_vindr_published_spec_maps_every_task():

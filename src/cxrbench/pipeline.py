@@ -17,7 +17,7 @@ import pandas as pd
 
 import cxrbench
 from cxrbench.data.samples import BenchmarkData
-from cxrbench.data.splits import SPLIT_MANIFEST_VERSION, seed_splits
+from cxrbench.data.splits import SPLIT_MANIFEST_VERSION, LabelBudget, apply_label_budget, seed_splits
 from cxrbench.encoders.base import FeatureRequest
 from cxrbench.encoders.factory import build_encoder
 from cxrbench.errors import DataError
@@ -44,6 +44,12 @@ class RunOptions:
     revision: str | None = None
     image_size: int | None = None
     dataset_options: dict[str, Any] = field(default_factory=dict)
+    head_params: dict[str, Any] = field(default_factory=dict)
+    # cached: heads on cached un-augmented features (fast default); augmented: RAD-DINO's linear probe trained
+    # online through the frozen encoder under augmentation (`cxrbench.training.augmented`)
+    protocol: str = "cached"
+    # label budgets to train with (None = the whole training split); each is its own run folder
+    budgets: list[LabelBudget | None] = field(default_factory=lambda: [None])
     bootstrap_resamples: int | None = None
     batch_size: int = 32
     shard_size: int = 512
@@ -82,26 +88,61 @@ def run(options: RunOptions, progress: Progress = SilentProgress()) -> list[RunR
     spec, data = load_benchmark(options.benchmark, options.data_root, options.dataset_options)
     for note in data.notes:
         progress.note(note)
-    data.require_both_classes()
     head_name = options.head or spec.default_head
     head_entry = registry().get("heads", head_name)
+    _check_protocol(options, spec, head_name)
     seeds = list(range(options.seeds if options.seeds is not None else spec.seeds))
     if not seeds:
         raise DataError("--seeds must be at least 1.")
-    manifests = pd.concat([seed_splits(data.samples, spec.name, s, spec.validation.fraction) for s in seeds], ignore_index=True)
+    manifests = pd.concat([seed_splits(data.samples, spec.name, s, spec.split) for s in seeds], ignore_index=True)
+    for seed in seeds:
+        data.require_both_classes(manifests.loc[manifests["seed"] == seed, "split"].to_numpy(), f"seed {seed}")
     bootstrap = spec.bootstrap if options.bootstrap_resamples is None else BootstrapSpec(
         **{**asdict(spec.bootstrap), "resamples": options.bootstrap_resamples}
     )
-    return [
-        _run_encoder(options, spec, data, name, head_name, head_entry, seeds, manifests, bootstrap, progress)
-        for name in options.encoders
-    ]
+    results = []
+    for encoder_name in options.encoders:
+        features = _encoder_features(options, head_entry, spec, data, encoder_name, progress)
+        for budget in options.budgets:
+            budgeted = manifests if budget is None else pd.concat(
+                [apply_label_budget(part, data.labels(), budget, spec.name) for _, part in manifests.groupby("seed", sort=True)],
+                ignore_index=True,
+            )
+            results.append(_train_and_write(options, spec, data, features, head_entry, seeds, budgeted, budget, bootstrap, progress))
+    return results
 
 
-def _run_encoder(options, spec, data, encoder_name, head_name, head_entry, seeds, manifests, bootstrap, progress) -> RunResult:
+PROTOCOLS = ("cached", "augmented")
+
+
+def _check_protocol(options: RunOptions, spec: BenchmarkSpec, head_name: str) -> None:
+    if options.protocol not in PROTOCOLS:
+        raise DataError(f"--protocol {options.protocol}: choose one of {', '.join(PROTOCOLS)}.")
+    if options.protocol == "augmented" and (head_name != "linear" or spec.task_type not in ("multilabel", "binary")):
+        raise DataError(f"--protocol augmented trains RAD-DINO's linear probe on multi-label / binary tasks; "
+                        f"drop --head {head_name} (or use --protocol cached).")
+
+
+@dataclass
+class _EncoderFeatures:
+    encoder: Any
+    extraction: Any
+    global_: np.ndarray
+    patches: Any  # CachedRows, read a batch at a time, or None
+
+
+def _head(head_entry, spec: BenchmarkSpec, options: RunOptions) -> Head:
     head_class: type[Head] = head_entry.load()
+    overrides = dict(options.head_params)
+    if "device" in head_class.defaults and "device" not in overrides and "device" not in head_entry.spec.params:
+        overrides["device"] = options.device
+    return head_class(head_entry.spec, overrides, spec.task_type)
+
+
+def _encoder_features(options, head_entry, spec, data, encoder_name, progress) -> _EncoderFeatures:
+    needs = ("global",) if options.protocol == "augmented" else _head(head_entry, spec, options).needs
     encoder = build_encoder(encoder_name, options.weights, options.revision, options.image_size)
-    request = FeatureRequest(global_embedding=True, patch_tokens="patches" in head_class.needs)
+    request = FeatureRequest(global_embedding=True, patch_tokens="patches" in needs)
     extraction = extract_features(
         encoder, request, data.samples["path"].tolist(), options.cache_root,
         batch_size=options.batch_size, shard_size=options.shard_size, num_workers=options.num_workers, device=options.device, progress=progress,
@@ -114,24 +155,35 @@ def _run_encoder(options, spec, data, encoder_name, head_name, head_entry, seeds
         if dropped:
             progress.note(f"{encoder_name}: checkpoint keys left out on purpose: {', '.join(dropped[:8])}"
                           + (f" and {len(dropped) - 8} more" if len(dropped) > 8 else ""))
-    features = extraction.store.load(extraction.keys, "global")
-    patches = extraction.store.load(extraction.keys, "patches") if request.patch_tokens else None
+    patches = extraction.store.rows(extraction.keys, "patches") if request.patch_tokens else None
+    return _EncoderFeatures(encoder, extraction, extraction.store.load(extraction.keys, "global"), patches)
+
+
+def _train_and_write(options, spec, data, features: _EncoderFeatures, head_entry, seeds, manifests, budget, bootstrap, progress) -> RunResult:
+    encoder_name = features.encoder.spec.name
+    head_name = head_entry.name
+    run_name = "_".join([head_name, *(["augmented"] if options.protocol == "augmented" else []), *([budget.suffix] if budget else [])])
     labels = data.labels()
     samples = data.samples
-
-    predictions, reports = [], {}
-    advance = progress.task(f"training {head_name} heads on {encoder_name}", len(seeds))
+    predictions, reports, selections, n_train = [], {}, [], {}
+    advance = progress.task(f"training {run_name} heads on {encoder_name}", len(seeds))
     for seed in seeds:
         split = manifests.loc[manifests["seed"] == seed, "split"].to_numpy()
         parts = {
-            name: FeatureSet(features[split == name], labels[split == name], None if patches is None else patches[split == name])
+            name: FeatureSet(features.global_[split == name], labels[split == name],
+                             None if features.patches is None else features.patches.select(split == name))
             for name in ("train", "val", "test")
         }
-        head = head_class(head_entry.spec)
-        report = head.fit(parts["train"], parts["val"], seed)
+        n_train[seed] = int((split == "train").sum())
+        if options.protocol == "augmented":
+            report, scores = _augmented_probe(options, features.encoder, samples["path"].to_numpy(), labels, split, seed, progress)
+        else:
+            head = _head(head_entry, spec, options)
+            report = head.fit(parts["train"], parts["val"], seed)
+            scores = head.predict(parts["test"])
         reports[seed] = {"chosen": report.chosen, "final_train_loss": _last(report.history.get("train_loss")),
                          "final_val_loss": _last(report.history.get("val_loss"))}
-        scores = head.predict(parts["test"])
+        selections += [{"seed": seed, **row} for row in report.table]
         test = samples.loc[split == "test", ["image_id", "patient_id"]].reset_index(drop=True)
         for t, task in enumerate(data.tasks):
             predictions.append(test.assign(seed=seed, task=task, label=parts["test"].labels[:, t], score=scores[:, t]))
@@ -142,8 +194,10 @@ def _run_encoder(options, spec, data, encoder_name, head_name, head_entry, seeds
         "benchmark": spec.name,
         "encoder": encoder_name,
         "head": head_name,
+        "label_budget": None if budget is None else budget.describe(),
         "split": "test",
         "seeds": seeds,
+        "n_train_images": n_train,
         "n_test_images": int((manifests["seed"].eq(seeds[0]) & manifests["split"].eq("test")).sum()),
         "n_test_patients": int(predictions_frame["patient_id"].nunique()),
         "std_ddof": 1,
@@ -152,24 +206,48 @@ def _run_encoder(options, spec, data, encoder_name, head_name, head_entry, seeds
         "metrics": summary,
         "heads": {str(k): v for k, v in reports.items()},
     }
-    config = _resolved_config(options, spec, data, encoder, head_entry.spec, head_class, seeds, bootstrap, extraction)
-    folder = run_folder(options.out, spec.name, encoder_name, head_name)
-    write_run(folder, {
+    config = _resolved_config(options, spec, data, features, head_entry, seeds, bootstrap, budget)
+    folder = run_folder(options.out, spec.name, encoder_name, run_name)
+    files = {
         "config.yaml": yaml_writer(config),
         "predictions.parquet": parquet_writer(predictions_frame),
         "splits.parquet": parquet_writer(manifests),
         "metrics.json": json_writer(metrics),
-        "table.md": text_writer(f"# {spec.title}: {encoder_name} / {head_name}\n\n" + to_markdown(run_display_table(metrics, data.tasks), "metric")),
+        "table.md": text_writer(f"# {spec.title}: {encoder_name} / {run_name}\n\n" + to_markdown(run_display_table(metrics, data.tasks), "metric")),
         "table.csv": lambda path: run_long_table(metrics, data.tasks).to_csv(path, index=False),
-    })
-    return RunResult(encoder_name, head_name, folder, metrics, extraction.encoded, extraction.reused, data.tasks)
+    }
+    if selections:
+        files["selection.csv"] = lambda path: pd.DataFrame(selections).to_csv(path, index=False)
+    write_run(folder, files)
+    return RunResult(encoder_name, run_name, folder, metrics, features.extraction.encoded, features.extraction.reused, data.tasks)
+
+
+def _augmented_probe(options: RunOptions, encoder, paths: np.ndarray, labels: np.ndarray, split: np.ndarray, seed: int, progress):
+    """Train RAD-DINO's online, augmented linear probe for one seed; score the test images with a fresh pass."""
+    from cxrbench.training.augmented import AugmentedProbeConfig, train_augmented_probe
+
+    config = AugmentedProbeConfig.from_params({**options.head_params, "seed": seed})
+    probe = train_augmented_probe(encoder, list(paths[split == "train"]), labels[split == "train"], list(paths[split == "val"]),
+                                  labels[split == "val"], config, options.device, progress)
+    scores = probe.predict(encoder, list(paths[split == "test"]), options.device, options.batch_size, options.num_workers, progress)
+    report = probe.report
+    report.chosen = {**report.chosen, "protocol": "augmented", "config": config.to_dict()}
+    return report, scores
 
 
 def _last(values: list[float] | None) -> float | None:
     return None if not values or not np.isfinite(values[-1]) else float(values[-1])
 
 
-def _resolved_config(options, spec, data, encoder, head_spec, head_class, seeds, bootstrap, extraction) -> dict:
+def _resolved_config(options, spec, data, features: _EncoderFeatures, head_entry, seeds, bootstrap, budget) -> dict:
+    encoder, store = features.encoder, features.extraction.store
+    if options.protocol == "augmented":
+        from cxrbench.training.augmented import AugmentedProbeConfig
+
+        head = {"name": head_entry.name, "protocol": "augmented", "params": AugmentedProbeConfig.from_params(options.head_params).to_dict()}
+    else:
+        built = _head(head_entry, spec, options)
+        head = {"name": head_entry.name, "protocol": "cached", "params": built.params, "task_type": built.task_type}
     return {
         "cxrbench_version": cxrbench.__version__,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -177,11 +255,12 @@ def _resolved_config(options, spec, data, encoder, head_spec, head_class, seeds,
         "benchmark": {**asdict(spec), "data_root": str(data.root), "dataset_options": options.dataset_options, "loader_notes": data.notes},
         "encoder": {"name": encoder.spec.name, "weights": encoder.weights.identity,
                     "preprocessing": asdict(encoder.preprocessing), "global_embedding": encoder.spec.global_embedding},
-        "head": {"name": head_spec.name, "params": head_class(head_spec).params},
+        "head": head,
+        "label_budget": None if budget is None else budget.describe(),
         "seeds": seeds,
         "bootstrap": asdict(bootstrap),
         "split_manifest_version": SPLIT_MANIFEST_VERSION,
-        "feature_cache": {"folder": str(extraction.store.folder), "key": extraction.store.manifest["key"]},
+        "feature_cache": {"folder": str(store.folder), "key": store.manifest["key"]},
         "environment": _versions(),
     }
 

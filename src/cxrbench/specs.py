@@ -90,10 +90,20 @@ class HeadSpec:
 
 
 @dataclass(frozen=True)
-class ValidationSpec:
-    """How a validation split is carved from the official training split, per seed."""
+class SplitSpec:
+    """How images are split into train / val / test, always by patient.
 
-    fraction: float = 0.1
+    official: the loader's train/test split is kept; `val_fraction` of the training patients is drawn anew for
+              every seed (so seeds vary the head's initialisation and its training subset).
+    random:   for datasets without an official split; `fractions` of the patients go to train / val / test.
+              `test: fixed` draws the test patients once, independent of the seed, so every seed and encoder is
+              scored on the same images (seeds then redraw train/val); `per_seed` redraws the test set too.
+    """
+
+    scheme: Literal["official", "random"] = "official"
+    val_fraction: float = 0.1
+    fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    test: Literal["fixed", "per_seed"] = "fixed"
     by: Literal["patient"] = "patient"
 
 
@@ -126,13 +136,13 @@ class BenchmarkSpec:
     title: str
     dataset: dict[str, Any]
     tasks: tuple[str, ...]
-    task_type: Literal["multilabel", "binary"] = "multilabel"
+    task_type: Literal["multilabel", "binary", "multiclass", "regression"] = "multilabel"
     metrics: tuple[str, ...] = ("auprc", "auroc")
     primary_metric: str = "auprc"
     seeds: int = 5
     default_head: str = "linear"
     data_root_env: str | None = None
-    validation: ValidationSpec = field(default_factory=ValidationSpec)
+    split: SplitSpec = field(default_factory=SplitSpec)
     bootstrap: BootstrapSpec = field(default_factory=BootstrapSpec)
     published: PublishedSpec | None = None
     notes: str = ""

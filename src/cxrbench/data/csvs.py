@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -11,20 +12,34 @@ import pandas as pd
 from cxrbench.errors import DataError
 
 
-def read_csv(path: Path, required: Iterable[str], what: str) -> pd.DataFrame:
-    """Read `path` (as strings where ids are concerned) and check that every `required` column exists."""
+def read_csv(
+    path: Path, required: Iterable[str], what: str, text_columns: Iterable[str] = (), only: Iterable[str] | None = None
+) -> pd.DataFrame:
+    """Read `path` (as strings where ids are concerned) and check that every `required` column exists.
+
+    `text_columns` are read as strings too (ids that look like numbers, run-length encodings, "-1");
+    `only` reads just these columns (and the required ones) where present, for large files with long texts;
+    compressed files (.gz, .zip holding one CSV) are read as they are.
+    """
     if not path.is_file():
         raise DataError(f"Missing {what}: {path} does not exist. Check --data-root points at the dataset's top folder.")
+    required = list(required)
+    wanted = None if only is None else {*only, *required}
+    usecols = None if wanted is None else (lambda column: str(column).strip() in wanted)
     try:
-        frame = pd.read_csv(path, dtype={"image_id": str, "rad_id": str})
+        frame = pd.read_csv(
+            path, dtype={"image_id": str, "rad_id": str, **{c: str for c in text_columns}}, low_memory=False,
+            usecols=usecols,
+        )
     except Exception as exc:
         raise DataError(f"Cannot parse {path} as CSV: {exc}") from exc
     frame.columns = [str(c).strip() for c in frame.columns]
     for column in required:
         if column not in frame.columns:
-            close = difflib.get_close_matches(column, frame.columns, n=1)
+            header = frame.columns if wanted is None else [str(c).strip() for c in pd.read_csv(path, nrows=0).columns]
+            close = difflib.get_close_matches(column, header, n=1)
             hint = f" (found '{close[0]}'; rename it)" if close else ""
-            raise DataError(f"{path} has no column '{column}'{hint}. Its columns are: {', '.join(frame.columns)}.")
+            raise DataError(f"{path} has no column '{column}'{hint}. Its columns are: {', '.join(header)}.")
     return frame
 
 
@@ -60,3 +75,53 @@ def check_files_exist(paths: pd.Series, what: str) -> None:
             f"{len(missing)} of {len(paths)} {what} listed in the label CSV are missing, e.g.:\n  {shown}\n"
             "Complete the download, or remove their rows from the CSV to run on the images present."
         )
+
+
+def csv_row(position: int) -> int:
+    """The row a spreadsheet shows for the data record at 0-based `position` (the header is row 1)."""
+    return position + 2
+
+
+def row_error(path: Path, position: int, column: str, problem: str, fix: str, ident: str = "") -> DataError:
+    """A DataError naming the file, the row (as `csv_row` counts), the column, what is wrong and how to fix it."""
+    where = f" ({ident})" if ident else ""
+    return DataError(f"{path}, row {csv_row(position)}{where}, column '{column}': {problem}. {fix}")
+
+
+def first_existing(root: Path, names: Iterable[str], what: str) -> Path:
+    """The first of `names` (relative to `root`) that is a file, e.g. a CSV released both plain and gzipped."""
+    candidates = [root / name for name in names]
+    for path in candidates:
+        if path.is_file():
+            return path
+    listed = ", ".join(str(p.name) for p in candidates)
+    raise DataError(
+        f"Missing {what}: none of {listed} exists in {root}. Check --data-root points at the dataset's top folder."
+    )
+
+
+def resolve_image_files(folder: Path, ids: pd.Series, suffixes: Iterable[str], what: str) -> pd.Series:
+    """Paths `folder/<id><suffix>` for the first suffix that exists ("" = the id is the file name), same index as ids.
+
+    The folder is listed once (no stat per image). Missing images raise one DataError naming a few of them.
+    """
+    suffixes = list(suffixes)
+    if not folder.is_dir():
+        raise DataError(f"Image folder of the {what} is missing: {folder} is not a folder. Check --data-root.")
+    present = {entry.name for entry in os.scandir(folder) if not entry.is_dir()}
+    paths, missing = [], []
+    for image_id in ids.astype(str):
+        name = next((image_id + s for s in suffixes if image_id + s in present), None)
+        if name is None:
+            missing.append(image_id)
+            paths.append("")
+        else:
+            paths.append(str(folder / name))
+    if missing:
+        tried = " or ".join(f"'<id>{s}'" for s in suffixes)
+        shown = "\n  ".join(str(folder / (m + (suffixes[0] if len(suffixes) == 1 else ""))) for m in missing[:5])
+        raise DataError(
+            f"{len(missing)} of {len(ids)} {what} listed in the label CSV are missing from {folder} (looked for {tried}), "
+            f"e.g.:\n  {shown}\nComplete the download, or remove their rows from the CSV to run on the images present."
+        )
+    return pd.Series(paths, index=ids.index, dtype=object)

@@ -39,15 +39,19 @@ class BenchmarkData:
         frame = self.samples if rows is None else rows
         return frame[list(self.tasks)].to_numpy(dtype=np.float32)
 
-    def label_counts(self, split_column: str = "split") -> pd.DataFrame:
-        """Positive / negative / unknown counts per split and task (what `cxrbench data check` prints)."""
+    def label_counts(self, split: np.ndarray | None = None) -> pd.DataFrame:
+        """Positive / negative / unknown counts per split and task (what `cxrbench data check` prints).
+
+        `split`: one split name per image (e.g. a seed's manifest); default the loader's own `split` column.
+        """
+        groups = self.samples.groupby(self.samples["split"] if split is None else np.asarray(split), sort=False)
         rows = []
-        for split, frame in self.samples.groupby(split_column, sort=False):
+        for name, frame in groups:
             for task in self.tasks:
                 values = frame[task]
                 rows.append(
                     {
-                        "split": split,
+                        "split": name,
                         "task": task,
                         "positive": int((values == 1).sum()),
                         "negative": int((values == 0).sum()),
@@ -58,15 +62,16 @@ class BenchmarkData:
                 )
         return pd.DataFrame(rows)
 
-    def require_both_classes(self, split_column: str = "split") -> None:
-        """Refuse a split in which a task has no positive or no negative example: its AUPRC is undefined."""
-        counts = self.label_counts(split_column)
+    def require_both_classes(self, split: np.ndarray | None = None, where: str = "") -> None:
+        """Refuse a train or test split in which a task has no positive or no negative: nothing to learn or measure."""
+        counts = self.label_counts(split)
+        counts = counts[counts["split"].isin(["train", "test"])]
         bad = counts[(counts["positive"] == 0) | (counts["negative"] == 0)]
         if not bad.empty:
             row = bad.iloc[0]
             missing = "positive" if row["positive"] == 0 else "negative"
             raise DataError(
-                f"Task '{row['task']}' has no {missing} example in the {row['split']} split of {self.name} "
-                f"({row['images']} images at {self.root}); its metrics are undefined. Add data, choose another "
+                f"Task '{row['task']}' has no {missing} example in the {row['split']} split{f' ({where})' if where else ''} of "
+                f"{self.name} ({row['images']} images at {self.root}); its metrics are undefined. Add data, choose another "
                 "label rule (--label-rule), or drop the task from the benchmark spec."
             )

@@ -1,42 +1,132 @@
 """Patient-disjoint, seeded splits, saved beside results as versioned manifests.
 
-The official train/test split of a dataset is kept; a validation split is carved from the training
-patients anew for every seed, so seeds vary both the head's initialisation and its training subset.
+Two schemes (see `SplitSpec`): the official train/test split with a validation split carved from the training
+patients per seed, or a random train/val/test split of the patients for datasets without an official one.
+A label budget (a fraction of the training patients, or N patients per class) then thins the training split of
+each seed; the images left out are marked `unused` in the manifest, so the manifest says exactly what trained.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from cxrbench.errors import DataError
+from cxrbench.specs import SplitSpec
 
-SPLIT_MANIFEST_VERSION = 1
+SPLIT_MANIFEST_VERSION = 2
+POOL = "pool"  # the loader's split value for datasets split by cxrbench (scheme random)
 
 
-def _rng(benchmark: str, seed: int) -> np.random.Generator:
-    salt = int.from_bytes(hashlib.sha256(benchmark.encode()).digest()[:4], "little")
+def _rng(benchmark: str, seed: int, purpose: str = "val") -> np.random.Generator:
+    salt = int.from_bytes(hashlib.sha256(f"{benchmark}/{purpose}".encode()).digest()[:4], "little")
     return np.random.default_rng([seed, salt])
 
 
-def seed_splits(samples: pd.DataFrame, benchmark: str, seed: int, val_fraction: float) -> pd.DataFrame:
+def _draw(patients: np.ndarray, count: int, rng: np.random.Generator) -> set[str]:
+    return set(rng.choice(patients, size=count, replace=False).tolist())
+
+
+def seed_splits(samples: pd.DataFrame, benchmark: str, seed: int, spec: SplitSpec) -> pd.DataFrame:
     """Manifest `image_id, patient_id, seed, split` with split in train / val / test for one seed."""
+    patient = samples["patient_id"].astype(str)
+    if spec.scheme == "official":
+        split = _official(samples["split"].astype(str), patient, benchmark, seed, spec.val_fraction)
+    else:
+        split = _random(patient, benchmark, seed, spec)
+    manifest = pd.DataFrame({"image_id": samples["image_id"], "patient_id": samples["patient_id"], "seed": seed, "split": split})
+    check_patient_disjoint(manifest)
+    return manifest
+
+
+def _official(split: pd.Series, patient: pd.Series, benchmark: str, seed: int, val_fraction: float) -> pd.Series:
     if not 0.0 <= val_fraction < 1.0:
-        raise DataError(f"Validation fraction must be in [0, 1), got {val_fraction}.")
-    train_patients = np.sort(samples.loc[samples["split"] == "train", "patient_id"].astype(str).unique())
+        raise DataError(f"benchmark '{benchmark}': split.val_fraction must be in [0, 1), got {val_fraction}.")
+    if (split == POOL).any():
+        raise DataError(f"benchmark '{benchmark}': the loader left images unsplit ('{POOL}'); set split.scheme: random in its spec.")
+    train_patients = np.sort(patient[split == "train"].unique())
     n_val = int(round(val_fraction * len(train_patients)))
     if val_fraction > 0 and len(train_patients) > 1:
         n_val = min(max(n_val, 1), len(train_patients) - 1)
-    val_patients = set(_rng(benchmark, seed).choice(train_patients, size=n_val, replace=False).tolist())
-    split = samples["split"].astype(str).copy()
-    split[(split == "train") & samples["patient_id"].astype(str).isin(val_patients)] = "val"
-    manifest = pd.DataFrame(
-        {"image_id": samples["image_id"], "patient_id": samples["patient_id"], "seed": seed, "split": split}
-    )
-    check_patient_disjoint(manifest)
-    return manifest
+    val_patients = _draw(train_patients, n_val, _rng(benchmark, seed))
+    split = split.copy()
+    split[(split == "train") & patient.isin(val_patients)] = "val"
+    return split
+
+
+def _random(patient: pd.Series, benchmark: str, seed: int, spec: SplitSpec) -> pd.Series:
+    fractions = np.asarray(spec.fractions, dtype=float)
+    if (fractions <= 0).any() or not math.isclose(fractions.sum(), 1.0, abs_tol=1e-6):
+        raise DataError(f"benchmark '{benchmark}': split.fractions {list(spec.fractions)} must be three positive shares summing to 1.")
+    patients = np.sort(patient.unique())
+    if len(patients) < 3:
+        raise DataError(f"benchmark '{benchmark}': {len(patients)} patient(s) cannot be split three ways.")
+    n_test = min(max(int(round(fractions[2] * len(patients))), 1), len(patients) - 2)
+    n_val = min(max(int(round(fractions[1] * len(patients))), 1), len(patients) - n_test - 1)
+    test_rng = _rng(benchmark, 0, "test") if spec.test == "fixed" else _rng(benchmark, seed, "test")
+    test = _draw(patients, n_test, test_rng)
+    rest = np.array([p for p in patients if p not in test])
+    val = _draw(rest, n_val, _rng(benchmark, seed))
+    return pd.Series(np.where(patient.isin(test), "test", np.where(patient.isin(val), "val", "train")), index=patient.index)
+
+
+@dataclass(frozen=True)
+class LabelBudget:
+    """Train on part of the training split: a fraction of its patients, or `shots` patients per class."""
+
+    train_fraction: float | None = None
+    shots: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.train_fraction is None) == (self.shots is None):
+            raise DataError("A label budget is either a training fraction or a number of shots, not both or neither.")
+        if self.train_fraction is not None and not 0.0 < self.train_fraction <= 1.0:
+            raise DataError(f"--train-fraction {self.train_fraction}: give a value in (0, 1].")
+        if self.shots is not None and self.shots < 1:
+            raise DataError(f"--shots {self.shots}: give a whole number of patients per class, at least 1.")
+
+    @property
+    def suffix(self) -> str:
+        return f"train-{self.train_fraction:g}" if self.train_fraction is not None else f"shots-{self.shots}"
+
+    def describe(self) -> dict:
+        return {"train_fraction": self.train_fraction} if self.train_fraction is not None else {"shots": self.shots}
+
+
+def apply_label_budget(manifest: pd.DataFrame, labels: np.ndarray, budget: LabelBudget, benchmark: str) -> pd.DataFrame:
+    """Mark training images outside the budget `unused` (one seed's manifest, rows aligned with `labels`).
+
+    Shots: for every task, `shots` patients with a positive and `shots` with a negative label are drawn (a
+    patient counts for a class if any of its training images has it); their union trains. Drawn per seed.
+    """
+    seed = int(manifest["seed"].iloc[0])
+    rng = _rng(benchmark, seed, f"budget/{budget.suffix}")
+    train = manifest["split"].eq("train").to_numpy()
+    patients = manifest["patient_id"].astype(str)
+    train_patients = np.sort(patients[train].unique())
+    if budget.train_fraction is not None:
+        count = max(1, int(round(budget.train_fraction * len(train_patients))))
+        keep = _draw(train_patients, count, rng)
+    else:
+        keep = set()
+        frame = pd.DataFrame(labels[train], index=patients[train].to_numpy())
+        per_patient = frame.groupby(level=0).max()
+        for task in per_patient.columns:
+            for value in (1.0, 0.0):
+                candidates = np.sort(per_patient.index[per_patient[task] == value].to_numpy())
+                if len(candidates) < budget.shots:
+                    raise DataError(
+                        f"benchmark '{benchmark}': --shots {budget.shots} needs {budget.shots} training patients with label "
+                        f"{value:g} for task {task}, the seed-{seed} training split has {len(candidates)}."
+                    )
+                keep |= _draw(candidates, budget.shots, rng)
+    out = manifest.copy()
+    out.loc[train & ~patients.isin(keep).to_numpy(), "split"] = "unused"
+    return out
 
 
 def check_patient_disjoint(manifest: pd.DataFrame) -> None:

@@ -14,11 +14,14 @@ from cxrbench.specs import HeadSpec
 
 @dataclass
 class FeatureSet:
-    """Features of one split: `global_` [N, D], optional `patches` [N, H, W, D]; labels [N, T] with NaN unknown."""
+    """Features of one split: `global_` [N, D], optional `patches` [N, H, W, D]; labels [N, T] with NaN unknown.
+
+    `patches` may be cached rows read lazily (`CachedRows`): heads index it a batch at a time.
+    """
 
     global_: np.ndarray
     labels: np.ndarray
-    patches: np.ndarray | None = None
+    patches: Any = None
 
 
 @dataclass
@@ -27,20 +30,27 @@ class FitReport:
 
     chosen: dict[str, Any] = field(default_factory=dict)
     history: dict[str, list[float]] = field(default_factory=dict)
+    #: one row per configuration tried (e.g. a grid's validation scores), stored as the run's selection.csv
+    table: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Head(ABC):
-    #: which cached arrays the head needs ("global", "patches")
+    #: which cached arrays the head needs ("global", "patches"); may depend on the parameters
     needs: tuple[str, ...] = ("global",)
+    #: benchmark task types the head can train for
+    task_types: tuple[str, ...] = ("multilabel", "binary")
     #: hyperparameters this head accepts, with their defaults
     defaults: dict[str, Any] = {}
 
-    def __init__(self, spec: HeadSpec, overrides: dict[str, Any] | None = None):
+    def __init__(self, spec: HeadSpec, overrides: dict[str, Any] | None = None, task_type: str = "multilabel"):
         unknown = set(spec.params) - set(self.defaults) | set(overrides or {}) - set(self.defaults)
         if unknown:
             raise SpecError(f"Head '{spec.name}' has no parameter(s) {sorted(unknown)}; it accepts {sorted(self.defaults)}.")
         self.spec = spec
+        if task_type not in self.task_types:
+            raise SpecError(f"Head '{spec.name}' trains {' / '.join(self.task_types)} tasks, not {task_type}; use a grid head (e.g. mlp).")
         self.params = {**self.defaults, **spec.params, **(overrides or {})}
+        self.task_type = task_type
 
     @abstractmethod
     def fit(self, train: FeatureSet, val: FeatureSet, seed: int) -> FitReport: ...

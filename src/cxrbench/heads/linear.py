@@ -8,14 +8,7 @@ import numpy as np
 import torch
 
 from cxrbench.heads.base import FeatureSet, FitReport, Head
-
-
-def masked_bce(logits: torch.Tensor, labels: torch.Tensor, pos_weight: torch.Tensor | None = None) -> torch.Tensor:
-    """BCE over known labels only (NaN = unknown), averaged over the known entries."""
-    known = ~torch.isnan(labels)
-    targets = torch.nan_to_num(labels)
-    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none", pos_weight=pos_weight)
-    return (loss * known).sum() / known.sum().clamp(min=1)
+from cxrbench.heads.losses import masked_bce
 
 
 class LinearProbe(Head):

@@ -1,0 +1,223 @@
+"""Small synthetic datasets in the released layouts of CANDID-PTX, RSNA-Pneumonia and PadChest.
+
+For tests and demos: the loaders, the image decoders and the pipeline run on them without any download.
+Images come from `synthetic.render_chest` (the VinDr generator's renderer). It draws VinDr findings only, so
+each task here is drawn as a visible stand-in finding (listed in STAND_INS) that a probe can learn; the
+stand-ins are not what the real findings look like. Files are written in the released formats: JPEG for
+CANDID-PTX, DICOM for RSNA-Pneumonia, 16-bit PNG for PadChest. Same arguments, same files.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from cxrbench.data.synthetic import SyntheticConfig, _draw_patients, _write_dicom, render_chest
+
+STAND_INS = {
+    "candid-ptx": {"Pneumothorax": "Pleural thickening", "Chest tube": "Nodule/Mass", "Rib fracture": "Pulmonary fibrosis"},
+    "rsna-pneumonia": {"Pneumonia": "Lung Opacity"},
+    "padchest-lateral": {
+        "vertebral degenerative changes": "Aortic enlargement",
+        "pleural effusion": "Pleural effusion",
+        "costophrenic angle blunting": "Pleural thickening",
+    },
+}
+PADCHEST_COLUMNS = [
+    "ImageID", "ImageDir", "StudyDate_DICOM", "StudyID", "PatientID", "PatientBirth", "PatientSex_DICOM",
+    "ViewPosition_DICOM", "Projection", "MethodProjection", "Pediatric", "Modality_DICOM", "Manufacturer_DICOM",
+    "PhotometricInterpretation_DICOM", "PixelRepresentation_DICOM", "PixelAspectRatio_DICOM", "SpatialResolution_DICOM",
+    "BitsStored_DICOM", "WindowCenter_DICOM", "WindowWidth_DICOM", "Rows_DICOM", "Columns_DICOM",
+    "XRayTubeCurrent_DICOM", "Exposure_DICOM", "ExposureInuAs_DICOM", "ExposureTime", "RelativeXRayExposure_DICOM",
+    "ReportID", "Report", "MethodLabel", "Labels", "Localizations", "LabelsLocalizationsBySentence", "labelCUIS",
+    "LocalizationsCUIS",
+]
+PADCHEST_CSV = "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv"
+
+
+def _patients(count: int, size: int, seed: int, rng: np.random.Generator) -> list[dict]:
+    """Anatomy, sex, age and number of images per patient, from the VinDr generator (its findings are replaced)."""
+    return _draw_patients(SyntheticConfig(patients=count, size=size, seed=seed, test_fraction=0.0), rng)
+
+
+def _render(patient: dict, stand_ins: list[str], size: int, rng: np.random.Generator) -> tuple[np.ndarray, list]:
+    return render_chest(sorted(set(stand_ins)), patient["anatomy"], size, rng)
+
+
+def _uid(*parts: object) -> str:
+    digits = int(hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest()[:24], 16)
+    return f"1.2.826.0.1.3680043.8.498.{digits}"
+
+
+def relative_rle(mask: np.ndarray) -> str:
+    """SIIM-style run-length encoding: (gap, length) pairs over the column-major pixels, gaps since the last run."""
+    flat = np.asarray(mask, dtype=bool).T.reshape(-1)
+    padded = np.concatenate([[False], flat, [False]])
+    edges = np.flatnonzero(padded[1:] != padded[:-1])
+    starts, ends = edges[0::2], edges[1::2]
+    if not len(starts):
+        return "-1"
+    gaps = starts - np.concatenate([[0], ends[:-1]])
+    return " ".join(f"{g} {n}" for g, n in zip(gaps, ends - starts))
+
+
+def _blob_mask(size: int, rng: np.random.Generator) -> np.ndarray:
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    cx, cy, r = rng.uniform(0.25, 0.75), rng.uniform(0.25, 0.6), rng.uniform(0.05, 0.12)
+    return ((xx - cx) ** 2 + (yy - cy) ** 2) <= r**2
+
+
+# --------------------------------------------------------------------------------------------- CANDID-PTX
+
+
+def write_synthetic_candid(root: str | Path, patients: int = 30, size: int = 64, seed: int = 0) -> Path:
+    """Pneumothorax_reports.csv, chest_tube.csv, acute_rib_fracture.csv and dataset/<SOPInstanceUID>.jpg.
+
+    Patients have 1-3 images; about a third of the pneumothorax-positive images have two pneumothorax rows,
+    and some images two chest tube rows. `filename` is "P<patient>_<n>".
+    """
+    root = Path(root)
+    (root / "dataset").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    stand_in = STAND_INS["candid-ptx"]
+    reports, tubes, fractures = [], [], []
+    for index, patient in enumerate(_patients(patients, size, seed, rng)):
+        ptx = rng.random() < 0.35
+        tube = rng.random() < (0.6 if ptx else 0.15)
+        fracture = rng.random() < 0.2
+        study = _uid(seed, "study", index)
+        for visit in range(patient["n_images"]):
+            sop = _uid(seed, "image", index, visit)
+            found = [name for name, present in (("Pneumothorax", ptx), ("Chest tube", tube), ("Rib fracture", fracture)) if present]
+            image, _ = _render(patient, [stand_in[f] for f in found], size, rng)
+            Image.fromarray(np.round(image * 255).astype(np.uint8)).save(root / "dataset" / f"{sop}.jpg", quality=92)
+            report = f"Chest X-ray, visit {visit + 1}.\nFindings: {', '.join(found) if found else 'no acute abnormality'}."
+            row = {"SOPInstanceUID": sop, "StudyInstanceUID": study, "filename": f"P{seed:02d}{index:04d}_{visit + 1}",
+                   "Report": report}
+            regions = (2 if len(reports) % 3 == 0 else 1) if ptx else 0
+            if not regions:
+                reports.append({**row, "EncodedPixels": "-1"})
+            for _ in range(regions):
+                reports.append({**row, "EncodedPixels": relative_rle(_blob_mask(size, rng))})
+            for present, rows, count in ((tube, tubes, 1 + int(rng.random() < 0.3)), (fracture, fractures, 1)):
+                for k in range(count if present else 0):
+                    rows.append({"anon_SOPUID": sop, "annotation_ref": f"A{len(rows):05d}",
+                                 "mask_rle": relative_rle(_blob_mask(size, rng))})
+    columns = ["SOPInstanceUID", "filename", "EncodedPixels", "StudyInstanceUID", "Report"]
+    pd.DataFrame(reports)[columns].to_csv(root / "Pneumothorax_reports.csv", index=False)
+    finding_columns = ["anon_SOPUID", "annotation_ref", "mask_rle"]
+    pd.DataFrame(tubes, columns=finding_columns).to_csv(root / "chest_tube.csv", index=False)
+    pd.DataFrame(fractures, columns=finding_columns).to_csv(root / "acute_rib_fracture.csv", index=False)
+    return root
+
+
+# ----------------------------------------------------------------------------------------- RSNA-Pneumonia
+
+
+def write_synthetic_rsna(root: str | Path, patients: int = 24, size: int = 64, seed: int = 0, nih_mapping: bool = True) -> Path:
+    """stage_2_train_labels.csv, stage_2_detailed_class_info.csv, stage_2_train_images/<patientId>.dcm and,
+    with `nih_mapping`, pneumonia-challenge-dataset-mappings_2018.json (NIH patients have 1-3 images; the
+    mapping also lists a few images that are not in the labels, as the real one lists the test images)."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    labels, classes, mapping = [], [], []
+    for index, patient in enumerate(_patients(patients, size, seed, rng)):
+        nih_patient = 1000 * (seed + 1) + index
+        for visit in range(patient["n_images"]):
+            image_id = str(uuid.UUID(int=int(rng.integers(0, 2**63)) << 64 | int(rng.integers(0, 2**63)), version=4))
+            positive = rng.random() < 0.3
+            image, boxes = _render(patient, ["Lung Opacity"] if positive else [], size, rng)
+            _write_dicom(root / "stage_2_train_images" / f"{image_id}.dcm", image, {**patient, "id": image_id}, rng)
+            mapping.append({"img_id": f"{nih_patient:08d}_{visit:03d}", "subset_img_id": image_id,
+                            "StudyInstanceUID": _uid(seed, "rsna", index, visit), "orig_labels": ["No Finding"]})
+            if positive:
+                x0, y0, x1, y1 = next(box for name, box in boxes if name == "Lung Opacity")
+                parts = 2 if len(labels) % 2 else 1
+                width = (x1 - x0) / parts
+                for k in range(parts):
+                    labels.append({"patientId": image_id, "x": round(x0 + k * width, 1), "y": round(y0, 1),
+                                   "width": round(width, 1), "height": round(y1 - y0, 1), "Target": 1})
+                    classes.append({"patientId": image_id, "class": "Lung Opacity"})
+            else:
+                labels.append({"patientId": image_id, "x": None, "y": None, "width": None, "height": None, "Target": 0})
+                classes.append({"patientId": image_id, "class": "Normal" if rng.random() < 0.5 else "No Lung Opacity / Not Normal"})
+    pd.DataFrame(labels).to_csv(root / "stage_2_train_labels.csv", index=False)
+    pd.DataFrame(classes).to_csv(root / "stage_2_detailed_class_info.csv", index=False)
+    if nih_mapping:
+        for extra in range(3):  # images of the challenge's test set: in the mapping, not in the labels
+            mapping.append({"img_id": f"{900000 + extra:08d}_000", "subset_img_id": str(uuid.UUID(int=extra + 1, version=4)),
+                            "StudyInstanceUID": _uid(seed, "rsna-test", extra), "orig_labels": ["No Finding"]})
+        (root / "pneumonia-challenge-dataset-mappings_2018.json").write_text(json.dumps(mapping))
+    return root
+
+
+# ----------------------------------------------------------------------------------------------- PadChest
+
+
+def write_synthetic_padchest(root: str | Path, patients: int = 30, size: int = 48, seed: int = 0,
+                             compress: bool = False) -> Path:
+    """The PadChest labels CSV (plain, or .csv.gz with `compress`) and 16-bit PNGs at <ImageDir>/<ImageID>.
+
+    Each patient has 1-2 studies with a lateral (Projection L) and usually a PA image sharing the study's
+    Labels, written like the real CSV: list literals, some labels with a leading space, "loculated pleural
+    effusion" (which is not "pleural effusion"), and one lateral image without Labels.
+    """
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    stand_in = STAND_INS["padchest-lateral"]
+    rows = []
+    for index, patient in enumerate(_patients(patients, size, seed, rng)):
+        patient_id = str(int(hashlib.sha256(f"{seed}/patient/{index}".encode()).hexdigest()[:30], 16))
+        birth = 2015 - patient["age"]
+        for study in range(min(patient["n_images"], 2)):
+            labels = []
+            if rng.random() < 0.3:
+                labels.append("vertebral degenerative changes")
+            effusion = rng.random() < 0.3
+            if effusion:
+                labels.append("pleural effusion")
+            if rng.random() < (0.6 if effusion else 0.15):
+                labels.append("costophrenic angle blunting")
+            if not effusion and rng.random() < 0.1:
+                labels.append("loculated pleural effusion")
+            if rng.random() < 0.3:
+                labels.append("kyphosis")
+            labels = labels or ["normal"]
+            text = "[" + ", ".join(repr(" " + l if k and rng.random() < 0.5 else l) for k, l in enumerate(labels)) + "]"
+            study_id = str(int(hashlib.sha256(f"{seed}/study/{index}/{study}".encode()).hexdigest()[:30], 16))
+            views = ["L", "PA"] if rng.random() < 0.8 else ["L"]
+            for view_index, view in enumerate(views):
+                image_id = f"{study_id}{view_index}_{rng.integers(0, 5):02d}-{rng.integers(0, 200):03d}-{rng.integers(0, 200):03d}.png"
+                directory = int(rng.integers(0, 3))
+                image, _ = _render(patient, [stand_in[l] for l in labels if l in stand_in], size, rng)
+                folder = root / str(directory)
+                folder.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(np.round(image * 65535).astype(np.uint16)).save(folder / image_id)
+                rows.append({
+                    "ImageID": image_id, "ImageDir": directory, "StudyDate_DICOM": 20150000 + 100 * (study + 1) + 15,
+                    "StudyID": study_id, "PatientID": patient_id, "PatientBirth": float(birth),
+                    "PatientSex_DICOM": patient["sex"], "ViewPosition_DICOM": "LATERAL" if view == "L" else "POSTEROANTERIOR",
+                    "Projection": view, "MethodProjection": "Manual review of DICOM fields", "Pediatric": "No",
+                    "Modality_DICOM": "CR", "PhotometricInterpretation_DICOM": "MONOCHROME2", "BitsStored_DICOM": 16,
+                    "Rows_DICOM": size, "Columns_DICOM": size, "ReportID": 4000000 + len(rows),
+                    "Report": "synthetic report .", "MethodLabel": "Physician", "Labels": text,
+                    "Localizations": "[]", "LabelsLocalizationsBySentence": "[" + text + "]", "labelCUIS": "[]",
+                    "LocalizationsCUIS": "[]",
+                })
+    frame = pd.DataFrame(rows).reindex(columns=PADCHEST_COLUMNS)
+    lateral = frame.index[frame["Projection"] == "L"]
+    frame.loc[lateral[-1], "Labels"] = np.nan  # as in the real CSV, a few images have no Labels
+    root.mkdir(parents=True, exist_ok=True)
+    if compress:
+        with gzip.open(root / (PADCHEST_CSV + ".gz"), "wt", newline="") as handle:
+            frame.to_csv(handle)
+    else:
+        frame.to_csv(root / PADCHEST_CSV)  # with the unnamed index column of the released file
+    return root

@@ -1,0 +1,234 @@
+"""Decoders on frozen features, trained as a grid from one pass over the cached features (RayDINO's protocol).
+
+Any of `lr`, `weight_decay`, `depth` and `pooling` in a head spec may be a list; the head trains the Cartesian
+product together: every batch of cached features is read once and fed to every configuration, each with its
+own weights and optimiser state (`stacked.py`). After the last epoch each configuration is scored on the
+validation split and the best one (the benchmark's selection metric, macro over tasks; ties to the earlier
+configuration in grid order) makes the test predictions. The whole table of validation scores is returned
+with the fit report and stored with the results. A spec with only single values is one ordinary head.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from cxrbench.errors import DataError, SpecError
+from cxrbench.heads.base import FeatureSet, FitReport, Head
+from cxrbench.heads.losses import LOSSES, OUTPUTS, resolve_loss
+from cxrbench.heads.selection import validation_score
+from cxrbench.heads.stacked import POOLINGS, StackedDecoders, StackedSGD
+
+GRID_KEYS = ("pooling", "depth", "lr", "weight_decay")
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    pooling: str
+    depth: int
+    lr: float
+    weight_decay: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.pooling}-d{self.depth}-lr{self.lr:g}-wd{self.weight_decay:g}"
+
+
+def expand_grid(params: dict[str, Any], where: str) -> list[HeadConfig]:
+    """Every combination of the grid keys' values (a scalar is a one-value list), validated."""
+    values = {key: params[key] if isinstance(params[key], list) else [params[key]] for key in GRID_KEYS}
+    for pooling in values["pooling"]:
+        if pooling not in POOLINGS:
+            raise SpecError(f"{where}: pooling '{pooling}' is not one of {', '.join(POOLINGS)}.")
+    for depth in values["depth"]:
+        if depth not in (1, 2):
+            raise SpecError(f"{where}: depth {depth!r} must be 1 (linear) or 2 (MLP).")
+    for key, low in (("lr", 0.0), ("weight_decay", -1e-300)):
+        for value in values[key]:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > low:
+                raise SpecError(f"{where}: {key} {value!r} must be a {'positive' if key == 'lr' else 'non-negative'} number.")
+    return [HeadConfig(p, int(d), float(lr), float(wd)) for p, d, lr, wd in itertools.product(*(values[k] for k in GRID_KEYS))]
+
+
+def _rows(array, indices: np.ndarray) -> torch.Tensor:
+    """Rows of an in-memory array or of lazily read cached rows, as a float32 tensor."""
+    return torch.from_numpy(np.ascontiguousarray(array[indices], dtype=np.float32))
+
+
+class _Standardiser:
+    """Per-dimension mean/std of the training features (over all tokens for patch grids), read in chunks."""
+
+    def __init__(self, array, chunk: int = 256):
+        total, total_sq, count = 0.0, 0.0, 0
+        for start in range(0, len(array), chunk):
+            block = _rows(array, np.arange(start, min(start + chunk, len(array)))).double()
+            block = block.reshape(-1, block.shape[-1])
+            total, total_sq, count = total + block.sum(0), total_sq + (block**2).sum(0), count + len(block)
+        mean = total / count
+        self.mean = mean.float()
+        self.std = (total_sq / count - mean**2).clamp(min=0).sqrt().float().clamp(min=1e-6)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class GridHead(Head):
+    task_types = ("multilabel", "binary", "multiclass", "regression")
+    defaults = {
+        "pooling": "cls",
+        "depth": 1,
+        "lr": 1e-3,
+        "weight_decay": 0.0,
+        "momentum": 0.9,
+        "epochs": 20,
+        "min_steps": 500,
+        "batch_size": 128,
+        "hidden_dim": 512,
+        "loss": "auto",
+        "selection_metric": "auprc",
+        "device": "cpu",
+    }
+
+    def __init__(self, spec, overrides=None, task_type: str = "multilabel"):
+        super().__init__(spec, overrides, task_type)
+        self.configs = expand_grid(self.params, f"heads/{spec.name}.yaml")
+        self.loss = resolve_loss(str(self.params["loss"]), task_type)
+        self.device = torch.device(self.params["device"])
+
+    @property
+    def needs(self) -> tuple[str, ...]:  # type: ignore[override]
+        return ("global", "patches") if any(c.pooling != "cls" for c in self.configs) else ("global",)
+
+    # -- training -------------------------------------------------------------------------------------------
+    def fit(self, train: FeatureSet, val: FeatureSet, seed: int) -> FitReport:
+        p = self.params
+        if "patches" in self.needs and train.patches is None:
+            raise DataError(f"Head '{self.spec.name}' pools patch tokens, but the features given have no patch grid.")
+        generator = torch.Generator().manual_seed(seed)
+        self._scale_global = _Standardiser(train.global_)
+        self._scale_tokens = _Standardiser(train.patches) if "patches" in self.needs else None
+        self._grid_shape = None if train.patches is None else tuple(train.patches.shape[1:3])
+        dim_global, tasks = train.global_.shape[1], train.labels.shape[1]
+        dim_tokens = train.patches.shape[-1] if train.patches is not None else dim_global
+        self.families: dict[tuple[str, int], tuple[StackedDecoders, list[int]]] = {}
+        for key in dict.fromkeys((c.pooling, c.depth) for c in self.configs):
+            members = [i for i, c in enumerate(self.configs) if (c.pooling, c.depth) == key]
+            dim = dim_global if key[0] == "cls" else dim_tokens
+            module = StackedDecoders(key[0], key[1], len(members), dim, tasks, int(p["hidden_dim"]), generator).to(self.device)
+            self.families[key] = (module, members)
+        modules = [module for module, _ in self.families.values()]
+        if self.loss == "smape":  # regression starts from the mean training target, not from zero
+            start = torch.from_numpy(np.nanmean(train.labels, axis=0).astype(np.float32)).to(self.device)
+            for module in modules:
+                with torch.no_grad():
+                    module.out_b.copy_(start.expand_as(module.out_b))
+        order = [i for _, members in self.families.values() for i in members]
+        optimizers = [
+            StackedSGD(module, self._values("lr", members), self._values("weight_decay", members), float(p["momentum"]))
+            for module, members in self.families.values()
+        ]
+        batch = min(int(p["batch_size"]), len(train.labels))
+        steps_per_epoch = math.ceil(len(train.labels) / batch)
+        epochs = max(int(p["epochs"]), math.ceil(int(p["min_steps"]) / steps_per_epoch))
+        total, step = epochs * steps_per_epoch, 0
+        labels = torch.from_numpy(np.ascontiguousarray(train.labels, dtype=np.float32))
+        loss_fn = LOSSES[self.loss]
+        train_loss = torch.zeros(len(self.configs), dtype=torch.float64)
+        for module in modules:
+            module.train()
+        for _ in range(epochs):
+            running = torch.zeros(len(self.configs), dtype=torch.float64)
+            permutation = torch.randperm(len(labels), generator=generator).numpy()
+            for start in range(0, len(labels), batch):
+                index = np.sort(permutation[start : start + batch])
+                inputs = self._inputs(train, index)
+                y = labels[index].to(self.device)
+                per_head = torch.cat([loss_fn(module(inputs), y) for module in modules])  # in `order`
+                for optimizer in optimizers:
+                    optimizer.zero_grad()
+                per_head.sum().backward()
+                for optimizer in optimizers:
+                    optimizer.step(0.5 * (1 + math.cos(math.pi * step / total)))
+                step += 1
+                running[order] += per_head.detach().double().cpu() * len(index)
+            train_loss = running / len(labels)
+        return self._select(val, train_loss, epochs, total)
+
+    def _values(self, key: str, members: list[int]) -> torch.Tensor:
+        return torch.tensor([getattr(self.configs[i], key) for i in members], dtype=torch.float32, device=self.device)
+
+    def _inputs(self, features: FeatureSet, index: np.ndarray) -> dict[str, torch.Tensor]:
+        """The batch's standardised inputs, computed once and shared by every head of the grid."""
+        inputs = {"cls": self._scale_global(_rows(features.global_, index)).to(self.device)}
+        if self._scale_tokens is not None:
+            tokens = self._scale_tokens(_rows(features.patches, index)).to(self.device)
+            inputs["tokens"] = tokens.reshape(len(index), -1, tokens.shape[-1])
+            inputs["avg"] = inputs["tokens"].mean(dim=1)
+        return inputs
+
+    # -- selection and prediction ---------------------------------------------------------------------------
+    def _select(self, val: FeatureSet, train_loss: torch.Tensor, epochs: int, steps: int) -> FitReport:
+        rows = [{"config": c.name, **asdict(c), "train_loss": float(train_loss[i])} for i, c in enumerate(self.configs)]
+        self.chosen = 0
+        if len(val.labels):
+            logits = self._logits(val, range(len(self.configs)))  # [configs, N, T]
+            y = torch.from_numpy(np.ascontiguousarray(val.labels, dtype=np.float32))
+            metric = self._selection_metric()
+            for i, row in enumerate(rows):
+                row["val_loss"] = float(LOSSES[self.loss](logits[i], y))
+                row[f"val_{metric}"] = (
+                    validation_score(metric, val.labels, OUTPUTS[self.loss](logits[i]).numpy()) if metric != "loss" else -row["val_loss"]
+                )
+            self.chosen = max(range(len(rows)), key=lambda i: (rows[i][f"val_{metric}"], -i))
+        config = self.configs[self.chosen]
+        chosen = {**asdict(config), "config": config.name, "grid_size": len(self.configs), "epochs": epochs, "steps": steps,
+                  "checkpoint": "last"}
+        return FitReport(chosen=chosen, history={"train_loss": [rows[self.chosen]["train_loss"]],
+                                                 "val_loss": [rows[self.chosen].get("val_loss", float("nan"))]}, table=rows)
+
+    def _selection_metric(self) -> str:
+        """The benchmark's ranking metric for classification; the validation loss for CE / SMAPE heads."""
+        return str(self.params["selection_metric"]) if self.loss == "bce" else "loss"
+
+    def _place(self, config: int) -> tuple[StackedDecoders, slice]:
+        """The family holding configuration `config`, and its slot there."""
+        c = self.configs[config]
+        module, members = self.families[(c.pooling, c.depth)]
+        position = members.index(config)
+        return module, slice(position, position + 1)
+
+    @torch.no_grad()
+    def _logits(self, features: FeatureSet, configs, chunk: int = 256) -> torch.Tensor:
+        """Logits [len(configs), N, T] of the given configurations."""
+        places = [self._place(c) for c in configs]
+        out = torch.empty(len(places), len(features.labels), features.labels.shape[1])
+        for start in range(0, len(features.labels), chunk):
+            index = np.arange(start, min(start + chunk, len(features.labels)))
+            inputs = self._inputs(features, index)
+            for slot, (module, position) in enumerate(places):
+                module.eval()
+                out[slot, index] = module(inputs, position)[0].float().cpu()
+        return out
+
+    def predict(self, features: FeatureSet) -> np.ndarray:
+        return OUTPUTS[self.loss](self._logits(features, [self.chosen])[0]).numpy().astype(np.float64)
+
+    @torch.no_grad()
+    def attention_maps(self, features: FeatureSet, chunk: int = 256) -> np.ndarray:
+        """The chosen head's attention of each task's query over the patch grid: [N, T, H, W], each map sums to 1."""
+        config = self.configs[self.chosen]
+        if config.pooling != "attentive":
+            raise SpecError(f"Head '{self.spec.name}' chose {config.pooling} pooling; attention maps need pooling: attentive.")
+        module, position = self._place(self.chosen)
+        maps = []
+        for start in range(0, len(features.labels), chunk):
+            index = np.arange(start, min(start + chunk, len(features.labels)))
+            weights = module.attention(self._inputs(features, index)["tokens"], position)[0]
+            maps.append(weights.cpu().numpy())
+        height, width = self._grid_shape
+        return np.concatenate(maps).reshape(len(features.labels), -1, height, width)

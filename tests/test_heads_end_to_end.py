@@ -1,0 +1,104 @@
+"""Every head through `cxrbench run` on a VinDr-CXR-layout folder: grid selection stored with the results,
+label budgets (training fraction, shots) as their own runs, and patient-disjoint manifests."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from cxrbench.cli import app
+from cxrbench.data.splits import check_patient_disjoint
+from cxrbench.pipeline import load_benchmark
+
+runner = CliRunner()
+QUICK = ["--head-param", "epochs=2", "--head-param", "min_steps=0"]
+
+
+def run(root, base, *extra: str):
+    args = ["run", "vindr", "--data-root", str(root), "--out", str(base / "out"), "--cache-dir", str(base / "cache"),
+            "--encoder", "pixels", "--seeds", "2", "--bootstrap", "50", *extra]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    return tmp_path_factory.mktemp("heads-e2e")
+
+
+@pytest.mark.parametrize("head", ["mlp", "avgpool", "attentive", "knn", "logistic"])
+def test_every_head_trains_on_the_vindr_layout(vindr_root, base, head):
+    extra = QUICK if head in ("mlp", "avgpool", "attentive") else []
+    run(vindr_root, base, "--head", head, *extra)
+    metrics = json.loads((base / f"out/vindr/pixels/{head}/metrics.json").read_text())
+    assert set(metrics["heads"]) == {"0", "1"}
+    macro = metrics["metrics"]["auprc"]["macro"]
+    assert macro["mean"] is not None and macro["ci_low"] <= macro["bootstrap_median"] <= macro["ci_high"]
+
+
+def test_raydino_grid_runs_156_heads_and_stores_the_selection(vindr_root, base):
+    run(vindr_root, base, "--head", "raydino-grid", *QUICK)
+    folder = base / "out/vindr/pixels/raydino-grid"
+    selection = pd.read_csv(folder / "selection.csv")
+    assert len(selection) == 2 * 156 and selection.groupby("seed")["config"].nunique().eq(156).all()
+    metrics = json.loads((folder / "metrics.json").read_text())
+    for seed in ("0", "1"):
+        chosen = metrics["heads"][seed]["chosen"]
+        scores = selection[selection["seed"] == int(seed)].set_index("config")["val_auprc"]
+        assert chosen["config"] == scores.idxmax() and chosen["grid_size"] == 156
+    config = (folder / "config.yaml").read_text()
+    assert "raydino-grid" in config and "epochs: 2" in config
+
+
+def test_label_budgets_are_separate_runs_with_fewer_training_patients(vindr_root, base):
+    run(vindr_root, base, "--head", "knn", "--train-fraction", "0.25,1", "--shots", "3")
+    out = base / "out/vindr/pixels"
+    full = json.loads((out / "knn/metrics.json").read_text())
+    quarter = json.loads((out / "knn_train-0.25/metrics.json").read_text())
+    shots = json.loads((out / "knn_shots-3/metrics.json").read_text())
+    assert full["label_budget"] is None and quarter["label_budget"] == {"train_fraction": 0.25}
+    assert shots["label_budget"] == {"shots": 3}
+    for seed in ("0", "1"):
+        assert quarter["n_train_images"][seed] < 0.4 * full["n_train_images"][seed]
+    manifest = pd.read_parquet(out / "knn_shots-3/splits.parquet")
+    check_patient_disjoint(manifest)
+    data = load_benchmark("vindr", vindr_root, {})[1]
+    for seed, part in manifest.groupby("seed"):
+        train = part["split"].eq("train").to_numpy()
+        labels = data.labels()[train]
+        # at least 3 positive and 3 negative patients per task, and no more than 2 x 3 x tasks patients
+        assert ((labels == 1).sum(axis=0) >= 3).all() and ((labels == 0).sum(axis=0) >= 3).all()
+        assert part.loc[train, "patient_id"].nunique() <= 2 * 3 * labels.shape[1]
+        # the test split is untouched by the budget
+        full_manifest = pd.read_parquet(out / "knn/splits.parquet")
+        assert (full_manifest.loc[full_manifest["seed"] == seed, "split"].eq("test").to_numpy()
+                == part["split"].eq("test").to_numpy()).all()
+
+
+def test_bad_head_param_and_budget_are_refused(vindr_root, base):
+    args = ["run", "vindr", "--data-root", str(vindr_root), "--out", str(base / "bad"), "--encoder", "pixels"]
+    result = runner.invoke(app, [*args, "--head", "mlp", "--head-param", "epoch=3"])
+    assert result.exit_code == 2 and "epoch" in result.output and "accepts" in result.output
+    result = runner.invoke(app, [*args, "--train-fraction", "0.5,abc"])
+    assert result.exit_code == 2 and "'abc'" in result.output
+    result = runner.invoke(app, [*args, "--shots", "1000", "--head", "logistic", "--cache-dir", str(base / "cache")])
+    assert result.exit_code == 2 and "--shots 1000" in result.output
+    assert not (base / "bad").exists() or not any((base / "bad").rglob("metrics.json"))
+
+
+def test_augmented_protocol_trains_online_and_is_its_own_run(vindr_root, base):
+    run(vindr_root, base, "--protocol", "augmented", "--head-param", "epochs=2", "--head-param", "lr=0.01",
+        "--head-param", "batch_size=64")
+    folder = base / "out/vindr/pixels/linear_augmented"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["heads"]["0"]["chosen"]["protocol"] == "augmented"
+    config = (folder / "config.yaml").read_text()
+    assert "protocol: augmented" in config and "hflip_p" in config and "lr: 0.01" in config
+    assert metrics["metrics"]["auprc"]["macro"]["mean"] is not None
+    result = runner.invoke(app, ["run", "vindr", "--data-root", str(vindr_root), "--out", str(base / "bad"),
+                                 "--encoder", "pixels", "--protocol", "augmented", "--head", "mlp"])
+    assert result.exit_code == 2 and "--protocol augmented" in result.output
