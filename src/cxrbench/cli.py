@@ -1,4 +1,4 @@
-"""The `cxrbench` command: run | demo | list | data check | cache ls/clear | table.
+"""The `cxrbench` command: run | demo | list | data check | cache ls/clear | table | curve.
 
 The only module that prints. Errors the user can fix (`CxrbenchError`) become one message and exit code 2.
 """
@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichBar, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
@@ -97,6 +98,10 @@ def run(
     revision: Optional[str] = typer.Option(None, help="Hugging Face revision overriding the adapter's pinned one."),
     image_size: Optional[int] = typer.Option(None, help="Override the encoder's input resolution (resize and crop)."),
     label_rule: Optional[str] = typer.Option(None, help="How several readers' labels combine: majority or any (VinDr-CXR)."),
+    protocol: str = typer.Option("cached", help="cached: heads on cached features (fast default); augmented: RAD-DINO's linear probe trained through the frozen encoder under augmentation (AdamW 5e-5, batch 96, 100 epochs)."),
+    head_param: list[str] = typer.Option([], "--head-param", help="Override a head parameter, KEY=VALUE (VALUE read as YAML, e.g. epochs=5 or 'lr=[0.01, 0.1]'); repeatable."),
+    train_fraction: Optional[str] = typer.Option(None, help="Label efficiency: train on these fractions of the training patients, e.g. 0.01,0.1,1 (one run each)."),
+    shots: Optional[str] = typer.Option(None, help="Few-shot: train on N patients per class (positive and negative for every task), e.g. 1,2,4,8."),
     bootstrap: Optional[int] = typer.Option(None, help="Bootstrap resamples (default: the benchmark's, 1000)."),
     out: Path = typer.Option(DEFAULT_OUT, help="Results folder."),
     cache_dir: Optional[Path] = CacheDir,
@@ -112,9 +117,40 @@ def run(
         benchmark=benchmark, encoders=[e.strip() for e in encoder.split(",") if e.strip()], out=out,
         cache_root=_cache_root(cache_dir), head=head, seeds=seeds, data_root=data_root, weights=weights,
         revision=revision, image_size=image_size, dataset_options={"label_rule": label_rule} if label_rule else {},
-        bootstrap_resamples=bootstrap, batch_size=batch_size, shard_size=shard_size, num_workers=workers, device=device,
+        protocol=protocol, head_params=_head_params(head_param), budgets=_budgets(train_fraction, shots), bootstrap_resamples=bootstrap, batch_size=batch_size, shard_size=shard_size, num_workers=workers, device=device,
     )
     _run_and_show(options)
+
+
+def _head_params(pairs: list[str]) -> dict:
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise CxrbenchError(f"--head-param {pair!r}: write KEY=VALUE, e.g. --head-param epochs=5.")
+        try:
+            params[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise CxrbenchError(f"--head-param {pair!r}: the value is not valid YAML ({exc}).") from None
+    return params
+
+
+def _budgets(train_fraction: Optional[str], shots: Optional[str]) -> list:
+    """The label budgets to run: the full training split unless fractions and/or shots are given."""
+    from cxrbench.data.splits import LabelBudget
+
+    budgets: list = []
+    for option, text, kind in (("--train-fraction", train_fraction, float), ("--shots", shots, int)):
+        for item in (text or "").split(","):
+            if not item.strip():
+                continue
+            try:
+                value = kind(item)
+            except ValueError:
+                raise CxrbenchError(f"{option} {text}: '{item}' is not a {'number' if kind is float else 'whole number'}.") from None
+            full = kind is float and value == 1.0
+            budgets.append(None if full else LabelBudget(train_fraction=value) if kind is float else LabelBudget(shots=value))
+    return budgets or [None]
 
 
 def _run_and_show(options) -> list:
@@ -132,10 +168,57 @@ def _run_and_show(options) -> list:
 
 @app.command()
 @user_errors
+def explain(
+    encoder: str = typer.Option(..., "--encoder", "-e", help="Encoder name(s), comma-separated."),
+    benchmark: str = typer.Option("vindr", help="Benchmark with test boxes (VinDr-CXR: annotations/annotations_test.csv)."),
+    findings: str = typer.Option("all", help="'all' (every finding with test boxes, RayDINO), 'benchmark' (its tasks), or comma-separated names."),
+    head: str = typer.Option("attentive", help="A head with attentive pooling and attention maps."),
+    head_param: list[str] = typer.Option([], "--head-param", help="Override a head parameter, KEY=VALUE (YAML value); repeatable."),
+    shared_head: bool = typer.Option(False, "--shared-head", help="One head with a query per finding instead of one head per finding."),
+    seeds: Optional[int] = typer.Option(None, help="Number of seeds (default: the benchmark's)."),
+    images_per_finding: int = typer.Option(4, help="Attention overlays (PNG) written per finding, first seed."),
+    min_overlap: float = typer.Option(0.5, help="A box is hit when the argmax patch overlaps it by this fraction of a patch."),
+    data_root: Optional[Path] = typer.Option(None, help="Dataset folder in its official layout."),
+    weights: Optional[str] = typer.Option(None, help="Local weights file/folder, or 'random[:SEED]' (default: the adapter's hub source)."),
+    revision: Optional[str] = typer.Option(None, help="Hugging Face revision overriding the adapter's pinned one."),
+    image_size: Optional[int] = typer.Option(None, help="Override the encoder's input resolution (resize and crop)."),
+    label_rule: Optional[str] = typer.Option(None, help="How several readers' labels combine: majority or any (VinDr-CXR)."),
+    bootstrap: Optional[int] = typer.Option(None, help="Bootstrap resamples for the macro accuracy's CI (default: the benchmark's)."),
+    out: Path = typer.Option(DEFAULT_OUT, help="Results folder."),
+    cache_dir: Optional[Path] = CacheDir,
+    batch_size: int = typer.Option(32, help="Images per encoder forward pass."),
+    shard_size: int = typer.Option(512, help="Images per feature-cache shard."),
+    workers: Optional[int] = typer.Option(None, help="Image-decoding worker processes."),
+    device: str = typer.Option("cpu", help="Torch device for the encoder, e.g. cuda."),
+) -> None:
+    """RayDINO's explainability: attentive probes per finding; is the most-attended patch on the radiologist's box?
+    Writes OUT/BENCHMARK/ENCODER/explain/ (explain.json, explain.csv, heatmaps/)."""
+    from cxrbench.explain.runner import ExplainOptions, explain_benchmark
+
+    options = ExplainOptions(
+        encoders=[e.strip() for e in encoder.split(",") if e.strip()], out=out, cache_root=_cache_root(cache_dir),
+        benchmark=benchmark, data_root=data_root, weights=weights, revision=revision, image_size=image_size, seeds=seeds,
+        findings=findings, images_per_finding=images_per_finding, min_overlap=min_overlap, head=head,
+        head_overrides=_head_params(head_param), one_head_per_finding=not shared_head,
+        dataset_options={"label_rule": label_rule} if label_rule else {}, bootstrap_resamples=bootstrap,
+        batch_size=batch_size, shard_size=shard_size, num_workers=workers, device=device,
+    )
+    with _bar() as bar:
+        results = explain_benchmark(options, RichProgress(bar))
+    for result in results:
+        _print_frame(result.display, f"{benchmark} explainability · {result.encoder} · {result.head}  "
+                     "(% of boxes hit by the argmax patch, mean ± std over seeds)", "finding")
+        console.print(result.headline)
+        console.print(f"results: {result.folder}")
+
+
+@app.command()
+@user_errors
 def demo(
     workdir: Path = typer.Option(DEFAULT_DEMO_DIR, help="Where the synthetic dataset, cache and results go."),
     patients: int = typer.Option(300, help="Synthetic patients (about 1.6 images each)."),
     seeds: int = typer.Option(5, help="Seeds per encoder."),
+    head: Optional[str] = typer.Option(None, help="Head to train (default: the benchmark's linear probe; e.g. attentive, raydino-grid)."),
 ) -> None:
     """Generate a synthetic VinDr-CXR-layout dataset and benchmark `pixels` and a random-init `dinov2-small` on it."""
     from cxrbench.data.synthetic import SyntheticConfig, write_synthetic_vindr
@@ -149,7 +232,7 @@ def demo(
         console.print(f"writing a synthetic VinDr-CXR dataset ({patients} patients) to {data_root} ...")
         write_synthetic_vindr(data_root, config)
         marker.write_text(wanted)
-    common = dict(benchmark="vindr", out=workdir / "results", cache_root=workdir / "cache", seeds=seeds, data_root=data_root)
+    common = dict(benchmark="vindr", out=workdir / "results", cache_root=workdir / "cache", seeds=seeds, data_root=data_root, head=head)
     _run_and_show(RunOptions(encoders=["pixels"], **common))
     _run_and_show(RunOptions(encoders=["dinov2-small"], weights="random", image_size=112, **common))
     _show_comparison("vindr", workdir / "results", None)
@@ -233,8 +316,19 @@ def data_check(
                   f"{data.samples['patient_id'].nunique()} patients")
     for note in data.notes:
         console.print(f"[dim]•[/dim] {note}")
-    counts = data.label_counts().set_index(["split", "task"])
-    table = Table(title="labels per split", title_justify="left")
+    _print_counts(data.label_counts(), "labels in the dataset" if spec.split.scheme == "random" else "labels per official split")
+    if spec.split.scheme == "random":
+        from cxrbench.data.splits import seed_splits
+
+        split = seed_splits(data.samples, spec.name, 0, spec.split)["split"].to_numpy()
+        test_note = "the same test patients for every seed" if spec.split.test == "fixed" else "test patients redrawn per seed"
+        _print_counts(data.label_counts(split), f"labels per split, seed 0 ({'/'.join(f'{f:g}' for f in spec.split.fractions)} "
+                      f"of patients; {test_note})")
+
+
+def _print_counts(counts, title: str) -> None:
+    counts = counts.set_index(["split", "task"])
+    table = Table(title=title, title_justify="left")
     for column in ("split", "task", "positive", "negative", "unknown", "images", "patients"):
         table.add_column(column, justify="right" if column not in ("split", "task") else "left")
     for (split, task), row in counts.iterrows():
@@ -278,12 +372,58 @@ def cache_clear(
 @app.command()
 @user_errors
 def table(
+    benchmark: Optional[str] = typer.Argument(None, help="Benchmark name (not needed with --layout)."),
+    out: Path = typer.Option(DEFAULT_OUT, help="Results folder holding the stored runs."),
+    metric: Optional[str] = typer.Option(None, help="Metric (default: the benchmark's primary metric)."),
+    layout: Optional[str] = typer.Option(
+        None, help="A paper table's layout instead of one benchmark: rad-dino-1a | rad-dino-1b | rad-dino-c1; "
+                   "writes OUT/tables/LAYOUT.{md,csv,tex}."),
+    diff: bool = typer.Option(False, "--diff", help="With --layout: add rows 'ours − published mean' for encoders the paper reports."),
+) -> None:
+    """Compare every stored run of BENCHMARK (rows encoders, columns tasks) with the paper's numbers, or lay
+    out several benchmarks as a paper's table (--layout)."""
+    if layout is not None:
+        if benchmark is not None or metric is not None:
+            raise CxrbenchError("--layout fixes the benchmarks and metrics: give either BENCHMARK [--metric M] or --layout NAME.")
+        _show_layout(layout, out, diff)
+        return
+    if benchmark is None:
+        from cxrbench.results.paper_tables import LAYOUTS
+
+        raise CxrbenchError(f"Give a BENCHMARK (e.g. `cxrbench table vindr`) or --layout NAME ({' | '.join(LAYOUTS)}).")
+    _show_comparison(benchmark, out, metric)
+
+
+def _show_layout(name: str, out: Path, diff: bool) -> None:
+    from cxrbench.results.paper_tables import display_frame, get_layout, table_from_store, write_paper_table
+
+    paper_layout = get_layout(name)
+    result = table_from_store(paper_layout, out, diff=diff)
+    _print_frame(display_frame(result), f"{paper_layout.title}  (ours: mean ± std over seeds [95% bootstrap CI])",
+                 paper_layout.model_title)
+    for note in result.notes:
+        console.print(f"[dim]•[/dim] {note}", highlight=False)
+    paths = write_paper_table(result, out / "tables" / name)
+    console.print("tables: " + ", ".join(str(path) for path in paths.values()))
+
+
+@app.command()
+@user_errors
+def curve(
     benchmark: str = typer.Argument(..., help="Benchmark name."),
     out: Path = typer.Option(DEFAULT_OUT, help="Results folder holding the stored runs."),
     metric: Optional[str] = typer.Option(None, help="Metric (default: the benchmark's primary metric)."),
 ) -> None:
-    """Compare every stored run of BENCHMARK (rows encoders, columns tasks) with the paper's numbers."""
-    _show_comparison(benchmark, out, metric)
+    """Label efficiency: macro METRIC of every encoder/head against its training budget (fraction or shots), from
+    the stored runs HEAD/, HEAD_train-F/ and HEAD_shots-N/; writes OUT/BENCHMARK/efficiency_METRIC.{md,csv,png}."""
+    from cxrbench.registry import benchmark_spec
+    from cxrbench.results.efficiency import write_efficiency
+
+    result = write_efficiency(benchmark_spec(benchmark), out, metric)
+    _print_frame(result.display, f"{result.title}  (%, mean ± std over seeds [95% bootstrap CI])", "model")
+    for note in result.notes:
+        console.print(f"[dim]•[/dim] {note}", highlight=False)
+    console.print("label efficiency: " + ", ".join(str(path) for path in result.paths.values()))
 
 
 def _show_comparison(benchmark: str, out: Path, metric: Optional[str]) -> None:
@@ -296,7 +436,10 @@ def _show_comparison(benchmark: str, out: Path, metric: Optional[str]) -> None:
     metric = metric or spec.primary_metric
     if metric not in spec.metrics:
         raise CxrbenchError(f"Benchmark '{benchmark}' reports {', '.join(spec.metrics)}; --metric {metric} is not among them.")
-    runs = stored_runs(out, benchmark)
+    from cxrbench.results.efficiency import full_data_runs
+    from cxrbench.results.paper_tables import comparison_latex
+
+    runs = full_data_runs(stored_runs(out, benchmark))  # label-budget runs belong to `cxrbench curve`
     if not runs:
         raise CxrbenchError(f"No stored runs of '{benchmark}' under {out}. Run `cxrbench run {benchmark} --encoder NAME --out {out}` first.")
     frame = comparison_table(spec, runs, metric)
@@ -305,7 +448,8 @@ def _show_comparison(benchmark: str, out: Path, metric: Optional[str]) -> None:
     stem = out / benchmark / f"table_{metric}"
     atomic_text(stem.with_suffix(".md"), f"# {title}\n\n" + to_markdown(frame, "model"))
     atomic_text(stem.with_suffix(".csv"), comparison_long_table(spec, runs, metric).to_csv(index=False))
-    console.print(f"tables: {stem}.md, {stem}.csv")
+    atomic_text(stem.with_suffix(".tex"), comparison_latex(spec, runs, metric))
+    console.print(f"tables: {stem}.md, {stem}.csv, {stem}.tex")
 
 
 def main() -> None:

@@ -1,0 +1,590 @@
+"""RayDINO's VinDr-CXR explainability evaluation: one attentive probe per finding, argmax patch vs radiologist box.
+
+`explain_benchmark(options)` loads VinDr-CXR, extracts (cached) patch tokens, fits attentive heads on the official
+training split (validation carved per seed, as for `cxrbench run`), takes each finding's attention map on every
+test image and scores the test boxes (`hits`), then `run_explain` writes
+
+    OUT/BENCHMARK/ENCODER/explain/
+        explain.json    protocol, per-finding boxes / hits / accuracy per seed, macro accuracy (mean, std, CI)
+        explain.csv     one row per (seed, box): original and input-pixel box, status, argmax cell, overlap, hit
+        config.yaml     encoder, preprocessing, head and options
+        heatmaps/<finding>/<image_id>.png   attention overlays of the first seed for a few images per finding
+
+atomically (the folder is assembled aside and renamed into place). The folder holds no metrics.json, so
+`cxrbench table` never mistakes it for a classification run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+import cxrbench
+from cxrbench.data.images import read_image
+from cxrbench.data.samples import BenchmarkData
+from cxrbench.errors import CxrbenchError, DataError, UnknownNameError
+from cxrbench.explain.boxes import NO_FINDING, read_test_boxes
+from cxrbench.explain.geometry import CLIPPED, CROPPED_AWAY, EMPTY, InputGeometry, PatchGrid
+from cxrbench.explain.heatmaps import display_image, render_overlay, write_overlay
+from cxrbench.explain.hits import (
+    DEFAULT_MIN_OVERLAP, INPUT_COLUMNS, bootstrap_macro, check_attention, finding_accuracy, macro_accuracy, score_boxes,
+)
+from cxrbench.explain.sizes import image_sizes
+from cxrbench.heads.base import FeatureSet
+from cxrbench.progress import Progress, SilentProgress
+from cxrbench.registry import registry
+from cxrbench.results.store import json_writer, text_writer, write_run, yaml_writer
+from cxrbench.specs import BootstrapSpec, PreprocessSpec
+
+EXPLAIN_FOLDER = "explain"
+CSV_COLUMNS = [
+    "seed", "image_id", "finding", "csv_row", "x_min", "y_min", "x_max", "y_max", "status",
+    *INPUT_COLUMNS, "argmax_row", "argmax_col", "attention_max", "overlap_fraction", "hit",
+]
+PROTOCOL = {
+    "source": "RayDINO (Moutakanni et al. 2024), Methods, 'Explainability'; headline: VinDr-CXR macro accuracy 52.6",
+    "probe": "attentive pooling, one learned query per finding over the patch tokens, trained on the training split "
+             "(one head per finding as RayDINO, or one head with a query per finding: see one_head_per_finding)",
+    "hit": "area(argmax patch cell ∩ box) >= min_overlap x patch area, box mapped into encoder-input pixels through "
+           "the encoder's letterbox/resize/crop and clipped to the input",
+    "argmax_ties": "first cell in row-major order",
+    "counting": "per box: every test box of a finding is one trial against that image's argmax patch",
+    "finding_accuracy": "hits / scored boxes over test images with at least one box of the finding",
+    "macro": "unweighted mean of the finding accuracies over findings with at least one scored box",
+    "excluded": "boxes entirely in a cropped-away margin (cropped_away) or without area (empty)",
+}
+
+
+@dataclass
+class ExplainOptions:
+    encoders: list[str]
+    out: Path
+    cache_root: Path
+    benchmark: str = "vindr"
+    data_root: Path | None = None
+    weights: str | None = None
+    revision: str | None = None
+    image_size: int | None = None
+    seeds: int | None = None
+    # "all": every finding with a test box that is also a label column (RayDINO trains one probe per VinDr class);
+    # "benchmark": the benchmark's own tasks; or a list of finding names.
+    findings: str | list[str] = "all"
+    images_per_finding: int = 4
+    min_overlap: float = DEFAULT_MIN_OVERLAP
+    head: str = "attentive"
+    head_overrides: dict[str, Any] = field(default_factory=dict)
+    # True: a separate head (one query) per finding, as RayDINO; False: one head with a query per finding.
+    one_head_per_finding: bool = True
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    bootstrap_resamples: int | None = None
+    batch_size: int = 32
+    shard_size: int = 512
+    num_workers: int | None = None
+    device: str = "cpu"
+
+
+@dataclass
+class ExplainResult:
+    encoder: str
+    head: str
+    folder: Path
+    summary: dict
+    per_finding: pd.DataFrame  # index finding: boxes, images, accuracy_mean, accuracy_std
+    boxes: pd.DataFrame  # explain.csv
+
+    @property
+    def display(self) -> pd.DataFrame:
+        """Per finding and macro: boxes, images, accuracy (%, mean ± std over seeds) as text."""
+        def pct(mean, std):
+            if mean is None or not np.isfinite(mean):
+                return "no boxes"
+            return f"{100 * mean:.1f}" + (f" ± {100 * std:.1f}" if std is not None and np.isfinite(std) else "")
+
+        rows = {name: {"boxes": int(r["boxes"]), "images": int(r["images"]), "accuracy": pct(r["accuracy_mean"], r["accuracy_std"])}
+                for name, r in self.per_finding.iterrows()}
+        macro = self.summary["macro_accuracy"]
+        rows["macro"] = {"boxes": int(self.per_finding["boxes"].sum()), "images": int(self.summary["n_test_images"]),
+                         "accuracy": pct(macro["mean"], macro["std"])}
+        return pd.DataFrame.from_dict(rows, orient="index")
+
+    @property
+    def headline(self) -> str:
+        macro = self.summary["macro_accuracy"]
+        text = f"macro accuracy {100 * macro['mean']:.1f}" if macro["mean"] is not None else "macro accuracy: no boxes"
+        if macro["ci_low"] is not None:
+            text += f" [95% CI {100 * macro['ci_low']:.1f}–{100 * macro['ci_high']:.1f}]"
+        text += f" over {macro['findings_averaged']} findings"
+        published = self.summary.get("published")
+        if published:
+            text += (f"; published {published['model']}: {100 * published['macro_accuracy']:.1f} "
+                     f"[{100 * published['ci_low']:.1f}–{100 * published['ci_high']:.1f}]")
+        return text
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Fitting the attentive heads
+
+
+def attentive_head_class(head: str = "attentive"):
+    """(registry entry, class) of the attentive head; a clear error while it is not registered or lacks attention maps."""
+    try:
+        entry = registry().get("heads", head)
+    except UnknownNameError as exc:
+        raise CxrbenchError(
+            f"Explainability needs a head with attentive pooling, and the registry has no head '{head}' ({exc}). "
+            "The built-in one is `attentive` (heads/attentive.yaml, cxrbench.heads.grid:GridHead with pooling: attentive)."
+        ) from None
+    head_class = entry.load()
+    if not callable(getattr(head_class, "attention_maps", None)):
+        raise CxrbenchError(
+            f"Head '{head}' ({head_class.__module__}.{head_class.__qualname__}) has no attention_maps(); explainability "
+            "needs a head with attentive pooling (choose --head attentive)."
+        )
+    return entry, head_class
+
+
+def fit_attention_maps(
+    train: FeatureSet,
+    val: FeatureSet,
+    test: FeatureSet,
+    seed: int,
+    *,
+    head: str = "attentive",
+    overrides: Mapping[str, Any] | None = None,
+    one_head_per_finding: bool = True,
+    findings: Sequence[str] | None = None,
+    progress: Progress = SilentProgress(),
+) -> tuple[np.ndarray, dict]:
+    """Fit the attentive head(s) on `train` (`val` for monitoring/selection) and return the test attention maps
+    [N_test, T, H, W] (one softmax map over the patch grid per finding) and the fit reports.
+
+    One head per finding (default): task t's head sees only label column t, so it has a single query, as RayDINO's
+    "disease-specific classification adapter using a single attention head". Otherwise one head with a query per
+    finding is trained on all columns (with a linear decoder, the queries and outputs of different findings share no
+    parameters, so this differs only by the loss scale and any hyperparameter selection across findings).
+    """
+    entry, head_class = attentive_head_class(head)
+    overrides = dict(overrides or {})
+    tasks = train.labels.shape[1]
+    names = list(findings) if findings is not None else [str(t) for t in range(tasks)]
+    if test.patches is None or train.patches is None:
+        raise CxrbenchError("Attentive heads need patch tokens; extract them with patch_tokens=True.")
+
+    def column(part: FeatureSet, t: int) -> FeatureSet:
+        return FeatureSet(part.global_, part.labels[:, [t]], part.patches)
+
+    reports: dict[str, Any] = {}
+    if one_head_per_finding:
+        maps = []
+        advance = progress.task(f"seed {seed}: fitting one attentive head per finding", tasks)
+        for t in range(tasks):
+            model = head_class(entry.spec, overrides)
+            report = model.fit(column(train, t), column(val, t), seed)
+            reports[names[t]] = _report(report)
+            single = check_attention(model.attention_maps(column(test, t)), len(test.labels), 1)
+            maps.append(single[:, 0])
+            advance(1)
+        attention = np.stack(maps, axis=1)
+    else:
+        model = head_class(entry.spec, overrides)
+        reports["all"] = _report(model.fit(train, val, seed))
+        attention = check_attention(model.attention_maps(test), len(test.labels), tasks)
+    return attention.astype(np.float32, copy=False), reports
+
+
+def _report(report) -> dict:
+    history = getattr(report, "history", {}) or {}
+    last = {k: float(v[-1]) for k, v in history.items() if v and np.isfinite(v[-1])}
+    return {"chosen": getattr(report, "chosen", {}), **{f"final_{k}": v for k, v in last.items()}}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The whole benchmark
+
+
+def explain_benchmark(options: ExplainOptions, progress: Progress = SilentProgress()) -> list[ExplainResult]:
+    """Load the data, extract patch tokens, fit attentive heads per seed and write one explain folder per encoder."""
+    from cxrbench.data.splits import seed_splits
+    from cxrbench.encoders.base import FeatureRequest
+    from cxrbench.encoders.factory import build_encoder
+    from cxrbench.features.extract import extract_features
+    from cxrbench.pipeline import resolve_data_root
+
+    entry = registry().get("benchmarks", options.benchmark)
+    spec = entry.spec
+    root = resolve_data_root(spec, options.data_root)
+    boxes = read_test_boxes(root)
+    findings = _choose_findings(options.findings, boxes, spec.tasks)
+    # load the chosen findings as the tasks (RayDINO probes every VinDr class with boxes, not only the benchmark's 7)
+    data: BenchmarkData = entry.load()(root, dataclasses.replace(spec, tasks=tuple(findings)), options.dataset_options)
+    for note in data.notes:
+        progress.note(note)
+    seeds = list(range(options.seeds if options.seeds is not None else spec.seeds))
+    if not seeds:
+        raise DataError("--seeds must be at least 1.")
+    trainable = [f for f in findings if np.nansum(data.samples.loc[data.samples["split"] == "train", f]) > 0]
+    untrainable = [f for f in findings if f not in trainable]
+    if untrainable:
+        progress.note(f"no positive training image, not evaluated: {', '.join(untrainable)}")
+    if not trainable:
+        raise DataError(f"None of the findings {findings} has a positive training image in {root}; nothing to explain.")
+    entry_head, head_class = attentive_head_class(options.head)
+    overrides = dict(options.head_overrides)
+    pooling = entry_head.spec.params.get("pooling")
+    if "pooling" not in overrides and isinstance(pooling, list) and "attentive" in pooling:
+        overrides["pooling"] = "attentive"  # a grid head (e.g. raydino-grid): only its attentive decoders have maps
+        progress.note(f"head {options.head}: pooling restricted to attentive (its attention maps are scored)")
+    manifests = {s: seed_splits(data.samples, spec.name, s, spec.split) for s in seeds}
+    bootstrap = spec.bootstrap if options.bootstrap_resamples is None else dataclasses.replace(
+        spec.bootstrap, resamples=options.bootstrap_resamples)
+    columns = [data.tasks.index(f) for f in trainable]
+    labels = data.labels()[:, columns]
+    results = []
+    for encoder_name in options.encoders:
+        encoder = build_encoder(encoder_name, options.weights, options.revision, options.image_size)
+        request = FeatureRequest(global_embedding=True, patch_tokens=True)
+        extraction = extract_features(
+            encoder, request, data.samples["path"].tolist(), options.cache_root, batch_size=options.batch_size,
+            num_workers=options.num_workers, shard_size=options.shard_size, device=options.device, progress=progress,
+        )
+        progress.note(f"{encoder_name}: encoded {extraction.encoded} images, reused {extraction.reused} from the cache.")
+        features = extraction.store.load(extraction.keys, "global")
+        store = extraction.store
+        patches = store.rows(extraction.keys, "patches") if hasattr(store, "rows") else store.load(extraction.keys, "patches")
+        attention, reports = {}, {}
+        for seed in seeds:
+            split = manifests[seed]["split"].to_numpy()
+            parts = {}
+            for name in ("train", "val", "test"):
+                mask = split == name
+                rows = patches.select(mask) if hasattr(patches, "select") else patches[mask]
+                parts[name] = FeatureSet(features[mask], labels[mask], rows)
+            attention[seed], reports[str(seed)] = fit_attention_maps(
+                parts["train"], parts["val"], parts["test"], seed, head=options.head, overrides=overrides,
+                one_head_per_finding=options.one_head_per_finding, findings=trainable, progress=progress,
+            )
+        if not np.array_equal(manifests[seeds[0]]["split"].to_numpy() == "test", data.samples["split"].to_numpy() == "test"):
+            raise DataError(f"Benchmark '{spec.name}' draws its test split; explainability needs the official test boxes' split.")
+        head_params = head_class(entry_head.spec, overrides).params
+        config = {
+            "cxrbench_version": cxrbench.__version__,
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+            "benchmark": {"name": spec.name, "data_root": str(root), "dataset_options": options.dataset_options,
+                          "split": asdict(spec.split), "loader_notes": data.notes},
+            "encoder": {"name": encoder.spec.name, "weights": encoder.weights.identity,
+                        "preprocessing": asdict(encoder.preprocessing), "patch_stride": encoder.patch_stride},
+            "head": {"name": options.head, "params": head_params, "one_head_per_finding": options.one_head_per_finding},
+            "findings": trainable,
+            "findings_without_positive_training_image": untrainable,
+            "seeds": seeds,
+            "min_overlap": options.min_overlap,
+            "images_per_finding": options.images_per_finding,
+            "bootstrap": asdict(bootstrap),
+            "feature_cache": {"folder": str(store.folder), "key": store.manifest["key"]},
+        }
+        folder = Path(options.out) / spec.name / encoder_name / EXPLAIN_FOLDER
+        result = run_explain(
+            data, trainable, attention, encoder.preprocessing, encoder.patch_stride, folder, boxes=boxes,
+            min_overlap=options.min_overlap, images_per_finding=options.images_per_finding, bootstrap=bootstrap,
+            info={"benchmark": spec.name, "encoder": encoder_name, "head": options.head,
+                  "one_head_per_finding": options.one_head_per_finding, "fit": reports,
+                  "findings_without_positive_training_image": untrainable},
+            config=config, progress=progress,
+        )
+        results.append(result)
+    return results
+
+
+def _choose_findings(choice: str | Sequence[str], boxes: pd.DataFrame, tasks: Sequence[str]) -> list[str]:
+    boxed = list(dict.fromkeys(boxes["finding"]))
+    if isinstance(choice, str) and choice == "all":
+        return boxed
+    wanted = list(tasks) if isinstance(choice, str) and choice == "benchmark" else (
+        [c.strip() for c in choice.split(",") if c.strip()] if isinstance(choice, str) else list(choice))
+    unknown = [f for f in wanted if f not in boxed]
+    chosen = [f for f in wanted if f in boxed]
+    if isinstance(choice, str) and choice == "benchmark":
+        return chosen  # the benchmark's global labels (e.g. Tuberculosis) have no boxes
+    if unknown:
+        raise DataError(f"Finding(s) {unknown} have no box in annotations_test.csv; findings with boxes: {', '.join(boxed)}.")
+    return chosen
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Scoring and writing
+
+
+def finding_slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "finding"
+
+
+def place_boxes(
+    test: pd.DataFrame, boxes: pd.DataFrame, findings: Sequence[str], preprocessing: PreprocessSpec,
+    sizes: np.ndarray | None = None,
+) -> tuple[pd.DataFrame, dict]:
+    """The boxes of `findings` on the `test` images (rows: image_id, path), mapped into encoder-input pixels.
+
+    Returns (boxes with image_index, finding_index, in_* and status; counts of boxes left out and why; the
+    encoder-input size). `sizes` [len(test), 2] (height, width) defaults to the images' headers.
+    """
+    index = pd.Series(np.arange(len(test)), index=test["image_id"].astype(str))
+    ours = boxes[boxes["finding"].isin(findings)]
+    in_test = ours["image_id"].isin(index.index)
+    left_out = {
+        "boxes_of_images_outside_test_split": int((~in_test).sum()),
+        "boxes_of_findings_not_evaluated": {str(k): int(v) for k, v in
+                                            boxes.loc[~boxes["finding"].isin(findings) & (boxes["finding"] != NO_FINDING),
+                                                      "finding"].value_counts().items()},
+    }
+    placed = ours[in_test].copy()
+    placed["image_index"] = index.loc[placed["image_id"]].to_numpy()
+    placed["finding_index"] = pd.Index(list(findings)).get_indexer(placed["finding"])
+    needed = np.unique(placed["image_index"].to_numpy())
+    if sizes is None:
+        sizes_needed = image_sizes(test["path"].iloc[needed].tolist())
+    else:
+        sizes_needed = np.asarray(sizes)[needed]
+    coords = np.full((len(placed), 4), np.nan)
+    status = np.empty(len(placed), dtype=object)
+    input_sizes = set()
+    for (height, width), image in zip(sizes_needed, needed):
+        geometry = InputGeometry.from_spec(preprocessing, int(height), int(width))
+        input_sizes.add(geometry.input)
+        rows = np.flatnonzero(placed["image_index"].to_numpy() == image)
+        mapped, state = geometry.map_boxes(placed[["x_min", "y_min", "x_max", "y_max"]].to_numpy()[rows])
+        coords[rows], status[rows] = mapped, state
+    for c, name in enumerate(INPUT_COLUMNS):
+        placed[name] = coords[:, c]
+    placed["status"] = status
+    left_out.update({
+        "boxes_cropped_away": int((placed["status"] == CROPPED_AWAY).sum()),
+        "boxes_empty": int((placed["status"] == EMPTY).sum()),
+        "boxes_clipped_by_crop": int((placed["status"] == CLIPPED).sum()),
+    })
+    if len(input_sizes) > 1:
+        raise CxrbenchError(f"The preprocessing gives inputs of several sizes {sorted(input_sizes)}; a patch grid needs one.")
+    side = preprocessing.crop or preprocessing.size
+    input_size = input_sizes.pop() if input_sizes else (side, side)
+    return placed.reset_index(drop=True), left_out, input_size
+
+
+def run_explain(
+    data: BenchmarkData,
+    findings: Sequence[str],
+    attention: Mapping[int, np.ndarray] | np.ndarray,
+    preprocessing: PreprocessSpec,
+    patch_stride: int,
+    folder: Path,
+    *,
+    boxes: pd.DataFrame | None = None,
+    sizes: np.ndarray | None = None,
+    min_overlap: float = DEFAULT_MIN_OVERLAP,
+    images_per_finding: int = 4,
+    bootstrap: BootstrapSpec | None = None,
+    info: dict | None = None,
+    config: dict | None = None,
+    progress: Progress = SilentProgress(),
+) -> ExplainResult:
+    """Score and write the explainability of fitted attention maps.
+
+    `data`: the benchmark (its test-split rows, in order, are the images of the attention maps; needs image_id,
+    path and patient_id). `attention`: seed -> [N_test, T, H, W] (or one array, seed 0), T = len(findings).
+    `boxes`: `read_test_boxes(data.root)` by default. `sizes`: [N_test, 2] original (height, width), by default
+    read from the image headers. Writes `folder` atomically and returns the summary.
+    """
+    findings = list(findings)
+    if not findings:
+        raise CxrbenchError("No finding to explain.")
+    if images_per_finding < 0:
+        raise CxrbenchError(f"--images-per-finding must be 0 or more, got {images_per_finding}.")
+    attention = {0: attention} if isinstance(attention, np.ndarray) else dict(attention)
+    if not attention:
+        raise CxrbenchError("No attention maps given (no seed).")
+    test = data.samples.loc[data.samples["split"] == "test"].reset_index(drop=True)
+    for seed, maps in attention.items():
+        attention[seed] = check_attention(maps, len(test), len(findings))
+    shapes = {maps.shape[2:] for maps in attention.values()}
+    if len(shapes) != 1:
+        raise CxrbenchError(f"The seeds' attention maps have different grids: {sorted(shapes)}.")
+    grid_h, grid_w = shapes.pop()
+    boxes = read_test_boxes(data.root) if boxes is None else boxes
+    placed, left_out, input_size = place_boxes(test, boxes, findings, preprocessing, sizes)
+    grid = PatchGrid.for_input(grid_h, grid_w, patch_stride, input_size)
+    missing = [f for f in findings if not (placed["finding"] == f).any()]
+
+    seeds = sorted(attention)
+    scored_by_seed: dict[int, pd.DataFrame] = {}
+    per_seed: dict[int, pd.DataFrame] = {}
+    for seed in seeds:
+        scored = score_boxes(placed, attention[seed], grid.stride, min_overlap)
+        scored_by_seed[seed] = scored
+        per_seed[seed] = finding_accuracy(scored, findings)
+    macros = {seed: macro_accuracy(per_seed[seed]) for seed in seeds}
+
+    bootstrap = bootstrap or BootstrapSpec()
+    unit = "patient_id" if bootstrap.unit == "patient" and "patient_id" in test else "image_id"
+    units = pd.Series(test[unit].astype(str).to_numpy(), index=test["image_id"].astype(str))
+    ci = bootstrap_macro(scored_by_seed, findings, units, bootstrap.resamples, bootstrap.confidence, bootstrap.seed)
+
+    first = per_seed[seeds[0]]
+    accuracy = pd.DataFrame({s: per_seed[s]["accuracy"] for s in seeds})
+    table = pd.DataFrame({
+        "boxes": first["boxes"], "images": first["images"],
+        "accuracy_mean": accuracy.mean(axis=1), "accuracy_std": accuracy.std(axis=1, ddof=1),
+    })
+    summary = {
+        **(info or {}),
+        "split": "test",
+        "n_test_images": len(test),
+        "protocol": {**PROTOCOL, "min_overlap": min_overlap, "patch_stride": grid.stride,
+                     "input_size": list(input_size), "grid": [grid.rows, grid.cols]},
+        "seeds": seeds,
+        "std_ddof": 1,
+        "macro_accuracy": {
+            "mean": float(np.mean(list(macros.values()))),
+            "std": float(np.std(list(macros.values()), ddof=1)) if len(seeds) > 1 else None,
+            "per_seed": {str(s): macros[s] for s in seeds},
+            "ci_low": None if ci is None else ci[0],
+            "ci_high": None if ci is None else ci[1],
+            "bootstrap": {**asdict(bootstrap), "unit": unit.replace("_id", "")},
+            "findings_averaged": int((first["boxes"] > 0).sum()),
+        },
+        "findings": {
+            name: {
+                "boxes": int(first.loc[name, "boxes"]),
+                "images": int(first.loc[name, "images"]),
+                "hits": {str(s): int(per_seed[s].loc[name, "hits"]) for s in seeds},
+                "accuracy": {str(s): per_seed[s].loc[name, "accuracy"] for s in seeds},
+                "accuracy_mean": table.loc[name, "accuracy_mean"],
+                "accuracy_std": table.loc[name, "accuracy_std"],
+            }
+            for name in findings
+        },
+        "left_out": {**left_out, "findings_without_test_boxes": missing},
+        "published": published_explainability(),
+    }
+
+    csv = pd.concat([s.assign(seed=seed) for seed, s in scored_by_seed.items()], ignore_index=True)
+    csv = csv[CSV_COLUMNS].sort_values(["seed", "finding", "image_id", "csv_row"], kind="stable").reset_index(drop=True)
+
+    writers = {"explain.csv": lambda path: csv.to_csv(path, index=False)}
+    pictures = _heatmap_writers(test, scored_by_seed[seeds[0]], attention[seeds[0]], findings, preprocessing, grid,
+                                images_per_finding, seeds[0])
+    summary["heatmaps"] = sorted(pictures)
+    writers["explain.json"] = json_writer(_plain(summary))
+    if config is not None:
+        writers["config.yaml"] = yaml_writer(_plain(config))
+    writers["table.md"] = text_writer(explain_markdown(summary))
+    advance = progress.task(f"writing {len(pictures)} attention overlays", len(pictures))
+
+    def counted(write):
+        def run(path: Path) -> None:
+            write(path)
+            advance(1)
+        return run
+
+    writers.update({name: counted(write) for name, write in pictures.items()})
+    write_run(Path(folder), writers)
+    return ExplainResult(str((info or {}).get("encoder", "")), str((info or {}).get("head", "")), Path(folder),
+                         json.loads(json.dumps(_plain(summary))), table, csv)
+
+
+def _heatmap_writers(test, scored, attention, findings, preprocessing, grid, per_finding, seed) -> dict:
+    writers = {}
+    if per_finding <= 0:
+        return writers
+    valid = scored[scored["hit"].notna()]
+    for t, name in enumerate(findings):
+        mine = valid[valid["finding"] == name]
+        for image_id in sorted(mine["image_id"].unique())[:per_finding]:
+            rows = mine[mine["image_id"] == image_id]
+            image_index = int(rows["image_index"].iloc[0])
+            argmax = (int(rows["argmax_row"].iloc[0]), int(rows["argmax_col"].iloc[0]))
+            hits = rows["hit"].astype(bool)
+            peak = float(attention[image_index, t].max())
+            caption = (f"{name} | seed {seed}\n{image_id}\n"
+                       f"{int(hits.sum())}/{len(hits)} box(es) hit by argmax patch {argmax}\n"
+                       f"peak attention {peak:.3f} (uniform {1 / (grid.rows * grid.cols):.3f})")
+            relative = f"heatmaps/{finding_slug(name)}/{image_id}.png"
+            writers[relative] = _overlay_writer(
+                test["path"].iloc[image_index], attention[image_index, t], preprocessing, grid.stride,
+                rows[list(INPUT_COLUMNS)].to_numpy(), argmax, bool(hits.any()), caption,
+            )
+    return writers
+
+
+def _overlay_writer(path, attention, preprocessing, stride, boxes, argmax, hit, caption):
+    def write(target: Path) -> None:
+        image = display_image(read_image(path), preprocessing)
+        write_overlay(target, render_overlay(image, attention, stride, boxes, argmax, hit, caption))
+    return write
+
+
+def published_explainability() -> dict | None:
+    """RayDINO's published VinDr-CXR explainability figure (results/published/raydino_headline.csv), as fractions."""
+    from cxrbench.resources import published_dir
+
+    path = published_dir() / "raydino_headline.csv"
+    if not path.is_file():
+        return None
+    table = pd.read_csv(path, comment="#")
+    row = table[table["task"].astype(str).str.strip().eq("explainability")]
+    if row.empty:
+        return None
+    row = row.iloc[0]
+    return {"model": "RayDINO (ViT-L/16)", "benchmark": str(row["benchmark"]), "metric": str(row["metric"]),
+            "macro_accuracy": float(row["raydino"]) / 100, "ci_low": float(row["ci_low"]) / 100,
+            "ci_high": float(row["ci_high"]) / 100, "best_competitor": str(row["best_competitor"]),
+            "competitor_delta": str(row["competitor_delta"]), "source": str(path.name)}
+
+
+def explain_markdown(summary: dict) -> str:
+    """A short table: finding, boxes, images, accuracy (%, mean ± std over seeds), then the macro accuracy."""
+    def pct(mean, std=None):
+        if mean is None:
+            return "–"
+        return f"{100 * mean:.1f}" + (f" ± {100 * std:.1f}" if std is not None else "")
+
+    lines = [f"# Explainability: {summary.get('benchmark', '')} · {summary.get('encoder', '')} · {summary.get('head', '')}",
+             "", f"Argmax attention patch overlaps the box by ≥ {summary['protocol']['min_overlap']:g} patch "
+             f"(per box), seeds {summary['seeds']}.", "",
+             "| finding | boxes | images | accuracy (%) |", "|---|---:|---:|---:|"]
+    for name, item in _plain(summary)["findings"].items():
+        lines.append(f"| {name} | {item['boxes']} | {item['images']} | {pct(item['accuracy_mean'], item['accuracy_std'])} |")
+    macro = _plain(summary)["macro_accuracy"]
+    ci = f" [{100 * macro['ci_low']:.1f}–{100 * macro['ci_high']:.1f}]" if macro["ci_low"] is not None else ""
+    lines.append(f"| **macro** | | | **{pct(macro['mean'], macro['std'])}**{ci} |")
+    published = summary.get("published")
+    if published:
+        lines += ["", f"Published ({published['model']}): {100 * published['macro_accuracy']:.1f} "
+                      f"[{100 * published['ci_low']:.1f}–{100 * published['ci_high']:.1f}]."]
+    return "\n".join(lines) + "\n"
+
+
+def _plain(value):
+    """JSON-safe: NaN -> None, numpy scalars -> Python, tuples -> lists."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return None if not np.isfinite(value) else float(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, Path):
+        return str(value)
+    return value
+

@@ -1,0 +1,254 @@
+"""Label efficiency: the same encoder and head trained on less labelled data, as a table and a curve.
+
+A run trained on a label budget lives next to the full-data run of its head:
+
+    OUT/BENCH/ENCODER/HEAD/               full training data       metrics.json "label_budget": null
+    OUT/BENCH/ENCODER/HEAD_train-0.1/     10% of the training set  "label_budget": {"train_fraction": 0.1}
+    OUT/BENCH/ENCODER/HEAD_shots-4/       4 patients per class     "label_budget": {"shots": 4}
+
+`label_budget` in metrics.json is authoritative; runs written before the key existed are read from their
+folder name. Full data counts as training fraction 1.0. `n_train_images` (an int, or one int per seed) is
+carried into the table when metrics.json has it.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from cxrbench.errors import CxrbenchError
+from cxrbench.results.store import StoredRun, atomic_bytes, atomic_text, stored_runs
+from cxrbench.results.tables import format_entry, to_markdown
+from cxrbench.specs import BenchmarkSpec
+from cxrbench.stats.metrics import METRIC_TITLES
+from cxrbench.stats.summary import MACRO
+
+FRACTION = "fraction"
+SHOTS = "shots"
+_SUFFIX = re.compile(r"^(?P<head>.+?)_(?:train-(?P<fraction>[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)|shots-(?P<shots>[0-9]+))$")
+
+LONG_COLUMNS = ["encoder", "head", "budget_kind", "budget_value", "budget", "full_data", "metric", "task",
+                "mean", "std", "ci_low", "ci_high", "seeds", "n_train_images"]
+
+
+@dataclass(frozen=True, order=True)
+class Budget:
+    """How much labelled training data a run had. Sorts fractions before shots, then by value."""
+
+    kind: str  # "fraction" or "shots"
+    value: float
+    full: bool = False
+
+    @property
+    def label(self) -> str:
+        if self.kind == SHOTS:
+            return f"{int(self.value)} shot" + ("" if self.value == 1 else "s")
+        return "100%" if self.full else f"{100 * self.value:g}%"
+
+    @property
+    def sort_key(self) -> tuple:
+        return (0 if self.kind == FRACTION else 1, self.value, not self.full)
+
+
+FULL = Budget(FRACTION, 1.0, full=True)
+
+
+def _parse_budget(value, where: str) -> Budget:
+    if value is None:
+        return FULL
+    if not isinstance(value, dict) or len(value) != 1 or not set(value) <= {"train_fraction", "shots"}:
+        raise CxrbenchError(f"{where}: label_budget must be null, {{\"train_fraction\": F}} or {{\"shots\": N}}; found {value!r}.")
+    if "train_fraction" in value:
+        fraction = value["train_fraction"]
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+            raise CxrbenchError(f"{where}: label_budget.train_fraction must be a number in (0, 1]; found {fraction!r}.")
+        return FULL if fraction == 1 else Budget(FRACTION, float(fraction))
+    shots = value["shots"]
+    if isinstance(shots, bool) or not isinstance(shots, (int, float)) or not float(shots).is_integer() or shots < 1:
+        raise CxrbenchError(f"{where}: label_budget.shots must be a whole number >= 1; found {shots!r}.")
+    return Budget(SHOTS, float(shots))
+
+
+def run_budget(run: StoredRun) -> Budget:
+    """The run's label budget: from metrics.json's `label_budget`, else from its folder name."""
+    if "label_budget" in run.metrics:
+        return _parse_budget(run.metrics["label_budget"], str(run.folder / "metrics.json"))
+    match = _SUFFIX.match(run.head)
+    if match is None:
+        return FULL
+    if match["shots"] is not None:
+        return _parse_budget({"shots": int(match["shots"])}, str(run.folder))
+    return _parse_budget({"train_fraction": float(match["fraction"])}, str(run.folder))
+
+
+def base_head(run: StoredRun) -> str:
+    """The head's name without the budget suffix of its folder (`linear_train-0.1` -> `linear`)."""
+    match = _SUFFIX.match(run.head)
+    return match["head"] if match else run.head
+
+
+def full_data_runs(runs: Sequence[StoredRun]) -> list[StoredRun]:
+    """The runs trained on the whole training split (what the papers' tables report)."""
+    return [run for run in runs if run_budget(run).full]
+
+
+def _n_train(metrics: dict) -> float | None:
+    value = metrics.get("n_train_images")
+    if isinstance(value, dict):  # one count per seed: report their mean
+        counts = [v for v in value.values() if isinstance(v, (int, float))]
+        return float(sum(counts) / len(counts)) if counts else None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def efficiency_long_table(spec: BenchmarkSpec, runs: Sequence[StoredRun], metric: str) -> pd.DataFrame:
+    """One row per (encoder, head, budget, task or macro): raw fractions, sorted by encoder, head, budget."""
+    chosen: dict[tuple[str, str, Budget], StoredRun] = {}
+    for run in runs:
+        budget = run_budget(run)
+        key = (run.encoder, base_head(run), budget)
+        if key not in chosen or run.head == key[1]:  # `HEAD/` wins over an explicit `HEAD_train-1.0/`
+            chosen[key] = run
+    rows = []
+    for (encoder, head, budget), run in sorted(chosen.items(), key=lambda item: (item[0][0], item[0][1], item[0][2].sort_key)):
+        entries = run.metrics.get("metrics", {}).get(metric)
+        if entries is None:
+            continue
+        n_train = _n_train(run.metrics)
+        for task in (*[t for t in spec.tasks if t in entries], *[t for t in entries if t not in spec.tasks and t != MACRO], MACRO):
+            entry = entries.get(task)
+            if entry is None:
+                continue
+            rows.append({
+                "encoder": encoder, "head": head, "budget_kind": budget.kind, "budget_value": budget.value,
+                "budget": budget.label, "full_data": budget.full, "metric": metric, "task": task,
+                **{k: entry.get(k) for k in ("mean", "std", "ci_low", "ci_high")},
+                "seeds": len(entry.get("per_seed") or {}), "n_train_images": n_train,
+            })
+    return pd.DataFrame(rows, columns=LONG_COLUMNS)
+
+
+def _budgets(long: pd.DataFrame) -> list[Budget]:
+    found = {Budget(k, float(v), bool(f)) for k, v, f in long[["budget_kind", "budget_value", "full_data"]].itertuples(index=False)}
+    return sorted(found, key=lambda b: b.sort_key)
+
+
+def efficiency_display_table(long: pd.DataFrame) -> pd.DataFrame:
+    """Rows 'encoder / head', columns budgets (fractions ascending, then shots), cells macro 'mean ± std [CI]' in %."""
+    macro = long[long["task"] == MACRO]
+    budgets = _budgets(macro)
+    titles = {}
+    for budget in budgets:
+        part = macro[(macro["budget_kind"] == budget.kind) & (macro["budget_value"] == budget.value)]
+        counts = part["n_train_images"].dropna().unique()
+        titles[budget] = budget.label + (f" (n={counts[0]:,.0f})" if len(counts) == 1 else "")
+    rows: dict[str, dict[str, str]] = {}
+    for record in macro.to_dict("records"):
+        budget = Budget(record["budget_kind"], float(record["budget_value"]), bool(record["full_data"]))
+        entry = {k: None if pd.isna(record[k]) else record[k] for k in ("mean", "std", "ci_low", "ci_high")}
+        rows.setdefault(f"{record['encoder']} / {record['head']}", {})[titles[budget]] = format_entry(entry)
+    frame = pd.DataFrame.from_dict(rows, orient="index", columns=[titles[b] for b in budgets])
+    return frame.fillna("–")
+
+
+def plot_efficiency(long: pd.DataFrame, title: str, metric: str) -> bytes:
+    """PNG bytes: macro `metric` (%) against training fraction (log axis) and/or shots; one line per encoder/head,
+    a shaded 95% bootstrap CI band and seed-std error bars. Full data is drawn as a dashed level in the shots panel."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    macro = long[long["task"] == MACRO].copy()
+    for column in ("mean", "std", "ci_low", "ci_high"):
+        macro[column] = pd.to_numeric(macro[column], errors="coerce") * 100
+    has_shots = (macro["budget_kind"] == SHOTS).any()
+    has_fractions = (~macro["full_data"] & (macro["budget_kind"] == FRACTION)).any()
+    panels = [kind for kind, present in ((FRACTION, has_fractions or not has_shots), (SHOTS, has_shots)) if present]
+    lines = list(dict.fromkeys(zip(macro["encoder"], macro["head"])))
+    one_head = len({head for _, head in lines}) == 1
+
+    figure = Figure(figsize=(6.4 * len(panels), 4.4), dpi=120, layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, len(panels), squeeze=False)[0]
+    colours = [f"C{i % 10}" for i in range(len(lines))]
+    for ax, kind in zip(axes, panels):
+        ticks: set[float] = set()
+        for (encoder, head), colour in zip(lines, colours):
+            part = macro[(macro["encoder"] == encoder) & (macro["head"] == head)]
+            label = encoder if one_head else f"{encoder} / {head}"
+            points = part[part["budget_kind"] == kind].sort_values("budget_value")
+            if kind == SHOTS:
+                full = part[part["full_data"]]
+                if len(full) and pd.notna(full["mean"].iloc[0]):
+                    ax.axhline(full["mean"].iloc[0], color=colour, linestyle="--", linewidth=1, alpha=0.7)
+            points = points[points["mean"].notna()]
+            if points.empty:
+                continue
+            x = points["budget_value"].to_numpy(dtype=float)
+            ticks.update(x.tolist())
+            band = points[["ci_low", "ci_high"]].notna().all(axis=1)
+            if band.any():
+                ax.fill_between(x[band.to_numpy()], points.loc[band, "ci_low"], points.loc[band, "ci_high"],
+                                color=colour, alpha=0.18, linewidth=0)
+            yerr = points["std"].fillna(0).to_numpy() if points["std"].notna().any() else None
+            ax.errorbar(x, points["mean"], yerr=yerr, color=colour, marker="o", markersize=4, capsize=3, label=label)
+        if kind == FRACTION:
+            ax.set_xscale("log")
+            ax.set_xlabel("training fraction (log scale)")
+            formatter = FuncFormatter(lambda v, _: f"{100 * v:g}%")
+        else:
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("patients per class (shots, log scale); dashed: full data")
+            formatter = FuncFormatter(lambda v, _: f"{v:g}")
+        if ticks:
+            ax.xaxis.set_major_locator(FixedLocator(sorted(ticks)))
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.xaxis.set_major_formatter(formatter)
+        ax.set_ylabel(f"macro {METRIC_TITLES.get(metric, metric)} (%)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize="small")
+    figure.suptitle(title, fontsize="medium")
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+@dataclass
+class EfficiencyResult:
+    long: pd.DataFrame
+    display: pd.DataFrame
+    title: str
+    paths: dict[str, Path]
+    notes: list[str]
+
+
+def write_efficiency(spec: BenchmarkSpec, out: Path, metric: str | None = None) -> EfficiencyResult:
+    """Collect every stored run of `spec` under `out` and write OUT/BENCH/efficiency_<metric>.{md,csv,png}."""
+    metric = metric or spec.primary_metric
+    if metric not in spec.metrics:
+        raise CxrbenchError(f"Benchmark '{spec.name}' reports {', '.join(spec.metrics)}; --metric {metric} is not among them.")
+    runs = stored_runs(out, spec.name)
+    if not runs:
+        raise CxrbenchError(
+            f"No stored runs of '{spec.name}' under {out}. Run `cxrbench run {spec.name} --encoder NAME --out {out}` "
+            "with and without a label budget first."
+        )
+    long = efficiency_long_table(spec, runs, metric)
+    if long.empty:
+        raise CxrbenchError(f"The stored runs of '{spec.name}' under {out} have no '{metric}' results.")
+    notes = []
+    if long["full_data"].all():
+        notes.append("only full-data runs were found: the curve has a single point per encoder.")
+    display = efficiency_display_table(long)
+    metric_title = METRIC_TITLES.get(metric, metric)
+    title = f"{spec.title}: label efficiency, macro {metric_title}"
+    stem = out / spec.name / f"efficiency_{metric}"
+    paths = {suffix: stem.with_name(f"{stem.name}.{suffix}") for suffix in ("md", "csv", "png")}
+    atomic_text(paths["md"], f"# {title} (%, mean ± std over seeds [95% bootstrap CI])\n\n" + to_markdown(display, "model"))
+    atomic_text(paths["csv"], long.to_csv(index=False))
+    atomic_bytes(paths["png"], plot_efficiency(long, title, metric))
+    return EfficiencyResult(long, display, title, paths, notes)

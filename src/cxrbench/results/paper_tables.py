@@ -1,0 +1,476 @@
+"""Result tables in a paper's layout: our stored runs beside the published rows, as Markdown, CSV and LaTeX.
+
+A layout is declarative (`TableLayout`): column groups, each one benchmark with one or more metrics. Tasks,
+their order and the published numbers come from the benchmark's spec (`benchmarks/*.yaml`, `published:` block);
+the layout only chooses column titles (keyed by task name or by the published CSV column, e.g. `PTX_auprc`)
+and, for a metric the spec's `published:` block does not cover (a block holds one metric), a fallback block.
+
+Our rows are the full-data runs (label budget null) as 'encoder / head', cells `mean ± std [95% CI]` in percent;
+the published rows follow (`mean ± std` as printed in the paper). Optional difference rows give ours minus the
+published mean for encoders the paper reports. The CSV is long form with raw fractions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from cxrbench.errors import CxrbenchError
+from cxrbench.results.efficiency import full_data_runs
+from cxrbench.results.published import read_published
+from cxrbench.results.store import StoredRun, atomic_text, stored_runs
+from cxrbench.specs import BenchmarkSpec, PublishedSpec
+from cxrbench.stats.metrics import METRIC_TITLES
+from cxrbench.stats.summary import MACRO
+
+ANY_TASK = "*"  # in a fallback published block: the only task of a one-task benchmark
+MISSING = "–"
+OURS, PUBLISHED, DIFF = "ours", "published", "diff"
+
+
+@dataclass(frozen=True)
+class GroupLayout:
+    """One column group: a benchmark's tasks (and macro) for each of `metrics`."""
+
+    benchmark: str
+    title: str | None = None  # group header; default '<benchmark title> (<METRIC>)'
+    metrics: tuple[str, ...] = ()  # default: the benchmark's primary metric
+    titles: Mapping[str, str] = field(default_factory=dict)  # task name or published column -> column title, in paper order
+    aggregate: str | None = "Agg."  # title of the macro column; None: no macro column
+    fallback_published: Mapping[str, PublishedSpec] = field(default_factory=dict)  # metric -> block, when the spec's is for another metric
+
+
+@dataclass(frozen=True)
+class TableLayout:
+    name: str
+    title: str
+    groups: tuple[GroupLayout, ...]
+    model_title: str = "Model"
+    decimals: int = 1
+    published_rows: str = "all"  # all | matching (encoders we ran) | none
+
+
+_TABLE_1B = "rad-dino_table1b_candid_rsna.csv"
+
+LAYOUTS: dict[str, TableLayout] = {
+    layout.name: layout
+    for layout in (
+        TableLayout(
+            name="rad-dino-1a",
+            title="RAD-DINO Table 1a: VinDr-CXR, linear probing on frozen backbones, AUPRC (%)",
+            groups=(GroupLayout("vindr", title="VinDr-CXR (AUPRC)", metrics=("auprc",), aggregate="Agg."),),
+        ),
+        TableLayout(
+            name="rad-dino-1b",
+            title="RAD-DINO Table 1b: CANDID-PTX and RSNA-Pneumonia, linear probing on frozen backbones (%)",
+            model_title="Model",
+            groups=(
+                GroupLayout("candid-ptx", title="CANDID-PTX (AUPRC)", metrics=("auprc",), aggregate=None,
+                            titles={"PTX_auprc": "PTX", "chest_tube_auprc": "Chest tube", "rib_fracture_auprc": "Rib fracture"}),
+                GroupLayout("rsna-pneumonia", title="RSNA-Pneumonia", metrics=("auprc", "auroc"), aggregate=None,
+                            fallback_published={
+                                metric: PublishedSpec(file=_TABLE_1B, source="RAD-DINO, Table 1b (%, mean and std over 5 seeds)",
+                                                      model_column="model", scale=100, metric=metric,
+                                                      task_columns={ANY_TASK: f"rsna_{metric}"})
+                                for metric in ("auprc", "auroc")
+                            }),
+            ),
+        ),
+        TableLayout(
+            name="rad-dino-c1",
+            title="RAD-DINO Table C.1: PadChest lateral views, linear probing on frozen backbones, AUPRC (%)",
+            model_title="Image encoder",
+            decimals=2,
+            groups=(GroupLayout("padchest-lateral", title="PadChest (AUPRC)", metrics=("auprc",), aggregate="Agg",
+                                titles={"VDC": "Vertebral deg. changes", "PE": "Pleural Effusion",
+                                        "CAB": "Costophrenic angle blunting"}),),
+        ),
+    )
+}
+
+
+def get_layout(name: str) -> TableLayout:
+    try:
+        return LAYOUTS[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, LAYOUTS, n=1)
+        hint = f" Did you mean {close[0]}?" if close else ""
+        raise CxrbenchError(f"Unknown table layout '{name}'.{hint} Choose one of {', '.join(LAYOUTS)}.") from None
+
+
+def benchmark_layout(spec: BenchmarkSpec, metric: str) -> TableLayout:
+    """The per-benchmark comparison (`cxrbench table BENCH`): every task by name, macro, the paper's rows we ran."""
+    title = METRIC_TITLES.get(metric, metric)
+    return TableLayout(
+        name=spec.name, title=f"{spec.title}: {title} (%)", model_title="model", published_rows="matching",
+        groups=(GroupLayout(spec.name, title=title, metrics=(metric,), titles={t: t for t in spec.tasks}, aggregate="Macro"),),
+    )
+
+
+@dataclass(frozen=True)
+class Column:
+    group: str
+    title: str
+    benchmark: str
+    metric: str
+    task: str  # a task name or MACRO
+    published: PublishedSpec | None
+
+
+@dataclass
+class Row:
+    kind: str  # ours | published | diff
+    label: str
+    cells: list[dict | None]  # per column: mean, std, ci_low, ci_high (fractions)
+    encoder: str | None = None
+    head: str | None = None
+    model: str | None = None  # the paper's model name (published rows; ours when the paper reports the encoder)
+
+
+@dataclass
+class PaperTable:
+    layout: TableLayout
+    columns: list[Column]
+    rows: list[Row]
+    sources: list[str]
+    notes: list[str] = field(default_factory=list)
+    frames: dict[tuple, pd.DataFrame] = field(default_factory=dict, repr=False)  # read_published, per block
+
+    def of_kind(self, kind: str) -> list[Row]:
+        return [row for row in self.rows if row.kind == kind]
+
+
+def _published_frame(published: PublishedSpec, cache: dict[tuple, pd.DataFrame]) -> pd.DataFrame:
+    key = (published.file, published.metric, published.model_column, published.scale, published.std_suffix,
+           published.aggregate_column, tuple(published.task_columns.items()))
+    if key not in cache:
+        cache[key] = read_published(published)
+    return cache[key]
+
+
+def _column_key(published: PublishedSpec | None, task: str) -> str | None:
+    """The published CSV column of `task` without its '_mean' ending: stable however the spec splits the suffix."""
+    if published is None or task not in published.task_columns:
+        return None
+    return re.sub(r"_mean$", "", f"{published.task_columns[task]}{published.std_suffix[0]}")
+
+
+def _published_for(spec: BenchmarkSpec, group: GroupLayout, metric: str, notes: list[str]) -> PublishedSpec | None:
+    if spec.published is not None and spec.published.metric == metric:
+        return spec.published
+    fallback = group.fallback_published.get(metric)
+    if fallback is None:
+        notes.append(f"'{spec.name}' has no published {METRIC_TITLES.get(metric, metric)} numbers: its columns show ours only.")
+        return None
+    columns = dict(fallback.task_columns)
+    if ANY_TASK in columns:
+        if len(spec.tasks) != 1:
+            raise CxrbenchError(f"Layout group '{group.benchmark}': '{ANY_TASK}' needs a one-task benchmark, "
+                                f"'{spec.name}' has {len(spec.tasks)} tasks.")
+        columns = {spec.tasks[0]: columns.pop(ANY_TASK), **columns}
+    encoders = fallback.encoders or (spec.published.encoders if spec.published is not None else {})
+    return dataclasses.replace(fallback, task_columns=columns, encoders=encoders)
+
+
+def resolve_columns(layout: TableLayout, spec_lookup: Callable[[str], BenchmarkSpec], notes: list[str]) -> list[Column]:
+    columns: list[Column] = []
+    for group in layout.groups:
+        try:
+            spec = spec_lookup(group.benchmark)
+        except CxrbenchError as exc:
+            raise CxrbenchError(f"Layout '{layout.name}' needs benchmark '{group.benchmark}': {exc}") from None
+        metrics = group.metrics or (spec.primary_metric,)
+        for metric in metrics:
+            if metric not in spec.metrics:
+                raise CxrbenchError(f"Layout '{layout.name}': benchmark '{spec.name}' reports {', '.join(spec.metrics)}, not {metric}.")
+        group_title = group.title or f"{spec.title} ({' / '.join(METRIC_TITLES.get(m, m) for m in metrics)})"
+        for metric in metrics:
+            published = _published_for(spec, group, metric, notes)
+            keys = {task: [task, _column_key(published, task), _column_key(spec.published, task)] for task in spec.tasks}
+            ordered = [task for key in group.titles for task in spec.tasks if key in keys[task]]
+            tasks = list(dict.fromkeys([*ordered, *spec.tasks]))
+            for task in tasks:
+                title = next((group.titles[k] for k in keys[task] if k in group.titles), None)
+                if title is None:  # the paper's abbreviation (the published column) when there is one
+                    title = published.task_columns[task] if published and task in published.task_columns else task
+                if len(metrics) > 1:
+                    title = METRIC_TITLES.get(metric, metric) if len(tasks) == 1 else f"{title} {METRIC_TITLES.get(metric, metric)}"
+                columns.append(Column(group_title, title, spec.name, metric, task, published))
+            if group.aggregate and len(tasks) > 1:
+                title = group.aggregate if len(metrics) == 1 else f"{group.aggregate} {METRIC_TITLES.get(metric, metric)}"
+                columns.append(Column(group_title, title, spec.name, metric, MACRO, published))
+    return columns
+
+
+def _entry(entry: dict | None) -> dict | None:
+    if not entry or entry.get("mean") is None:
+        return None
+    return {k: entry.get(k) for k in ("mean", "std", "ci_low", "ci_high")}
+
+
+def build_paper_table(
+    layout: TableLayout,
+    runs: Mapping[str, Sequence[StoredRun]],
+    spec_lookup: Callable[[str], BenchmarkSpec] | None = None,
+    diff: bool = False,
+) -> PaperTable:
+    """`runs`: benchmark -> stored runs (budget runs are left out here). `spec_lookup` defaults to the registry."""
+    if spec_lookup is None:
+        from cxrbench.registry import benchmark_spec as spec_lookup
+    notes: list[str] = []
+    columns = resolve_columns(layout, spec_lookup, notes)
+
+    ours: dict[tuple[str, str], list[dict | None]] = {}
+    for i, column in enumerate(columns):
+        for run in full_data_runs(runs.get(column.benchmark, ())):
+            cells = ours.setdefault((run.encoder, run.head), [None] * len(columns))
+            cells[i] = _entry(run.metrics.get("metrics", {}).get(column.metric, {}).get(column.task))
+    rows = [Row(OURS, f"{encoder} / {head}", cells, encoder=encoder, head=head)
+            for (encoder, head), cells in sorted(ours.items())]
+    for row in rows:
+        models = {c.published.encoders[row.encoder] for c in columns if c.published and row.encoder in c.published.encoders}
+        row.model = next(iter(models)) if len(models) == 1 else None
+
+    paper: dict[str, list[dict | None]] = {}
+    frames: dict[tuple, pd.DataFrame] = {}
+    sources: list[str] = []
+    for i, column in enumerate(columns):
+        if column.published is None:
+            continue
+        sources.append(column.published.source)
+        found = _published_frame(column.published, frames)
+        found = found[found["task"] == column.task]
+        for record in found.to_dict("records"):
+            cells = paper.setdefault(record["model"], [None] * len(columns))
+            std = record["std"]
+            cells[i] = {"mean": record["mean"], "std": None if std is None or pd.isna(std) else std, "ci_low": None, "ci_high": None}
+    if layout.published_rows == "matching":
+        wanted = {c.published.encoders[r.encoder] for r in rows for c in columns if c.published and r.encoder in c.published.encoders}
+        paper = {model: cells for model, cells in paper.items() if model in wanted}
+    elif layout.published_rows == "none":
+        paper = {}
+    published_rows = [Row(PUBLISHED, f"{model} (published)", cells, model=model) for model, cells in paper.items()]
+
+    diff_rows = []
+    if diff:
+        for row in rows:
+            cells: list[dict | None] = [None] * len(columns)
+            for i, column in enumerate(columns):
+                model = column.published.encoders.get(row.encoder) if column.published else None
+                theirs = paper.get(model, [None] * len(columns))[i] if model else None
+                if theirs is None:  # the paper's row may be hidden (published_rows), read it again
+                    theirs = _published_cell(_published_frame(column.published, frames), model, column.task) if model else None
+                if row.cells[i] is not None and theirs is not None:
+                    cells[i] = {"mean": row.cells[i]["mean"] - theirs["mean"], "std": None, "ci_low": None, "ci_high": None}
+            if any(cell is not None for cell in cells):
+                diff_rows.append(Row(DIFF, f"Δ {row.label} − {row.model or 'published'}", cells,
+                                     encoder=row.encoder, head=row.head, model=row.model))
+    return PaperTable(layout, columns, [*rows, *diff_rows, *published_rows], list(dict.fromkeys(sources)), notes, frames)
+
+
+def _published_cell(frame: pd.DataFrame, model: str, task: str) -> dict | None:
+    found = frame[(frame["model"] == model) & (frame["task"] == task)]
+    return None if found.empty else {"mean": float(found["mean"].iloc[0])}
+
+
+def table_from_store(layout: TableLayout, out: Path, spec_lookup: Callable[[str], BenchmarkSpec] | None = None,
+                     diff: bool = False) -> PaperTable:
+    """The layout's table from every stored full-data run under `out`; an error when there is none."""
+    benchmarks = list(dict.fromkeys(group.benchmark for group in layout.groups))
+    runs = {name: stored_runs(out, name) for name in benchmarks}
+    table = build_paper_table(layout, runs, spec_lookup, diff)
+    if not table.of_kind(OURS):
+        raise CxrbenchError(
+            f"No stored full-data runs for layout '{layout.name}' under {out} (benchmarks: {', '.join(benchmarks)}). "
+            f"Run `cxrbench run {benchmarks[0]} --encoder NAME --out {out}` first."
+        )
+    missing = [name for name in benchmarks if not full_data_runs(runs[name])]
+    if missing:
+        table.notes.append(f"no stored runs of {', '.join(missing)}: those columns show published numbers only.")
+    return table
+
+
+# ---------------------------------------------------------------- formatting
+
+def _best(table: PaperTable) -> list[set[int]]:
+    """Per column, the rows (ours and published) whose mean, at the shown precision, is the highest."""
+    best = []
+    for i in range(len(table.columns)):
+        values = {r: round(100 * row.cells[i]["mean"], table.layout.decimals)
+                  for r, row in enumerate(table.rows) if row.kind != DIFF and row.cells[i] is not None}
+        top = max(values.values()) if len(values) > 1 else None
+        best.append({r for r, v in values.items() if v == top} if top is not None else set())
+    return best
+
+
+def _parts(row: Row, cell: dict | None, decimals: int, with_ci: bool) -> tuple[str, str, str] | None:
+    """(mean, '± std' or '', '[low, high]' or '') in percent."""
+    if cell is None or cell.get("mean") is None:
+        return None
+    if row.kind == DIFF:
+        value = 100 * cell["mean"]
+        return (f"{'+' if value >= 0 else '−'}{abs(value):.{decimals}f}", "", "")
+    std = f"{100 * cell['std']:.{decimals}f}" if cell.get("std") is not None else ""
+    ci = ""
+    if with_ci and cell.get("ci_low") is not None and cell.get("ci_high") is not None:
+        ci = f"[{100 * cell['ci_low']:.{decimals}f}, {100 * cell['ci_high']:.{decimals}f}]"
+    return (f"{100 * cell['mean']:.{decimals}f}", std, ci)
+
+
+def _plain(parts: tuple[str, str, str] | None, bold: bool = False) -> str:
+    if parts is None:
+        return MISSING
+    mean, std, ci = parts
+    text = f"**{mean}**" if bold else mean
+    return text + (f" ± {std}" if std else "") + (f" {ci}" if ci else "")
+
+
+def column_titles(table: PaperTable) -> list[str]:
+    """One-line titles: 'group: title' when the table has several column groups."""
+    several = len({c.group for c in table.columns}) > 1
+    return [f"{c.group}: {c.title}" if several else c.title for c in table.columns]
+
+
+def display_frame(table: PaperTable, with_ci: bool = True, bold_best: bool = False) -> pd.DataFrame:
+    """Rows labelled as in the table, cells as text (bold best per column in Markdown syntax if asked)."""
+    best = _best(table) if bold_best else [set()] * len(table.columns)
+    data = [[_plain(_parts(row, cell, table.layout.decimals, with_ci), r in best[i]) for i, cell in enumerate(row.cells)]
+            for r, row in enumerate(table.rows)]
+    return pd.DataFrame(data, index=[row.label for row in table.rows], columns=column_titles(table))
+
+
+def _legend(table: PaperTable) -> str:
+    text = "Ours: mean ± std over seeds [95% bootstrap CI] of our stored full-data runs (encoder / head)."
+    if table.sources:
+        text += f" Published: {'; '.join(table.sources)}."
+    if table.of_kind(DIFF):
+        text += " Δ rows: our mean minus the published mean."
+    return text
+
+
+def to_markdown(table: PaperTable, with_ci: bool = True, bold_best: bool = True) -> str:
+    frame = display_frame(table, with_ci, bold_best)
+    header = [table.layout.model_title, *frame.columns]
+    lines = [f"# {table.layout.title}", "", _legend(table) + (" Bold: best per column." if bold_best else ""), "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for label, values in zip(frame.index, frame.to_numpy().tolist()):
+        lines.append("| " + " | ".join([str(label).replace("|", "\\|"), *(v.replace("|", "\\|") for v in values)]) + " |")
+    if table.notes:
+        lines += ["", *(f"- {note}" for note in table.notes)]
+    return "\n".join(lines) + "\n"
+
+
+LONG_COLUMNS = ["layout", "group", "column", "source", "model", "encoder", "head", "benchmark", "metric", "task",
+                "mean", "std", "ci_low", "ci_high", "published_model", "published_mean", "diff"]
+
+
+def long_frame(table: PaperTable) -> pd.DataFrame:
+    """One row per (row, column) with a value; raw fractions. Our rows carry the matching published mean and the difference."""
+    paper = {row.model: row.cells for row in table.of_kind(PUBLISHED)}
+    records = []
+    for row in table.rows:
+        if row.kind == DIFF:
+            continue
+        for i, (column, cell) in enumerate(zip(table.columns, row.cells)):
+            if cell is None:
+                continue
+            record = {"layout": table.layout.name, "group": column.group, "column": column.title,
+                      "benchmark": column.benchmark, "metric": column.metric, "task": column.task, **cell,
+                      "published_model": None, "published_mean": None, "diff": None}
+            if row.kind == OURS:
+                model = column.published.encoders.get(row.encoder) if column.published else None
+                theirs = paper.get(model, [None] * len(table.columns))[i] if model else None
+                if theirs is None and model:
+                    theirs = _published_cell(_published_frame(column.published, table.frames), model, column.task)
+                record.update(source="cxrbench", model=row.encoder, encoder=row.encoder, head=row.head)
+                if theirs is not None:
+                    record.update(published_model=model, published_mean=theirs["mean"], diff=cell["mean"] - theirs["mean"])
+            else:
+                record.update(source=column.published.source if column.published else "published", model=row.model,
+                              encoder=None, head=None)
+            records.append(record)
+    return pd.DataFrame(records, columns=LONG_COLUMNS)
+
+
+_LATEX_ESCAPES = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+    "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$", "Δ": r"$\Delta$", "−": r"$-$", "–": "--",
+    "✓": r"\checkmark{}", "✗": r"$\times$", "<": r"\textless{}", ">": r"\textgreater{}",
+}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in str(text))
+
+
+def _latex_cell(parts: tuple[str, str, str] | None, bold: bool) -> str:
+    if parts is None:
+        return "--"
+    mean, std, ci = (latex_escape(p) for p in parts)
+    text = rf"\textbf{{{mean}}}" if bold else mean
+    if std:
+        text += rf" $\pm$ {std}"
+    if ci:
+        text += rf" {{\scriptsize {ci}}}"
+    return text
+
+
+def to_latex(table: PaperTable, with_ci: bool = True, bold_best: bool = True) -> str:
+    """A booktabs `table` with a two-level header (column groups over column titles); needs \\usepackage{booktabs}."""
+    layout, columns = table.layout, table.columns
+    width = 1 + len(columns)
+    best = _best(table) if bold_best else [set()] * len(columns)
+    spans: list[list] = []  # [group title, first column (1-based in the tabular), last]
+    for i, column in enumerate(columns, start=2):
+        if spans and spans[-1][0] == column.group:
+            spans[-1][2] = i
+        else:
+            spans.append([column.group, i, i])
+    caption = _legend(table) + (" Bold: best per column." if bold_best else "")
+    lines = [
+        f"% {latex_escape(layout.title)}",
+        "% Written by cxrbench (`cxrbench table`); needs \\usepackage{booktabs}.",
+        r"\begin{table}[t]",
+        r"\centering",
+        rf"\caption{{{latex_escape(layout.title)}. {latex_escape(caption)}}}",
+        rf"\label{{tab:{re.sub(r'[^A-Za-z0-9:.-]', '-', layout.name)}}}",
+        rf"\begin{{tabular}}{{l{'c' * len(columns)}}}",
+        r"\toprule",
+        " & ".join(["", *(rf"\multicolumn{{{last - first + 1}}}{{c}}{{{latex_escape(title)}}}" for title, first, last in spans)]) + r" \\",
+        " ".join(rf"\cmidrule(lr){{{first}-{last}}}" for _, first, last in spans),
+        " & ".join([latex_escape(layout.model_title), *(latex_escape(c.title) for c in columns)]) + r" \\",
+    ]
+    sections = [(OURS, None), (DIFF, None), (PUBLISHED, "Published: " + "; ".join(table.sources) if table.sources else "Published")]
+    for kind, heading in sections:
+        members = [(r, row) for r, row in enumerate(table.rows) if row.kind == kind]
+        if not members:
+            continue
+        lines.append(r"\midrule")
+        if heading:
+            lines.append(rf"\multicolumn{{{width}}}{{l}}{{\textit{{{latex_escape(heading)}}}}} \\")
+        for r, row in members:
+            label = row.model if kind == PUBLISHED else row.label
+            cells = [_latex_cell(_parts(row, cell, layout.decimals, with_ci), r in best[i]) for i, cell in enumerate(row.cells)]
+            lines.append(" & ".join([latex_escape(label), *cells]) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_paper_table(table: PaperTable, stem: Path) -> dict[str, Path]:
+    """STEM.md, STEM.csv (long form, fractions), STEM.tex, each written atomically."""
+    paths = {suffix: stem.with_name(f"{stem.name}.{suffix}") for suffix in ("md", "csv", "tex")}
+    atomic_text(paths["md"], to_markdown(table))
+    atomic_text(paths["csv"], long_frame(table).to_csv(index=False))
+    atomic_text(paths["tex"], to_latex(table))
+    return paths
+
+
+def comparison_latex(spec: BenchmarkSpec, runs: Sequence[StoredRun], metric: str) -> str:
+    """The per-benchmark comparison table (`cxrbench table BENCH`) as LaTeX."""
+    return to_latex(build_paper_table(benchmark_layout(spec, metric), {spec.name: runs}, lambda name: spec))
