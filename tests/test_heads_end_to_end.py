@@ -79,6 +79,18 @@ def test_label_budgets_are_separate_runs_with_fewer_training_patients(vindr_root
                 == part["split"].eq("test").to_numpy()).all()
 
 
+def test_label_efficiency_curve_from_the_budget_runs(vindr_root, base):
+    if not (base / "out/vindr/pixels/knn_train-0.25").is_dir():
+        run(vindr_root, base, "--head", "knn", "--train-fraction", "0.25,1", "--shots", "3")
+    result = runner.invoke(app, ["curve", "vindr", "--out", str(base / "out")])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(base / "out/vindr/efficiency_auprc.csv")
+    macro = table[(table["head"] == "knn") & (table["task"] == "macro")]
+    assert {0.25, 1.0} <= set(macro.loc[macro["budget_kind"] == "fraction", "budget_value"])
+    assert 3 in set(macro.loc[macro["budget_kind"] == "shots", "budget_value"])
+    assert (base / "out/vindr/efficiency_auprc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_bad_head_param_and_budget_are_refused(vindr_root, base):
     args = ["run", "vindr", "--data-root", str(vindr_root), "--out", str(base / "bad"), "--encoder", "pixels"]
     result = runner.invoke(app, [*args, "--head", "mlp", "--head-param", "epoch=3"])

@@ -172,3 +172,16 @@ def test_malformed_mapping_names_the_entry(rsna_copy):
 def test_missing_labels_csv(tmp_path):
     with pytest.raises(DataError, match="stage_2_train_labels.csv does not exist"):
         load_benchmark("rsna-pneumonia", tmp_path, {})
+
+
+def test_data_check_on_the_full_stage2_labels(real_labels_root, tmp_path):
+    """`cxrbench data check` on the real labels: 26,684 images, 6,012 positive (placeholder files stand in for the
+    DICOMs: the loader checks that every image exists, it decodes none)."""
+    root = Path(shutil.copytree(real_labels_root, tmp_path / "full"))
+    for image_id in pd.read_csv(root / LABELS)["patientId"].unique():
+        (root / "stage_2_train_images" / f"{image_id}.dcm").touch()
+    result = CliRunner().invoke(app, ["data", "check", "rsna-pneumonia", "--data-root", str(root)])
+    assert result.exit_code == 0, result.output
+    assert "26684 images" in result.output
+    pool = next(line for line in result.output.splitlines() if line.strip().startswith("│ pool"))
+    assert "6012" in pool and "20672" in pool
