@@ -180,3 +180,28 @@ def test_grid_spec_errors_name_the_key():
         registry().get("heads", "linear").load()(registry().get("heads", "linear").spec, task_type="regression")
     with pytest.raises(DataError, match="no patch grid"):
         _head("attentive").fit(FeatureSet(np.zeros((4, 2)), np.zeros((4, 1))), FeatureSet(np.zeros((0, 2)), np.zeros((0, 1))), 0)
+
+
+def test_selection_falls_back_to_validation_loss_when_no_task_can_be_ranked():
+    rng = np.random.default_rng(6)
+    train = planted(200, rng)[0]
+    val = planted(40, rng)[0]
+    val.labels[:] = 0.0  # no positive in validation: AUPRC undefined for every configuration
+    head = _head("avgpool", epochs=3, min_steps=0)
+    report = head.fit(train, val, seed=0)
+    assert report.chosen["selected_by"] == "validation loss"
+    assert report.chosen["config"] == min(report.table, key=lambda row: row["val_loss"])["config"]
+    with pytest.raises(DataError, match="no labelled image"):
+        head.fit(train, FeatureSet(val.global_[:0], val.labels[:0], val.patches[:0]), seed=0)
+
+
+def test_standardisation_statistics_come_from_the_whole_training_split():
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(300, 5)).astype(np.float32) * np.array([1, 10, 0.1, 1, 1], dtype=np.float32)
+    x[:, 3] = 2.0  # constant: scale 1, not 1/1e-6
+    few = FeatureSet(x[:2], np.array([[0.0], [1.0]], dtype=np.float32), standardise_on=FeatureSet(x, np.full((300, 1), np.nan)))
+    head = _head("mlp", epochs=1, min_steps=0, lr=0.1)
+    head.fit(few, FeatureSet(x[:0], np.zeros((0, 1), np.float32)), seed=0)
+    np.testing.assert_allclose(head._scale_global.mean.numpy(), x.astype(np.float64).mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(head._scale_global.std.numpy()[[0, 1, 2, 4]], x.std(0)[[0, 1, 2, 4]], rtol=1e-4)
+    assert head._scale_global.std[3] == 1.0

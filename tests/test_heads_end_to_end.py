@@ -99,6 +99,8 @@ def test_bad_head_param_and_budget_are_refused(vindr_root, base):
     assert result.exit_code == 2 and "'abc'" in result.output
     result = runner.invoke(app, [*args, "--shots", "1000", "--head", "logistic", "--cache-dir", str(base / "cache")])
     assert result.exit_code == 2 and "--shots 1000" in result.output
+    result = runner.invoke(app, [*args, "--train-fraction", "0.01", "--cache-dir", str(base / "cache")])
+    assert result.exit_code == 2 and "train-0.01" in result.output and "has no positive example in the train split" in result.output
     assert not (base / "bad").exists() or not any((base / "bad").rglob("metrics.json"))
 
 
@@ -114,3 +116,19 @@ def test_augmented_protocol_trains_online_and_is_its_own_run(vindr_root, base):
     result = runner.invoke(app, ["run", "vindr", "--data-root", str(vindr_root), "--out", str(base / "bad"),
                                  "--encoder", "pixels", "--protocol", "augmented", "--head", "mlp"])
     assert result.exit_code == 2 and "--protocol augmented" in result.output
+
+
+def test_a_stored_run_of_other_settings_is_not_replaced_silently(vindr_root, base):
+    run(vindr_root, base, "--head", "knn")
+    args = ["run", "vindr", "--data-root", str(vindr_root), "--out", str(base / "out"), "--cache-dir", str(base / "cache"),
+            "--encoder", "pixels", "--seeds", "2", "--bootstrap", "50", "--head", "knn"]
+    before = (base / "out/vindr/pixels/knn/metrics.json").read_text()
+    result = runner.invoke(app, [*args, "--head-param", "k=[5]"])
+    assert result.exit_code == 2 and "other settings (head differ)" in result.output and "--tag" in result.output
+    assert (base / "out/vindr/pixels/knn/metrics.json").read_text() == before
+    result = runner.invoke(app, [*args, "--head-param", "k=[5]", "--tag", "k5"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((base / "out/vindr/pixels/knn_k5/metrics.json").read_text())["heads"]["0"]["chosen"]["k"] == 5
+    result = runner.invoke(app, [*args, "--head-param", "temperature=1e-1", "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((base / "out/vindr/pixels/knn/metrics.json").read_text())["run_identity"]["head"]["temperature"] == 0.1

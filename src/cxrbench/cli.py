@@ -98,6 +98,8 @@ def run(
     revision: Optional[str] = typer.Option(None, help="Hugging Face revision overriding the adapter's pinned one."),
     image_size: Optional[int] = typer.Option(None, help="Override the encoder's input resolution (resize and crop)."),
     label_rule: Optional[str] = typer.Option(None, help="How several readers' labels combine: majority or any (VinDr-CXR)."),
+    tag: Optional[str] = typer.Option(None, help="Name this run's variant (results in HEAD_TAG/), e.g. for other weights, sizes or head parameters."),
+    overwrite: bool = typer.Option(False, help="Replace a stored run of the same head that was made with other settings."),
     protocol: str = typer.Option("cached", help="cached: heads on cached features (fast default); augmented: RAD-DINO's linear probe trained through the frozen encoder under augmentation (AdamW 5e-5, batch 96, 100 epochs)."),
     head_param: list[str] = typer.Option([], "--head-param", help="Override a head parameter, KEY=VALUE (VALUE read as YAML, e.g. epochs=5 or 'lr=[0.01, 0.1]'); repeatable."),
     train_fraction: Optional[str] = typer.Option(None, help="Label efficiency: train on these fractions of the training patients, e.g. 0.01,0.1,1 (one run each)."),
@@ -117,7 +119,7 @@ def run(
         benchmark=benchmark, encoders=[e.strip() for e in encoder.split(",") if e.strip()], out=out,
         cache_root=_cache_root(cache_dir), head=head, seeds=seeds, data_root=data_root, weights=weights,
         revision=revision, image_size=image_size, dataset_options={"label_rule": label_rule} if label_rule else {},
-        protocol=protocol, head_params=_head_params(head_param), budgets=_budgets(train_fraction, shots), bootstrap_resamples=bootstrap, batch_size=batch_size, shard_size=shard_size, num_workers=workers, device=device,
+        protocol=protocol, tag=tag, overwrite=overwrite, head_params=_head_params(head_param), budgets=_budgets(train_fraction, shots), bootstrap_resamples=bootstrap, batch_size=batch_size, shard_size=shard_size, num_workers=workers, device=device,
     )
     _run_and_show(options)
 
@@ -129,10 +131,22 @@ def _head_params(pairs: list[str]) -> dict:
         if not sep or not key.strip():
             raise CxrbenchError(f"--head-param {pair!r}: write KEY=VALUE, e.g. --head-param epochs=5.")
         try:
-            params[key.strip()] = yaml.safe_load(value)
+            params[key.strip()] = _numbers(yaml.safe_load(value))
         except yaml.YAMLError as exc:
             raise CxrbenchError(f"--head-param {pair!r}: the value is not valid YAML ({exc}).") from None
     return params
+
+
+def _numbers(value):
+    """YAML 1.1 reads 1e-3 (no dot) as a string; a learning rate typed that way is meant as a number."""
+    if isinstance(value, list):
+        return [_numbers(v) for v in value]
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def _budgets(train_fraction: Optional[str], shots: Optional[str]) -> list:
@@ -150,7 +164,7 @@ def _budgets(train_fraction: Optional[str], shots: Optional[str]) -> list:
                 raise CxrbenchError(f"{option} {text}: '{item}' is not a {'number' if kind is float else 'whole number'}.") from None
             full = kind is float and value == 1.0
             budgets.append(None if full else LabelBudget(train_fraction=value) if kind is float else LabelBudget(shots=value))
-    return budgets or [None]
+    return list(dict.fromkeys(budgets)) or [None]
 
 
 def _run_and_show(options) -> list:
@@ -232,7 +246,8 @@ def demo(
         console.print(f"writing a synthetic VinDr-CXR dataset ({patients} patients) to {data_root} ...")
         write_synthetic_vindr(data_root, config)
         marker.write_text(wanted)
-    common = dict(benchmark="vindr", out=workdir / "results", cache_root=workdir / "cache", seeds=seeds, data_root=data_root, head=head)
+    common = dict(benchmark="vindr", out=workdir / "results", cache_root=workdir / "cache", seeds=seeds, data_root=data_root, head=head,
+                  overwrite=True)  # the demo's own folder: a rerun with other options replaces it
     _run_and_show(RunOptions(encoders=["pixels"], **common))
     _run_and_show(RunOptions(encoders=["dinov2-small"], weights="random", image_size=112, **common))
     _show_comparison("vindr", workdir / "results", None)

@@ -5,6 +5,8 @@ summarise the test predictions, and write the run folder. The CLI is a thin shel
 from __future__ import annotations
 
 import datetime as dt
+import json
+import re
 import os
 import platform
 import sys
@@ -48,6 +50,8 @@ class RunOptions:
     # cached: heads on cached un-augmented features (fast default); augmented: RAD-DINO's linear probe trained
     # online through the frozen encoder under augmentation (`cxrbench.training.augmented`)
     protocol: str = "cached"
+    tag: str | None = None  # names a variant run (HEAD_TAG/), e.g. other weights or head parameters
+    overwrite: bool = False  # replace a stored run of other settings
     # label budgets to train with (None = the whole training split); each is its own run folder
     budgets: list[LabelBudget | None] = field(default_factory=lambda: [None])
     bootstrap_resamples: int | None = None
@@ -95,21 +99,65 @@ def run(options: RunOptions, progress: Progress = SilentProgress()) -> list[RunR
     if not seeds:
         raise DataError("--seeds must be at least 1.")
     manifests = pd.concat([seed_splits(data.samples, spec.name, s, spec.split) for s in seeds], ignore_index=True)
-    for seed in seeds:
-        data.require_both_classes(manifests.loc[manifests["seed"] == seed, "split"].to_numpy(), f"seed {seed}")
+    budgeted = {budget: _apply_budget(manifests, data, budget, spec.name) for budget in options.budgets}
+    for budget, manifest in budgeted.items():
+        for seed, part in manifest.groupby("seed", sort=True):
+            data.require_both_classes(part["split"].to_numpy(), f"seed {seed}" + (f", {budget.suffix}" if budget else ""))
     bootstrap = spec.bootstrap if options.bootstrap_resamples is None else BootstrapSpec(
         **{**asdict(spec.bootstrap), "resamples": options.bootstrap_resamples}
     )
     results = []
     for encoder_name in options.encoders:
-        features = _encoder_features(options, head_entry, spec, data, encoder_name, progress)
-        for budget in options.budgets:
-            budgeted = manifests if budget is None else pd.concat(
-                [apply_label_budget(part, data.labels(), budget, spec.name) for _, part in manifests.groupby("seed", sort=True)],
-                ignore_index=True,
-            )
-            results.append(_train_and_write(options, spec, data, features, head_entry, seeds, budgeted, budget, bootstrap, progress))
+        encoder = build_encoder(encoder_name, options.weights, options.revision, options.image_size)
+        plans = [_RunPlan(options, spec, encoder, head_entry, budget, seeds, bootstrap) for budget in options.budgets]
+        for plan in plans:
+            plan.check_overwrite()
+        features = _encoder_features(options, head_entry, spec, data, encoder, progress)
+        for plan in plans:
+            results.append(_train_and_write(options, spec, data, features, head_entry, seeds, budgeted[plan.budget], plan, bootstrap, progress))
     return results
+
+
+def _apply_budget(manifests: pd.DataFrame, data: BenchmarkData, budget: LabelBudget | None, benchmark: str) -> pd.DataFrame:
+    if budget is None:
+        return manifests
+    parts = [apply_label_budget(part, data.labels(), budget, benchmark, data.tasks) for _, part in manifests.groupby("seed", sort=True)]
+    return pd.concat(parts, ignore_index=True)
+
+
+class _RunPlan:
+    """Where one run goes and what identifies its settings; a stored run of other settings is never replaced silently."""
+
+    def __init__(self, options: RunOptions, spec: BenchmarkSpec, encoder, head_entry, budget: LabelBudget | None, seeds, bootstrap):
+        self.budget = budget
+        if options.tag is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]*", options.tag):
+            raise DataError(f"--tag {options.tag!r}: use letters, digits, '.' and '-' (it names a results folder).")
+        parts = [head_entry.name, *(["augmented"] if options.protocol == "augmented" else []),
+                 *([options.tag] if options.tag else []), *([budget.suffix] if budget else [])]
+        self.name = "_".join(parts)
+        self.folder = run_folder(options.out, spec.name, encoder.spec.name, self.name)
+        self.overwrite = options.overwrite
+        head = (_augmented_config(options, None).to_dict() if options.protocol == "augmented"
+                else _head(head_entry, spec, options).params)
+        self.identity = json.loads(json.dumps({
+            "weights": encoder.weights.identity, "preprocessing": asdict(encoder.preprocessing),
+            "dataset_options": options.dataset_options, "split": asdict(spec.split), "protocol": options.protocol,
+            "head": {k: v for k, v in head.items() if k != "device"},
+            "label_budget": None if budget is None else budget.describe(), "seeds": seeds, "bootstrap": asdict(bootstrap),
+        }, default=str))
+
+    def check_overwrite(self) -> None:
+        stored = self.folder / "metrics.json"
+        if self.overwrite or not stored.is_file():
+            return
+        previous = json.loads(stored.read_text(encoding="utf-8")).get("run_identity")
+        if previous == self.identity:
+            return
+        differing = sorted(k for k in self.identity if (previous or {}).get(k) != self.identity[k])
+        raise DataError(
+            f"{self.folder} holds a run with other settings ({', '.join(differing)} differ). Name this run with "
+            "--tag NAME, write to another --out, or pass --overwrite to replace it."
+        )
 
 
 PROTOCOLS = ("cached", "augmented")
@@ -139,9 +187,9 @@ def _head(head_entry, spec: BenchmarkSpec, options: RunOptions) -> Head:
     return head_class(head_entry.spec, overrides, spec.task_type)
 
 
-def _encoder_features(options, head_entry, spec, data, encoder_name, progress) -> _EncoderFeatures:
+def _encoder_features(options, head_entry, spec, data, encoder, progress) -> _EncoderFeatures:
     needs = ("global",) if options.protocol == "augmented" else _head(head_entry, spec, options).needs
-    encoder = build_encoder(encoder_name, options.weights, options.revision, options.image_size)
+    encoder_name = encoder.spec.name
     request = FeatureRequest(global_embedding=True, patch_tokens="patches" in needs)
     extraction = extract_features(
         encoder, request, data.samples["path"].tolist(), options.cache_root,
@@ -159,21 +207,19 @@ def _encoder_features(options, head_entry, spec, data, encoder_name, progress) -
     return _EncoderFeatures(encoder, extraction, extraction.store.load(extraction.keys, "global"), patches)
 
 
-def _train_and_write(options, spec, data, features: _EncoderFeatures, head_entry, seeds, manifests, budget, bootstrap, progress) -> RunResult:
+def _train_and_write(options, spec, data, features: _EncoderFeatures, head_entry, seeds, manifests, plan: _RunPlan, bootstrap,
+                     progress) -> RunResult:
     encoder_name = features.encoder.spec.name
-    head_name = head_entry.name
-    run_name = "_".join([head_name, *(["augmented"] if options.protocol == "augmented" else []), *([budget.suffix] if budget else [])])
+    head_name, run_name, budget = head_entry.name, plan.name, plan.budget
     labels = data.labels()
     samples = data.samples
     predictions, reports, selections, n_train = [], {}, [], {}
     advance = progress.task(f"training {run_name} heads on {encoder_name}", len(seeds))
     for seed in seeds:
         split = manifests.loc[manifests["seed"] == seed, "split"].to_numpy()
-        parts = {
-            name: FeatureSet(features.global_[split == name], labels[split == name],
-                             None if features.patches is None else features.patches.select(split == name))
-            for name in ("train", "val", "test")
-        }
+        parts = {name: _features(features, labels, split == name) for name in ("train", "val", "test")}
+        if budget is not None:  # standardise with the whole training split (labelled or not), not the few budgeted images
+            parts["train"].standardise_on = _features(features, labels, np.isin(split, ["train", "unused"]))
         n_train[seed] = int((split == "train").sum())
         if options.protocol == "augmented":
             report, scores = _augmented_probe(options, features.encoder, samples["path"].to_numpy(), labels, split, seed, progress)
@@ -198,16 +244,17 @@ def _train_and_write(options, spec, data, features: _EncoderFeatures, head_entry
         "split": "test",
         "seeds": seeds,
         "n_train_images": n_train,
-        "n_test_images": int((manifests["seed"].eq(seeds[0]) & manifests["split"].eq("test")).sum()),
+        "n_test_images": {s: int((manifests["seed"].eq(s) & manifests["split"].eq("test")).sum()) for s in seeds},
         "n_test_patients": int(predictions_frame["patient_id"].nunique()),
         "std_ddof": 1,
         "bootstrap": asdict(bootstrap),
         "primary_metric": spec.primary_metric,
         "metrics": summary,
         "heads": {str(k): v for k, v in reports.items()},
+        "run_identity": plan.identity,
     }
     config = _resolved_config(options, spec, data, features, head_entry, seeds, bootstrap, budget)
-    folder = run_folder(options.out, spec.name, encoder_name, run_name)
+    folder = plan.folder
     files = {
         "config.yaml": yaml_writer(config),
         "predictions.parquet": parquet_writer(predictions_frame),
@@ -222,11 +269,26 @@ def _train_and_write(options, spec, data, features: _EncoderFeatures, head_entry
     return RunResult(encoder_name, run_name, folder, metrics, features.extraction.encoded, features.extraction.reused, data.tasks)
 
 
+def _features(features: _EncoderFeatures, labels: np.ndarray, rows: np.ndarray) -> FeatureSet:
+    patches = None if features.patches is None else features.patches.select(rows)
+    return FeatureSet(features.global_[rows], labels[rows], patches)
+
+
+def _augmented_config(options: RunOptions, seed: int | None):
+    """The augmented probe's settings from --head-param; the run's seed and decoding workers unless given there."""
+    from cxrbench.training.augmented import AugmentedProbeConfig
+
+    given = dict(options.head_params)
+    if options.num_workers is not None:
+        given.setdefault("num_workers", options.num_workers)
+    return AugmentedProbeConfig.from_params({**given, **({"seed": seed} if seed is not None else {})})
+
+
 def _augmented_probe(options: RunOptions, encoder, paths: np.ndarray, labels: np.ndarray, split: np.ndarray, seed: int, progress):
     """Train RAD-DINO's online, augmented linear probe for one seed; score the test images with a fresh pass."""
-    from cxrbench.training.augmented import AugmentedProbeConfig, train_augmented_probe
+    from cxrbench.training.augmented import train_augmented_probe
 
-    config = AugmentedProbeConfig.from_params({**options.head_params, "seed": seed})
+    config = _augmented_config(options, seed)
     probe = train_augmented_probe(encoder, list(paths[split == "train"]), labels[split == "train"], list(paths[split == "val"]),
                                   labels[split == "val"], config, options.device, progress)
     scores = probe.predict(encoder, list(paths[split == "test"]), options.device, options.batch_size, options.num_workers, progress)
@@ -242,9 +304,8 @@ def _last(values: list[float] | None) -> float | None:
 def _resolved_config(options, spec, data, features: _EncoderFeatures, head_entry, seeds, bootstrap, budget) -> dict:
     encoder, store = features.encoder, features.extraction.store
     if options.protocol == "augmented":
-        from cxrbench.training.augmented import AugmentedProbeConfig
-
-        head = {"name": head_entry.name, "protocol": "augmented", "params": AugmentedProbeConfig.from_params(options.head_params).to_dict()}
+        params = {k: v for k, v in _augmented_config(options, None).to_dict().items() if k != "seed"}  # the seed is per run
+        head = {"name": head_entry.name, "protocol": "augmented", "params": params}
     else:
         built = _head(head_entry, spec, options)
         head = {"name": head_entry.name, "protocol": "cached", "params": built.params, "task_type": built.task_type}

@@ -112,13 +112,21 @@ def _demographics(frame: pd.DataFrame) -> pd.DataFrame:
 
 def balanced_labels(findings: pd.Series, image_ids: pd.Series, task_labels: Mapping[str, str], seed: int,
                     ratio: float = 1.0) -> tuple[pd.DataFrame, list[str]]:
-    """Per task: 1.0 for every image with the label, 0.0 for `ratio` times as many drawn from those without, NaN else."""
+    """Per task: 1.0 for every image with the label, 0.0 for `ratio` times as many drawn from those without, NaN else.
+
+    Images carrying a more specific form of the finding (a label containing the task's, e.g. "loculated pleural
+    effusion" for "pleural effusion") are neither positive nor eligible as negatives: they stay unknown.
+    """
     out, notes = {}, []
     for task, label in task_labels.items():
         positive = findings.map(lambda found, label=label: label in found).to_numpy(dtype=bool)
+        related = findings.map(lambda found, label=label: any(label in f for f in found)).to_numpy(dtype=bool)
         values = np.full(len(findings), np.nan, dtype=np.float32)
         values[positive] = 1.0
-        pool = np.flatnonzero(~positive)
+        pool = np.flatnonzero(~related)
+        if (related & ~positive).any():
+            notes.append(f"{task}: {int((related & ~positive).sum())} images with a more specific form of '{label}' "
+                         "are left out of the negatives")
         pool = pool[np.argsort(image_ids.to_numpy()[pool], kind="stable")]
         wanted = int(round(ratio * positive.sum()))
         if wanted > len(pool):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -97,33 +98,35 @@ class LabelBudget:
         return {"train_fraction": self.train_fraction} if self.train_fraction is not None else {"shots": self.shots}
 
 
-def apply_label_budget(manifest: pd.DataFrame, labels: np.ndarray, budget: LabelBudget, benchmark: str) -> pd.DataFrame:
+def apply_label_budget(manifest: pd.DataFrame, labels: np.ndarray, budget: LabelBudget, benchmark: str,
+                       tasks: Sequence[str]) -> pd.DataFrame:
     """Mark training images outside the budget `unused` (one seed's manifest, rows aligned with `labels`).
 
-    Shots: for every task, `shots` patients with a positive and `shots` with a negative label are drawn (a
-    patient counts for a class if any of its training images has it); their union trains. Drawn per seed.
+    Budgets are nested within a seed: every fraction takes the first patients of one seeded order of the training
+    patients, so the 1% subset lies inside the 10% subset and a learning curve is not blurred by fresh draws.
+    Shots: for every task, the first `shots` patients of a seeded order of those with a positive label and of those
+    with a negative one (a patient counts for a class if any of its training images has it); their union trains.
     """
     seed = int(manifest["seed"].iloc[0])
-    rng = _rng(benchmark, seed, f"budget/{budget.suffix}")
     train = manifest["split"].eq("train").to_numpy()
     patients = manifest["patient_id"].astype(str)
     train_patients = np.sort(patients[train].unique())
     if budget.train_fraction is not None:
-        count = max(1, int(round(budget.train_fraction * len(train_patients))))
-        keep = _draw(train_patients, count, rng)
+        order = _rng(benchmark, seed, "budget/fraction").permutation(train_patients)
+        keep = set(order[: max(1, math.ceil(budget.train_fraction * len(order) - 1e-9))].tolist())
     else:
+        rng = _rng(benchmark, seed, "budget/shots")
         keep = set()
-        frame = pd.DataFrame(labels[train], index=patients[train].to_numpy())
-        per_patient = frame.groupby(level=0).max()
-        for task in per_patient.columns:
+        per_patient = pd.DataFrame(labels[train], index=patients[train].to_numpy()).groupby(level=0).max()
+        for column, task in zip(per_patient.columns, tasks):
             for value in (1.0, 0.0):
-                candidates = np.sort(per_patient.index[per_patient[task] == value].to_numpy())
+                candidates = rng.permutation(np.sort(per_patient.index[per_patient[column] == value].to_numpy()))
                 if len(candidates) < budget.shots:
                     raise DataError(
                         f"benchmark '{benchmark}': --shots {budget.shots} needs {budget.shots} training patients with label "
-                        f"{value:g} for task {task}, the seed-{seed} training split has {len(candidates)}."
+                        f"{value:g} for task '{task}', the seed-{seed} training split has {len(candidates)}."
                     )
-                keep |= _draw(candidates, budget.shots, rng)
+                keep |= set(candidates[: budget.shots].tolist())
     out = manifest.copy()
     out.loc[train & ~patients.isin(keep).to_numpy(), "split"] = "unused"
     return out

@@ -17,11 +17,14 @@ class FeatureSet:
     """Features of one split: `global_` [N, D], optional `patches` [N, H, W, D]; labels [N, T] with NaN unknown.
 
     `patches` may be cached rows read lazily (`CachedRows`): heads index it a batch at a time.
+    `standardise_on`: the features whose statistics standardise the inputs, when not these (a label budget trains
+    on a few images but takes statistics over the whole training split, labelled or not).
     """
 
     global_: np.ndarray
     labels: np.ndarray
     patches: Any = None
+    standardise_on: "FeatureSet | None" = None
 
 
 @dataclass

@@ -3,8 +3,9 @@
 Any of `lr`, `weight_decay`, `depth` and `pooling` in a head spec may be a list; the head trains the Cartesian
 product together: every batch of cached features is read once and fed to every configuration, each with its
 own weights and optimiser state (`stacked.py`). After the last epoch each configuration is scored on the
-validation split and the best one (the benchmark's selection metric, macro over tasks; ties to the earlier
-configuration in grid order) makes the test predictions. The whole table of validation scores is returned
+validation split and the best one (the benchmark's selection metric, macro over the tasks defined there; the
+validation loss when no task is, and for CE / SMAPE heads; ties to the earlier configuration in grid order) makes
+the test predictions. The whole table of validation scores is returned
 with the fit report and stored with the results. A spec with only single values is one ordinary head.
 """
 
@@ -23,6 +24,7 @@ from cxrbench.heads.base import FeatureSet, FitReport, Head
 from cxrbench.heads.losses import LOSSES, OUTPUTS, resolve_loss
 from cxrbench.heads.selection import validation_score
 from cxrbench.heads.stacked import POOLINGS, StackedDecoders, StackedSGD
+from cxrbench.heads.standardise import Standardiser, rows_tensor
 
 GRID_KEYS = ("pooling", "depth", "lr", "weight_decay")
 
@@ -53,28 +55,6 @@ def expand_grid(params: dict[str, Any], where: str) -> list[HeadConfig]:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > low:
                 raise SpecError(f"{where}: {key} {value!r} must be a {'positive' if key == 'lr' else 'non-negative'} number.")
     return [HeadConfig(p, int(d), float(lr), float(wd)) for p, d, lr, wd in itertools.product(*(values[k] for k in GRID_KEYS))]
-
-
-def _rows(array, indices: np.ndarray) -> torch.Tensor:
-    """Rows of an in-memory array or of lazily read cached rows, as a float32 tensor."""
-    return torch.from_numpy(np.ascontiguousarray(array[indices], dtype=np.float32))
-
-
-class _Standardiser:
-    """Per-dimension mean/std of the training features (over all tokens for patch grids), read in chunks."""
-
-    def __init__(self, array, chunk: int = 256):
-        total, total_sq, count = 0.0, 0.0, 0
-        for start in range(0, len(array), chunk):
-            block = _rows(array, np.arange(start, min(start + chunk, len(array)))).double()
-            block = block.reshape(-1, block.shape[-1])
-            total, total_sq, count = total + block.sum(0), total_sq + (block**2).sum(0), count + len(block)
-        mean = total / count
-        self.mean = mean.float()
-        self.std = (total_sq / count - mean**2).clamp(min=0).sqrt().float().clamp(min=1e-6)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
 
 
 class GridHead(Head):
@@ -110,8 +90,9 @@ class GridHead(Head):
         if "patches" in self.needs and train.patches is None:
             raise DataError(f"Head '{self.spec.name}' pools patch tokens, but the features given have no patch grid.")
         generator = torch.Generator().manual_seed(seed)
-        self._scale_global = _Standardiser(train.global_)
-        self._scale_tokens = _Standardiser(train.patches) if "patches" in self.needs else None
+        statistics = train.standardise_on or train
+        self._scale_global = Standardiser(statistics.global_)
+        self._scale_tokens = Standardiser(statistics.patches) if "patches" in self.needs else None
         self._grid_shape = None if train.patches is None else tuple(train.patches.shape[1:3])
         dim_global, tasks = train.global_.shape[1], train.labels.shape[1]
         dim_tokens = train.patches.shape[-1] if train.patches is not None else dim_global
@@ -164,9 +145,9 @@ class GridHead(Head):
 
     def _inputs(self, features: FeatureSet, index: np.ndarray) -> dict[str, torch.Tensor]:
         """The batch's standardised inputs, computed once and shared by every head of the grid."""
-        inputs = {"cls": self._scale_global(_rows(features.global_, index)).to(self.device)}
+        inputs = {"cls": self._scale_global(rows_tensor(features.global_, index)).to(self.device)}
         if self._scale_tokens is not None:
-            tokens = self._scale_tokens(_rows(features.patches, index)).to(self.device)
+            tokens = self._scale_tokens(rows_tensor(features.patches, index)).to(self.device)
             inputs["tokens"] = tokens.reshape(len(index), -1, tokens.shape[-1])
             inputs["avg"] = inputs["tokens"].mean(dim=1)
         return inputs
@@ -174,20 +155,30 @@ class GridHead(Head):
     # -- selection and prediction ---------------------------------------------------------------------------
     def _select(self, val: FeatureSet, train_loss: torch.Tensor, epochs: int, steps: int) -> FitReport:
         rows = [{"config": c.name, **asdict(c), "train_loss": float(train_loss[i])} for i, c in enumerate(self.configs)]
-        self.chosen = 0
-        if len(val.labels):
+        self.chosen, selected_by = 0, "only configuration"
+        labelled = bool((~np.isnan(val.labels)).any())
+        if len(self.configs) > 1 and not labelled:
+            raise DataError(f"Head '{self.spec.name}' chooses among {len(self.configs)} configurations on the validation "
+                            "split, which has no labelled image; give the benchmark a validation split (split.val_fraction).")
+        if labelled:
             logits = self._logits(val, range(len(self.configs)))  # [configs, N, T]
             y = torch.from_numpy(np.ascontiguousarray(val.labels, dtype=np.float32))
             metric = self._selection_metric()
             for i, row in enumerate(rows):
                 row["val_loss"] = float(LOSSES[self.loss](logits[i], y))
-                row[f"val_{metric}"] = (
-                    validation_score(metric, val.labels, OUTPUTS[self.loss](logits[i]).numpy()) if metric != "loss" else -row["val_loss"]
-                )
-            self.chosen = max(range(len(rows)), key=lambda i: (rows[i][f"val_{metric}"], -i))
+                if metric != "loss":
+                    row[f"val_{metric}"] = validation_score(metric, val.labels, OUTPUTS[self.loss](logits[i]).numpy())
+            # rank by the metric; by the validation loss where no task has both classes in validation (or for CE / SMAPE)
+            by_metric = metric != "loss" and any(np.isfinite(row[f"val_{metric}"]) for row in rows)
+            key = f"val_{metric}" if by_metric else "val_loss"
+            sign = 1.0 if by_metric else -1.0
+            ranked = [sign * row[key] if np.isfinite(row[key]) else -np.inf for row in rows]
+            self.chosen = max(range(len(rows)), key=lambda i: (ranked[i], -i))
+            if len(rows) > 1:
+                selected_by = f"validation {metric}" if by_metric else "validation loss"
         config = self.configs[self.chosen]
-        chosen = {**asdict(config), "config": config.name, "grid_size": len(self.configs), "epochs": epochs, "steps": steps,
-                  "checkpoint": "last"}
+        chosen = {**asdict(config), "config": config.name, "grid_size": len(self.configs), "selected_by": selected_by,
+                  "epochs": epochs, "steps": steps, "checkpoint": "last"}
         return FitReport(chosen=chosen, history={"train_loss": [rows[self.chosen]["train_loss"]],
                                                  "val_loss": [rows[self.chosen].get("val_loss", float("nan"))]}, table=rows)
 

@@ -9,6 +9,7 @@ import torch
 
 from cxrbench.heads.base import FeatureSet, FitReport, Head
 from cxrbench.heads.losses import masked_bce
+from cxrbench.heads.standardise import Standardiser
 
 
 class LinearProbe(Head):
@@ -29,7 +30,8 @@ class LinearProbe(Head):
         x = torch.from_numpy(np.ascontiguousarray(train.global_, dtype=np.float32))
         y = torch.from_numpy(np.ascontiguousarray(train.labels, dtype=np.float32))
         if p["standardize"]:
-            self._mean, self._std = x.mean(0), x.std(0).clamp(min=1e-6)
+            scale = Standardiser((train.standardise_on or train).global_)
+            self._mean, self._std = scale.mean, scale.std
         else:
             self._mean, self._std = torch.zeros(x.shape[1]), torch.ones(x.shape[1])
         x = (x - self._mean) / self._std

@@ -19,7 +19,7 @@ class LogisticHead(Head):
     defaults = {"C": [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0], "max_iter": 1000, "selection_metric": "auprc"}
 
     def fit(self, train: FeatureSet, val: FeatureSet, seed: int) -> FitReport:
-        self.scaler = StandardScaler().fit(train.global_)
+        self.scaler = StandardScaler().fit((train.standardise_on or train).global_)
         x_train, x_val = self.scaler.transform(train.global_), self.scaler.transform(val.global_) if len(val.labels) else None
         metric = self.params["selection_metric"]
         self.models, chosen = [], {}

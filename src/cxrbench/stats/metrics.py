@@ -24,10 +24,10 @@ def metric_names() -> list[str]:
 
 
 def task_metric(metric: str, labels: np.ndarray, scores: np.ndarray) -> float:
-    """Metric over the rows with a known label; NaN when only one class is present."""
+    """Metric over the rows with a known label; NaN when only one class is present or a labelled row has no score."""
     known = ~np.isnan(labels)
     y, s = labels[known], scores[known]
-    if len(np.unique(y)) < 2:
+    if len(np.unique(y)) < 2 or not np.isfinite(s).all():
         return float("nan")
     return float(METRIC_FUNCTIONS[metric](y, s))
 
