@@ -72,8 +72,3 @@ def read_boxes(path: Path, what: str = "VinDr-CXR test boxes", with_reader: bool
 def read_test_boxes(root: Path) -> pd.DataFrame:
     """The consensus test boxes of a VinDr-CXR folder (see `read_boxes`)."""
     return read_boxes(Path(root) / TEST_BOXES, "VinDr-CXR test boxes (annotations_test.csv)")
-
-
-def findings_with_boxes(boxes: pd.DataFrame) -> list[str]:
-    """Findings that have at least one box, in order of first appearance."""
-    return list(dict.fromkeys(boxes["finding"]))

@@ -175,10 +175,3 @@ class PatchGrid:
     def cells(self, box, min_fraction: float = 0.5) -> np.ndarray:
         """[rows, cols] bool: cells of which at least `min_fraction` of the area lies inside `box`."""
         return self.overlaps(box) >= min_fraction * self.cell_area * (1 - 1e-9)
-
-
-def overlap_area(box_a, box_b) -> float:
-    """Area of the intersection of two (x_min, y_min, x_max, y_max) rectangles (0 when disjoint)."""
-    w = min(box_a[2], box_b[2]) - max(box_a[0], box_b[0])
-    h = min(box_a[3], box_b[3]) - max(box_a[1], box_b[1])
-    return float(max(w, 0.0) * max(h, 0.0))

@@ -140,12 +140,6 @@ class AugmentedProbe:
         """Probabilities [N, T] for `paths`, un-augmented, through the encoder's normal preprocessing."""
         return self.predict_features(encode_global(encoder, paths, device, batch_size, num_workers, progress))
 
-    def state_dict(self) -> dict[str, Any]:
-        """Everything needed to rebuild the head (tensors), plus its config and history."""
-        return {"weight": self.layer.weight.detach().clone(), "bias": self.layer.bias.detach().clone(),
-                "mean": self.mean.clone(), "std": self.std.clone(), "config": self.config.to_dict(),
-                "history": self.history, "chosen": self.chosen}
-
 
 def encode_global(
     encoder: Encoder,
