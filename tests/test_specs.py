@@ -250,3 +250,11 @@ def test_read_published_rad_dino():
     assert table["model"].nunique() == 10
     assert len(table) == 10 * 8
     assert table.loc[(table["model"] == "MRM") & (table["task"] == "Cardiomegaly"), "mean"].item() == pytest.approx(0.797)
+
+
+def test_yaml_numbers_without_a_dot_are_numbers(tmp_path):
+    """YAML 1.1 would read `1e-3` as a string; a spec author (or --head-param) means a learning rate."""
+    path = tmp_path / "h.yaml"
+    path.write_text("name: h\ndescription: d\nparams:\n  lr: [1e-3, 5E-5, 1.0e-2]\n  wd: 0\n  tag: 1e-3x\n", encoding="utf-8")
+    params = load_yaml(path)["params"]
+    assert params["lr"] == [1e-3, 5e-5, 1e-2] and params["wd"] == 0 and params["tag"] == "1e-3x"

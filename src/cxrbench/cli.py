@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichBar, Te
 from rich.table import Table
 
 from cxrbench.errors import CxrbenchError
+from cxrbench.specs import safe_load
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Benchmark frozen chest X-ray encoders.")
 data_app = typer.Typer(no_args_is_help=True, help="Inspect datasets on disk.")
@@ -84,33 +85,47 @@ def _print_frame(frame, title: str, index_title: str = "") -> None:
 
 
 CacheDir = typer.Option(None, "--cache-dir", help="Feature cache folder (default $CXRBENCH_CACHE or ~/.cache/cxrbench).")
+# Options several commands share, defined once so that their names and help stay the same everywhere.
+Encoders = typer.Option(..., "--encoder", "-e", help="Encoder name(s), comma-separated.")
+Seeds = typer.Option(None, help="Number of seeds (default: the benchmark's, 5 for the papers).")
+DataRoot = typer.Option(None, help="Dataset folder in its official layout (default: the benchmark's environment variable).")
+Weights = typer.Option(None, help="Local weights file/folder, or 'random[:SEED]' (default: the adapter's hub source).")
+Revision = typer.Option(None, help="Hugging Face revision overriding the adapter's pinned one.")
+ImageSize = typer.Option(None, help="Override the encoder's input resolution (resize and crop).")
+LabelRule = typer.Option(None, help="How several readers' labels combine: majority or any (VinDr-CXR).")
+HeadParams = typer.Option([], "--head-param", help="Override a head parameter, KEY=VALUE (VALUE read as YAML, e.g. epochs=5 or 'lr=[1e-2, 1e-1]'); repeatable.")
+Out = typer.Option(DEFAULT_OUT, help="Results folder.")
+BatchSize = typer.Option(32, help="Images per encoder forward pass.")
+ShardSize = typer.Option(512, help="Images per feature-cache shard: an interrupted run resumes from the last complete shard.")
+Workers = typer.Option(None, help="Image-decoding worker processes (default: 0 on CPU, up to 8 with a GPU).")
+Device = typer.Option("cpu", help="Torch device, e.g. cuda.")
 
 
 @app.command()
 @user_errors
 def run(
     benchmark: str = typer.Argument(..., help="Benchmark name (see `cxrbench list benchmarks`)."),
-    encoder: str = typer.Option(..., "--encoder", "-e", help="Encoder name(s), comma-separated."),
+    encoder: str = Encoders,
     head: Optional[str] = typer.Option(None, help="Head name (default: the benchmark's)."),
-    seeds: Optional[int] = typer.Option(None, help="Number of seeds (default: the benchmark's, 5 for the papers)."),
-    data_root: Optional[Path] = typer.Option(None, help="Dataset folder in its official layout."),
-    weights: Optional[str] = typer.Option(None, help="Local weights file/folder, or 'random[:SEED]' (default: the adapter's hub source)."),
-    revision: Optional[str] = typer.Option(None, help="Hugging Face revision overriding the adapter's pinned one."),
-    image_size: Optional[int] = typer.Option(None, help="Override the encoder's input resolution (resize and crop)."),
-    label_rule: Optional[str] = typer.Option(None, help="How several readers' labels combine: majority or any (VinDr-CXR)."),
+    seeds: Optional[int] = Seeds,
+    data_root: Optional[Path] = DataRoot,
+    weights: Optional[str] = Weights,
+    revision: Optional[str] = Revision,
+    image_size: Optional[int] = ImageSize,
+    label_rule: Optional[str] = LabelRule,
     tag: Optional[str] = typer.Option(None, help="Name this run's variant (results in HEAD_TAG/), e.g. for other weights, sizes or head parameters."),
     overwrite: bool = typer.Option(False, help="Replace a stored run of the same head that was made with other settings."),
     protocol: str = typer.Option("cached", help="cached: heads on cached features (fast default); augmented: RAD-DINO's linear probe trained through the frozen encoder under augmentation (AdamW 5e-5, batch 96, 100 epochs)."),
-    head_param: list[str] = typer.Option([], "--head-param", help="Override a head parameter, KEY=VALUE (VALUE read as YAML, e.g. epochs=5 or 'lr=[0.01, 0.1]'); repeatable."),
+    head_param: list[str] = HeadParams,
     train_fraction: Optional[str] = typer.Option(None, help="Label efficiency: train on these fractions of the training patients, e.g. 0.01,0.1,1 (one run each)."),
     shots: Optional[str] = typer.Option(None, help="Few-shot: train on N patients per class (positive and negative for every task), e.g. 1,2,4,8."),
     bootstrap: Optional[int] = typer.Option(None, help="Bootstrap resamples (default: the benchmark's, 1000)."),
-    out: Path = typer.Option(DEFAULT_OUT, help="Results folder."),
+    out: Path = Out,
     cache_dir: Optional[Path] = CacheDir,
-    batch_size: int = typer.Option(32, help="Images per encoder forward pass."),
-    shard_size: int = typer.Option(512, help="Images per feature-cache shard: an interrupted run resumes from the last complete shard."),
-    workers: Optional[int] = typer.Option(None, help="Image-decoding worker processes (default: 0 on CPU, up to 8 with a GPU)."),
-    device: str = typer.Option("cpu", help="Torch device for the encoder, e.g. cuda."),
+    batch_size: int = BatchSize,
+    shard_size: int = ShardSize,
+    workers: Optional[int] = Workers,
+    device: str = Device,
 ) -> None:
     """Run BENCHMARK with one or more encoders and write results under OUT/BENCHMARK/ENCODER/HEAD/."""
     from cxrbench.pipeline import RunOptions
@@ -131,22 +146,11 @@ def _head_params(pairs: list[str]) -> dict:
         if not sep or not key.strip():
             raise CxrbenchError(f"--head-param {pair!r}: write KEY=VALUE, e.g. --head-param epochs=5.")
         try:
-            params[key.strip()] = _numbers(yaml.safe_load(value))
+            params[key.strip()] = safe_load(value)
         except yaml.YAMLError as exc:
             raise CxrbenchError(f"--head-param {pair!r}: the value is not valid YAML ({exc}).") from None
     return params
 
-
-def _numbers(value):
-    """YAML 1.1 reads 1e-3 (no dot) as a string; a learning rate typed that way is meant as a number."""
-    if isinstance(value, list):
-        return [_numbers(v) for v in value]
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
 
 
 def _budgets(train_fraction: Optional[str], shots: Optional[str]) -> list:
@@ -183,27 +187,27 @@ def _run_and_show(options) -> list:
 @app.command()
 @user_errors
 def explain(
-    encoder: str = typer.Option(..., "--encoder", "-e", help="Encoder name(s), comma-separated."),
+    encoder: str = Encoders,
     benchmark: str = typer.Option("vindr", help="Benchmark with test boxes (VinDr-CXR: annotations/annotations_test.csv)."),
     findings: str = typer.Option("all", help="'all' (every finding with test boxes, RayDINO), 'benchmark' (its tasks), or comma-separated names."),
     head: str = typer.Option("attentive", help="A head with attentive pooling and attention maps."),
-    head_param: list[str] = typer.Option([], "--head-param", help="Override a head parameter, KEY=VALUE (YAML value); repeatable."),
+    head_param: list[str] = HeadParams,
     shared_head: bool = typer.Option(False, "--shared-head", help="One head with a query per finding instead of one head per finding."),
-    seeds: Optional[int] = typer.Option(None, help="Number of seeds (default: the benchmark's)."),
+    seeds: Optional[int] = Seeds,
     images_per_finding: int = typer.Option(4, help="Attention overlays (PNG) written per finding, first seed."),
     min_overlap: float = typer.Option(0.5, help="A box is hit when the argmax patch overlaps it by this fraction of a patch."),
-    data_root: Optional[Path] = typer.Option(None, help="Dataset folder in its official layout."),
-    weights: Optional[str] = typer.Option(None, help="Local weights file/folder, or 'random[:SEED]' (default: the adapter's hub source)."),
-    revision: Optional[str] = typer.Option(None, help="Hugging Face revision overriding the adapter's pinned one."),
-    image_size: Optional[int] = typer.Option(None, help="Override the encoder's input resolution (resize and crop)."),
-    label_rule: Optional[str] = typer.Option(None, help="How several readers' labels combine: majority or any (VinDr-CXR)."),
+    data_root: Optional[Path] = DataRoot,
+    weights: Optional[str] = Weights,
+    revision: Optional[str] = Revision,
+    image_size: Optional[int] = ImageSize,
+    label_rule: Optional[str] = LabelRule,
     bootstrap: Optional[int] = typer.Option(None, help="Bootstrap resamples for the macro accuracy's CI (default: the benchmark's)."),
-    out: Path = typer.Option(DEFAULT_OUT, help="Results folder."),
+    out: Path = Out,
     cache_dir: Optional[Path] = CacheDir,
-    batch_size: int = typer.Option(32, help="Images per encoder forward pass."),
-    shard_size: int = typer.Option(512, help="Images per feature-cache shard."),
-    workers: Optional[int] = typer.Option(None, help="Image-decoding worker processes."),
-    device: str = typer.Option("cpu", help="Torch device for the encoder, e.g. cuda."),
+    batch_size: int = BatchSize,
+    shard_size: int = ShardSize,
+    workers: Optional[int] = Workers,
+    device: str = Device,
 ) -> None:
     """RayDINO's explainability: attentive probes per finding; is the most-attended patch on the radiologist's box?
     Writes OUT/BENCHMARK/ENCODER/explain/ (explain.json, explain.csv, heatmaps/)."""
@@ -259,14 +263,14 @@ def embed(
     images: list[Path] = typer.Argument(..., help="Image files and/or folders (searched recursively)."),
     encoder: str = typer.Option(..., "--encoder", "-e", help="Encoder name."),
     out: Path = typer.Option(..., help="Output .safetensors or .npz file."),
-    weights: Optional[str] = typer.Option(None, help="Local weights file/folder, or 'random[:SEED]'."),
-    revision: Optional[str] = typer.Option(None, help="Hugging Face revision overriding the adapter's pinned one."),
-    image_size: Optional[int] = typer.Option(None, help="Override the encoder's input resolution."),
+    weights: Optional[str] = Weights,
+    revision: Optional[str] = Revision,
+    image_size: Optional[int] = ImageSize,
     patches: bool = typer.Option(False, "--patches", help="Also export the patch-token grid [N, H, W, D]."),
     layers: Optional[str] = typer.Option(None, help="Also export these 0-based layers, e.g. 3,5,7,11 ('default' for the adapter's)."),
     overwrite: bool = typer.Option(False, help="Replace OUT if it exists."),
     batch_size: int = typer.Option(16, help="Images per forward pass."),
-    device: str = typer.Option("cpu", help="Torch device, e.g. cuda."),
+    device: str = Device,
 ) -> None:
     """Export global embeddings (and optionally patch tokens and layers) with image ids."""
     from cxrbench.encoders.base import FeatureRequest
@@ -320,8 +324,8 @@ def list_(kind: str = typer.Argument(..., help="encoders | heads | benchmarks"))
 @user_errors
 def data_check(
     benchmark: str = typer.Argument(..., help="Benchmark name."),
-    data_root: Optional[Path] = typer.Option(None, help="Dataset folder in its official layout."),
-    label_rule: Optional[str] = typer.Option(None, help="majority or any (VinDr-CXR)."),
+    data_root: Optional[Path] = DataRoot,
+    label_rule: Optional[str] = LabelRule,
 ) -> None:
     """Validate a dataset folder (files, columns, ids) and print positives/negatives per split and task."""
     from cxrbench.pipeline import load_benchmark

@@ -12,7 +12,7 @@ import platform
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -112,7 +112,8 @@ def run(options: RunOptions, progress: Progress = SilentProgress()) -> list[RunR
         plans = [_RunPlan(options, spec, encoder, head_entry, budget, seeds, bootstrap) for budget in options.budgets]
         for plan in plans:
             plan.check_overwrite()
-        features = _encoder_features(options, head_entry, spec, data, encoder, progress)
+        needs = ("global",) if options.protocol == "augmented" else _head(head_entry, spec, options).needs
+        features = encoder_features(encoder, data.samples["path"].tolist(), "patches" in needs, options, progress)
         for plan in plans:
             results.append(_train_and_write(options, spec, data, features, head_entry, seeds, budgeted[plan.budget], plan, bootstrap, progress))
     return results
@@ -137,12 +138,14 @@ class _RunPlan:
         self.name = "_".join(parts)
         self.folder = run_folder(options.out, spec.name, encoder.spec.name, self.name)
         self.overwrite = options.overwrite
-        head = (_augmented_config(options, None).to_dict() if options.protocol == "augmented"
-                else _head(head_entry, spec, options).params)
+        if options.protocol == "augmented":  # the probe's seed is the run's seed, recorded per seed
+            self.head_params = {k: v for k, v in _augmented_config(options, None).to_dict().items() if k != "seed"}
+        else:
+            self.head_params = _head(head_entry, spec, options).params
         self.identity = json.loads(json.dumps({
             "weights": encoder.weights.identity, "preprocessing": asdict(encoder.preprocessing),
             "dataset_options": options.dataset_options, "split": asdict(spec.split), "protocol": options.protocol,
-            "head": {k: v for k, v in head.items() if k != "device"},
+            "head": {k: v for k, v in self.head_params.items() if k != "device"},
             "label_budget": None if budget is None else budget.describe(), "seeds": seeds, "bootstrap": asdict(bootstrap),
         }, default=str))
 
@@ -172,11 +175,26 @@ def _check_protocol(options: RunOptions, spec: BenchmarkSpec, head_name: str) ->
 
 
 @dataclass
-class _EncoderFeatures:
+class EncoderFeatures:
+    """One encoder's cached features of a benchmark's images, in sample order."""
+
     encoder: Any
     extraction: Any
     global_: np.ndarray
     patches: Any  # CachedRows, read a batch at a time, or None
+
+    def rows(self, labels: np.ndarray, selected: np.ndarray) -> FeatureSet:
+        """The features and labels of the `selected` images (a boolean mask over samples)."""
+        patches = None if self.patches is None else self.patches.select(selected)
+        return FeatureSet(self.global_[selected], labels[selected], patches)
+
+
+class ExtractionSettings(Protocol):
+    cache_root: Path
+    batch_size: int
+    shard_size: int
+    num_workers: int | None
+    device: str
 
 
 def _head(head_entry, spec: BenchmarkSpec, options: RunOptions) -> Head:
@@ -187,13 +205,13 @@ def _head(head_entry, spec: BenchmarkSpec, options: RunOptions) -> Head:
     return head_class(head_entry.spec, overrides, spec.task_type)
 
 
-def _encoder_features(options, head_entry, spec, data, encoder, progress) -> _EncoderFeatures:
-    needs = ("global",) if options.protocol == "augmented" else _head(head_entry, spec, options).needs
+def encoder_features(encoder, paths: list[str], patch_tokens: bool, settings: ExtractionSettings, progress: Progress) -> EncoderFeatures:
+    """Extract (or find in the cache) global embeddings, and patch tokens if asked, of `paths`."""
     encoder_name = encoder.spec.name
-    request = FeatureRequest(global_embedding=True, patch_tokens="patches" in needs)
+    request = FeatureRequest(global_embedding=True, patch_tokens=patch_tokens)
     extraction = extract_features(
-        encoder, request, data.samples["path"].tolist(), options.cache_root,
-        batch_size=options.batch_size, shard_size=options.shard_size, num_workers=options.num_workers, device=options.device, progress=progress,
+        encoder, request, paths, settings.cache_root, batch_size=settings.batch_size, shard_size=settings.shard_size,
+        num_workers=settings.num_workers, device=settings.device, progress=progress,
     )
     if extraction.encoded == 0:
         progress.note(f"{encoder_name}: all {len(extraction.keys)} images found in the feature cache; no encoder forward pass.")
@@ -203,11 +221,11 @@ def _encoder_features(options, head_entry, spec, data, encoder, progress) -> _En
         if dropped:
             progress.note(f"{encoder_name}: checkpoint keys left out on purpose: {', '.join(dropped[:8])}"
                           + (f" and {len(dropped) - 8} more" if len(dropped) > 8 else ""))
-    patches = extraction.store.rows(extraction.keys, "patches") if request.patch_tokens else None
-    return _EncoderFeatures(encoder, extraction, extraction.store.load(extraction.keys, "global"), patches)
+    patches = extraction.store.rows(extraction.keys, "patches") if patch_tokens else None
+    return EncoderFeatures(encoder, extraction, extraction.store.load(extraction.keys, "global"), patches)
 
 
-def _train_and_write(options, spec, data, features: _EncoderFeatures, head_entry, seeds, manifests, plan: _RunPlan, bootstrap,
+def _train_and_write(options, spec, data, features: EncoderFeatures, head_entry, seeds, manifests, plan: _RunPlan, bootstrap,
                      progress) -> RunResult:
     encoder_name = features.encoder.spec.name
     head_name, run_name, budget = head_entry.name, plan.name, plan.budget
@@ -217,12 +235,12 @@ def _train_and_write(options, spec, data, features: _EncoderFeatures, head_entry
     advance = progress.task(f"training {run_name} heads on {encoder_name}", len(seeds))
     for seed in seeds:
         split = manifests.loc[manifests["seed"] == seed, "split"].to_numpy()
-        parts = {name: _features(features, labels, split == name) for name in ("train", "val", "test")}
+        parts = {name: features.rows(labels, split == name) for name in ("train", "val", "test")}
         if budget is not None:  # standardise with the whole training split (labelled or not), not the few budgeted images
-            parts["train"].standardise_on = _features(features, labels, np.isin(split, ["train", "unused"]))
+            parts["train"].standardise_on = features.rows(labels, np.isin(split, ["train", "unused"]))
         n_train[seed] = int((split == "train").sum())
         if options.protocol == "augmented":
-            report, scores = _augmented_probe(options, features.encoder, samples["path"].to_numpy(), labels, split, seed, progress)
+            report, scores = _augmented_probe(options, features, samples["path"].to_numpy(), labels, split, seed, progress)
         else:
             head = _head(head_entry, spec, options)
             report = head.fit(parts["train"], parts["val"], seed)
@@ -253,7 +271,7 @@ def _train_and_write(options, spec, data, features: _EncoderFeatures, head_entry
         "heads": {str(k): v for k, v in reports.items()},
         "run_identity": plan.identity,
     }
-    config = _resolved_config(options, spec, data, features, head_entry, seeds, bootstrap, budget)
+    config = _resolved_config(options, spec, data, features, head_entry, plan, seeds, bootstrap)
     folder = plan.folder
     files = {
         "config.yaml": yaml_writer(config),
@@ -269,11 +287,6 @@ def _train_and_write(options, spec, data, features: _EncoderFeatures, head_entry
     return RunResult(encoder_name, run_name, folder, metrics, features.extraction.encoded, features.extraction.reused, data.tasks)
 
 
-def _features(features: _EncoderFeatures, labels: np.ndarray, rows: np.ndarray) -> FeatureSet:
-    patches = None if features.patches is None else features.patches.select(rows)
-    return FeatureSet(features.global_[rows], labels[rows], patches)
-
-
 def _augmented_config(options: RunOptions, seed: int | None):
     """The augmented probe's settings from --head-param; the run's seed and decoding workers unless given there."""
     from cxrbench.training.augmented import AugmentedProbeConfig
@@ -284,14 +297,17 @@ def _augmented_config(options: RunOptions, seed: int | None):
     return AugmentedProbeConfig.from_params({**given, **({"seed": seed} if seed is not None else {})})
 
 
-def _augmented_probe(options: RunOptions, encoder, paths: np.ndarray, labels: np.ndarray, split: np.ndarray, seed: int, progress):
-    """Train RAD-DINO's online, augmented linear probe for one seed; score the test images with a fresh pass."""
+def _augmented_probe(options: RunOptions, features: EncoderFeatures, paths: np.ndarray, labels: np.ndarray, split: np.ndarray,
+                     seed: int, progress):
+    """Train RAD-DINO's online, augmented linear probe for one seed. Only the training views are encoded anew; the
+    un-augmented validation and test images are read from the feature cache, like every other head's."""
     from cxrbench.training.augmented import train_augmented_probe
 
     config = _augmented_config(options, seed)
-    probe = train_augmented_probe(encoder, list(paths[split == "train"]), labels[split == "train"], list(paths[split == "val"]),
-                                  labels[split == "val"], config, options.device, progress)
-    scores = probe.predict(encoder, list(paths[split == "test"]), options.device, options.batch_size, options.num_workers, progress)
+    train, val = split == "train", split == "val"
+    probe = train_augmented_probe(features.encoder, list(paths[train]), labels[train], list(paths[val]), labels[val], config,
+                                  options.device, progress, train_features=features.global_[train], val_features=features.global_[val])
+    scores = probe.predict_features(features.global_[split == "test"])
     report = probe.report
     report.chosen = {**report.chosen, "protocol": "augmented", "config": config.to_dict()}
     return report, scores
@@ -301,14 +317,8 @@ def _last(values: list[float] | None) -> float | None:
     return None if not values or not np.isfinite(values[-1]) else float(values[-1])
 
 
-def _resolved_config(options, spec, data, features: _EncoderFeatures, head_entry, seeds, bootstrap, budget) -> dict:
+def _resolved_config(options, spec, data, features: EncoderFeatures, head_entry, plan: _RunPlan, seeds, bootstrap) -> dict:
     encoder, store = features.encoder, features.extraction.store
-    if options.protocol == "augmented":
-        params = {k: v for k, v in _augmented_config(options, None).to_dict().items() if k != "seed"}  # the seed is per run
-        head = {"name": head_entry.name, "protocol": "augmented", "params": params}
-    else:
-        built = _head(head_entry, spec, options)
-        head = {"name": head_entry.name, "protocol": "cached", "params": built.params, "task_type": built.task_type}
     return {
         "cxrbench_version": cxrbench.__version__,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -316,8 +326,8 @@ def _resolved_config(options, spec, data, features: _EncoderFeatures, head_entry
         "benchmark": {**asdict(spec), "data_root": str(data.root), "dataset_options": options.dataset_options, "loader_notes": data.notes},
         "encoder": {"name": encoder.spec.name, "weights": encoder.weights.identity,
                     "preprocessing": asdict(encoder.preprocessing), "global_embedding": encoder.spec.global_embedding},
-        "head": head,
-        "label_budget": None if budget is None else budget.describe(),
+        "head": {"name": head_entry.name, "protocol": options.protocol, "params": plan.head_params, "task_type": spec.task_type},
+        "label_budget": None if plan.budget is None else plan.budget.describe(),
         "seeds": seeds,
         "bootstrap": asdict(bootstrap),
         "split_manifest_version": SPLIT_MANIFEST_VERSION,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -151,11 +152,28 @@ class BenchmarkSpec:
 SpecT = typing.TypeVar("SpecT")
 
 
+class _SafeLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that reads 1e-3 as a number: YAML 1.1 (PyYAML's default) wants a dot (1.0e-3), YAML 1.2 does not."""
+
+
+_SafeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|\.[0-9_]+(?:[eE][-+]?[0-9]+)?"
+               r"|[0-9][0-9_]*[eE][-+]?[0-9]+|\.(?:inf|Inf|INF)|[-+]\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."),
+)
+
+
+def safe_load(text: str) -> Any:
+    """Parse YAML safely (no object construction), with YAML 1.2 number syntax."""
+    return yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def load_yaml(path: Path) -> dict[str, Any]:
     """Safe-load a YAML mapping; name the file on any failure."""
     try:
         with open(path, encoding="utf-8") as handle:
-            data = yaml.safe_load(handle)
+            data = safe_load(handle.read())
     except FileNotFoundError:
         raise SpecError(f"Spec file {path} does not exist; check the path given in registry.yaml or the plugin.") from None
     except yaml.YAMLError as exc:

@@ -40,7 +40,7 @@ from cxrbench.explain.hits import (
     DEFAULT_MIN_OVERLAP, INPUT_COLUMNS, bootstrap_macro, check_attention, finding_accuracy, macro_accuracy, score_boxes,
 )
 from cxrbench.explain.sizes import image_sizes
-from cxrbench.heads.base import FeatureSet
+from cxrbench.heads.base import FeatureSet, FitReport
 from cxrbench.progress import Progress, SilentProgress
 from cxrbench.registry import registry
 from cxrbench.results.store import json_writer, text_writer, write_run, yaml_writer
@@ -202,10 +202,9 @@ def fit_attention_maps(
     return attention.astype(np.float32, copy=False), reports
 
 
-def _report(report) -> dict:
-    history = getattr(report, "history", {}) or {}
-    last = {k: float(v[-1]) for k, v in history.items() if v and np.isfinite(v[-1])}
-    return {"chosen": getattr(report, "chosen", {}), **{f"final_{k}": v for k, v in last.items()}}
+def _report(report: FitReport) -> dict:
+    last = {k: float(v[-1]) for k, v in report.history.items() if v and np.isfinite(v[-1])}
+    return {"chosen": report.chosen, **{f"final_{k}": v for k, v in last.items()}}
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -215,10 +214,8 @@ def _report(report) -> dict:
 def explain_benchmark(options: ExplainOptions, progress: Progress = SilentProgress()) -> list[ExplainResult]:
     """Load the data, extract patch tokens, fit attentive heads per seed and write one explain folder per encoder."""
     from cxrbench.data.splits import seed_splits
-    from cxrbench.encoders.base import FeatureRequest
     from cxrbench.encoders.factory import build_encoder
-    from cxrbench.features.extract import extract_features
-    from cxrbench.pipeline import resolve_data_root
+    from cxrbench.pipeline import encoder_features, resolve_data_root
 
     entry = registry().get("benchmarks", options.benchmark)
     spec = entry.spec
@@ -245,6 +242,8 @@ def explain_benchmark(options: ExplainOptions, progress: Progress = SilentProgre
         overrides["pooling"] = "attentive"  # a grid head (e.g. raydino-grid): only its attentive decoders have maps
         progress.note(f"head {options.head}: pooling restricted to attentive (its attention maps are scored)")
     manifests = {s: seed_splits(data.samples, spec.name, s, spec.split) for s in seeds}
+    if not all(np.array_equal(m["split"].to_numpy() == "test", data.samples["split"].to_numpy() == "test") for m in manifests.values()):
+        raise DataError(f"Benchmark '{spec.name}' draws its test split; explainability needs the official test boxes' split.")
     bootstrap = spec.bootstrap if options.bootstrap_resamples is None else dataclasses.replace(
         spec.bootstrap, resamples=options.bootstrap_resamples)
     columns = [data.tasks.index(f) for f in trainable]
@@ -252,29 +251,15 @@ def explain_benchmark(options: ExplainOptions, progress: Progress = SilentProgre
     results = []
     for encoder_name in options.encoders:
         encoder = build_encoder(encoder_name, options.weights, options.revision, options.image_size)
-        request = FeatureRequest(global_embedding=True, patch_tokens=True)
-        extraction = extract_features(
-            encoder, request, data.samples["path"].tolist(), options.cache_root, batch_size=options.batch_size,
-            num_workers=options.num_workers, shard_size=options.shard_size, device=options.device, progress=progress,
-        )
-        progress.note(f"{encoder_name}: encoded {extraction.encoded} images, reused {extraction.reused} from the cache.")
-        features = extraction.store.load(extraction.keys, "global")
-        store = extraction.store
-        patches = store.rows(extraction.keys, "patches") if hasattr(store, "rows") else store.load(extraction.keys, "patches")
+        features = encoder_features(encoder, data.samples["path"].tolist(), True, options, progress)
         attention, reports = {}, {}
         for seed in seeds:
             split = manifests[seed]["split"].to_numpy()
-            parts = {}
-            for name in ("train", "val", "test"):
-                mask = split == name
-                rows = patches.select(mask) if hasattr(patches, "select") else patches[mask]
-                parts[name] = FeatureSet(features[mask], labels[mask], rows)
+            parts = {name: features.rows(labels, split == name) for name in ("train", "val", "test")}
             attention[seed], reports[str(seed)] = fit_attention_maps(
                 parts["train"], parts["val"], parts["test"], seed, head=options.head, overrides=overrides,
                 one_head_per_finding=options.one_head_per_finding, findings=trainable, progress=progress,
             )
-        if not np.array_equal(manifests[seeds[0]]["split"].to_numpy() == "test", data.samples["split"].to_numpy() == "test"):
-            raise DataError(f"Benchmark '{spec.name}' draws its test split; explainability needs the official test boxes' split.")
         head_params = head_class(entry_head.spec, overrides).params
         config = {
             "cxrbench_version": cxrbench.__version__,
@@ -291,7 +276,7 @@ def explain_benchmark(options: ExplainOptions, progress: Progress = SilentProgre
             "min_overlap": options.min_overlap,
             "images_per_finding": options.images_per_finding,
             "bootstrap": asdict(bootstrap),
-            "feature_cache": {"folder": str(store.folder), "key": store.manifest["key"]},
+            "feature_cache": {"folder": str(features.extraction.store.folder), "key": features.extraction.store.manifest["key"]},
         }
         folder = Path(options.out) / spec.name / encoder_name / EXPLAIN_FOLDER
         result = run_explain(

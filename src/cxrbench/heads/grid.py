@@ -120,8 +120,6 @@ class GridHead(Head):
         labels = torch.from_numpy(np.ascontiguousarray(train.labels, dtype=np.float32))
         loss_fn = LOSSES[self.loss]
         train_loss = torch.zeros(len(self.configs), dtype=torch.float64)
-        for module in modules:
-            module.train()
         for _ in range(epochs):
             running = torch.zeros(len(self.configs), dtype=torch.float64)
             permutation = torch.randperm(len(labels), generator=generator).numpy()
@@ -202,7 +200,6 @@ class GridHead(Head):
             index = np.arange(start, min(start + chunk, len(features.labels)))
             inputs = self._inputs(features, index)
             for slot, (module, position) in enumerate(places):
-                module.eval()
                 out[slot, index] = module(inputs, position)[0].float().cpu()
         return out
 

@@ -50,6 +50,7 @@ from cxrbench.errors import CxrbenchError, DataError, ImageReadError, SpecError
 from cxrbench.features.extract import default_workers, encode_batches
 from cxrbench.heads.base import FitReport
 from cxrbench.heads.losses import masked_bce
+from cxrbench.heads.standardise import Standardiser
 from cxrbench.progress import Progress, SilentProgress
 from cxrbench.training.augment import AugmentationParams, AugmentationPolicy, view_seed
 
@@ -222,11 +223,16 @@ def train_augmented_probe(
     config: AugmentedProbeConfig = AugmentedProbeConfig(),
     device: str = "cpu",
     progress: Progress = SilentProgress(),
+    *,
+    train_features: np.ndarray | None = None,
+    val_features: np.ndarray | None = None,
 ) -> AugmentedProbe:
     """Train a linear probe on the frozen `encoder`'s global embedding of augmented training views.
 
     Labels are [N, T] floats, NaN = unknown (left out of the loss). The validation images are encoded once,
     un-augmented, and the validation loss is recorded after every epoch (the last epoch is kept, as in the paper).
+    `train_features` / `val_features`: un-augmented global embeddings already at hand (the feature cache), used for
+    the standardisation statistics and the validation loss instead of encoding those images again.
     """
     labels_train = _check_labels("training", paths_train, labels_train)
     labels_val = _check_labels("validation", paths_val, labels_val, labels_train.shape[1])
@@ -244,13 +250,16 @@ def train_augmented_probe(
                   f"{config.epochs * n} augmented encoder passes (the cached probe needs {n}).")
     if config.standardize:
         progress.note(f"augmented probe: one un-augmented pass over {n} training images for the feature statistics.")
-        stats = torch.from_numpy(encode_global(encoder, paths_train, device, config.eval_batch_size, config.num_workers, progress))
-        mean, std = stats.mean(0), stats.std(0).clamp(min=1e-6)
+        if train_features is None:
+            train_features = encode_global(encoder, paths_train, device, config.eval_batch_size, config.num_workers, progress)
+        scale = Standardiser(train_features)
+        mean, std = scale.mean, scale.std
     else:
         mean, std = torch.zeros(dim), torch.ones(dim)
-    val_features = None
-    if len(paths_val):
-        val_features = torch.from_numpy(encode_global(encoder, paths_val, device, config.eval_batch_size, config.num_workers, progress))
+    if val_features is None and len(paths_val):
+        val_features = encode_global(encoder, paths_val, device, config.eval_batch_size, config.num_workers, progress)
+    if val_features is not None:
+        val_features = torch.from_numpy(np.ascontiguousarray(val_features, dtype=np.float32))
     val_labels = torch.from_numpy(np.array(labels_val, dtype=np.float32))
 
     generator = torch.Generator().manual_seed(config.seed)
