@@ -12,43 +12,20 @@ from __future__ import annotations
 import torch
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
-from cxrbench.encoders.base import Encoder, FeatureRequest, Features, grid_tokens
-from cxrbench.encoders.hf_loading import load_hf_model
-from cxrbench.encoders.weights import WeightsSource
-from cxrbench.specs import AdapterSpec, PreprocessSpec
+from cxrbench.encoders.base import FeatureRequest, Features, grid_tokens
+from cxrbench.encoders.hf_loading import HFVisionEncoder
 
 _VISION_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "patch_size",
                 "image_size", "hidden_act", "layer_norm_eps")
 _OTHER_TOWER = ("text_model.", "text_projection", "visual_projection", "logit_scale")
 
 
-class HFClipVisionEncoder(Encoder):
-    def __init__(self, spec: AdapterSpec, weights: WeightsSource, preprocessing: PreprocessSpec | None = None):
-        super().__init__(spec, weights, preprocessing)
-        self._arch = {k: spec.architecture[k] for k in _VISION_KEYS}
-        self._patch = int(self._arch["patch_size"])
-
-    def _construct(self) -> CLIPVisionModel:
-        return CLIPVisionModel(CLIPVisionConfig(**self._arch))
-
-    def _load_released(self) -> CLIPVisionModel:
-        return load_hf_model(CLIPVisionModel, self.weights.path, self._arch, self.spec.name, other_tower=_OTHER_TOWER)
-
-    @property
-    def embed_dim(self) -> int:
-        return int(self.model.config.hidden_size)
-
-    @property
-    def patch_stride(self) -> int:
-        return self._patch
-
-    @property
-    def num_layers(self) -> int:
-        return int(self.model.config.num_hidden_layers)
+class HFClipVisionEncoder(HFVisionEncoder):
+    model_class, config_class, config_keys, other_tower = CLIPVisionModel, CLIPVisionConfig, _VISION_KEYS, _OTHER_TOWER
 
     @torch.inference_mode()
     def encode(self, pixels: torch.Tensor, request: FeatureRequest) -> Features:
-        height, width = pixels.shape[-2] // self._patch, pixels.shape[-1] // self._patch
+        height, width = self.grid_size(pixels)
         out = self.model(pixel_values=pixels, output_hidden_states=bool(request.layers), interpolate_pos_encoding=True)
         norm = getattr(self.model, "vision_model", self.model).post_layernorm  # transformers 4 nests, 5 flattens
         features = Features()

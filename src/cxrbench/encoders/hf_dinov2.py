@@ -10,10 +10,8 @@ from __future__ import annotations
 import torch
 from transformers import Dinov2Config, Dinov2Model
 
-from cxrbench.encoders.base import Encoder, FeatureRequest, Features, grid_tokens
-from cxrbench.encoders.hf_loading import load_hf_model
-from cxrbench.encoders.weights import WeightsSource
-from cxrbench.specs import AdapterSpec, PreprocessSpec
+from cxrbench.encoders.base import FeatureRequest, Features, grid_tokens
+from cxrbench.encoders.hf_loading import HFVisionEncoder
 
 _CONFIG_KEYS = (
     "hidden_size", "num_hidden_layers", "num_attention_heads", "mlp_ratio", "patch_size",
@@ -21,33 +19,12 @@ _CONFIG_KEYS = (
 )
 
 
-class HFDinov2Encoder(Encoder):
-    def __init__(self, spec: AdapterSpec, weights: WeightsSource, preprocessing: PreprocessSpec | None = None):
-        super().__init__(spec, weights, preprocessing)
-        self._arch = {k: spec.architecture[k] for k in _CONFIG_KEYS}
-        self._patch = int(self._arch["patch_size"])
-
-    def _construct(self) -> Dinov2Model:
-        return Dinov2Model(Dinov2Config(**self._arch))
-
-    def _load_released(self) -> Dinov2Model:
-        return load_hf_model(Dinov2Model, self.weights.path, self._arch, self.spec.name)
-
-    @property
-    def embed_dim(self) -> int:
-        return int(self.model.config.hidden_size)
-
-    @property
-    def patch_stride(self) -> int:
-        return self._patch
-
-    @property
-    def num_layers(self) -> int:
-        return int(self.model.config.num_hidden_layers)
+class HFDinov2Encoder(HFVisionEncoder):
+    model_class, config_class, config_keys = Dinov2Model, Dinov2Config, _CONFIG_KEYS
 
     @torch.inference_mode()
     def encode(self, pixels: torch.Tensor, request: FeatureRequest) -> Features:
-        height, width = pixels.shape[-2] // self._patch, pixels.shape[-1] // self._patch
+        height, width = self.grid_size(pixels)
         output = self.model(pixel_values=pixels, output_hidden_states=bool(request.layers))
         last = output.last_hidden_state
         features = Features()

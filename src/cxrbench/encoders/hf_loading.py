@@ -1,4 +1,5 @@
-"""Loading a transformers model from a local Hugging Face folder, strictly and against the declared architecture."""
+"""transformers vision models: strict loading from a local Hugging Face folder against the declared architecture,
+and the encoder base the transformers-backed encoders share (build, load, dimensions)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ from pathlib import Path
 
 import torch
 
+from cxrbench.encoders.base import Encoder
+from cxrbench.encoders.weights import WeightsSource
 from cxrbench.errors import WeightsError
+from cxrbench.specs import AdapterSpec, PreprocessSpec
 
 
 def load_hf_model(model_class, path: Path, arch: dict, name: str, other_tower: tuple[str, ...] = ()):
@@ -31,3 +35,40 @@ def load_hf_model(model_class, path: Path, arch: dict, name: str, other_tower: t
         details = ", ".join(f"{k}={got} (expected {want})" for k, (got, want) in mismatched.items())
         raise WeightsError(f"{path}/config.json is not {name}: {details}.")
     return model
+
+
+class HFVisionEncoder(Encoder):
+    """An encoder around a transformers vision model whose config is the adapter's `architecture[config_keys]`."""
+
+    model_class: type
+    config_class: type
+    config_keys: tuple[str, ...]
+    #: key prefixes a released folder may hold besides the vision model (e.g. CLIP's text tower)
+    other_tower: tuple[str, ...] = ()
+
+    def __init__(self, spec: AdapterSpec, weights: WeightsSource, preprocessing: PreprocessSpec | None = None):
+        super().__init__(spec, weights, preprocessing)
+        self._arch = {k: spec.architecture[k] for k in self.config_keys}
+        self._patch = int(self._arch["patch_size"])
+
+    def _construct(self):
+        return self.model_class(self.config_class(**self._arch))
+
+    def _load_released(self):
+        return load_hf_model(self.model_class, self.weights.path, self._arch, self.spec.name, other_tower=self.other_tower)
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @property
+    def patch_stride(self) -> int:
+        return self._patch
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.model.config.num_hidden_layers)
+
+    def grid_size(self, pixels: torch.Tensor) -> tuple[int, int]:
+        """Patch-grid rows and columns of an input batch."""
+        return pixels.shape[-2] // self._patch, pixels.shape[-1] // self._patch
