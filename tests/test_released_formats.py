@@ -112,8 +112,7 @@ def test_raydino_chunked_checkpoint_with_hash_in_name(tmp_path, xray_png):
     assert pixels.shape == (1, 3, 512, 512)
     assert_matches_reference(encoder, model, pixels, layer=7)
 
-    corrupt = tmp_path / f"xray_dino_vitl16-{'0' * 8}.pth"
-    shutil.copy(released, corrupt)
+    corrupt = released.rename(tmp_path / f"xray_dino_vitl16-{'0' * 8}.pth")
     with pytest.raises(WeightsError, match="SHA-256 starting with 00000000"):
         build_encoder("raydino", weights=str(corrupt))
 
@@ -162,12 +161,12 @@ def test_dinov2_giant_swiglu_layout(tmp_path):
 
 
 def write_hf_cache(hub_cache, repo: str, revision: str, files: dict) -> None:
-    """The Hugging Face cache layout: models--org--name/snapshots/<revision>/ and refs/main."""
+    """The Hugging Face cache layout: models--org--name/snapshots/<revision>/ and refs/main (files are moved in)."""
     folder = hub_cache / f"models--{repo.replace('/', '--')}"
     snapshot = folder / "snapshots" / revision
     snapshot.mkdir(parents=True)
     for name, source in files.items():
-        shutil.copy(source, snapshot / name)
+        shutil.move(source, snapshot / name)
     (folder / "refs").mkdir()
     (folder / "refs" / "main").write_text(revision)
 
