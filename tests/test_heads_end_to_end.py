@@ -132,3 +132,27 @@ def test_a_stored_run_of_other_settings_is_not_replaced_silently(vindr_root, bas
     result = runner.invoke(app, [*args, "--head-param", "temperature=1e-1", "--overwrite"])
     assert result.exit_code == 0, result.output
     assert json.loads((base / "out/vindr/pixels/knn/metrics.json").read_text())["run_identity"]["head"]["temperature"] == 0.1
+
+
+def test_augmented_probe_on_a_budget_standardises_with_the_whole_training_split(vindr_root, base, monkeypatch):
+    import cxrbench.training.augmented as augmented
+
+    seen = []
+    original = augmented.train_augmented_probe
+
+    def spy(encoder, paths_train, *args, **kwargs):
+        seen.append((len(paths_train), len(kwargs["standardise_features"])))
+        return original(encoder, paths_train, *args, **kwargs)
+
+    monkeypatch.setattr(augmented, "train_augmented_probe", spy)
+    run(vindr_root, base, "--protocol", "augmented", "--shots", "3", "--head-param", "epochs=1",
+        "--head-param", "standardize=true", "--head-param", "batch_size=64")
+    folder = base / "out/vindr/pixels/linear_augmented_shots-3"
+    manifests = pd.read_parquet(folder / "splits.parquet")
+    metrics = json.loads((folder / "metrics.json").read_text())
+    for seed, (budgeted, statistics) in enumerate(seen):
+        split = manifests.loc[manifests["seed"] == seed, "split"]
+        assert budgeted == split.eq("train").sum() < statistics == split.isin(["train", "unused"]).sum()
+        test = manifests[(manifests["seed"] == seed) & (manifests["split"] == "test")]
+        assert metrics["n_test_patients"][str(seed)] == test["patient_id"].nunique()
+    assert len(seen) == 2

@@ -263,7 +263,8 @@ def _train_and_write(options, spec, data, features: EncoderFeatures, head_entry,
         "seeds": seeds,
         "n_train_images": n_train,
         "n_test_images": {s: int((manifests["seed"].eq(s) & manifests["split"].eq("test")).sum()) for s in seeds},
-        "n_test_patients": int(predictions_frame["patient_id"].nunique()),
+        "n_test_patients": {s: int(manifests.loc[manifests["seed"].eq(s) & manifests["split"].eq("test"), "patient_id"].nunique())
+                            for s in seeds},
         "std_ddof": 1,
         "bootstrap": asdict(bootstrap),
         "primary_metric": spec.primary_metric,
@@ -305,8 +306,10 @@ def _augmented_probe(options: RunOptions, features: EncoderFeatures, paths: np.n
 
     config = _augmented_config(options, seed)
     train, val = split == "train", split == "val"
+    statistics_rows = np.isin(split, ["train", "unused"])  # the whole training split, as for the cached heads
     probe = train_augmented_probe(features.encoder, list(paths[train]), labels[train], list(paths[val]), labels[val], config,
-                                  options.device, progress, train_features=features.global_[train], val_features=features.global_[val])
+                                  options.device, progress, standardise_features=features.global_[statistics_rows],
+                                  val_features=features.global_[val])
     scores = probe.predict_features(features.global_[split == "test"])
     report = probe.report
     report.chosen = {**report.chosen, "protocol": "augmented", "config": config.to_dict()}

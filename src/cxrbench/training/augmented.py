@@ -224,15 +224,17 @@ def train_augmented_probe(
     device: str = "cpu",
     progress: Progress = SilentProgress(),
     *,
-    train_features: np.ndarray | None = None,
+    standardise_features: np.ndarray | None = None,
     val_features: np.ndarray | None = None,
 ) -> AugmentedProbe:
     """Train a linear probe on the frozen `encoder`'s global embedding of augmented training views.
 
     Labels are [N, T] floats, NaN = unknown (left out of the loss). The validation images are encoded once,
     un-augmented, and the validation loss is recorded after every epoch (the last epoch is kept, as in the paper).
-    `train_features` / `val_features`: un-augmented global embeddings already at hand (the feature cache), used for
-    the standardisation statistics and the validation loss instead of encoding those images again.
+    `standardise_features`: un-augmented global embeddings (the feature cache) for the standardisation statistics,
+    by default the training images encoded once; under a label budget, pass the whole training split's, since a
+    few budgeted images give meaningless statistics. `val_features`: the validation images' cached embeddings, for
+    the validation loss, instead of encoding them again.
     """
     labels_train = _check_labels("training", paths_train, labels_train)
     labels_val = _check_labels("validation", paths_val, labels_val, labels_train.shape[1])
@@ -249,10 +251,10 @@ def train_augmented_probe(
     progress.note(f"augmented probe on {encoder.spec.name}: {config.epochs} epochs x {n} training images = "
                   f"{config.epochs * n} augmented encoder passes (the cached probe needs {n}).")
     if config.standardize:
-        progress.note(f"augmented probe: one un-augmented pass over {n} training images for the feature statistics.")
-        if train_features is None:
-            train_features = encode_global(encoder, paths_train, device, config.eval_batch_size, config.num_workers, progress)
-        scale = Standardiser(train_features)
+        if standardise_features is None:
+            progress.note(f"augmented probe: one un-augmented pass over {n} training images for the feature statistics.")
+            standardise_features = encode_global(encoder, paths_train, device, config.eval_batch_size, config.num_workers, progress)
+        scale = Standardiser(standardise_features)
         mean, std = scale.mean, scale.std
     else:
         mean, std = torch.zeros(dim), torch.ones(dim)
