@@ -310,7 +310,7 @@ def test_explain_benchmark_on_synthetic_vindr(vindr_root, tmp_path):
 
 
 def test_explain_command(vindr_root, tmp_path):
-    args = ["explain", "--encoder", "pixels", "--data-root", str(vindr_root), "--out", str(tmp_path / "out"),
+    args = ["explain", "vindr", "--encoder", "pixels", "--data-root", str(vindr_root), "--out", str(tmp_path / "out"),
             "--cache-dir", str(tmp_path / "cache"), "--seeds", "1", "--images-per-finding", "0", "--bootstrap", "20",
             *[a for k, v in FAST_HEAD.items() for a in ("--head-param", f"{k}={v}")]]
     result = CliRunner().invoke(app, [*args, "--findings", "Cardiomegaly,Nodule/Mass"])

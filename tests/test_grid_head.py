@@ -174,8 +174,8 @@ def test_grid_spec_errors_name_the_key():
         expand_grid({"pooling": ["avg", "max"], "depth": 1, "lr": 0.1, "weight_decay": 0.0}, "heads/x.yaml")
     with pytest.raises(SpecError, match="depth 3"):
         expand_grid({"pooling": "avg", "depth": [3], "lr": 0.1, "weight_decay": 0.0}, "heads/x.yaml")
-    with pytest.raises(SpecError, match="lr -1"):
-        expand_grid({"pooling": "avg", "depth": 1, "lr": [-1], "weight_decay": 0.0}, "heads/x.yaml")
+    with pytest.raises(SpecError, match=r"lr=-1 must be a finite number > 0"):
+        _head("attentive", lr=[1e-3, -1])
     with pytest.raises(SpecError, match="not regression"):
         registry().get("heads", "linear").load()(registry().get("heads", "linear").spec, task_type="regression")
     with pytest.raises(DataError, match="no patch grid"):

@@ -38,6 +38,8 @@ def test_every_head_trains_on_the_vindr_layout(vindr_root, base, head):
     assert set(metrics["heads"]) == {"0", "1"}
     macro = metrics["metrics"]["auprc"]["macro"]
     assert macro["mean"] is not None and macro["ci_low"] <= macro["bootstrap_median"] <= macro["ci_high"]
+    selection = pd.read_csv(base / f"out/vindr/pixels/{head}/selection.csv")  # every setting tried, per seed
+    assert set(selection["seed"]) == {0, 1} and "val_auprc" in selection
 
 
 def test_raydino_grid_runs_156_heads_and_stores_the_selection(vindr_root, base):
@@ -101,6 +103,7 @@ def test_bad_head_param_and_budget_are_refused(vindr_root, base):
     assert result.exit_code == 2 and "--shots 1000" in result.output
     result = runner.invoke(app, [*args, "--train-fraction", "0.01", "--cache-dir", str(base / "cache")])
     assert result.exit_code == 2 and "train-0.01" in result.output and "has no positive example in the train split" in result.output
+    assert "Use a larger --train-fraction or --shots" in " ".join(result.output.split())  # rich wraps long lines
     assert not (base / "bad").exists() or not any((base / "bad").rglob("metrics.json"))
 
 

@@ -91,7 +91,7 @@ def test_mlknn_chooses_k_on_validation():
     report = head.fit(train, val, seed=0)
     expected = {k: np.mean([average_precision_score(val.labels[:, t], s[:, t]) for t in range(4)])
                 for k, s in ((k, reference_mlknn(train, val.global_, k)) for k in ks)}
-    np.testing.assert_allclose(report.history["val_auprc"], [expected[k] for k in ks], rtol=0, atol=1e-12)
+    np.testing.assert_allclose([row["val_auprc"] for row in report.table], [expected[k] for k in ks], rtol=0, atol=1e-12)
     assert report.chosen["k"] == max(expected, key=expected.get) != 1  # one neighbour is the noisiest choice
     np.testing.assert_allclose(head.predict(test), reference_mlknn(train, test.global_, report.chosen["k"]), atol=1e-9)
 

@@ -115,6 +115,16 @@ def test_data_check_prints_direct_counts(candid_root):
         assert any(line.startswith(f"{POOL} {task} {positive} ") for line in lines), (task, positive)
 
 
+def test_data_check_warns_of_a_task_that_run_would_refuse(candid_copy):
+    header = (candid_copy / "chest_tube.csv").read_text().splitlines()[0]
+    (candid_copy / "chest_tube.csv").write_text(header + "\n")  # no chest tube anywhere
+    result = CliRunner().invoke(app, ["data", "check", "candid-ptx", "--data-root", str(candid_copy)])
+    assert result.exit_code == 0, result.output
+    flat = " ".join(result.output.split())
+    assert "warning: task 'Chest tube' has no positive example in the train split" in flat
+    assert "warning: task 'Pneumothorax'" not in flat
+
+
 def test_published_columns_map_every_task():
     published = SPEC.published
     assert published.task_columns == {"Pneumothorax": "PTX_auprc", "Chest tube": "chest_tube_auprc",

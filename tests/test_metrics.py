@@ -454,3 +454,15 @@ def test_summarize_one_class_task_is_none():
     assert entry["bootstrap_undefined"] == 30
     assert result["auroc"][MACRO]["mean"] is None  # the macro average over an undefined task is undefined
     assert result["auroc"][TASKS[1]]["mean"] is not None
+
+
+def test_resamples_left_out_of_a_ci_are_reported_with_the_table():
+    from cxrbench.results.tables import bootstrap_caveats
+
+    predictions = _predictions(60, seeds=(0, 1), rng_seed=3)
+    metrics = {"bootstrap": {"resamples": 30}, "metrics": summarize(predictions, TASKS, ["auroc"], BootstrapSpec(resamples=30))}
+    assert bootstrap_caveats(metrics) == []
+    predictions.loc[predictions["task"] == TASKS[0], "label"] = 0.0
+    metrics["metrics"] = summarize(predictions, TASKS, ["auroc"], BootstrapSpec(resamples=30))
+    (caveat,) = bootstrap_caveats(metrics)
+    assert caveat.startswith(f"AUROC: up to 30 of 30 bootstrap resamples") and f"({TASKS[0]}, Macro)" in caveat

@@ -4,6 +4,7 @@ our runs beside them, structurally sound LaTeX, and the `cxrbench table` command
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from pathlib import Path
 
@@ -277,3 +278,24 @@ def test_cli_table_errors(tmp_path, args, message):
     result = invoke("table", *args, "--out", str(tmp_path / "empty"))
     assert result.exit_code == 2
     assert message in " ".join(result.output.split())
+
+
+def test_a_run_of_random_weights_or_another_size_is_labelled_and_never_diffed(tmp_path):
+    """`--weights random --image-size 56` must not pass for the released RAD-DINO beside the paper's row."""
+    folder = write_stored_run(tmp_path, "vindr", "rad-dino", "logistic", VINDR.tasks, metrics=("auprc",))
+    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics["run_identity"] = {"weights": "random:seed=0", "preprocessing": {"size": 56}}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    write_stored_run(tmp_path, "vindr", "mrm", "linear", VINDR.tasks, metrics=("auprc",))
+    table = table_from_store(get_layout("rad-dino-1a"), tmp_path, lookup, diff=True)
+    labels = [row.label for row in table.rows]
+    assert "rad-dino (random init, 56 px) / logistic" in labels and "mrm / linear" in labels
+    assert not any(label.startswith("Δ rad-dino") for label in labels) and any(label.startswith("Δ mrm") for label in labels)
+    assert any("not the released one (random init, 56 px)" in note for note in table.notes)
+    assert any("logistic do not follow the paper's linear-probing protocol" in note for note in table.notes)
+    result = invoke("table", "vindr", "--out", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    markdown = (tmp_path / "vindr/table_auprc.md").read_text()
+    assert "rad-dino (random init, 56 px) / logistic" in markdown
+    long = pd.read_csv(tmp_path / "vindr/table_auprc.csv")
+    assert set(long.loc[long["model"] == "rad-dino", "variant"]) == {"random init, 56 px"}

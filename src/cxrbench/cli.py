@@ -173,13 +173,15 @@ def _budgets(train_fraction: Optional[str], shots: Optional[str]) -> list:
 
 def _run_and_show(options) -> list:
     from cxrbench.pipeline import run as run_pipeline
-    from cxrbench.results.tables import run_display_table
+    from cxrbench.results.tables import bootstrap_caveats, run_display_table
 
     with _bar() as bar:
         results = run_pipeline(options, RichProgress(bar))
     for result in results:
         _print_frame(run_display_table(result.metrics, result.tasks),
                      f"{options.benchmark} · {result.encoder} · {result.head}  (%, mean ± std over seeds [95% bootstrap CI])", "metric")
+        for caveat in bootstrap_caveats(result.metrics):
+            console.print(f"[yellow]note[/yellow]: {caveat}", highlight=False)
         console.print(f"results: {result.folder}")
     return results
 
@@ -187,8 +189,8 @@ def _run_and_show(options) -> list:
 @app.command()
 @user_errors
 def explain(
+    benchmark: str = typer.Argument("vindr", help="Benchmark with test boxes (VinDr-CXR: annotations/annotations_test.csv)."),
     encoder: str = Encoders,
-    benchmark: str = typer.Option("vindr", help="Benchmark with test boxes (VinDr-CXR: annotations/annotations_test.csv)."),
     findings: str = typer.Option("all", help="'all' (every finding with test boxes, RayDINO), 'benchmark' (its tasks), or comma-separated names."),
     head: str = typer.Option("attentive", help="A head with attentive pooling and attention maps."),
     head_param: list[str] = HeadParams,
@@ -335,14 +337,26 @@ def data_check(
                   f"{data.samples['patient_id'].nunique()} patients")
     for note in data.notes:
         console.print(f"[dim]•[/dim] {note}")
-    _print_counts(data.label_counts(), "labels in the dataset" if spec.split.scheme == "random" else "labels per official split")
+    counts = data.label_counts()
+    _print_counts(counts, "labels in the dataset" if spec.split.scheme == "random" else "labels per official split")
     if spec.split.scheme == "random":
         from cxrbench.data.splits import seed_splits
 
         split = seed_splits(data.samples, spec.name, 0, spec.split)["split"].to_numpy()
         test_note = "the same test patients for every seed" if spec.split.test == "fixed" else "test patients redrawn per seed"
-        _print_counts(data.label_counts(split), f"labels per split, seed 0 ({'/'.join(f'{f:g}' for f in spec.split.fractions)} "
+        counts = data.label_counts(split)
+        _print_counts(counts, f"labels per split, seed 0 ({'/'.join(f'{f:g}' for f in spec.split.fractions)} "
                       f"of patients; {test_note})")
+    for split_name, task, missing in _missing_classes(counts):
+        console.print(f"[yellow]warning[/yellow]: task '{task}' has no {missing} example in the {split_name} split: "
+                      f"`cxrbench run {benchmark}` will refuse it (its metric is undefined).", highlight=False)
+
+
+def _missing_classes(counts) -> list[tuple[str, str, str]]:
+    """(split, task, 'positive' | 'negative') for train / test splits in which a task lacks a class."""
+    counts = counts[counts["split"].isin(["train", "test"])]
+    return [(row["split"], row["task"], "positive" if row["positive"] == 0 else "negative")
+            for _, row in counts.iterrows() if row["positive"] == 0 or row["negative"] == 0]
 
 
 def _print_counts(counts, title: str) -> None:

@@ -28,7 +28,7 @@ from cxrbench.heads.base import FeatureSet, Head
 from cxrbench.progress import Progress, SilentProgress
 from cxrbench.registry import registry
 from cxrbench.results.store import json_writer, parquet_writer, run_folder, text_writer, write_run, yaml_writer
-from cxrbench.results.tables import run_display_table, run_long_table, to_markdown
+from cxrbench.results.tables import bootstrap_caveats, run_display_table, run_long_table, to_markdown
 from cxrbench.specs import BenchmarkSpec, BootstrapSpec
 from cxrbench.stats.summary import summarize
 
@@ -84,17 +84,24 @@ def resolve_data_root(spec: BenchmarkSpec, data_root: Path | None) -> Path:
 def load_benchmark(name: str, data_root: Path | None, options: dict[str, Any]) -> tuple[BenchmarkSpec, BenchmarkData]:
     entry = registry().get("benchmarks", name)
     spec: BenchmarkSpec = entry.spec
+    unknown = sorted(set(options) - set(spec.dataset))
+    if unknown:
+        flags = ", ".join("--" + key.replace("_", "-") for key in unknown)
+        raise DataError(f"{flags}: benchmark '{name}' has no such dataset option (it takes: "
+                        f"{', '.join(sorted(spec.dataset)) or 'none'}; see benchmarks/{name}.yaml); drop it.")
     loader = entry.load()
     return spec, loader(resolve_data_root(spec, data_root), spec, options)
 
 
 def run(options: RunOptions, progress: Progress = SilentProgress()) -> list[RunResult]:
-    spec, data = load_benchmark(options.benchmark, options.data_root, options.dataset_options)
-    for note in data.notes:
-        progress.note(note)
+    spec: BenchmarkSpec = registry().get("benchmarks", options.benchmark).spec
     head_name = options.head or spec.default_head
     head_entry = registry().get("heads", head_name)
     _check_protocol(options, spec, head_name)
+    _check_head_params(options, spec, head_entry)
+    spec, data = load_benchmark(options.benchmark, options.data_root, options.dataset_options)
+    for note in data.notes:
+        progress.note(note)
     seeds = list(range(options.seeds if options.seeds is not None else spec.seeds))
     if not seeds:
         raise DataError("--seeds must be at least 1.")
@@ -102,7 +109,8 @@ def run(options: RunOptions, progress: Progress = SilentProgress()) -> list[RunR
     budgeted = {budget: _apply_budget(manifests, data, budget, spec.name) for budget in options.budgets}
     for budget, manifest in budgeted.items():
         for seed, part in manifest.groupby("seed", sort=True):
-            data.require_both_classes(part["split"].to_numpy(), f"seed {seed}" + (f", {budget.suffix}" if budget else ""))
+            data.require_both_classes(part["split"].to_numpy(), f"seed {seed}" + (f", {budget.suffix}" if budget else ""),
+                                      _class_fixes(spec, budget))
     bootstrap = spec.bootstrap if options.bootstrap_resamples is None else BootstrapSpec(
         **{**asdict(spec.bootstrap), "resamples": options.bootstrap_resamples}
     )
@@ -117,6 +125,14 @@ def run(options: RunOptions, progress: Progress = SilentProgress()) -> list[RunR
         for plan in plans:
             results.append(_train_and_write(options, spec, data, features, head_entry, seeds, budgeted[plan.budget], plan, bootstrap, progress))
     return results
+
+
+def _class_fixes(spec: BenchmarkSpec, budget: LabelBudget | None) -> str:
+    """What the user can change when a split lacks a class: the budget, the label rule where the benchmark has one."""
+    fixes = ["Use a larger --train-fraction or --shots (or leave out this budget)"] if budget is not None else []
+    if "label_rule" in spec.dataset:
+        fixes.append("choose another --label-rule (training labels only)")
+    return ", ".join(fixes)
 
 
 def _apply_budget(manifests: pd.DataFrame, data: BenchmarkData, budget: LabelBudget | None, benchmark: str) -> pd.DataFrame:
@@ -172,6 +188,14 @@ def _check_protocol(options: RunOptions, spec: BenchmarkSpec, head_name: str) ->
     if options.protocol == "augmented" and (head_name != "linear" or spec.task_type not in ("multilabel", "binary")):
         raise DataError(f"--protocol augmented trains RAD-DINO's linear probe on multi-label / binary tasks; "
                         f"drop --head {head_name} (or use --protocol cached).")
+
+
+def _check_head_params(options: RunOptions, spec: BenchmarkSpec, head_entry) -> None:
+    """Build the head (or the augmented probe's settings) once, so that a bad parameter fails before data is read."""
+    if options.protocol == "augmented":
+        _augmented_config(options, None)
+    else:
+        _head(head_entry, spec, options)
 
 
 @dataclass
@@ -279,7 +303,8 @@ def _train_and_write(options, spec, data, features: EncoderFeatures, head_entry,
         "predictions.parquet": parquet_writer(predictions_frame),
         "splits.parquet": parquet_writer(manifests),
         "metrics.json": json_writer(metrics),
-        "table.md": text_writer(f"# {spec.title}: {encoder_name} / {run_name}\n\n" + to_markdown(run_display_table(metrics, data.tasks), "metric")),
+        "table.md": text_writer(f"# {spec.title}: {encoder_name} / {run_name}\n\n" + to_markdown(run_display_table(metrics, data.tasks), "metric")
+                                + "".join(f"\nNote: {caveat}\n" for caveat in bootstrap_caveats(metrics))),
         "table.csv": lambda path: run_long_table(metrics, data.tasks).to_csv(path, index=False),
     }
     if selections:

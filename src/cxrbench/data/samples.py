@@ -62,8 +62,11 @@ class BenchmarkData:
                 )
         return pd.DataFrame(rows)
 
-    def require_both_classes(self, split: np.ndarray | None = None, where: str = "") -> None:
-        """Refuse a train or test split in which a task has no positive or no negative: nothing to learn or measure."""
+    def require_both_classes(self, split: np.ndarray | None = None, where: str = "", fixes: str = "") -> None:
+        """Refuse a train or test split in which a task has no positive or no negative: nothing to learn or measure.
+
+        `fixes`: what the caller can change (e.g. a larger label budget), said before the fixes that always apply.
+        """
         counts = self.label_counts(split)
         counts = counts[counts["split"].isin(["train", "test"])]
         bad = counts[(counts["positive"] == 0) | (counts["negative"] == 0)]
@@ -72,6 +75,6 @@ class BenchmarkData:
             missing = "positive" if row["positive"] == 0 else "negative"
             raise DataError(
                 f"Task '{row['task']}' has no {missing} example in the {row['split']} split{f' ({where})' if where else ''} of "
-                f"{self.name} ({row['images']} images at {self.root}); its metrics are undefined. Add data, choose another "
-                "label rule (--label-rule), or drop the task from the benchmark spec."
+                f"{self.name} ({row['images']} images at {self.root}); its metrics are undefined. "
+                f"{f'{fixes[:1].upper()}{fixes[1:]}, add data,' if fixes else 'Add data'} or drop the task from the benchmark spec."
             )

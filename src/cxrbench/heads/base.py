@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from cxrbench.errors import SpecError
+from cxrbench.heads.params import check_params
 from cxrbench.specs import HeadSpec
 
 
@@ -42,8 +43,10 @@ class Head(ABC):
     needs: tuple[str, ...] = ("global",)
     #: benchmark task types the head can train for
     task_types: tuple[str, ...] = ("multilabel", "binary")
-    #: hyperparameters this head accepts, with their defaults
+    #: hyperparameters this head accepts, with their defaults (which also fix their types)
     defaults: dict[str, Any] = {}
+    #: scalar parameters that may be given as a list, every value trained (a grid's axes)
+    sweeps: tuple[str, ...] = ()
 
     def __init__(self, spec: HeadSpec, overrides: dict[str, Any] | None = None, task_type: str = "multilabel"):
         unknown = set(spec.params) - set(self.defaults) | set(overrides or {}) - set(self.defaults)
@@ -52,7 +55,8 @@ class Head(ABC):
         self.spec = spec
         if task_type not in self.task_types:
             raise SpecError(f"Head '{spec.name}' trains {' / '.join(self.task_types)} tasks, not {task_type}; use a grid head (e.g. mlp).")
-        self.params = {**self.defaults, **spec.params, **(overrides or {})}
+        given = {**spec.params, **(overrides or {})}
+        self.params = {**self.defaults, **check_params(f"Head '{spec.name}'", self.defaults, given, self.sweeps)}
         self.task_type = task_type
 
     @abstractmethod

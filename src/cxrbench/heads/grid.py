@@ -42,7 +42,7 @@ class HeadConfig:
 
 
 def expand_grid(params: dict[str, Any], where: str) -> list[HeadConfig]:
-    """Every combination of the grid keys' values (a scalar is a one-value list), validated."""
+    """Every combination of the grid keys' values (a scalar is a one-value list); numbers were checked by the Head."""
     values = {key: params[key] if isinstance(params[key], list) else [params[key]] for key in GRID_KEYS}
     for pooling in values["pooling"]:
         if pooling not in POOLINGS:
@@ -50,15 +50,12 @@ def expand_grid(params: dict[str, Any], where: str) -> list[HeadConfig]:
     for depth in values["depth"]:
         if depth not in (1, 2):
             raise SpecError(f"{where}: depth {depth!r} must be 1 (linear) or 2 (MLP).")
-    for key, low in (("lr", 0.0), ("weight_decay", -1e-300)):
-        for value in values[key]:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > low:
-                raise SpecError(f"{where}: {key} {value!r} must be a {'positive' if key == 'lr' else 'non-negative'} number.")
     return [HeadConfig(p, int(d), float(lr), float(wd)) for p, d, lr, wd in itertools.product(*(values[k] for k in GRID_KEYS))]
 
 
 class GridHead(Head):
     task_types = ("multilabel", "binary", "multiclass", "regression")
+    sweeps = GRID_KEYS
     defaults = {
         "pooling": "cls",
         "depth": 1,

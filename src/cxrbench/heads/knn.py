@@ -89,7 +89,7 @@ class KNNHead(Head):
         metric = self.params["selection_metric"]
         by_k = {k: validation_score(metric, val.labels, s) for k, s in scores.items()}
         self.k = max(ks, key=lambda k: (by_k[k], -k))  # ties go to the smaller k
-        return FitReport(chosen={"k": self.k}, history={f"val_{metric}": [by_k[k] for k in ks]})
+        return FitReport(chosen={"k": self.k}, table=[{"config": f"k{k}", "k": k, f"val_{metric}": by_k[k]} for k in ks])
 
     def _scores_for_all_k(self, features: np.ndarray, ks: list[int]) -> dict[int, np.ndarray]:
         if self.params["rule"] == "mlknn":

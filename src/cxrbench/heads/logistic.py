@@ -22,7 +22,7 @@ class LogisticHead(Head):
         self.scaler = StandardScaler().fit((train.standardise_on or train).global_)
         x_train, x_val = self.scaler.transform(train.global_), self.scaler.transform(val.global_) if len(val.labels) else None
         metric = self.params["selection_metric"]
-        self.models, chosen = [], {}
+        self.models, chosen, table = [], {}, []
         for t in range(train.labels.shape[1]):
             known = ~np.isnan(train.labels[:, t])
             y = train.labels[known, t]
@@ -34,11 +34,12 @@ class LogisticHead(Head):
                 best = max(candidates)
             else:
                 scores = {c: task_metric(metric, val.labels[:, t], m.predict_proba(x_val)[:, 1]) for c, m in candidates.items()}
+                table += [{"config": f"task{t}-C{c:g}", "task_index": t, "C": c, f"val_{metric}": s} for c, s in scores.items()]
                 finite = {c: s for c, s in scores.items() if np.isfinite(s)}
                 best = max(finite, key=lambda c: (finite[c], -c)) if finite else max(candidates)
             self.models.append(candidates[best])
             chosen[f"C[{t}]"] = best
-        return FitReport(chosen=chosen)
+        return FitReport(chosen=chosen, table=table)
 
     def predict(self, features: FeatureSet) -> np.ndarray:
         x = self.scaler.transform(features.global_)

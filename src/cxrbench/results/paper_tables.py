@@ -24,7 +24,7 @@ import pandas as pd
 from cxrbench.errors import CxrbenchError
 from cxrbench.results.efficiency import full_data_runs
 from cxrbench.results.published import read_published
-from cxrbench.results.store import StoredRun, atomic_text, stored_runs
+from cxrbench.results.store import StoredRun, atomic_text, run_label, stored_runs
 from cxrbench.specs import BenchmarkSpec, PublishedSpec
 from cxrbench.stats.metrics import METRIC_TITLES
 from cxrbench.stats.summary import MACRO
@@ -32,6 +32,7 @@ from cxrbench.stats.summary import MACRO
 ANY_TASK = "*"  # in a fallback published block: the only task of a one-task benchmark
 MISSING = "–"
 OURS, PUBLISHED, DIFF = "ours", "published", "diff"
+PAPER_HEAD = "linear"  # the papers' tables are linear probes (cached or `_augmented`)
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,7 @@ class Row:
     encoder: str | None = None
     head: str | None = None
     model: str | None = None  # the paper's model name (published rows; ours when the paper reports the encoder)
+    variant: tuple[str, ...] = ()  # ours: how the encoder differs from the released one (StoredRun.variant)
 
 
 @dataclass
@@ -227,12 +229,18 @@ def build_paper_table(
     columns = resolve_columns(layout, spec_lookup, notes)
 
     ours: dict[tuple[str, str], list[dict | None]] = {}
+    variants: dict[tuple[str, str], tuple[str, ...]] = {}
     for i, column in enumerate(columns):
         for run in full_data_runs(runs.get(column.benchmark, ())):
-            cells = ours.setdefault((run.encoder, run.head), [None] * len(columns))
+            key = (run.encoder, run.head)
+            cells = ours.setdefault(key, [None] * len(columns))
             cells[i] = _entry(run.metrics.get("metrics", {}).get(column.metric, {}).get(column.task))
-    rows = [Row(OURS, f"{encoder} / {head}", cells, encoder=encoder, head=head)
-            for (encoder, head), cells in sorted(ours.items())]
+            variants[key] = tuple(dict.fromkeys((*variants.get(key, ()), *run.variant)))
+    rows = [Row(OURS, run_label(encoder, head, variants[(encoder, head)]), cells, encoder=encoder, head=head,
+                variant=variants[(encoder, head)]) for (encoder, head), cells in sorted(ours.items())]
+    other_heads = sorted({row.head for row in rows if row.head.split("_")[0] != PAPER_HEAD})
+    if other_heads:
+        notes.append(f"rows of the heads {', '.join(other_heads)} do not follow the paper's linear-probing protocol.")
     for row in rows:
         models = {c.published.encoders[row.encoder] for c in columns if c.published and row.encoder in c.published.encoders}
         row.model = next(iter(models)) if len(models) == 1 else None
@@ -260,6 +268,9 @@ def build_paper_table(
     diff_rows = []
     if diff:
         for row in rows:
+            if row.variant:  # random weights or another input size: not the published encoder
+                notes.append(f"no difference row for {row.label}: its encoder is not the released one ({', '.join(row.variant)}).")
+                continue
             cells: list[dict | None] = [None] * len(columns)
             for i, column in enumerate(columns):
                 model = column.published.encoders.get(row.encoder) if column.published else None
@@ -271,6 +282,8 @@ def build_paper_table(
             if any(cell is not None for cell in cells):
                 diff_rows.append(Row(DIFF, f"Δ {row.label} − {row.model or 'published'}", cells,
                                      encoder=row.encoder, head=row.head, model=row.model))
+    if diff and not diff_rows:
+        notes.append("no difference rows: the paper reports none of these runs' encoders (as released).")
     return PaperTable(layout, columns, [*rows, *diff_rows, *published_rows], list(dict.fromkeys(sources)), notes, frames)
 
 

@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,6 +70,38 @@ class StoredRun:
     head: str
     folder: Path
     metrics: dict
+
+    @property
+    def variant(self) -> list[str]:
+        """How the run's encoder differs from its released form (random weights, another input size): a run of
+        `--weights random` or `--image-size` must never pass in a table for the published encoder."""
+        identity = self.metrics.get("run_identity") or {}
+        notes = ["random init"] if str(identity.get("weights", "")).startswith("random") else []
+        size, released = (identity.get("preprocessing") or {}).get("size"), _released_input_size(self.encoder)
+        if size is not None and released is not None and size != released:
+            notes.append(f"{size} px")
+        return notes
+
+    @property
+    def label(self) -> str:
+        return run_label(self.encoder, self.head, self.variant)
+
+
+def run_label(encoder: str, head: str, variant: Sequence[str] = ()) -> str:
+    """'encoder / head' for tables, with the variant in brackets: 'rad-dino (random init, 56 px) / linear'."""
+    details = f" ({', '.join(variant)})" if variant else ""
+    return f"{encoder}{details} / {head}"
+
+
+def _released_input_size(encoder: str) -> int | None:
+    """The input size in the encoder's adapter spec, or None for an encoder no longer registered."""
+    from cxrbench.errors import CxrbenchError
+    from cxrbench.registry import registry
+
+    try:
+        return registry().get("encoders", encoder).spec.preprocessing.size
+    except CxrbenchError:
+        return None
 
 
 def stored_runs(out: Path, benchmark: str) -> list[StoredRun]:

@@ -54,6 +54,22 @@ def run_display_table(metrics: dict, tasks: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame.from_dict(data, orient="index")
 
 
+def bootstrap_caveats(metrics: dict) -> list[str]:
+    """A line per metric whose CIs left out resamples lacking a class: those CIs are conditional on both classes
+    being drawn, and too narrow or shifted when many were left out (a small test set); the reader must see it."""
+    resamples = (metrics.get("bootstrap") or {}).get("resamples")
+    lines = []
+    for metric, entries in metrics["metrics"].items():
+        dropped = {task: entry.get("bootstrap_undefined") or 0 for task, entry in entries.items()}
+        worst = max(dropped.values(), default=0)
+        if worst:
+            tasks = ", ".join(MACRO_TITLE if task == MACRO else task for task, n in dropped.items() if n)
+            lines.append(f"{METRIC_TITLES.get(metric, metric)}: up to {worst}{f' of {resamples}' if resamples else ''} bootstrap "
+                         f"resamples had a task without a positive or negative and were left out of the CI ({tasks}); "
+                         "such CIs are unreliable, more test patients would fix it.")
+    return lines
+
+
 def comparison_table(spec: BenchmarkSpec, runs: Sequence[StoredRun], metric: str) -> pd.DataFrame:
     """Rows: every stored run ('encoder / head'), then the paper's rows for the same encoders."""
     rows: dict[str, dict[str, str]] = {}
@@ -61,7 +77,7 @@ def comparison_table(spec: BenchmarkSpec, runs: Sequence[StoredRun], metric: str
         entries = run.metrics["metrics"].get(metric)
         if entries is None:
             continue
-        rows[f"{run.encoder} / {run.head}"] = {
+        rows[run.label] = {
             **{task: format_entry(entries.get(task)) for task in spec.tasks},
             MACRO_TITLE: format_entry(entries.get(MACRO)),
         }
@@ -85,11 +101,12 @@ def comparison_long_table(spec: BenchmarkSpec, runs: Sequence[StoredRun], metric
     rows = []
     for run in runs:
         for task, entry in run.metrics["metrics"].get(metric, {}).items():
-            rows.append({"source": "cxrbench", "model": run.encoder, "head": run.head, "metric": metric, "task": task,
+            rows.append({"source": "cxrbench", "model": run.encoder, "variant": ", ".join(run.variant), "head": run.head,
+                         "metric": metric, "task": task,
                          "mean": entry["mean"], "std": entry["std"], "ci_low": entry["ci_low"], "ci_high": entry["ci_high"]})
     if spec.published is not None and spec.published.metric == metric:
         for record in read_published(spec.published).to_dict("records"):
-            rows.append({"source": spec.published.source, "model": record["model"], "head": "linear", "metric": metric,
+            rows.append({"source": spec.published.source, "model": record["model"], "variant": "", "head": "linear", "metric": metric,
                          "task": record["task"], "mean": record["mean"], "std": record["std"], "ci_low": None, "ci_high": None})
     return pd.DataFrame(rows)
 

@@ -50,6 +50,7 @@ from cxrbench.errors import CxrbenchError, DataError, ImageReadError, SpecError
 from cxrbench.features.extract import default_workers, encode_batches
 from cxrbench.heads.base import FitReport
 from cxrbench.heads.losses import masked_bce
+from cxrbench.heads.params import check_params
 from cxrbench.heads.standardise import Standardiser
 from cxrbench.progress import Progress, SilentProgress
 from cxrbench.training.augment import AugmentationParams, AugmentationPolicy, view_seed
@@ -90,7 +91,8 @@ class AugmentedProbeConfig:
         params = dict(params or {})
         own = {f.name for f in dataclasses.fields(cls)} - {"augmentation"}
         augmentation = dict(params.pop("augmentation", None) or {})
-        training = {k: params.pop(k) for k in list(params) if k in own}
+        defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.name in own}
+        training = check_params("augmented probe", defaults, {k: params.pop(k) for k in list(params) if k in own})
         known_augmentation = {f.name for f in dataclasses.fields(AugmentationParams)}
         unknown = sorted(set(params) - known_augmentation)
         if unknown:
