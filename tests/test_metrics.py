@@ -465,4 +465,4 @@ def test_resamples_left_out_of_a_ci_are_reported_with_the_table():
     predictions.loc[predictions["task"] == TASKS[0], "label"] = 0.0
     metrics["metrics"] = summarize(predictions, TASKS, ["auroc"], BootstrapSpec(resamples=30))
     (caveat,) = bootstrap_caveats(metrics)
-    assert caveat.startswith(f"AUROC: up to 30 of 30 bootstrap resamples") and f"({TASKS[0]}, Macro)" in caveat
+    assert caveat.startswith("AUROC: up to 30 of 30 bootstrap resamples") and f"({TASKS[0]}, Macro)" in caveat
