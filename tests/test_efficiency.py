@@ -32,10 +32,12 @@ def _entry(mean: float, seeds: int = 3) -> dict:
             "ci_low": float(values.mean() - 0.03), "ci_high": float(values.mean() + 0.03), "bootstrap_median": float(values.mean())}
 
 
-def write_stored_run(out: Path, encoder: str, folder: str, base: float, budget="absent", n_train=None) -> Path:
+def write_stored_run(out: Path, encoder: str, folder: str, base: float, budget="absent", n_train=None, weights=None) -> Path:
     data = {"benchmark": "vindr", "encoder": encoder, "head": "linear",
             "metrics": {metric: {**{task: _entry(base + 0.01 * i) for i, task in enumerate(VINDR.tasks)}, "macro": _entry(base)}
                         for metric in ("auprc", "auroc")}}
+    if weights is not None:
+        data["run_identity"] = {"weights": weights}
     if budget != "absent":
         data["label_budget"] = budget
     if n_train is not None:
@@ -110,6 +112,14 @@ def test_explicit_full_fraction_folder_does_not_duplicate_full_data(tmp_path):
     long = efficiency_long_table(VINDR, stored_runs(tmp_path, "vindr"), "auprc")
     macro = long[long["task"] == "macro"]
     assert len(macro) == 1 and macro["mean"].item() == pytest.approx(0.5)
+
+
+def test_runs_of_random_weights_are_their_own_curve(tmp_path):
+    """A `--weights random` budget run beside the released encoder's full-data run must not join its curve."""
+    write_stored_run(tmp_path, "rad-dino", "linear", 0.5, budget=None, weights="hf:microsoft/rad-dino@abc")
+    write_stored_run(tmp_path, "rad-dino", "linear_train-0.1", 0.2, budget={"train_fraction": 0.1}, weights="random:seed=0")
+    macro = efficiency_long_table(VINDR, stored_runs(tmp_path, "vindr"), "auprc").query("task == 'macro'")
+    assert dict(zip(macro["encoder"], macro["budget_value"])) == {"rad-dino": 1.0, "rad-dino (random init)": 0.1}
 
 
 def test_write_efficiency_files_and_png(store):

@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from cxrbench.errors import CxrbenchError
-from cxrbench.results.store import StoredRun, atomic_bytes, atomic_text, stored_runs
+from cxrbench.results.store import StoredRun, atomic_bytes, atomic_text, encoder_label, stored_runs
 from cxrbench.results.tables import format_entry, to_markdown
 from cxrbench.specs import BenchmarkSpec
 from cxrbench.stats.metrics import METRIC_TITLES
@@ -110,7 +110,7 @@ def efficiency_long_table(spec: BenchmarkSpec, runs: Sequence[StoredRun], metric
     chosen: dict[tuple[str, str, Budget], StoredRun] = {}
     for run in runs:
         budget = run_budget(run)
-        key = (run.encoder, base_head(run), budget)
+        key = (encoder_label(run.encoder, run.variant), base_head(run), budget)  # a random-init run is its own curve
         if key not in chosen or run.head == key[1]:  # `HEAD/` wins over an explicit `HEAD_train-1.0/`
             chosen[key] = run
     rows = []

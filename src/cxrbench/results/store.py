@@ -87,10 +87,14 @@ class StoredRun:
         return run_label(self.encoder, self.head, self.variant)
 
 
+def encoder_label(encoder: str, variant: Sequence[str] = ()) -> str:
+    """The encoder's name with its variant in brackets: 'rad-dino (random init, 56 px)'."""
+    return f"{encoder} ({', '.join(variant)})" if variant else encoder
+
+
 def run_label(encoder: str, head: str, variant: Sequence[str] = ()) -> str:
-    """'encoder / head' for tables, with the variant in brackets: 'rad-dino (random init, 56 px) / linear'."""
-    details = f" ({', '.join(variant)})" if variant else ""
-    return f"{encoder}{details} / {head}"
+    """'encoder / head' for tables, e.g. 'rad-dino (random init, 56 px) / linear'."""
+    return f"{encoder_label(encoder, variant)} / {head}"
 
 
 def _released_input_size(encoder: str) -> int | None:
