@@ -28,6 +28,7 @@ from cxrbench.data.samples import BenchmarkData
 from cxrbench.data.splits import POOL
 from cxrbench.errors import DataError
 from cxrbench.specs import BenchmarkSpec
+from cxrbench.data.settings import check_choice, data_folder, dataset_settings
 
 PNEUMOTHORAX, CHEST_TUBE, RIB_FRACTURE = "Pneumothorax", "Chest tube", "Rib fracture"
 TASKS = (PNEUMOTHORAX, CHEST_TUBE, RIB_FRACTURE)
@@ -52,15 +53,12 @@ _RLE = re.compile(r"\d+(?:\s+\d+)*")
 
 
 def _settings(spec: BenchmarkSpec, options: Mapping[str, Any]) -> dict[str, Any]:
-    settings = {**DEFAULTS, **spec.dataset, **{k: v for k, v in options.items() if v is not None}}
+    settings = dataset_settings(spec, options, DEFAULTS)
     settings["columns"] = {**DEFAULTS["columns"], **(spec.dataset.get("columns") or {}), **(options.get("columns") or {})}
     unknown = [t for t in spec.tasks if t not in TASKS]
     if unknown:
         raise DataError(f"benchmark '{spec.name}': CANDID-PTX has no task '{unknown[0]}'; its tasks are {', '.join(TASKS)}.")
-    if settings["patient_id"] not in PATIENT_ID_SOURCES:
-        raise DataError(
-            f"benchmark '{spec.name}': patient_id must be one of {PATIENT_ID_SOURCES}, got '{settings['patient_id']}'."
-        )
+    check_choice(spec, "patient_id", settings["patient_id"], PATIENT_ID_SOURCES)
     return settings
 
 
@@ -179,10 +177,7 @@ def _finding_images(path: Path, task: str, cols: dict, known: set[str], reports_
 
 
 def load_candid_ptx(root: Path, spec: BenchmarkSpec, options: Mapping[str, Any]) -> BenchmarkData:
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"CANDID-PTX data root {root} is not a folder. Pass --data-root DIR (the folder holding "
-                        "Pneumothorax_reports.csv and dataset/).")
+    root = data_folder(root, "CANDID-PTX", "Pneumothorax_reports.csv and dataset/")
     settings = _settings(spec, options)
     frame, notes = candid_labels(root, spec, options)
     frame["path"] = resolve_image_files(root / settings["image_dir"], frame["image_id"], settings["image_suffixes"],

@@ -29,6 +29,7 @@ from cxrbench.data.samples import BenchmarkData
 from cxrbench.data.splits import POOL
 from cxrbench.errors import DataError
 from cxrbench.specs import BenchmarkSpec
+from cxrbench.data.settings import check_choice, data_folder, dataset_settings
 
 CSV_NAME = "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv"
 MISSING_IMAGES = ("error", "drop")
@@ -46,15 +47,13 @@ OPTIONAL = ["PatientSex_DICOM", "PatientBirth", "StudyDate_DICOM"]  # sex and ag
 
 
 def _settings(spec: BenchmarkSpec, options: Mapping[str, Any]) -> dict[str, Any]:
-    settings = {**DEFAULTS, **spec.dataset, **{k: v for k, v in options.items() if v is not None}}
+    settings = dataset_settings(spec, options, DEFAULTS)
     task_labels = settings["task_labels"]
     missing = [t for t in spec.tasks if t not in task_labels]
     if missing:
         raise DataError(f"benchmark '{spec.name}': dataset.task_labels has no PadChest label for task '{missing[0]}'; "
                         "map every task to a label string of the Labels column.")
-    if settings["missing_images"] not in MISSING_IMAGES:
-        raise DataError(f"benchmark '{spec.name}': missing_images must be one of {MISSING_IMAGES}, "
-                        f"got '{settings['missing_images']}'.")
+    check_choice(spec, "missing_images", settings["missing_images"], MISSING_IMAGES)
     ratio = settings["negatives_per_positive"]
     if not isinstance(ratio, (int, float)) or isinstance(ratio, bool) or ratio <= 0:
         raise DataError(f"benchmark '{spec.name}': negatives_per_positive must be a positive number, got {ratio!r}.")
@@ -189,10 +188,7 @@ def padchest_lateral_labels(
 
 
 def load_padchest_lateral(root: Path, spec: BenchmarkSpec, options: Mapping[str, Any]) -> BenchmarkData:
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"PadChest data root {root} is not a folder. Pass --data-root DIR (the folder holding {CSV_NAME} "
-                        "and the numbered image folders).")
+    root = data_folder(root, "PadChest", f"{CSV_NAME} and the numbered image folders")
     settings = _settings(spec, options)
 
     def image_paths(frame: pd.DataFrame) -> pd.Series:

@@ -28,6 +28,7 @@ from cxrbench.data.samples import BenchmarkData
 from cxrbench.data.splits import POOL
 from cxrbench.errors import DataError
 from cxrbench.specs import BenchmarkSpec
+from cxrbench.data.settings import check_choice, data_folder, dataset_settings
 
 BOX_COLUMNS = ("x", "y", "width", "height")
 PATIENT_ID_SOURCES = ("nih_mapping", "image_id")
@@ -42,13 +43,10 @@ DEFAULTS: dict[str, Any] = {
 
 
 def _settings(spec: BenchmarkSpec, options: Mapping[str, Any]) -> dict[str, Any]:
-    settings = {**DEFAULTS, **spec.dataset, **{k: v for k, v in options.items() if v is not None}}
+    settings = dataset_settings(spec, options, DEFAULTS)
     if len(spec.tasks) != 1:
         raise DataError(f"benchmark '{spec.name}': RSNA-Pneumonia has one task (Target), the spec lists {list(spec.tasks)}.")
-    if settings["patient_id"] not in PATIENT_ID_SOURCES:
-        raise DataError(
-            f"benchmark '{spec.name}': patient_id must be one of {PATIENT_ID_SOURCES}, got '{settings['patient_id']}'."
-        )
+    check_choice(spec, "patient_id", settings["patient_id"], PATIENT_ID_SOURCES)
     return settings
 
 
@@ -151,10 +149,7 @@ def _class_info_note(path: Path, labels: pd.DataFrame) -> str | None:
 
 
 def load_rsna_pneumonia(root: Path, spec: BenchmarkSpec, options: Mapping[str, Any]) -> BenchmarkData:
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"RSNA-Pneumonia data root {root} is not a folder. Pass --data-root DIR (the folder holding "
-                        "stage_2_train_labels.csv and stage_2_train_images/).")
+    root = data_folder(root, "RSNA-Pneumonia", "stage_2_train_labels.csv and stage_2_train_images/")
     settings = _settings(spec, options)
     labels = read_rsna_labels(root / settings["labels_csv"])
     task = spec.tasks[0]

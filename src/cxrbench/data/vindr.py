@@ -20,6 +20,7 @@ from cxrbench.data.dicom_headers import read_patient_headers
 from cxrbench.data.samples import BenchmarkData
 from cxrbench.errors import DataError
 from cxrbench.specs import BenchmarkSpec
+from cxrbench.data.settings import check_choice, data_folder, dataset_settings
 
 TRAIN_LABELS = Path("annotations/image_labels_train.csv")
 TEST_LABELS = Path("annotations/image_labels_test.csv")
@@ -41,15 +42,11 @@ def combine_readers(per_reader: pd.DataFrame, tasks: list[str], rule: str) -> pd
 
 
 def load_vindr(root: Path, spec: BenchmarkSpec, options: Mapping[str, Any]) -> BenchmarkData:
-    settings = {**spec.dataset, **{k: v for k, v in options.items() if v is not None}}
-    rule = settings.get("label_rule", "majority")
-    patient_source = settings.get("patient_id", "dicom_header")
-    if patient_source not in PATIENT_ID_SOURCES:
-        raise DataError(f"benchmark '{spec.name}': patient_id must be one of {PATIENT_ID_SOURCES}, got '{patient_source}'.")
+    settings = dataset_settings(spec, options, {"label_rule": "majority", "patient_id": "dicom_header"})
+    rule = settings["label_rule"]
+    patient_source = check_choice(spec, "patient_id", settings["patient_id"], PATIENT_ID_SOURCES)
     tasks = list(spec.tasks)
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"VinDr-CXR data root {root} is not a folder. Pass --data-root DIR (the folder holding annotations/, train/, test/).")
+    root = data_folder(root, "VinDr-CXR", "annotations/, train/, test/")
 
     train_csv, test_csv = root / TRAIN_LABELS, root / TEST_LABELS
     train_raw = read_csv(train_csv, ["image_id", "rad_id", *tasks], "VinDr-CXR training labels").rename(columns=_COLUMN_ALIASES)
