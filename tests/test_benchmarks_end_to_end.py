@@ -62,5 +62,5 @@ def test_paper_layouts_from_the_stored_runs(layout, published, out):
     result = runner.invoke(app, ["table", "--layout", layout, "--out", str(out / "results")])
     assert result.exit_code == 0, result.output
     markdown = (out / "results/tables" / f"{layout}.md").read_text()
-    assert "pixels / logistic" in markdown and published in markdown
+    assert "pixels (synthetic data) / logistic" in markdown and published in markdown
     assert (out / "results/tables" / f"{layout}.tex").read_text().count("\\toprule") == 1

@@ -72,7 +72,13 @@ def test_constant_image_maps_to_declared_normalisation(name):
         torch.testing.assert_close(out, expected.expand_as(out), atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("name", [n for n in ENCODERS if n not in ("pixels",)])
+# Runs through the whole pipeline are encoder-agnostic past the feature contract above; those of the ViT-L/g-sized
+# encoders (a minute to four each on 2 cores, mostly building the random network) run with `-m slow`.
+LARGE = ("dinov2-large", "dinov2-giant", "clip-l14", "clip-l14-336", "raydino")
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in LARGE else n
+                                  for n in ENCODERS if n not in ("pixels",)])
 def test_run_vindr_with_random_weights(name, vindr_root, tmp_path):
     size = small_size(name)
     args = ["run", "vindr", "--encoder", name, "--weights", "random", "--data-root", str(vindr_root), "--seeds", "1",

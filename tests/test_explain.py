@@ -225,6 +225,8 @@ def test_run_explain_writes_json_csv_and_valid_pngs(tiny, tmp_path):
     assert len(csv) == 2 * 4 and set(csv["status"]) == {"kept", "clipped", "cropped_away"}
     assert csv.loc[csv["status"] == "cropped_away", "hit"].isna().all()
     assert result.display.loc["macro", "accuracy"].startswith("50.0")
+    # the macro row counts distinct images with a scored box (img0, img1), not every test image (3)
+    assert summary["n_images_with_boxes"] == 2 and result.display.loc["macro", "images"] == 2
     pngs = sorted(folder.glob("heatmaps/*/*.png"))
     assert [p.relative_to(folder).as_posix() for p in pngs] == ["heatmaps/a/img0.png", "heatmaps/a/img1.png"]
     for png in pngs:

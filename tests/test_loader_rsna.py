@@ -183,5 +183,5 @@ def test_data_check_on_the_full_stage2_labels(real_labels_root, tmp_path):
     result = CliRunner().invoke(app, ["data", "check", "rsna-pneumonia", "--data-root", str(root)])
     assert result.exit_code == 0, result.output
     assert "26684 images" in result.output
-    pool = next(line for line in result.output.splitlines() if line.strip().startswith("│ pool"))
+    pool = next(line for line in result.output.splitlines() if line.strip().startswith("pool"))
     assert "6012" in pool and "20672" in pool

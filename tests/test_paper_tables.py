@@ -291,7 +291,7 @@ def test_a_run_of_random_weights_or_another_size_is_labelled_and_never_diffed(tm
     labels = [row.label for row in table.rows]
     assert "rad-dino (random init, 56 px) / logistic" in labels and "mrm / linear" in labels
     assert not any(label.startswith("Δ rad-dino") for label in labels) and any(label.startswith("Δ mrm") for label in labels)
-    assert any("not the released one (random init, 56 px)" in note for note in table.notes)
+    assert any("not the released encoder on the released data (random init, 56 px)" in note for note in table.notes)
     assert any("logistic do not follow the paper's linear-probing protocol" in note for note in table.notes)
     result = invoke("table", "vindr", "--out", str(tmp_path))
     assert result.exit_code == 0, result.output

@@ -106,9 +106,9 @@ def test_table_command_compares_runs_with_published(pixels_run):
     base, _ = pixels_run
     result = invoke("table", "vindr", "--out", str(base / "out"))
     assert result.exit_code == 0, result.output
-    assert "pixels / linear" in result.output
+    assert "pixels (synthetic data) / linear" in result.output
     markdown = (base / "out/vindr/table_auprc.md").read_text()
-    assert "pixels / linear" in markdown
+    assert "pixels (synthetic data) / linear" in markdown
 
 
 def _save_random_hf_checkpoint(name: str, folder: Path) -> None:

@@ -1,12 +1,19 @@
-"""The `cxrbench` command: run | demo | list | data check | cache ls/clear | table | curve.
+"""The `cxrbench` command: run | explain | demo | embed | list | data check | cache ls/clear | table | curve.
 
-The only module that prints. Errors the user can fix (`CxrbenchError`) become one message and exit code 2.
+The only module that prints (through `cxrbench.console`). Errors the user can fix (`CxrbenchError`) become one
+message and exit code 2; Ctrl-C says what was kept and exits 130.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import os
+
+# Idle OpenMP threads sleep instead of spinning (torch reads this once, when it loads): on a machine shared with other
+# jobs a spinning thread burns the CPU share the working one needs (a ViT forward on 2 threads beside two busy torch
+# processes: 24 s spinning, 18.6 s sleeping; the same 6.3-6.5 s on an idle machine). A user's own setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -14,10 +21,9 @@ from typing import Optional
 
 import typer
 import yaml
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichBar, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
+from rich.text import Text
 
+from cxrbench.console import RichProgress, console, error, note, print_table, progress_bar, say, text_table, warn
 from cxrbench.errors import CxrbenchError
 from cxrbench.specs import safe_load
 
@@ -26,13 +32,11 @@ data_app = typer.Typer(no_args_is_help=True, help="Inspect datasets on disk.")
 cache_app = typer.Typer(no_args_is_help=True, help="Inspect or clear the feature cache.")
 app.add_typer(data_app, name="data")
 app.add_typer(cache_app, name="cache")
-console = Console()
-if not console.is_terminal:  # piped or captured output: wide enough for a benchmark table
-    console = Console(width=200)
-errors = Console(stderr=True)
 
 DEFAULT_OUT = Path("results")
 DEFAULT_DEMO_DIR = Path("cxrbench-demo")
+INTERRUPTED = ("interrupted. Nothing half-written was kept: finished feature-cache shards and finished runs stay, and "
+               "running the same command again resumes from them.")
 
 
 def user_errors(command: Callable) -> Callable:
@@ -41,31 +45,26 @@ def user_errors(command: Callable) -> Callable:
         try:
             return command(*args, **kwargs)
         except CxrbenchError as exc:
-            errors.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+            error(exc)
             raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            error(INTERRUPTED)
+            raise typer.Exit(130) from None
 
     return wrapper
 
 
-class RichProgress:
-    """`cxrbench.progress.Progress` on a rich live display."""
+def _version(value: bool) -> None:
+    if value:
+        import cxrbench
 
-    def __init__(self, bar: RichBar):
-        self.bar = bar
-
-    def task(self, description: str, total: int) -> Callable[[int], None]:
-        task_id = self.bar.add_task(description, total=total)
-        return lambda n: self.bar.advance(task_id, n)
-
-    def note(self, message: str) -> None:
-        self.bar.console.print(f"[dim]•[/dim] {message}", highlight=False)
+        say(f"cxrbench {cxrbench.__version__}")
+        raise typer.Exit()
 
 
-def _bar() -> RichBar:
-    return RichBar(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=console, transient=False,
-    )
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit.")) -> None:
+    """Benchmark frozen chest X-ray encoders."""
 
 
 def _cache_root(cache_dir: Optional[Path]) -> Path:
@@ -74,14 +73,15 @@ def _cache_root(cache_dir: Optional[Path]) -> Path:
     return cache_dir.expanduser() if cache_dir else default_cache_root()
 
 
-def _print_frame(frame, title: str, index_title: str = "") -> None:
-    table = Table(title=title, show_lines=False, title_justify="left")
-    table.add_column(index_title, style="bold", no_wrap=True)
-    for column in frame.columns:
-        table.add_column(str(column), justify="right")
-    for index, row in frame.iterrows():
-        table.add_row(str(index), *map(str, row.tolist()))
-    console.print(table)
+def _machine(device: str, threads: Optional[int]) -> str:
+    """Apply --threads and resolve --device; says which device was chosen. Returns the device."""
+    from cxrbench.device import resolve_device
+    from cxrbench.threads import set_thread_cap, thread_cap
+
+    set_thread_cap(threads)
+    chosen, why = resolve_device(device)
+    note(f"{why}; up to {thread_cap()} CPU threads (--threads)")
+    return chosen
 
 
 CacheDir = typer.Option(None, "--cache-dir", help="Feature cache folder (default $CXRBENCH_CACHE or ~/.cache/cxrbench).")
@@ -98,7 +98,8 @@ Out = typer.Option(DEFAULT_OUT, help="Results folder.")
 BatchSize = typer.Option(32, help="Images per encoder forward pass.")
 ShardSize = typer.Option(512, help="Images per feature-cache shard: an interrupted run resumes from the last complete shard.")
 Workers = typer.Option(None, help="Image-decoding worker processes (default: 0 on CPU, up to 8 with a GPU).")
-Device = typer.Option("cpu", help="Torch device, e.g. cuda.")
+Device = typer.Option("auto", help="Torch device: auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps.")
+Threads = typer.Option(None, "--threads", help="CPU threads at most (default: $OMP_NUM_THREADS, else the cores this process may use); heads on global embeddings train on one.")
 
 
 @app.command()
@@ -126,10 +127,12 @@ def run(
     shard_size: int = ShardSize,
     workers: Optional[int] = Workers,
     device: str = Device,
+    threads: Optional[int] = Threads,
 ) -> None:
     """Run BENCHMARK with one or more encoders and write results under OUT/BENCHMARK/ENCODER/HEAD/."""
     from cxrbench.pipeline import RunOptions
 
+    device = _machine(device, threads)
     options = RunOptions(
         benchmark=benchmark, encoders=[e.strip() for e in encoder.split(",") if e.strip()], out=out,
         cache_root=_cache_root(cache_dir), head=head, seeds=seeds, data_root=data_root, weights=weights,
@@ -175,14 +178,16 @@ def _run_and_show(options) -> list:
     from cxrbench.pipeline import run as run_pipeline
     from cxrbench.results.tables import bootstrap_caveats, run_display_table
 
-    with _bar() as bar:
+    with progress_bar() as bar:
         results = run_pipeline(options, RichProgress(bar))
     for result in results:
-        _print_frame(run_display_table(result.metrics, result.tasks),
-                     f"{options.benchmark} · {result.encoder} · {result.head}  (%, mean ± std over seeds [95% bootstrap CI])", "metric")
+        synthetic = " · SYNTHETIC DATA" if result.metrics["run_identity"].get("synthetic_data") else ""
+        print_table(run_display_table(result.metrics, result.tasks).T,
+                    f"{options.benchmark} · {result.encoder} · {result.head}{synthetic}\n"
+                    "%, mean ± std over seeds [95% bootstrap CI]", "task")
         for caveat in bootstrap_caveats(result.metrics):
-            console.print(f"[yellow]note[/yellow]: {caveat}", highlight=False)
-        console.print(f"results: {result.folder}")
+            warn(caveat)
+        say(f"results: {result.folder}")
     return results
 
 
@@ -210,11 +215,13 @@ def explain(
     shard_size: int = ShardSize,
     workers: Optional[int] = Workers,
     device: str = Device,
+    threads: Optional[int] = Threads,
 ) -> None:
     """RayDINO's explainability: attentive probes per finding; is the most-attended patch on the radiologist's box?
     Writes OUT/BENCHMARK/ENCODER/explain/ (explain.json, explain.csv, heatmaps/)."""
     from cxrbench.explain.runner import ExplainOptions, explain_benchmark
 
+    device = _machine(device, threads)
     options = ExplainOptions(
         encoders=[e.strip() for e in encoder.split(",") if e.strip()], out=out, cache_root=_cache_root(cache_dir),
         benchmark=benchmark, data_root=data_root, weights=weights, revision=revision, image_size=image_size, seeds=seeds,
@@ -223,13 +230,13 @@ def explain(
         dataset_options={"label_rule": label_rule} if label_rule else {}, bootstrap_resamples=bootstrap,
         batch_size=batch_size, shard_size=shard_size, num_workers=workers, device=device,
     )
-    with _bar() as bar:
+    with progress_bar() as bar:
         results = explain_benchmark(options, RichProgress(bar))
     for result in results:
-        _print_frame(result.display, f"{benchmark} explainability · {result.encoder} · {result.head}  "
-                     "(% of boxes hit by the argmax patch, mean ± std over seeds)", "finding")
-        console.print(result.headline)
-        console.print(f"results: {result.folder}")
+        print_table(result.display, f"{benchmark} explainability · {result.encoder} · {result.head}\n"
+                    "% of boxes hit by the argmax patch, mean ± std over seeds", "finding")
+        say(result.headline)
+        say(f"results: {result.folder}")
 
 
 @app.command()
@@ -239,24 +246,33 @@ def demo(
     patients: int = typer.Option(300, help="Synthetic patients (about 1.6 images each)."),
     seeds: int = typer.Option(5, help="Seeds per encoder."),
     head: Optional[str] = typer.Option(None, help="Head to train (default: the benchmark's linear probe; e.g. attentive, raydino-grid)."),
+    device: str = Device,
+    threads: Optional[int] = Threads,
 ) -> None:
     """Generate a synthetic VinDr-CXR-layout dataset and benchmark `pixels` and a random-init `dinov2-small` on it."""
-    from cxrbench.data.synthetic import SyntheticConfig, write_synthetic_vindr
+    from cxrbench.data.synthetic import SyntheticConfig, synthetic_settings, write_synthetic_vindr
     from cxrbench.pipeline import RunOptions
 
+    device = _machine(device, threads)
     config = SyntheticConfig(patients=patients)
     data_root = workdir / "data"
-    marker = data_root / "synthetic.json"
-    wanted = json.dumps(asdict(config), sort_keys=True)
-    if not marker.is_file() or marker.read_text() != wanted:
-        console.print(f"writing a synthetic VinDr-CXR dataset ({patients} patients) to {data_root} ...")
+    if synthetic_settings(data_root) != asdict(config):
+        say(f"writing a synthetic VinDr-CXR dataset ({patients} patients) to {data_root} ...")
         write_synthetic_vindr(data_root, config)
-        marker.write_text(wanted)
-    common = dict(benchmark="vindr", out=workdir / "results", cache_root=workdir / "cache", seeds=seeds, data_root=data_root, head=head,
-                  overwrite=True)  # the demo's own folder: a rerun with other options replaces it
+    results = workdir / "results"
+    common = dict(benchmark="vindr", out=results, cache_root=workdir / "cache", seeds=seeds, data_root=data_root, head=head,
+                  overwrite=True, device=device)  # the demo's own folder: a rerun with other options replaces it
     _run_and_show(RunOptions(encoders=["pixels"], **common))
     _run_and_show(RunOptions(encoders=["dinov2-small"], weights="random", image_size=112, **common))
-    _show_comparison("vindr", workdir / "results", None)
+    _show_comparison("vindr", results, None)
+    say("\nThat was synthetic data: the numbers show that the pipeline works end to end, not how any encoder performs, "
+        "and they are not comparable with the papers (every table and config of these runs says so).")
+    say(f"Next steps:\n"
+        f"  results of each run:  {results}/vindr/ENCODER/HEAD/\n"
+        f"  table them again:     cxrbench table vindr --out {results}\n"
+        f"  real data:            README, 'Getting the data'; then\n"
+        f"                        cxrbench data check vindr --data-root DIR\n"
+        f"                        cxrbench run vindr --encoder rad-dino --data-root DIR")
 
 
 @app.command()
@@ -273,14 +289,19 @@ def embed(
     overwrite: bool = typer.Option(False, help="Replace OUT if it exists."),
     batch_size: int = typer.Option(16, help="Images per forward pass."),
     device: str = Device,
+    threads: Optional[int] = Threads,
 ) -> None:
     """Export global embeddings (and optionally patch tokens and layers) with image ids."""
     from cxrbench.encoders.base import FeatureRequest
     from cxrbench.encoders.factory import build_encoder
     from cxrbench.features.export import export_embeddings
 
+    device = _machine(device, threads)
     model = build_encoder(encoder, weights, revision, image_size)
     if layers == "default":
+        if not model.spec.default_layers:
+            raise CxrbenchError(f"--layers default: encoder '{encoder}' declares no default layers (adapters/{encoder}.yaml); "
+                                "name them, e.g. --layers 3,5,7,11, or leave --layers out.")
         chosen = tuple(model.spec.default_layers)
     else:
         try:
@@ -288,38 +309,37 @@ def embed(
         except ValueError:
             raise CxrbenchError(f"--layers {layers}: give comma-separated whole numbers, e.g. 3,5,7,11.") from None
     request = FeatureRequest(global_embedding=True, patch_tokens=patches, layers=chosen)
-    with _bar() as bar:
+    with progress_bar() as bar:
         path, count = export_embeddings(model, request, images, out, overwrite, batch_size, device, RichProgress(bar))
-    console.print(f"wrote {count} images' features ({model.spec.name}, {model.embed_dim}-d, patch stride "
+    say(f"wrote {count} images' features ({model.spec.name}, {model.embed_dim}-d, patch stride "
                   f"{model.patch_stride}) to {path}")
 
 
 @app.command("list")
 @user_errors
-def list_(kind: str = typer.Argument(..., help="encoders | heads | benchmarks")) -> None:
-    """Show the registered encoders, heads or benchmarks and where each comes from."""
+def list_(kind: Optional[str] = typer.Argument(None, help="encoders | heads | benchmarks (default: all three)")) -> None:
+    """Show the registered encoders, heads and benchmarks and where each comes from."""
     from cxrbench.registry import KINDS, registry
 
-    if kind not in KINDS:
-        raise typer.BadParameter(f"choose one of {', '.join(KINDS)}")
-    table = Table(title=f"cxrbench {kind}", title_justify="left")
-    entries = registry().entries(kind)  # type: ignore[arg-type]
-    if kind == "encoders":
-        for column in ("name", "weights", "licence", "input px", "dim", "stride", "origin"):
-            table.add_column(column, overflow="fold")
-        for entry in entries:
-            spec = entry.spec
-            source = f"{spec.weights.hub_repo}@{spec.weights.revision[:7]}" if spec.weights.hub_repo and spec.weights.revision else (spec.weights.distributed_at or "none needed")
-            table.add_row(entry.name, source, spec.weights.licence, str(spec.preprocessing.crop or spec.preprocessing.size),
-                          str(spec.embedding_dim), str(spec.patch_stride), entry.origin)
-    else:
-        for column in ("name", "description", "origin"):
-            table.add_column(column)
-        for entry in entries:
-            spec = entry.spec
-            text = getattr(spec, "title", "") or getattr(spec, "description", "")
-            table.add_row(entry.name, " ".join(text.split())[:90], entry.origin)
-    console.print(table)
+    if kind is not None and kind not in KINDS:
+        raise CxrbenchError(f"`cxrbench list {kind}`: choose one of {', '.join(KINDS)}, or give none for all.")
+    for chosen in [kind] if kind else KINDS:
+        entries = registry().entries(chosen)  # type: ignore[arg-type]
+        if chosen == "encoders":
+            rows = []
+            for entry in entries:
+                spec = entry.spec
+                source = (f"{spec.weights.hub_repo}@{spec.weights.revision[:7]}" if spec.weights.hub_repo and spec.weights.revision
+                          else (spec.weights.distributed_at or "none needed"))
+                rows.append([entry.name, source, spec.weights.licence, spec.preprocessing.crop or spec.preprocessing.size,
+                             spec.embedding_dim, spec.patch_stride, entry.origin])
+            table = text_table("cxrbench encoders", ["name", "weights", "licence", "input px", "dim", "stride", "origin"], rows,
+                               right=("input px", "dim", "stride"))
+        else:
+            rows = [[entry.name, " ".join((getattr(entry.spec, "title", "") or getattr(entry.spec, "description", "")).split()),
+                     entry.origin] for entry in entries]
+            table = text_table(f"cxrbench {chosen}", ["name", "description", "origin"], rows)
+        console.print(table)
 
 
 @data_app.command("check")
@@ -333,10 +353,10 @@ def data_check(
     from cxrbench.pipeline import load_benchmark
 
     spec, data = load_benchmark(benchmark, data_root, {"label_rule": label_rule} if label_rule else {})
-    console.print(f"[green]ok[/green]: {spec.title} at {data.root}: {len(data.samples)} images, "
-                  f"{data.samples['patient_id'].nunique()} patients")
-    for note in data.notes:
-        console.print(f"[dim]•[/dim] {note}")
+    console.print(Text.assemble(("ok", "green"), f": {spec.title} at {data.root}: {len(data.samples)} images, "
+                                f"{data.samples['patient_id'].nunique()} patients"), highlight=False)
+    for line in data.notes:
+        note(line)
     counts = data.label_counts()
     _print_counts(counts, "labels in the dataset" if spec.split.scheme == "random" else "labels per official split")
     if spec.split.scheme == "random":
@@ -348,8 +368,8 @@ def data_check(
         _print_counts(counts, f"labels per split, seed 0 ({'/'.join(f'{f:g}' for f in spec.split.fractions)} "
                       f"of patients; {test_note})")
     for split_name, task, missing in _missing_classes(counts):
-        console.print(f"[yellow]warning[/yellow]: task '{task}' has no {missing} example in the {split_name} split: "
-                      f"`cxrbench run {benchmark}` will refuse it (its metric is undefined).", highlight=False)
+        warn(f"task '{task}' has no {missing} example in the {split_name} split: `cxrbench run {benchmark}` will refuse it "
+             "(its metric is undefined).")
 
 
 def _missing_classes(counts) -> list[tuple[str, str, str]]:
@@ -360,29 +380,27 @@ def _missing_classes(counts) -> list[tuple[str, str, str]]:
 
 
 def _print_counts(counts, title: str) -> None:
-    counts = counts.set_index(["split", "task"])
-    table = Table(title=title, title_justify="left")
-    for column in ("split", "task", "positive", "negative", "unknown", "images", "patients"):
-        table.add_column(column, justify="right" if column not in ("split", "task") else "left")
-    for (split, task), row in counts.iterrows():
-        table.add_row(split, task, *(str(row[c]) for c in ("positive", "negative", "unknown", "images", "patients")))
-    console.print(table)
+    numbers = ("positive", "negative", "unknown", "images", "patients")
+    rows = [[row["split"], row["task"], *(row[c] for c in numbers)] for _, row in counts.iterrows()]
+    console.print(text_table(title, ["split", "task", *numbers], rows, right=numbers))
 
 
 @cache_app.command("ls")
 @user_errors
-def cache_ls(cache_dir: Optional[Path] = CacheDir) -> None:
-    """List cached feature stores."""
+def cache_ls(
+    cache_dir: Optional[Path] = CacheDir,
+    verify: bool = typer.Option(False, "--verify", help="Also check every shard against its checksums (reads the whole cache)."),
+) -> None:
+    """List cached feature stores, damaged ones included (their status says what is wrong)."""
     from cxrbench.features.cache import list_stores
 
     root = _cache_root(cache_dir)
-    table = Table(title=f"feature cache at {root}", title_justify="left")
-    for column in ("encoder", "weights", "input px", "arrays", "images", "MB", "folder"):
-        table.add_column(column)
-    for store in list_stores(root):
-        table.add_row(store["encoder"], store["weights"], str(store["size"]), store["arrays"], str(store["images"]),
-                      f"{store['bytes'] / 1e6:.1f}", store["folder"].name)
-    console.print(table)
+    stores = list_stores(root, verify=verify)
+    rows = [[s.encoder, s.weights, s.size, s.arrays, s.images, f"{s.bytes / 1e6:.1f}", s.status, s.folder.name] for s in stores]
+    console.print(text_table(f"feature cache at {root}", ["encoder", "weights", "input px", "arrays", "images", "MB", "status", "folder"],
+                             rows, right=("images", "MB")))
+    if any(s.status != "ok" for s in stores):
+        warn("stores whose status is not ok: rerun (damaged shards are encoded again) or `cxrbench cache clear --encoder NAME`.")
 
 
 @cache_app.command("clear")
@@ -399,7 +417,7 @@ def cache_clear(
     what = f"{encoder}'s cached features" if encoder else "every cached feature store"
     if not yes and not typer.confirm(f"Delete {what} under {root}?"):
         raise typer.Exit(1)
-    console.print(f"removed {clear_stores(root, encoder)} store(s) from {root}")
+    say(f"removed {clear_stores(root, encoder)} store(s) from {root}")
 
 
 @app.command()
@@ -432,12 +450,12 @@ def _show_layout(name: str, out: Path, diff: bool) -> None:
 
     paper_layout = get_layout(name)
     result = table_from_store(paper_layout, out, diff=diff)
-    _print_frame(display_frame(result), f"{paper_layout.title}  (ours: mean ± std over seeds [95% bootstrap CI])",
-                 paper_layout.model_title)
-    for note in result.notes:
-        console.print(f"[dim]•[/dim] {note}", highlight=False)
+    print_table(display_frame(result), f"{paper_layout.title}\nours: mean ± std over seeds [95% bootstrap CI]",
+                paper_layout.model_title)
+    for line in result.notes:
+        note(line)
     paths = write_paper_table(result, out / "tables" / name)
-    console.print("tables: " + ", ".join(str(path) for path in paths.values()))
+    say("tables: " + ", ".join(str(path) for path in paths.values()))
 
 
 @app.command()
@@ -453,15 +471,16 @@ def curve(
     from cxrbench.results.efficiency import write_efficiency
 
     result = write_efficiency(benchmark_spec(benchmark), out, metric)
-    _print_frame(result.display, f"{result.title}  (%, mean ± std over seeds [95% bootstrap CI])", "model")
-    for note in result.notes:
-        console.print(f"[dim]•[/dim] {note}", highlight=False)
-    console.print("label efficiency: " + ", ".join(str(path) for path in result.paths.values()))
+    print_table(result.display, f"{result.title}\n%, mean ± std over seeds [95% bootstrap CI]", "model")
+    for line in result.notes:
+        note(line)
+    say("label efficiency: " + ", ".join(str(path) for path in result.paths.values()))
 
 
 def _show_comparison(benchmark: str, out: Path, metric: Optional[str]) -> None:
     from cxrbench.registry import benchmark_spec
-    from cxrbench.results.store import atomic_text, stored_runs
+    from cxrbench.files import atomic_text
+    from cxrbench.results.store import stored_runs
     from cxrbench.results.tables import comparison_long_table, comparison_table, to_markdown
     from cxrbench.stats.metrics import METRIC_TITLES
 
@@ -474,15 +493,20 @@ def _show_comparison(benchmark: str, out: Path, metric: Optional[str]) -> None:
 
     runs = full_data_runs(stored_runs(out, benchmark))  # label-budget runs belong to `cxrbench curve`
     if not runs:
-        raise CxrbenchError(f"No stored runs of '{benchmark}' under {out}. Run `cxrbench run {benchmark} --encoder NAME --out {out}` first.")
+        demo_runs = DEFAULT_DEMO_DIR / "results"
+        hint = (f" The demo's runs are in {demo_runs}: `cxrbench table {benchmark} --out {demo_runs}`."
+                if out != demo_runs and any((demo_runs / benchmark).glob("*/*/metrics.json")) else "")
+        raise CxrbenchError(f"No stored runs of '{benchmark}' under {out}.{hint} Run `cxrbench run {benchmark} --encoder NAME "
+                            f"--out {out}` first.")
     frame = comparison_table(spec, runs, metric)
-    title = f"{spec.title}: {METRIC_TITLES.get(metric, metric)} (%, mean ± std over seeds [95% bootstrap CI])"
-    _print_frame(frame, title, "model")
+    title = f"{spec.title}: {METRIC_TITLES.get(metric, metric)}"
+    print_table(frame, f"{title}\n%, mean ± std over seeds [95% bootstrap CI]", "model")
+    title += " (%, mean ± std over seeds [95% bootstrap CI])"
     stem = out / benchmark / f"table_{metric}"
     atomic_text(stem.with_suffix(".md"), f"# {title}\n\n" + to_markdown(frame, "model"))
     atomic_text(stem.with_suffix(".csv"), comparison_long_table(spec, runs, metric).to_csv(index=False))
     atomic_text(stem.with_suffix(".tex"), comparison_latex(spec, runs, metric))
-    console.print(f"tables: {stem}.md, {stem}.csv, {stem}.tex")
+    say(f"tables: {stem}.md, {stem}.csv, {stem}.tex")
 
 
 def main() -> None:

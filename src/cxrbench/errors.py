@@ -31,3 +31,7 @@ class WeightsError(CxrbenchError):
 
 class CacheError(CxrbenchError):
     """The feature cache is inconsistent with the request."""
+
+
+class StorageError(CxrbenchError):
+    """A file could not be written (disk full, quota, read-only, permissions)."""

@@ -19,6 +19,7 @@ import pandas as pd
 
 import cxrbench
 from cxrbench.data.samples import BenchmarkData
+from cxrbench.data.synthetic import SYNTHETIC_MARKER, synthetic_settings
 from cxrbench.data.splits import SPLIT_MANIFEST_VERSION, LabelBudget, apply_label_budget, seed_splits
 from cxrbench.encoders.base import FeatureRequest
 from cxrbench.encoders.factory import build_encoder
@@ -27,10 +28,11 @@ from cxrbench.features.extract import extract_features
 from cxrbench.heads.base import FeatureSet, Head
 from cxrbench.progress import Progress, SilentProgress
 from cxrbench.registry import registry
-from cxrbench.results.store import json_writer, parquet_writer, run_folder, text_writer, write_run, yaml_writer
+from cxrbench.results.store import json_writer, parquet_writer, read_metrics, run_folder, text_writer, write_run, yaml_writer
 from cxrbench.results.tables import bootstrap_caveats, run_display_table, run_long_table, to_markdown
 from cxrbench.specs import BenchmarkSpec, BootstrapSpec
 from cxrbench.stats.summary import summarize
+from cxrbench.threads import use_threads
 
 
 @dataclass
@@ -90,13 +92,20 @@ def load_benchmark(name: str, data_root: Path | None, options: dict[str, Any]) -
         raise DataError(f"{flags}: benchmark '{name}' has no such dataset option (it takes: "
                         f"{', '.join(sorted(spec.dataset)) or 'none'}; see benchmarks/{name}.yaml); drop it.")
     loader = entry.load()
-    return spec, loader(resolve_data_root(spec, data_root), spec, options)
+    data = loader(resolve_data_root(spec, data_root), spec, options)
+    if synthetic_settings(data.root) is not None:
+        data.synthetic = True
+        data.notes.insert(0, f"synthetic data ({data.root / SYNTHETIC_MARKER}): written by cxrbench for demos and tests; "
+                             "its numbers are not comparable with any paper")
+    return spec, data
 
 
 def run(options: RunOptions, progress: Progress = SilentProgress()) -> list[RunResult]:
     spec: BenchmarkSpec = registry().get("benchmarks", options.benchmark).spec
     head_name = options.head or spec.default_head
     head_entry = registry().get("heads", head_name)
+    for encoder_name in options.encoders:  # every name is checked before any data is read
+        registry().get("encoders", encoder_name)
     _check_protocol(options, spec, head_name)
     _check_head_params(options, spec, head_entry)
     spec, data = load_benchmark(options.benchmark, options.data_root, options.dataset_options)
@@ -117,7 +126,7 @@ def run(options: RunOptions, progress: Progress = SilentProgress()) -> list[RunR
     results = []
     for encoder_name in options.encoders:
         encoder = build_encoder(encoder_name, options.weights, options.revision, options.image_size)
-        plans = [_RunPlan(options, spec, encoder, head_entry, budget, seeds, bootstrap) for budget in options.budgets]
+        plans = [_RunPlan(options, spec, encoder, head_entry, budget, seeds, bootstrap, data.synthetic) for budget in options.budgets]
         for plan in plans:
             plan.check_overwrite()
         needs = ("global",) if options.protocol == "augmented" else _head(head_entry, spec, options).needs
@@ -145,7 +154,8 @@ def _apply_budget(manifests: pd.DataFrame, data: BenchmarkData, budget: LabelBud
 class _RunPlan:
     """Where one run goes and what identifies its settings; a stored run of other settings is never replaced silently."""
 
-    def __init__(self, options: RunOptions, spec: BenchmarkSpec, encoder, head_entry, budget: LabelBudget | None, seeds, bootstrap):
+    def __init__(self, options: RunOptions, spec: BenchmarkSpec, encoder, head_entry, budget: LabelBudget | None, seeds, bootstrap,
+                 synthetic: bool):
         self.budget = budget
         if options.tag is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]*", options.tag):
             raise DataError(f"--tag {options.tag!r}: use letters, digits, '.' and '-' (it names a results folder).")
@@ -163,19 +173,27 @@ class _RunPlan:
             "dataset_options": options.dataset_options, "split": asdict(spec.split), "protocol": options.protocol,
             "head": {k: v for k, v in self.head_params.items() if k != "device"},
             "label_budget": None if budget is None else budget.describe(), "seeds": seeds, "bootstrap": asdict(bootstrap),
+            "synthetic_data": synthetic,
         }, default=str))
 
-    def check_overwrite(self) -> None:
-        stored = self.folder / "metrics.json"
-        if self.overwrite or not stored.is_file():
+    def check_overwrite(self, stored: dict | None = None, at_write: bool = False) -> None:
+        """Refuse to replace a stored run of other settings (`stored`: its metrics.json; default read from disk).
+
+        Checked before any work, and again under the run folder's lock when writing: another process may have
+        stored a run there meanwhile, and two results must never silently become one.
+        """
+        if not at_write:
+            stored = read_metrics(self.folder)
+        if self.overwrite or stored is None:
             return
-        previous = json.loads(stored.read_text(encoding="utf-8")).get("run_identity")
+        previous = stored.get("run_identity")
         if previous == self.identity:
             return
         differing = sorted(k for k in self.identity if (previous or {}).get(k) != self.identity[k])
+        meanwhile = " (stored by another process while this run trained; its features are cached, so a rerun only trains the heads)" if at_write else ""
         raise DataError(
-            f"{self.folder} holds a run with other settings ({', '.join(differing)} differ). Name this run with "
-            "--tag NAME, write to another --out, or pass --overwrite to replace it."
+            f"{self.folder} holds a run with other settings ({', '.join(differing)} differ){meanwhile}. Name this run "
+            "with --tag NAME, write to another --out, or pass --overwrite to replace it."
         )
 
 
@@ -233,10 +251,11 @@ def encoder_features(encoder, paths: list[str], patch_tokens: bool, settings: Ex
     """Extract (or find in the cache) global embeddings, and patch tokens if asked, of `paths`."""
     encoder_name = encoder.spec.name
     request = FeatureRequest(global_embedding=True, patch_tokens=patch_tokens)
-    extraction = extract_features(
-        encoder, request, paths, settings.cache_root, batch_size=settings.batch_size, shard_size=settings.shard_size,
-        num_workers=settings.num_workers, device=settings.device, progress=progress,
-    )
+    with use_threads("heavy"):
+        extraction = extract_features(
+            encoder, request, paths, settings.cache_root, batch_size=settings.batch_size, shard_size=settings.shard_size,
+            num_workers=settings.num_workers, device=settings.device, progress=progress,
+        )
     if extraction.encoded == 0:
         progress.note(f"{encoder_name}: all {len(extraction.keys)} images found in the feature cache; no encoder forward pass.")
     else:
@@ -264,11 +283,13 @@ def _train_and_write(options, spec, data, features: EncoderFeatures, head_entry,
             parts["train"].standardise_on = features.rows(labels, np.isin(split, ["train", "unused"]))
         n_train[seed] = int((split == "train").sum())
         if options.protocol == "augmented":
-            report, scores = _augmented_probe(options, features, samples["path"].to_numpy(), labels, split, seed, progress)
+            with use_threads("heavy"):
+                report, scores = _augmented_probe(options, features, samples["path"].to_numpy(), labels, split, seed, progress)
         else:
             head = _head(head_entry, spec, options)
-            report = head.fit(parts["train"], parts["val"], seed)
-            scores = head.predict(parts["test"])
+            with use_threads(head.work):
+                report = head.fit(parts["train"], parts["val"], seed, progress)
+                scores = head.predict(parts["test"])
         reports[seed] = {"chosen": report.chosen, "final_train_loss": _last(report.history.get("train_loss")),
                          "final_val_loss": _last(report.history.get("val_loss"))}
         selections += [{"seed": seed, **row} for row in report.table]
@@ -303,13 +324,15 @@ def _train_and_write(options, spec, data, features: EncoderFeatures, head_entry,
         "predictions.parquet": parquet_writer(predictions_frame),
         "splits.parquet": parquet_writer(manifests),
         "metrics.json": json_writer(metrics),
-        "table.md": text_writer(f"# {spec.title}: {encoder_name} / {run_name}\n\n" + to_markdown(run_display_table(metrics, data.tasks), "metric")
+        "table.md": text_writer(f"# {spec.title}: {encoder_name} / {run_name}\n\n"
+                                + ("**Synthetic data** (written by cxrbench): not comparable with any paper.\n\n" if data.synthetic else "")
+                                + to_markdown(run_display_table(metrics, data.tasks), "metric")
                                 + "".join(f"\nNote: {caveat}\n" for caveat in bootstrap_caveats(metrics))),
         "table.csv": lambda path: run_long_table(metrics, data.tasks).to_csv(path, index=False),
     }
     if selections:
         files["selection.csv"] = lambda path: pd.DataFrame(selections).to_csv(path, index=False)
-    write_run(folder, files)
+    write_run(folder, files, check=lambda stored: plan.check_overwrite(stored, at_write=True), on_wait=progress.note)
     return RunResult(encoder_name, run_name, folder, metrics, features.extraction.encoded, features.extraction.reused, data.tasks)
 
 
@@ -351,7 +374,8 @@ def _resolved_config(options, spec, data, features: EncoderFeatures, head_entry,
         "cxrbench_version": cxrbench.__version__,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "benchmark": {**asdict(spec), "data_root": str(data.root), "dataset_options": options.dataset_options, "loader_notes": data.notes},
+        "benchmark": {**asdict(spec), "data_root": str(data.root), "synthetic_data": data.synthetic,
+                      "dataset_options": options.dataset_options, "loader_notes": data.notes},
         "encoder": {"name": encoder.spec.name, "weights": encoder.weights.identity,
                     "preprocessing": asdict(encoder.preprocessing), "global_embedding": encoder.spec.global_embedding},
         "head": {"name": head_entry.name, "protocol": options.protocol, "params": plan.head_params, "task_type": spec.task_type},

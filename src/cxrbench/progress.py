@@ -7,15 +7,15 @@ from typing import Protocol
 
 
 class Progress(Protocol):
-    def task(self, description: str, total: int) -> Callable[[int], None]:
-        """Start a bar; returns `advance(n)`."""
+    def task(self, description: str, total: int, transient: bool = False) -> Callable[[int], None]:
+        """Start a bar; returns `advance(n)`. A `transient` bar (one seed's epochs) goes once complete."""
 
     def note(self, message: str) -> None:
         """A one-line message for the user (e.g. 'features cached: no forward pass')."""
 
 
 class SilentProgress:
-    def task(self, description: str, total: int) -> Callable[[int], None]:
+    def task(self, description: str, total: int, transient: bool = False) -> Callable[[int], None]:
         return lambda n: None
 
     def note(self, message: str) -> None:

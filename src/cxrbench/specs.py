@@ -66,7 +66,7 @@ class WeightsSpec:
     checksums: dict[str, str] = field(default_factory=dict)
     distributed_at: str = ""
     licence: str = ""
-    how_to_get: str = ""
+    how_to_get: str = ""  # for weights off the Hub; Hub weights get an `hf download` command from the fields above
 
 
 @dataclass(frozen=True)

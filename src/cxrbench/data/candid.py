@@ -81,7 +81,7 @@ def candid_labels(root: Path, spec: BenchmarkSpec, options: Mapping[str, Any]) -
     reports_path = root / settings["reports_csv"]
     reports = read_csv(
         reports_path, [cols["image_id"], cols["filename"], cols["mask"]], "CANDID-PTX pneumothorax reports",
-        text_columns=[cols["image_id"], cols["filename"], cols["mask"]],
+        text_columns=[cols["image_id"], cols["filename"], cols["mask"]], file_name_columns=[cols["image_id"]],
     )
     ids = reports[cols["image_id"]].fillna("").str.strip()
     positive = np.zeros(len(reports), dtype=bool)

@@ -13,13 +13,15 @@ from cxrbench.errors import DataError
 
 
 def read_csv(
-    path: Path, required: Iterable[str], what: str, text_columns: Iterable[str] = (), only: Iterable[str] | None = None
+    path: Path, required: Iterable[str], what: str, text_columns: Iterable[str] = (), only: Iterable[str] | None = None,
+    file_name_columns: Iterable[str] = (),
 ) -> pd.DataFrame:
     """Read `path` (as strings where ids are concerned) and check that every `required` column exists.
 
     `text_columns` are read as strings too (ids that look like numbers, run-length encodings, "-1");
     `only` reads just these columns (and the required ones) where present, for large files with long texts;
-    compressed files (.gz, .zip holding one CSV) are read as they are.
+    `file_name_columns` hold values that become file names inside the data root (image ids): each must be a plain
+    name (`check_file_names`); compressed files (.gz, .zip holding one CSV) are read as they are.
     """
     if not path.is_file():
         raise DataError(f"Missing {what}: {path} does not exist. Check --data-root points at the dataset's top folder.")
@@ -40,7 +42,21 @@ def read_csv(
             close = difflib.get_close_matches(column, header, n=1)
             hint = f" (found '{close[0]}'; rename it)" if close else ""
             raise DataError(f"{path} has no column '{column}'{hint}. Its columns are: {', '.join(header)}.")
+    check_file_names(frame, file_name_columns, path)
     return frame
+
+
+def check_file_names(frame: pd.DataFrame, columns: Iterable[str], path: Path) -> None:
+    """Refuse values of `columns` that are not plain file names (a path separator, '..', a NUL byte): an image id
+    becomes a file inside the data root, and a crafted or mistyped id must never read a file outside it."""
+    for column in columns:
+        values = frame[column].fillna("").astype(str)
+        bad = values.str.contains(r"[/\\\x00]", regex=True) | values.str.strip().isin([".", ".."])
+        if bad.any():
+            position = int(bad.to_numpy().nonzero()[0][0])
+            raise row_error(path, position, column, f"is {values.iloc[position]!r}, not a plain file name",
+                            "An image id names a file inside the dataset folder: remove the path separators and '..' "
+                            "(or the row).")
 
 
 def binary_labels(frame: pd.DataFrame, columns: Iterable[str], path: Path) -> pd.DataFrame:

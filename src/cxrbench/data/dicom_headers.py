@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pydicom
 
+from cxrbench.data.images import DATASET_FIX
 from cxrbench.errors import ImageReadError
 
 _TAGS = ["PatientID", "PatientSex", "PatientAge"]
@@ -27,8 +28,7 @@ def _read_one(path: str) -> tuple[str, str, float]:
         ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_TAGS)
     except Exception as exc:
         raise ImageReadError(
-            f"Cannot read the DICOM header of {path}: {type(exc).__name__}: {exc}. Re-download the file, or remove "
-            "its row from the dataset's label CSV to exclude it."
+            f"Cannot read the DICOM header of {path}: {type(exc).__name__}: {str(exc).rstrip('.')}. {DATASET_FIX}"
         ) from exc
     sex = str(getattr(ds, "PatientSex", "") or "").strip().upper()
     return (

@@ -22,10 +22,13 @@ except ImportError:  # pragma: no cover - pydicom 2.4
     from pydicom.pixel_data_handlers.util import apply_modality_lut, apply_voi_lut
 
 DICOM_SUFFIXES = {".dcm", ".dicom", ".dic"}
+# What to do about an unreadable image of a benchmark (callers with other inputs, e.g. `cxrbench embed`, say their own)
+DATASET_FIX = "Re-download the file, or remove its row from the dataset's label CSV to leave it out."
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """A 2-D float32 array in [0, 1]. Raises ImageReadError naming the file on any decoding failure."""
+    """A 2-D float32 array in [0, 1]. Raises ImageReadError naming the file and the problem on any decoding failure
+    (the caller adds what the user should do, which depends on where the file came from)."""
     path = Path(path)
     try:
         if path.suffix.lower() in DICOM_SUFFIXES or _has_dicom_preamble(path):
@@ -38,8 +41,8 @@ def read_image(path: str | Path) -> np.ndarray:
         raise ImageReadError(f"Image file {path} does not exist; check the data root and the dataset's CSV.") from None
     except Exception as exc:  # decoders raise many types; the user needs the file name either way
         raise ImageReadError(
-            f"Cannot decode image {path}: {type(exc).__name__}: {exc}. Re-download the file, or remove its row from "
-            "the dataset's label CSV to exclude it (compressed DICOMs need `pip install cxrbench[dicom]`)."
+            f"Cannot decode image {path}: {type(exc).__name__}: {exc} (compressed DICOMs need "
+            "`pip install cxrbench[dicom]`)."
         ) from exc
     if image.ndim != 2 or min(image.shape) < 2:
         raise ImageReadError(f"Image {path} has shape {image.shape}; expected a single 2-D grey image.")
@@ -117,8 +120,5 @@ def _read_raster(path: Path) -> np.ndarray:
             else:
                 raise ImageReadError(f"Image {path} has unsupported PIL mode '{mode}'.")
     except UnidentifiedImageError:
-        raise ImageReadError(
-            f"Cannot decode image {path}: not a DICOM, PNG, JPEG or TIFF file. Re-download it, or remove its row "
-            "from the dataset's label CSV."
-        ) from None
+        raise ImageReadError(f"Cannot decode image {path}: not a DICOM, PNG, JPEG or TIFF file.") from None
     return np.clip(array / scale, 0.0, 1.0).astype(np.float32)

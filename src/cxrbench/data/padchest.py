@@ -149,7 +149,7 @@ def padchest_lateral_labels(
     settings = _settings(spec, options)
     path = first_existing(Path(root), settings["labels_csv"], "PadChest labels CSV")
     raw = read_csv(path, REQUIRED, "PadChest labels", text_columns=["ImageID", "PatientID", "Projection", "Labels"],
-                   only=OPTIONAL)
+                   only=OPTIONAL, file_name_columns=["ImageID"])
     raw = raw.reset_index(drop=True)
     for column in ("ImageID", "PatientID"):
         empty = raw[column].fillna("").str.strip().eq("")

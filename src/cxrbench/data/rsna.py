@@ -55,7 +55,8 @@ def read_rsna_labels(path: Path) -> pd.DataFrame:
 
     Every row of an image must carry the same Target, rows with Target 1 a complete box and rows with Target 0 none.
     """
-    raw = read_csv(path, ["patientId", *BOX_COLUMNS, "Target"], "RSNA-Pneumonia labels", text_columns=["patientId"])
+    raw = read_csv(path, ["patientId", *BOX_COLUMNS, "Target"], "RSNA-Pneumonia labels", text_columns=["patientId"],
+                   file_name_columns=["patientId"])
     raw["patientId"] = raw["patientId"].fillna("").str.strip()
     empty = raw["patientId"].eq("")
     if empty.any():

@@ -21,7 +21,8 @@ headers (the real release strips PatientID; the loader falls back to image ids t
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -63,10 +64,31 @@ class SyntheticConfig:
     images_per_patient: tuple[float, float, float] = (0.55, 0.30, 0.15)
 
 
+SYNTHETIC_MARKER = "cxrbench-synthetic.json"
+
+
+def mark_synthetic(root: Path, layout: str, settings: dict) -> None:
+    """Leave a marker in a generated dataset's folder: every run on it is labelled synthetic (run identity, tables,
+    configs), so that its numbers can never pass for results on the real dataset."""
+    marker = {"synthetic": True, "layout": layout, "settings": settings,
+              "note": "written by cxrbench for demos and tests; numbers on it are not comparable with any paper"}
+    (root / SYNTHETIC_MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True), encoding="utf-8")
+
+
+def synthetic_settings(root: Path) -> dict | None:
+    """The generator settings of a dataset folder cxrbench wrote, or None for any other folder."""
+    try:
+        marker = json.loads((Path(root) / SYNTHETIC_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return marker.get("settings", {}) if isinstance(marker, dict) else {}
+
+
 def write_synthetic_vindr(root: str | Path, config: SyntheticConfig = SyntheticConfig()) -> Path:
     """Write a VinDr-CXR-layout dataset under `root` and return it. Same config, same bytes of labels."""
     root = Path(root)
     (root / "annotations").mkdir(parents=True, exist_ok=True)
+    mark_synthetic(root, "vindr", asdict(config))
     rng = np.random.default_rng(config.seed)
     patients = _draw_patients(config, rng)
     train_rows, test_rows, train_boxes, test_boxes = [], [], [], []

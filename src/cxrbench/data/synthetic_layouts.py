@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from cxrbench.data.synthetic import SyntheticConfig, _draw_patients, _write_dicom, render_chest
+from cxrbench.data.synthetic import SyntheticConfig, _draw_patients, _write_dicom, mark_synthetic, render_chest
 
 STAND_INS = {
     "candid-ptx": {"Pneumothorax": "Pleural thickening", "Chest tube": "Nodule/Mass", "Rib fracture": "Pulmonary fibrosis"},
@@ -85,6 +85,7 @@ def write_synthetic_candid(root: str | Path, patients: int = 30, size: int = 64,
     """
     root = Path(root)
     (root / "dataset").mkdir(parents=True, exist_ok=True)
+    mark_synthetic(root, "candid-ptx", {"patients": patients, "size": size, "seed": seed})
     rng = np.random.default_rng(seed)
     stand_in = STAND_INS["candid-ptx"]
     reports, tubes, fractures = [], [], []
@@ -126,6 +127,8 @@ def write_synthetic_rsna(root: str | Path, patients: int = 24, size: int = 64, s
     with `nih_mapping`, pneumonia-challenge-dataset-mappings_2018.json (NIH patients have 1-3 images; the
     mapping also lists a few images that are not in the labels, as the real one lists the test images)."""
     root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    mark_synthetic(root, "rsna-pneumonia", {"patients": patients, "size": size, "seed": seed, "nih_mapping": nih_mapping})
     rng = np.random.default_rng(seed)
     labels, classes, mapping = [], [], []
     for index, patient in enumerate(_patients(patients, size, seed, rng)):
@@ -215,6 +218,7 @@ def write_synthetic_padchest(root: str | Path, patients: int = 30, size: int = 4
     lateral = frame.index[frame["Projection"] == "L"]
     frame.loc[lateral[-1], "Labels"] = np.nan  # as in the real CSV, a few images have no Labels
     root.mkdir(parents=True, exist_ok=True)
+    mark_synthetic(root, "padchest-lateral", {"patients": patients, "size": size, "seed": seed, "compress": compress})
     if compress:
         with gzip.open(root / (PADCHEST_CSV + ".gz"), "wt", newline="") as handle:
             frame.to_csv(handle)

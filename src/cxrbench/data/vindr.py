@@ -49,8 +49,9 @@ def load_vindr(root: Path, spec: BenchmarkSpec, options: Mapping[str, Any]) -> B
     root = data_folder(root, "VinDr-CXR", "annotations/, train/, test/")
 
     train_csv, test_csv = root / TRAIN_LABELS, root / TEST_LABELS
-    train_raw = read_csv(train_csv, ["image_id", "rad_id", *tasks], "VinDr-CXR training labels").rename(columns=_COLUMN_ALIASES)
-    test_raw = read_csv(test_csv, ["image_id", *tasks], "VinDr-CXR test labels").rename(columns=_COLUMN_ALIASES)
+    train_raw = read_csv(train_csv, ["image_id", "rad_id", *tasks], "VinDr-CXR training labels",
+                         file_name_columns=["image_id"]).rename(columns=_COLUMN_ALIASES)
+    test_raw = read_csv(test_csv, ["image_id", *tasks], "VinDr-CXR test labels", file_name_columns=["image_id"]).rename(columns=_COLUMN_ALIASES)
     check_unique(train_raw, ["image_id", "rad_id"], train_csv)
     check_unique(test_raw, ["image_id"], test_csv)
     per_reader = pd.concat([train_raw[["image_id"]], binary_labels(train_raw, tasks, train_csv)], axis=1)

@@ -62,21 +62,36 @@ def _from_hub(spec: AdapterSpec, revision: str | None) -> WeightsSource:
         if _offline():
             raise WeightsError(
                 f"Weights of '{spec.name}' ({repo} at revision {revision}) are not in the Hugging Face cache "
-                f"({_hf_cache()}) and offline mode is on. {_where_to_get(spec)}"
+                f"({_hf_cache()}) and offline mode is on. {_where_to_get(spec, revision)}"
             ) from None
         try:
             folder = snapshot_download(repo, revision=revision, allow_patterns=patterns)
         except Exception as exc:
             raise WeightsError(
-                f"Could not get weights of '{spec.name}' ({repo} at revision {revision}) from the Hugging Face cache "
-                f"({_hf_cache()}) or the Hub: {type(exc).__name__}. {_where_to_get(spec)}"
+                f"Could not get weights of '{spec.name}' ({repo} at revision {revision}): they are not in the Hugging "
+                f"Face cache ({_hf_cache()}) and {_hub_failure(exc)}. {_where_to_get(spec, revision)}"
             ) from None
     folder_path = Path(folder)
     missing = [name for name in spec.weights.files if not (folder_path / name).exists()]
     if missing:
-        raise WeightsError(f"The cached snapshot {folder_path} of {repo} lacks {missing}. {_where_to_get(spec)}")
+        raise WeightsError(f"The cached snapshot {folder_path} of {repo} lacks {missing}. {_where_to_get(spec, revision)}")
     verify_published_checksums(spec, folder_path)
     return WeightsSource("hub", f"hf:{repo}@{folder_path.name}", path=folder_path)
+
+
+def _hub_failure(exc: Exception) -> str:
+    """What went wrong at the Hub, in words (a user needs the cause, not the exception's class)."""
+    from huggingface_hub import errors
+
+    if isinstance(exc, errors.GatedRepoError):
+        return "the repository is gated: accept its terms on its Hub page and log in with `hf auth login`"
+    if isinstance(exc, errors.RevisionNotFoundError):
+        return "the Hub has no such revision (check --revision)"
+    if isinstance(exc, errors.RepositoryNotFoundError):
+        return "the Hub has no such repository, or it needs a login (`hf auth login`)"
+    if isinstance(exc, errors.HfHubHTTPError):
+        return "the Hub refused the download"
+    return "the Hub could not be reached (no network?)"
 
 
 def _offline() -> bool:
@@ -89,14 +104,24 @@ def _hf_cache() -> str:
     return str(HF_HUB_CACHE)
 
 
-def _where_to_get(spec: AdapterSpec) -> str:
+def download_command(spec: AdapterSpec, revision: str | None = None) -> str:
+    """The `hf` command (huggingface_hub's CLI) that puts an encoder's released files into the cache."""
+    files = " ".join(spec.weights.files)
+    revision = revision or spec.weights.revision
+    return " ".join(part for part in ("hf download", spec.weights.hub_repo, files, f"--revision {revision}" if revision else "") if part)
+
+
+def _where_to_get(spec: AdapterSpec, revision: str | None = None) -> str:
     parts = []
     if spec.weights.distributed_at:
         parts.append(f"The authors distribute them at {spec.weights.distributed_at}")
     if spec.weights.licence:
         parts.append(f"under the licence: {spec.weights.licence}")
     text = " ".join(parts) + "." if parts else ""
-    if spec.weights.how_to_get:
+    if spec.weights.hub_repo:
+        text += (f" To get them: `{download_command(spec, revision)}`, then run with HF_HUB_OFFLINE=1 (no network retries); "
+                 "or pass --weights DIR of a local copy.")
+    elif spec.weights.how_to_get:
         text += f" To get them: {spec.weights.how_to_get}."
     return (text + " Use --weights random for a randomly initialised model of the same architecture.").strip()
 

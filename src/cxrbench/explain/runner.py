@@ -113,7 +113,7 @@ class ExplainResult:
         rows = {name: {"boxes": int(r["boxes"]), "images": int(r["images"]), "accuracy": pct(r["accuracy_mean"], r["accuracy_std"])}
                 for name, r in self.per_finding.iterrows()}
         macro = self.summary["macro_accuracy"]
-        rows["macro"] = {"boxes": int(self.per_finding["boxes"].sum()), "images": int(self.summary["n_test_images"]),
+        rows["macro"] = {"boxes": int(self.per_finding["boxes"].sum()), "images": int(self.summary["n_images_with_boxes"]),
                          "accuracy": pct(macro["mean"], macro["std"])}
         return pd.DataFrame.from_dict(rows, orient="index")
 
@@ -432,6 +432,8 @@ def run_explain(
         **(info or {}),
         "split": "test",
         "n_test_images": len(test),
+        # distinct test images with a scored box of any finding (an image with two findings counts once)
+        "n_images_with_boxes": int(scored_by_seed[seeds[0]].loc[lambda f: f["hit"].notna(), "image_id"].nunique()),
         "protocol": {**PROTOCOL, "min_overlap": min_overlap, "patch_stride": grid.stride,
                      "input_size": list(input_size), "grid": [grid.rows, grid.cols]},
         "seeds": seeds,

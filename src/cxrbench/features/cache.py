@@ -1,14 +1,21 @@
-"""An on-disk feature store: one folder per extractor identity, append-only shards.
+"""An on-disk feature store: one folder per extractor identity, append-only shards with checksums.
 
 Layout (under the cache root, default ~/.cache/cxrbench or $CXRBENCH_CACHE):
 
     features/<encoder>-<key>/manifest.json       identity (encoder, weights, preprocessing, request), dtype, shapes
-    features/<encoder>-<key>/shards/<n>-<id>/    keys.txt (one image key per row) + <array>.npy (float16)
+    features/<encoder>-<key>/.lock               held while a process adds shards (others wait, then reuse them)
+    features/<encoder>-<key>/shards/<n>-<id>/    keys.txt (one image key per row), <array>.npy (float16),
+                                                 checksums.json (xxh3-128 of every file of the shard)
 
-The key is a hash of the identity, so changing any part of it never returns stale features. A shard is
-written into a temporary folder and renamed into place, so a killed run leaves only complete shards
-and a rerun encodes just the images that are missing. An existing store whose manifest disagrees with
-the requested identity is refused, never overwritten.
+Why each piece:
+- The key is a hash of the identity and the format, so changing any part of it never returns stale features.
+- A shard is written under a staging name and renamed into place with its checksums, so a killed run leaves only
+  complete shards (and staging leftovers, removed once their process is gone) and a rerun encodes just what is
+  missing.
+- Bytes damaged on disk must never become a silently different number: every shard file is checked against its
+  checksum once per process before it is read (xxh3 runs at several GB/s: cheap next to decoding and encoding);
+  `extract_features` re-encodes the images of a damaged shard, a reader that meets one says how to repair it.
+- Non-finite features (an encoder's NaN, a float16 overflow) are refused when written.
 """
 
 from __future__ import annotations
@@ -18,16 +25,21 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import xxhash
 
 from cxrbench.errors import CacheError
+from cxrbench.files import atomic_text, folder_lock, is_staging, remove_stale, staging_name, storage_errors
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: per-shard checksums
 STORE_DTYPE = np.float16
+_FLOAT16_MAX = float(np.finfo(np.float16).max)
+CHECKSUMS = "checksums.json"
+KEYS = "keys.txt"
 
 
 def default_cache_root() -> Path:
@@ -41,10 +53,43 @@ def image_key(path: str | Path) -> str:
     return hashlib.sha256(f"{resolved}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:32]
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+def file_checksum(path: Path) -> str:
+    """'xxh3_128:<hex>' of a file's bytes, read in blocks (patch-grid shards are gigabytes)."""
+    digest = xxhash.xxh3_128()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 24), b""):
+            digest.update(block)
+    return f"xxh3_128:{digest.hexdigest()}"
+
+
+# (file, size, mtime_ns, expected checksum) of every file this process has checked: each is hashed once
+_VERIFIED: set[tuple[str, int, int, str]] = set()
+
+
+def verify_shard(shard: Path, files: Iterable[str]) -> str | None:
+    """Why the shard's `files` cannot be trusted, or None when each matches the checksum written with it."""
+    try:
+        sums = json.loads((shard / CHECKSUMS).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return f"{CHECKSUMS} is missing"
+    except (OSError, ValueError):
+        return f"{CHECKSUMS} is unreadable"
+    for name in files:
+        expected = sums.get(name) if isinstance(sums, dict) else None
+        if not isinstance(expected, str):
+            return f"{CHECKSUMS} lists no checksum for {name}"
+        file = shard / name
+        try:
+            stat = file.stat()
+        except FileNotFoundError:
+            return f"{name} is missing"
+        memo = (str(file), stat.st_size, stat.st_mtime_ns, expected)
+        if memo in _VERIFIED:
+            continue
+        if file_checksum(file) != expected:
+            return f"{name} does not match its checksum (damaged or truncated)"
+        _VERIFIED.add(memo)
+    return None
 
 
 @dataclass
@@ -53,22 +98,51 @@ class _Shard:
     keys: list[str]
 
 
+@dataclass(frozen=True)
+class DamagedShard:
+    path: Path
+    reason: str
+    images: int
+
+
+def _array_files(manifest: dict, arrays: Iterable[str] | None = None) -> list[str]:
+    """The files of a shard that hold `arrays` (default: every array of the store), keys first."""
+    names = (manifest.get("arrays") or {}) if arrays is None else arrays
+    return [KEYS, *(f"{name}.npy" for name in names)]
+
+
 class FeatureStore:
     def __init__(self, folder: Path, manifest: dict):
         self.folder = folder
         self.manifest = manifest
         self._shards: list[_Shard] = []
         self._index: dict[str, tuple[int, int]] = {}
+        #: shards whose keys could not even be read (found by a scan; their images count as missing)
+        self.unreadable: list[DamagedShard] = []
         self._scan()
+
+    @property
+    def encoder(self) -> str:
+        return str(self.manifest["identity"]["encoder"])
+
+    @property
+    def repair_hint(self) -> str:
+        return (f"Rerun the command (cxrbench re-encodes the images of damaged shards), or remove the store with "
+                f"`cxrbench cache clear --encoder {self.encoder}`.")
 
     @classmethod
     def open(cls, root: Path, identity: dict, create: bool = True) -> "FeatureStore":
-        text = json.dumps(identity, sort_keys=True, default=list)
+        text = json.dumps({"format": FORMAT_VERSION, "identity": identity}, sort_keys=True, default=list)
         key = hashlib.sha256(text.encode()).hexdigest()
         folder = root / "features" / f"{identity['encoder']}-{key[:16]}"
         manifest_path = folder / "manifest.json"
         if manifest_path.is_file():
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+            manifest = _read_manifest(manifest_path)
+            if manifest is None:
+                raise CacheError(
+                    f"Feature cache {folder} is damaged: {manifest_path} is unreadable. Remove the store with "
+                    f"`cxrbench cache clear --encoder {identity['encoder']}` and rerun (its images are encoded again)."
+                )
             if manifest.get("key") != key or manifest.get("format") != FORMAT_VERSION:
                 raise CacheError(
                     f"Feature cache {folder} holds features of another identity or format; refusing to overwrite. "
@@ -77,16 +151,31 @@ class FeatureStore:
             return cls(folder, manifest)
         if not create:
             raise CacheError(f"No cached features at {folder}.")
-        (folder / "shards").mkdir(parents=True, exist_ok=True)
         manifest = {"format": FORMAT_VERSION, "key": key, "identity": identity, "dtype": np.dtype(STORE_DTYPE).name, "arrays": {}}
-        atomic_write_text(manifest_path, json.dumps(manifest, indent=2, sort_keys=True, default=list))
+        with storage_errors(folder, _CACHE_FIX):
+            (folder / "shards").mkdir(parents=True, exist_ok=True)
+            if not manifest_path.is_file():  # another process may have created it meanwhile: same content
+                atomic_text(manifest_path, json.dumps(manifest, indent=2, sort_keys=True, default=list))
         return cls(folder, manifest)
 
+    # -- index ----------------------------------------------------------------------------------------------
     def _scan(self) -> None:
-        self._shards, self._index = [], {}
+        self._shards, self._index, self.unreadable = [], {}, []
         shard_root = self.folder / "shards"
-        for shard_dir in sorted(p for p in shard_root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            self._add(_Shard(shard_dir, (shard_dir / "keys.txt").read_text(encoding="utf-8").split()))
+        for shard_dir in sorted(p for p in shard_root.iterdir() if p.is_dir() and not is_staging(p.name)):
+            try:
+                keys = (shard_dir / KEYS).read_text(encoding="utf-8").split()
+            except (OSError, UnicodeDecodeError):
+                self.unreadable.append(DamagedShard(shard_dir, f"{KEYS} is missing or unreadable", 0))
+                continue
+            self._add(_Shard(shard_dir, keys))
+
+    def refresh(self) -> None:
+        """Read the shard list again (another process may have added shards) and the manifest's array shapes."""
+        manifest = _read_manifest(self.folder / "manifest.json")
+        if manifest is not None:
+            self.manifest = manifest
+        self._scan()
 
     def _add(self, shard: _Shard) -> None:
         number = len(self._shards)
@@ -103,27 +192,72 @@ class FeatureStore:
     def missing(self, keys: Iterable[str]) -> list[str]:
         return [k for k in keys if k not in self._index]
 
-    def write_shard(self, keys: Sequence[str], arrays: dict[str, np.ndarray]) -> None:
-        """Add one shard atomically: a temporary folder renamed into place."""
+    # -- integrity ------------------------------------------------------------------------------------------
+    def check(self, keys: Iterable[str]) -> list[DamagedShard]:
+        """The shards holding any of `keys` that fail their checksums, plus shards whose keys were unreadable."""
+        holding = sorted({self._index[k][0] for k in keys if k in self._index})
+        files = _array_files(self.manifest)
+        damaged = list(self.unreadable)
+        for number in holding:
+            shard = self._shards[number]
+            reason = verify_shard(shard.path, files)
+            if reason is not None:
+                damaged.append(DamagedShard(shard.path, reason, len(shard.keys)))
+        return damaged
+
+    def discard(self, damaged: Sequence[DamagedShard]) -> None:
+        """Delete damaged shards (call under `lock`): their images become missing and are encoded again."""
+        for shard in damaged:
+            shutil.rmtree(shard.path, ignore_errors=True)
+        self._scan()
+
+    def lock(self, on_wait: Callable[[str], None] | None = None):
+        """Exclusive right to add shards: a second process waits here, then finds the first one's shards."""
+        return folder_lock(self.folder / ".lock", f"features into {self.folder}", on_wait)
+
+    def remove_stale_work(self) -> int:
+        """Staging folders of killed processes (call under `lock`)."""
+        return remove_stale(self.folder / "shards", ".")
+
+    # -- writing --------------------------------------------------------------------------------------------
+    def write_shard(self, keys: Sequence[str], arrays: dict[str, np.ndarray], names: Sequence[str] | None = None) -> None:
+        """Add one shard atomically (a staging folder with checksums, renamed into place). `names` are the rows'
+        images as a user knows them, for the message when an encoder's output is not finite."""
         if any(len(a) != len(keys) for a in arrays.values()):
             raise ValueError("every array needs one row per key")
-        shard_root = self.folder / "shards"
-        tmp = shard_root / f".tmp-{uuid.uuid4().hex}"
-        tmp.mkdir()
         for name, array in arrays.items():
-            np.save(tmp / f"{name}.npy", np.ascontiguousarray(array, dtype=STORE_DTYPE))
-        (tmp / "keys.txt").write_text("\n".join(keys) + "\n", encoding="utf-8")
-        shapes = {name: list(array.shape[1:]) for name, array in arrays.items()}
-        if not self.manifest["arrays"]:
-            self.manifest["arrays"] = shapes
-            atomic_write_text(self.folder / "manifest.json", json.dumps(self.manifest, indent=2, sort_keys=True, default=list))
-        elif self.manifest["arrays"] != shapes:
-            shutil.rmtree(tmp)
-            raise CacheError(f"Shapes {shapes} differ from the store's {self.manifest['arrays']} in {self.folder}.")
-        final = shard_root / f"{len(self._shards):06d}-{uuid.uuid4().hex[:8]}"
-        os.rename(tmp, final)
+            _refuse_non_finite(self, name, array, names or keys)
+        stored = {name: np.ascontiguousarray(array, dtype=STORE_DTYPE) for name, array in arrays.items()}
+        shapes = {name: list(array.shape[1:]) for name, array in stored.items()}
+        known = self.manifest["arrays"]
+        if known and known != shapes:
+            raise CacheError(f"Shapes {shapes} differ from the store's {known} in {self.folder}.")
+        shard_root = self.folder / "shards"
+        tmp = shard_root / staging_name("shard")
+        with storage_errors(tmp, _CACHE_FIX):
+            try:
+                tmp.mkdir()
+                sums = {}
+                for name, array in stored.items():
+                    np.save(tmp / f"{name}.npy", array)
+                    sums[f"{name}.npy"] = file_checksum(tmp / f"{name}.npy")
+                (tmp / KEYS).write_text("\n".join(keys) + "\n", encoding="utf-8")
+                sums[KEYS] = file_checksum(tmp / KEYS)
+                (tmp / CHECKSUMS).write_text(json.dumps(sums, indent=1, sort_keys=True), encoding="utf-8")
+                if not known:
+                    self.manifest["arrays"] = shapes
+                    atomic_text(self.folder / "manifest.json", json.dumps(self.manifest, indent=2, sort_keys=True, default=list))
+                final = shard_root / f"{len(self._shards):06d}-{uuid.uuid4().hex[:8]}"
+                os.rename(tmp, final)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+        for name, checksum in sums.items():  # just written from these bytes: no need to hash them again on read
+            stat = (final / name).stat()
+            _VERIFIED.add((str(final / name), stat.st_size, stat.st_mtime_ns, checksum))
         self._add(_Shard(final, list(keys)))
 
+    # -- reading --------------------------------------------------------------------------------------------
     def load(self, keys: Sequence[str], array: str = "global") -> np.ndarray:
         """Rows of `array` for `keys`, in order, as float32 (in memory)."""
         return self.rows(keys, array)[np.arange(len(keys))]
@@ -132,7 +266,7 @@ class FeatureStore:
         """Rows of `array` for `keys`, read from the memory-mapped shards only when indexed.
 
         Patch grids rarely fit in memory (VinDr at 518 px: 18,000 x 37 x 37 x 768 float16 = 38 GB); heads read
-        them a batch at a time, once per epoch.
+        them a batch at a time, once per epoch. Each shard is checked against its checksums when first opened.
         """
         missing = self.missing(keys)
         if missing:
@@ -140,15 +274,51 @@ class FeatureStore:
         if array not in self.manifest["arrays"]:
             raise CacheError(f"Store {self.folder} has no '{array}' features (it has {list(self.manifest['arrays'])}).")
         locations = np.array([self._index[key] for key in keys], dtype=np.int64).reshape(len(keys), 2)
-        files = [shard.path / f"{array}.npy" for shard in self._shards]
-        return CachedRows(files, locations, tuple(self.manifest["arrays"][array]))
+        return CachedRows(self, [shard.path for shard in self._shards], array, locations, tuple(self.manifest["arrays"][array]))
+
+    def open_array(self, shard: Path, array: str) -> np.ndarray:
+        """A shard's array, memory-mapped, after its checksum (and that of its keys) is confirmed."""
+        reason = verify_shard(shard, _array_files(self.manifest, [array]))
+        if reason is not None:
+            raise CacheError(f"Feature cache shard {shard} is damaged: {reason}. {self.repair_hint}")
+        return np.load(shard / f"{array}.npy", mmap_mode="r")
+
+
+_CACHE_FIX = "Free some space, or point --cache-dir (or $CXRBENCH_CACHE) at a disk with room, then rerun."
+
+
+def _refuse_non_finite(store: FeatureStore, array_name: str, array: np.ndarray, names: Sequence[str]) -> None:
+    """Refuse NaN / Inf features and values beyond float16's range (they would be stored as Inf)."""
+    if array.size == 0:
+        return
+    low, high = float(np.min(array)), float(np.max(array))  # NaN propagates: both comparisons below fail
+    if -_FLOAT16_MAX <= low and high <= _FLOAT16_MAX:
+        return
+    flat = np.asarray(array, dtype=np.float64).reshape(len(array), -1)
+    bad = np.flatnonzero(~(np.isfinite(flat) & (np.abs(flat) <= _FLOAT16_MAX)).all(axis=1))
+    shown = ", ".join(str(names[i]) for i in bad[:3])
+    raise CacheError(
+        f"Encoder '{store.encoder}' produced non-finite or out-of-float16-range '{array_name}' features for "
+        f"{len(bad)} image(s), e.g. {shown}; nothing was cached for them. Check the weights (a damaged checkpoint "
+        "gives NaN) and these images."
+    )
+
+
+def _read_manifest(path: Path) -> dict | None:
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("identity"), dict):
+        return None
+    return manifest
 
 
 class CachedRows:
     """A read-only, array-like view of cached rows: `rows[indices]` reads those rows as float32."""
 
-    def __init__(self, files: list[Path], locations: np.ndarray, row_shape: tuple[int, ...]):
-        self._files = files
+    def __init__(self, store: FeatureStore, shards: list[Path], array: str, locations: np.ndarray, row_shape: tuple[int, ...]):
+        self._store, self._shards, self._array = store, shards, array
         self._locations = locations  # [N, 2]: shard number, row within the shard
         self._open: dict[int, np.ndarray] = {}
         self.shape = (len(locations), *row_shape)
@@ -158,7 +328,7 @@ class CachedRows:
 
     def select(self, mask_or_indices: np.ndarray) -> "CachedRows":
         """A lazy subset (a boolean mask or indices), sharing the open shards."""
-        subset = CachedRows(self._files, self._locations[mask_or_indices], self.shape[1:])
+        subset = CachedRows(self._store, self._shards, self._array, self._locations[mask_or_indices], self.shape[1:])
         subset._open = self._open
         return subset
 
@@ -169,7 +339,7 @@ class CachedRows:
         out = np.empty((len(wanted), *self.shape[1:]), dtype=np.float32)
         for shard in np.unique(wanted[:, 0]):
             if shard not in self._open:
-                self._open[shard] = np.load(self._files[shard], mmap_mode="r")
+                self._open[shard] = self._store.open_array(self._shards[shard], self._array)
             targets = np.flatnonzero(wanted[:, 0] == shard)
             rows = wanted[targets, 1]
             order = np.argsort(rows, kind="stable")  # ascending reads from the memory map
@@ -181,35 +351,67 @@ class CachedRows:
         return out if dtype is None else out.astype(dtype)
 
 
-def list_stores(root: Path) -> list[dict]:
-    """Summary of every store under `root`: folder, encoder, images, size on disk."""
+@dataclass
+class StoreSummary:
+    """What `cxrbench cache ls` shows of one store, read without trusting any of its files."""
+
+    folder: Path
+    encoder: str
+    weights: str
+    size: str
+    arrays: str
+    images: int  # distinct images
+    bytes: int  # complete shards and the manifest, not staging leftovers
+    status: str  # "ok", or what is wrong and how to fix it
+
+
+def list_stores(root: Path, verify: bool = False) -> list[StoreSummary]:
+    """Every store under `root`, damaged ones included (so that they can be seen and cleared).
+
+    `verify` also checks every shard file against its checksum (reads the whole cache)."""
     stores = []
-    for folder in sorted((root / "features").glob("*/")):
-        manifest_path = folder / "manifest.json"
-        if not manifest_path.is_file():
-            continue
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        keys = sum(len((s / "keys.txt").read_text().split()) for s in (folder / "shards").iterdir() if not s.name.startswith("."))
-        size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-        identity = manifest["identity"]
-        stores.append(
-            {
-                "folder": folder,
-                "encoder": identity["encoder"],
-                "weights": identity["weights"],
-                "size": identity["preprocessing"]["crop"] or identity["preprocessing"]["size"],
-                "arrays": ", ".join(manifest["arrays"]),
-                "images": keys,
-                "bytes": size,
-            }
-        )
+    for folder in sorted(p for p in (root / "features").glob("*/") if not is_staging(p.name)):
+        manifest = _read_manifest(folder / "manifest.json")
+        encoder = str(manifest["identity"].get("encoder")) if manifest else folder.name.rsplit("-", 1)[0]
+        problems, keys, size = [], set(), 0
+        if manifest is None:
+            problems.append("manifest.json missing or unreadable")
+        elif manifest.get("format") != FORMAT_VERSION:
+            problems.append(f"format {manifest.get('format')} of an older cxrbench")
+        shard_root = folder / "shards"
+        shards = sorted(p for p in shard_root.iterdir() if p.is_dir()) if shard_root.is_dir() else []
+        leftovers = sum(1 for p in shards if is_staging(p.name))
+        damaged = 0
+        for shard in (p for p in shards if not is_staging(p.name)):
+            try:
+                keys.update((shard / KEYS).read_text(encoding="utf-8").split())
+            except (OSError, UnicodeDecodeError):
+                damaged += 1
+                continue
+            size += sum(p.stat().st_size for p in shard.iterdir() if p.is_file())
+            if verify and manifest is not None and verify_shard(shard, _array_files(manifest)) is not None:
+                damaged += 1
+        if damaged:
+            problems.append(f"{damaged} damaged shard(s)")
+        if leftovers:
+            problems.append(f"{leftovers} unfinished shard(s) (a run in progress, or interrupted: removed by the next run)")
+        if manifest is not None:
+            size += (folder / "manifest.json").stat().st_size
+        identity = (manifest or {}).get("identity") or {}
+        preprocessing = identity.get("preprocessing") or {}
+        stores.append(StoreSummary(
+            folder=folder, encoder=encoder, weights=str(identity.get("weights", "?")),
+            size=str(preprocessing.get("crop") or preprocessing.get("size") or "?"),
+            arrays=", ".join((manifest or {}).get("arrays") or {}), images=len(keys), bytes=size,
+            status="; ".join(problems) or "ok",
+        ))
     return stores
 
 
 def clear_stores(root: Path, encoder: str | None = None) -> int:
     removed = 0
     for store in list_stores(root):
-        if encoder is None or store["encoder"] == encoder:
-            shutil.rmtree(store["folder"])
+        if encoder is None or store.encoder == encoder:
+            shutil.rmtree(store.folder)
             removed += 1
     return removed

@@ -55,7 +55,8 @@ def export_embeddings(
         raise CxrbenchError(f"{out} exists; pass --overwrite to replace it.")
     paths, ids = collect_images(inputs)
     collected: dict[str, list[np.ndarray]] = {}
-    for _, arrays in encode_batches(encoder, request, [str(p) for p in paths], batch_size, None, device, progress):
+    fix = "Re-download the file, or leave it out of the inputs."
+    for _, arrays in encode_batches(encoder, request, [str(p) for p in paths], batch_size, None, device, progress, fix):
         for name, array in arrays.items():
             collected.setdefault(name, []).append(array)
     arrays = {name: np.ascontiguousarray(np.concatenate(parts)) for name, parts in collected.items()}

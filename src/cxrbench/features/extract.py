@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from cxrbench.data.images import read_image
+from cxrbench.data.images import DATASET_FIX, read_image
 from cxrbench.encoders.base import Encoder, FeatureRequest
 from cxrbench.encoders.preprocessing import Preprocessor
 from cxrbench.errors import CxrbenchError, ImageReadError
@@ -67,8 +68,10 @@ def encode_batches(
     num_workers: int | None = None,
     device: str = "cpu",
     progress: Progress = SilentProgress(),
+    fix: str = DATASET_FIX,
 ) -> Iterator[tuple[list[int], dict[str, np.ndarray]]]:
-    """Decode, preprocess and encode `paths` in batches; yields (positions in `paths`, float32 arrays)."""
+    """Decode, preprocess and encode `paths` in batches; yields (positions in `paths`, float32 arrays).
+    An unreadable image stops the run with its problem and `fix` (what the user should do about it)."""
     encoder.check_request(request)
     workers = default_workers(device) if num_workers is None else num_workers
     if len(paths) < 4 * batch_size:
@@ -82,7 +85,7 @@ def encode_batches(
     for pixels, indices, errors in loader:
         failed = [e for e in errors if e]
         if failed:
-            raise ImageReadError(failed[0])
+            raise ImageReadError(f"{failed[0]} {fix}")
         features = encoder.encode(pixels.to(device), request).arrays()
         yield indices.tolist(), {name: t.float().cpu().numpy() for name, t in features.items()}
         advance(len(indices))
@@ -99,23 +102,60 @@ def extract_features(
     device: str = "cpu",
     progress: Progress = SilentProgress(),
 ) -> ExtractionResult:
-    """Encode only what the store lacks; the encoder's network is built only if something is missing."""
+    """Encode only what the store lacks; the encoder's network is built only if something is missing.
+
+    Processes sharing a store take turns: the one holding its lock encodes, the others wait and then reuse its
+    shards. Shards that fail their checksums are deleted and their images encoded again.
+    """
     keys = [image_key(p) for p in paths]
+    unique = list(dict.fromkeys(keys))
     store = FeatureStore.open(cache_root, encoder.identity(request))
-    missing = store.missing(dict.fromkeys(keys))  # unique, in input order
-    if not missing:
+    if not store.missing(unique) and not store.check(unique):
         return ExtractionResult(store, keys, 0)
-    path_of = dict(zip(keys, map(str, paths)))
+    with store.lock(progress.note):
+        store.refresh()
+        store.remove_stale_work()
+        damaged = store.check(unique)
+        for shard in damaged:
+            progress.note(f"feature cache: shard {shard.path} is damaged ({shard.reason}); encoding its "
+                          f"{shard.images or 'unknown number of'} images again.")
+        store.discard(damaged)
+        missing = store.missing(unique)
+        if missing:
+            _encode_missing(encoder, request, store, missing, dict(zip(keys, map(str, paths))), batch_size,
+                            num_workers, shard_size, device, progress)
+    return ExtractionResult(store, keys, len(missing))
+
+
+def _encode_missing(encoder, request, store: FeatureStore, missing: list[str], path_of: dict[str, str], batch_size: int,
+                    num_workers: int | None, shard_size: int, device: str, progress: Progress) -> None:
+    """Encode the images of `missing` keys and add them to `store` a shard at a time (the last may be smaller).
+
+    A full shard is written by a background thread while the next one is encoded: casting, checking, saving and
+    checksumming a shard of patch grids (a gigabyte at 518 px) would otherwise stall a GPU. At most one shard is
+    in flight, so memory stays at two shards; a failed write stops the run at the next shard or at the end.
+    """
     pending_keys: list[str] = []
     pending: dict[str, list[np.ndarray]] = {}
-    batches = encode_batches(encoder, request, [path_of[k] for k in missing], batch_size, num_workers, device, progress)
-    for indices, arrays in batches:
-        for name, array in arrays.items():
-            pending.setdefault(name, []).append(array)
-        pending_keys += [missing[i] for i in indices]
-        if len(pending_keys) >= shard_size:
-            store.write_shard(pending_keys, {n: np.concatenate(v) for n, v in pending.items()})
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cxrbench-shard-writer") as writer:
+        in_flight: Future | None = None
+
+        def flush() -> None:
+            nonlocal in_flight, pending_keys, pending
+            if in_flight is not None:
+                in_flight.result()  # raises the previous write's error here, in the caller's thread
+            arrays = {n: np.concatenate(v) for n, v in pending.items()}
+            in_flight = writer.submit(store.write_shard, pending_keys, arrays, [path_of[k] for k in pending_keys])
             pending_keys, pending = [], {}
-    if pending_keys:
-        store.write_shard(pending_keys, {n: np.concatenate(v) for n, v in pending.items()})
-    return ExtractionResult(store, keys, len(missing))
+
+        batches = encode_batches(encoder, request, [path_of[k] for k in missing], batch_size, num_workers, device, progress)
+        for indices, arrays in batches:
+            for name, array in arrays.items():
+                pending.setdefault(name, []).append(array)
+            pending_keys.extend(missing[i] for i in indices)
+            if len(pending_keys) >= shard_size:
+                flush()
+        if pending_keys:
+            flush()
+        if in_flight is not None:
+            in_flight.result()

@@ -10,7 +10,9 @@ import numpy as np
 
 from cxrbench.errors import SpecError
 from cxrbench.heads.params import check_params
+from cxrbench.progress import Progress, SilentProgress
 from cxrbench.specs import HeadSpec
+from cxrbench.threads import Work
 
 
 @dataclass
@@ -47,6 +49,8 @@ class Head(ABC):
     defaults: dict[str, Any] = {}
     #: scalar parameters that may be given as a list, every value trained (a grid's axes)
     sweeps: tuple[str, ...] = ()
+    #: how the head's steps use CPU threads (`cxrbench.threads`): "light" heads train on one thread
+    work: Work = "light"
 
     def __init__(self, spec: HeadSpec, overrides: dict[str, Any] | None = None, task_type: str = "multilabel"):
         unknown = set(spec.params) - set(self.defaults) | set(overrides or {}) - set(self.defaults)
@@ -60,7 +64,9 @@ class Head(ABC):
         self.task_type = task_type
 
     @abstractmethod
-    def fit(self, train: FeatureSet, val: FeatureSet, seed: int) -> FitReport: ...
+    def fit(self, train: FeatureSet, val: FeatureSet, seed: int, progress: Progress = SilentProgress()) -> FitReport:
+        """Train on `train` (choosing among settings on `val` where the head has several); `progress` shows the
+        epochs or fits as they go, so that a long training is never a frozen bar."""
 
     @abstractmethod
     def predict(self, features: FeatureSet) -> np.ndarray:

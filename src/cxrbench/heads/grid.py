@@ -25,6 +25,7 @@ from cxrbench.heads.losses import LOSSES, OUTPUTS, resolve_loss
 from cxrbench.heads.selection import validation_score
 from cxrbench.heads.stacked import POOLINGS, StackedDecoders, StackedSGD
 from cxrbench.heads.standardise import Standardiser, rows_tensor
+from cxrbench.progress import Progress, SilentProgress
 
 GRID_KEYS = ("pooling", "depth", "lr", "weight_decay")
 
@@ -81,8 +82,13 @@ class GridHead(Head):
     def needs(self) -> tuple[str, ...]:  # type: ignore[override]
         return ("global", "patches") if any(c.pooling != "cls" for c in self.configs) else ("global",)
 
+    @property
+    def work(self) -> str:  # type: ignore[override]
+        """Pooling patch grids is heavy (batch x tokens x dim per step); decoders of the global embedding are light."""
+        return "heavy" if "patches" in self.needs else "light"
+
     # -- training -------------------------------------------------------------------------------------------
-    def fit(self, train: FeatureSet, val: FeatureSet, seed: int) -> FitReport:
+    def fit(self, train: FeatureSet, val: FeatureSet, seed: int, progress: Progress = SilentProgress()) -> FitReport:
         p = self.params
         if "patches" in self.needs and train.patches is None:
             raise DataError(f"Head '{self.spec.name}' pools patch tokens, but the features given have no patch grid.")
@@ -117,6 +123,7 @@ class GridHead(Head):
         labels = torch.from_numpy(np.ascontiguousarray(train.labels, dtype=np.float32))
         loss_fn = LOSSES[self.loss]
         train_loss = torch.zeros(len(self.configs), dtype=torch.float64)
+        advance = progress.task(f"{self.spec.name} head ({len(self.configs)} configurations), seed {seed}: epochs", epochs, transient=True)
         for _ in range(epochs):
             running = torch.zeros(len(self.configs), dtype=torch.float64)
             permutation = torch.randperm(len(labels), generator=generator).numpy()
@@ -133,6 +140,7 @@ class GridHead(Head):
                 step += 1
                 running[order] += per_head.detach().double().cpu() * len(index)
             train_loss = running / len(labels)
+            advance(1)
         return self._select(val, train_loss, epochs, total)
 
     def _values(self, key: str, members: list[int]) -> torch.Tensor:

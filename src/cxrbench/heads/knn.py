@@ -42,6 +42,7 @@ import torch
 from cxrbench.errors import SpecError
 from cxrbench.heads.base import FeatureSet, FitReport, Head
 from cxrbench.heads.selection import validation_score
+from cxrbench.progress import Progress, SilentProgress
 
 RULES = ("weighted", "mlknn")
 
@@ -62,6 +63,7 @@ def _task_groups(labels: torch.Tensor) -> list[tuple[torch.Tensor, list[int]]]:
 
 
 class KNNHead(Head):
+    work = "heavy"  # a [queries x training images] similarity matrix per chunk
     defaults = {"k": [10, 20, 100, 200], "rule": "weighted", "temperature": 0.07, "smoothing": 1.0,
                 "selection_metric": "auprc", "chunk": 1024}
 
@@ -72,7 +74,7 @@ class KNNHead(Head):
         if not float(self.params["smoothing"]) > 0:
             raise SpecError(f"Head '{self.spec.name}': smoothing must be > 0, not {self.params['smoothing']}.")
 
-    def fit(self, train: FeatureSet, val: FeatureSet, seed: int) -> FitReport:
+    def fit(self, train: FeatureSet, val: FeatureSet, seed: int, progress: Progress = SilentProgress()) -> FitReport:
         self._train = _normalise(train.global_)
         self._labels = torch.from_numpy(train.labels.astype(np.float32))
         self._groups = _task_groups(self._labels)

@@ -10,6 +10,7 @@ import torch
 from cxrbench.heads.base import FeatureSet, FitReport, Head
 from cxrbench.heads.losses import masked_bce
 from cxrbench.heads.standardise import Standardiser
+from cxrbench.progress import Progress, SilentProgress
 
 
 class LinearProbe(Head):
@@ -23,7 +24,7 @@ class LinearProbe(Head):
         "class_balanced_loss": False,
     }
 
-    def fit(self, train: FeatureSet, val: FeatureSet, seed: int) -> FitReport:
+    def fit(self, train: FeatureSet, val: FeatureSet, seed: int, progress: Progress = SilentProgress()) -> FitReport:
         p = self.params
         generator = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)
@@ -53,6 +54,7 @@ class LinearProbe(Head):
         total = epochs * steps_per_epoch
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
         history: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
+        advance = progress.task(f"{self.spec.name} head, seed {seed}: epochs", epochs, transient=True)
         for _ in range(epochs):
             order = torch.randperm(len(x), generator=generator)
             running = 0.0
@@ -66,6 +68,7 @@ class LinearProbe(Head):
                 running += loss.item() * len(index)
             history["train_loss"].append(running / len(x))
             history["val_loss"].append(self._loss(val) if len(val.labels) else float("nan"))
+            advance(1)
         return FitReport(chosen={"epochs": epochs, "steps": total, "checkpoint": "last"}, history=history)
 
     @torch.no_grad()

@@ -12,17 +12,19 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from cxrbench.heads.base import FeatureSet, FitReport, Head
+from cxrbench.progress import Progress, SilentProgress
 from cxrbench.stats.metrics import task_metric
 
 
 class LogisticHead(Head):
     defaults = {"C": [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0], "max_iter": 1000, "selection_metric": "auprc"}
 
-    def fit(self, train: FeatureSet, val: FeatureSet, seed: int) -> FitReport:
+    def fit(self, train: FeatureSet, val: FeatureSet, seed: int, progress: Progress = SilentProgress()) -> FitReport:
         self.scaler = StandardScaler().fit((train.standardise_on or train).global_)
         x_train, x_val = self.scaler.transform(train.global_), self.scaler.transform(val.global_) if len(val.labels) else None
         metric = self.params["selection_metric"]
         self.models, chosen, table = [], {}, []
+        advance = progress.task(f"{self.spec.name} head, seed {seed}: tasks", train.labels.shape[1], transient=True)
         for t in range(train.labels.shape[1]):
             known = ~np.isnan(train.labels[:, t])
             y = train.labels[known, t]
@@ -39,6 +41,7 @@ class LogisticHead(Head):
                 best = max(finite, key=lambda c: (finite[c], -c)) if finite else max(candidates)
             self.models.append(candidates[best])
             chosen[f"C[{t}]"] = best
+            advance(1)
         return FitReport(chosen=chosen, table=table)
 
     def predict(self, features: FeatureSet) -> np.ndarray:

@@ -22,7 +22,8 @@ from pathlib import Path
 import pandas as pd
 
 from cxrbench.errors import CxrbenchError
-from cxrbench.results.store import StoredRun, atomic_bytes, atomic_text, encoder_label, stored_runs
+from cxrbench.files import atomic_bytes, atomic_text
+from cxrbench.results.store import StoredRun, encoder_label, stored_runs
 from cxrbench.results.tables import format_entry, to_markdown
 from cxrbench.specs import BenchmarkSpec
 from cxrbench.stats.metrics import METRIC_TITLES

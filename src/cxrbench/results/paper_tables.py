@@ -24,7 +24,8 @@ import pandas as pd
 from cxrbench.errors import CxrbenchError
 from cxrbench.results.efficiency import full_data_runs
 from cxrbench.results.published import read_published
-from cxrbench.results.store import StoredRun, atomic_text, run_label, stored_runs
+from cxrbench.files import atomic_text
+from cxrbench.results.store import StoredRun, run_label, stored_runs
 from cxrbench.specs import BenchmarkSpec, PublishedSpec
 from cxrbench.stats.metrics import METRIC_TITLES
 from cxrbench.stats.summary import MACRO
@@ -268,8 +269,9 @@ def build_paper_table(
     diff_rows = []
     if diff:
         for row in rows:
-            if row.variant:  # random weights or another input size: not the published encoder
-                notes.append(f"no difference row for {row.label}: its encoder is not the released one ({', '.join(row.variant)}).")
+            if row.variant:  # random weights, another input size or synthetic data: not the published setting
+                notes.append(f"no difference row for {row.label}: not the released encoder on the released data "
+                             f"({', '.join(row.variant)}).")
                 continue
             cells: list[dict | None] = [None] * len(columns)
             for i, column in enumerate(columns):
@@ -312,11 +314,12 @@ def table_from_store(layout: TableLayout, out: Path, spec_lookup: Callable[[str]
 # ---------------------------------------------------------------- formatting
 
 def _best(table: PaperTable) -> list[set[int]]:
-    """Per column, the rows (ours and published) whose mean, at the shown precision, is the highest."""
+    """Per column, the rows (ours and published) whose mean, at the shown precision, is the highest. Runs of a
+    variant (random weights, another input size, synthetic data) do not compete: they measure something else."""
     best = []
     for i in range(len(table.columns)):
         values = {r: round(100 * row.cells[i]["mean"], table.layout.decimals)
-                  for r, row in enumerate(table.rows) if row.kind != DIFF and row.cells[i] is not None}
+                  for r, row in enumerate(table.rows) if row.kind != DIFF and not row.variant and row.cells[i] is not None}
         top = max(values.values()) if len(values) > 1 else None
         best.append({r for r, v in values.items() if v == top} if top is not None else set())
     return best

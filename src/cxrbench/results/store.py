@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import yaml
+
+from cxrbench.errors import DataError
+from cxrbench.files import folder_lock, remove_stale, staging_name, storage_errors
 
 RUN_FILES = ("config.yaml", "metrics.json", "predictions.parquet", "splits.parquet", "table.md", "table.csv")
 
@@ -25,25 +27,46 @@ def run_folder(out: Path, benchmark: str, encoder: str, head: str) -> Path:
     return out / benchmark / encoder / head
 
 
-def write_run(folder: Path, writers: dict[str, Callable[[Path], None]]) -> Path:
-    """Call each writer with its file path inside a temporary folder, then move the folder into place."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = folder.parent / f".{folder.name}.partial-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
-    try:
-        for name, write in writers.items():
-            write(staging / name)
-        if folder.exists():
-            retired = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
-            os.rename(folder, retired)
-            os.rename(staging, folder)
-            shutil.rmtree(retired)
-        else:
-            os.rename(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+def write_run(folder: Path, writers: dict[str, Callable[[Path], None]],
+              check: Callable[[dict | None], None] | None = None, on_wait: Callable[[str], None] | None = None) -> Path:
+    """Call each writer with its file path inside a staging folder, then move the folder into place.
+
+    Under the folder's lock: `check(stored metrics.json or None)` runs first and may refuse (another process may
+    have stored a run of other settings since this one started), staging leftovers of killed processes are
+    removed, and the previous folder is replaced only by a complete one.
+    """
+    parent = folder.parent
+    with storage_errors(parent, "Free some space, or pass --out on a disk with room, then rerun (features are cached)."):
+        parent.mkdir(parents=True, exist_ok=True)
+        with folder_lock(parent / f".{folder.name}.lock", f"results into {folder}", on_wait):
+            if check is not None:
+                check(read_metrics(folder))
+            remove_stale(parent, f".{folder.name}.")
+            staging = parent / staging_name(f"{folder.name}.partial")
+            staging.mkdir()
+            try:
+                for name, write in writers.items():
+                    write(staging / name)
+                if folder.exists():
+                    retired = parent / staging_name(f"{folder.name}.old")
+                    os.rename(folder, retired)
+                    os.rename(staging, folder)
+                    shutil.rmtree(retired)
+                else:
+                    os.rename(staging, folder)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
     return folder
+
+
+def read_metrics(folder: Path) -> dict | None:
+    """A run folder's metrics.json, or None when there is none (or it cannot be read as a run)."""
+    try:
+        metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return metrics if isinstance(metrics, dict) else None
 
 
 def yaml_writer(data: dict) -> Callable[[Path], None]:
@@ -73,13 +96,15 @@ class StoredRun:
 
     @property
     def variant(self) -> list[str]:
-        """How the run's encoder differs from its released form (random weights, another input size): a run of
-        `--weights random` or `--image-size` must never pass in a table for the published encoder."""
+        """How the run differs from the published protocol (random weights, another input size, synthetic data): such
+        a run must never pass in a table for the published encoder on the real dataset."""
         identity = self.metrics.get("run_identity") or {}
         notes = ["random init"] if str(identity.get("weights", "")).startswith("random") else []
         size, released = (identity.get("preprocessing") or {}).get("size"), _released_input_size(self.encoder)
         if size is not None and released is not None and size != released:
             notes.append(f"{size} px")
+        if identity.get("synthetic_data"):
+            notes.append("synthetic data")
         return notes
 
     @property
@@ -115,22 +140,9 @@ def stored_runs(out: Path, benchmark: str) -> list[StoredRun]:
         folder = metrics_path.parent
         if folder.name.startswith(".") or folder.parent.name.startswith("."):
             continue
-        metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+        metrics = read_metrics(folder)
+        if metrics is None:
+            raise DataError(f"{metrics_path} cannot be read as a run's metrics (damaged?). Run that benchmark again, "
+                            f"or remove the folder {folder}.")
         runs.append(StoredRun(benchmark, folder.parent.name, folder.name, folder, metrics))
     return runs
-
-
-def atomic_text(path: Path, text: str) -> None:
-    """Write a whole file or nothing: a temporary sibling renamed over the target."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def atomic_bytes(path: Path, data: bytes) -> None:
-    """`atomic_text` for binary files (plots)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from cxrbench.data.images import read_image
+from cxrbench.data.images import DATASET_FIX, read_image
 from cxrbench.encoders.base import Encoder, FeatureRequest
 from cxrbench.encoders.preprocessing import Preprocessor
 from cxrbench.errors import CxrbenchError, DataError, ImageReadError, SpecError
@@ -299,7 +299,7 @@ def train_augmented_probe(
         for pixels, labels, _, errors in loader:
             failed = [e for e in errors if e]
             if failed:
-                raise ImageReadError(failed[0])
+                raise ImageReadError(f"{failed[0]} {DATASET_FIX}")
             with torch.no_grad():
                 features = encoder.encode(pixels.to(device, non_blocking=True), GLOBAL_ONLY).global_embedding
             if features is None or features.shape[-1] != dim:
