@@ -1,4 +1,4 @@
-"""Label efficiency: budgets read from metrics.json (or the run folder's name), sorted numerically, written as
+"""Label efficiency: budgets read from metrics.json (never from the run folder's name), sorted numerically, written as
 Markdown/CSV/PNG, and `cxrbench curve`."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from cxrbench.cli import app
 from cxrbench.errors import CxrbenchError
 from cxrbench.registry import benchmark_spec
 from cxrbench.results.efficiency import (
-    FULL, Budget, base_head, efficiency_display_table, efficiency_long_table, full_data_runs, run_budget, write_efficiency,
+    FULL, Budget, efficiency_display_table, efficiency_long_table, full_data_runs, run_budget, write_efficiency,
 )
 from cxrbench.results.store import json_writer, run_folder, stored_runs, write_run
 
@@ -58,19 +58,17 @@ def store(tmp_path) -> Path:
     return out
 
 
-def test_budgets_from_metrics_json_then_folder_name(tmp_path):
-    folder = write_stored_run(tmp_path, "e", "linear_train-0.25", 0.5)  # no label_budget key: the folder name says
-    write_stored_run(tmp_path, "e", "linear_shots-8", 0.5)
-    write_stored_run(tmp_path, "e", "knn", 0.5)
+def test_what_a_run_is_comes_from_metrics_json_never_from_its_folder_name(tmp_path):
+    write_stored_run(tmp_path, "e", "linear_train-0.25", 0.5)  # no label_budget: full data, whatever the folder says
+    write_stored_run(tmp_path, "e", "renamed-by-hand", 0.5, budget={"shots": 8})
     write_stored_run(tmp_path, "e", "my_head_train-0.5", 0.5, budget={"train_fraction": 0.3})  # the key wins
-    budgets = {run.head: (run_budget(run), base_head(run)) for run in stored_runs(tmp_path, "vindr")}
+    budgets = {run.folder.name: (run_budget(run), run.head) for run in stored_runs(tmp_path, "vindr")}
     assert budgets == {
-        "linear_train-0.25": (Budget("fraction", 0.25), "linear"), "linear_shots-8": (Budget("shots", 8.0), "linear"),
-        "knn": (FULL, "knn"), "my_head_train-0.5": (Budget("fraction", 0.3), "my_head"),
+        "linear_train-0.25": (FULL, "linear"), "renamed-by-hand": (Budget("shots", 8.0), "linear"),
+        "my_head_train-0.5": (Budget("fraction", 0.3), "linear"),
     }
     assert FULL.value == 1.0 and FULL.label == "100%" and Budget("shots", 1).label == "1 shot"
-    assert [run.head for run in full_data_runs(stored_runs(tmp_path, "vindr"))] == ["knn"]
-    assert folder.name == "linear_train-0.25"
+    assert [run.folder.name for run in full_data_runs(stored_runs(tmp_path, "vindr"))] == ["linear_train-0.25"]
 
 
 @pytest.mark.parametrize("budget", [{"train_fraction": 0}, {"train_fraction": 1.5}, {"shots": 0}, {"shots": 2.5},
@@ -149,8 +147,10 @@ def test_only_full_data_still_plots_with_a_note(tmp_path):
 def test_errors_no_runs_and_unknown_metric(tmp_path, store):
     with pytest.raises(CxrbenchError, match="No stored runs of 'vindr'"):
         write_efficiency(VINDR, tmp_path / "empty")
-    with pytest.raises(CxrbenchError, match="--metric accuracy is not among them"):
+    with pytest.raises(CxrbenchError, match="have no 'accuracy' results"):  # registered, but no run scored it
         write_efficiency(VINDR, store, "accuracy")
+    with pytest.raises(CxrbenchError, match="Unknown metric 'acuracy'"):
+        write_efficiency(VINDR, store, "acuracy")
 
 
 def test_cli_curve(store, tmp_path):

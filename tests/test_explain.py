@@ -17,10 +17,13 @@ from cxrbench.cli import app
 from cxrbench.data.samples import BenchmarkData
 from cxrbench.encoders.preprocessing import Preprocessor
 from cxrbench.errors import CxrbenchError, DataError
-from cxrbench.explain.boxes import read_boxes, read_test_boxes
+from cxrbench.data.vindr_boxes import read_boxes, read_test_boxes
 from cxrbench.explain.geometry import CLIPPED, CROPPED_AWAY, EMPTY, KEPT, InputGeometry, PatchGrid
 from cxrbench.explain.hits import argmax_cells, finding_accuracy, macro_accuracy, score_boxes
-from cxrbench.explain.runner import ExplainOptions, explain_benchmark, run_explain
+from cxrbench.explain.runner import run_explain
+from cxrbench.evaluations.localisation import LocalisationEvaluation
+from cxrbench.pipeline import EncoderOptions, MachineOptions, evaluate
+from cxrbench.study import StudyOptions
 from cxrbench.specs import PreprocessSpec
 
 SHORT_CROP = PreprocessSpec(size=224, resize="shortest_edge", crop=224, interpolation="nearest", antialias=False, channels=1)
@@ -200,7 +203,7 @@ def tiny(tmp_path) -> tuple[BenchmarkData, Path]:
     ], columns=["image_id", "class_name", "x_min", "y_min", "x_max", "y_max"]).to_csv(root / "annotations/annotations_test.csv", index=False)
     samples = pd.DataFrame({"image_id": ids, "patient_id": ["p0", "p1", "p2"], "path": [str(root / "test" / f"{i}.png") for i in ids],
                             "split": "test", "A": [1.0, 1.0, 0.0], "B": [0.0, 1.0, 0.0]})
-    return BenchmarkData("vindr", root, ("A", "B"), samples), root
+    return BenchmarkData("vindr", root, ("A", "B"), samples, boxes=read_test_boxes(root)), root
 
 
 def test_run_explain_writes_json_csv_and_valid_pngs(tiny, tmp_path):
@@ -290,10 +293,10 @@ FAST_HEAD = {"lr": 0.1, "epochs": 2, "min_steps": 10, "batch_size": 64}
 
 
 def test_explain_benchmark_on_synthetic_vindr(vindr_root, tmp_path):
-    options = ExplainOptions(encoders=["pixels"], out=tmp_path / "out", cache_root=tmp_path / "cache", data_root=vindr_root,
-                             seeds=2, images_per_finding=1, head_overrides=FAST_HEAD, bootstrap_resamples=50,
-                             one_head_per_finding=False)  # one head, a query per finding (the CLI test fits one per finding)
-    (result,) = explain_benchmark(options)
+    evaluation = LocalisationEvaluation(tmp_path / "out", images_per_finding=1, head_overrides=FAST_HEAD,
+                                        one_head_per_finding=False)  # one head, a query per finding (the CLI test: one per finding)
+    (result,) = evaluate(StudyOptions("vindr", vindr_root, seeds=2, bootstrap_resamples=50), evaluation,
+                         EncoderOptions(["pixels"]), MachineOptions(tmp_path / "cache"))
     folder = tmp_path / "out/vindr/pixels/explain"
     assert result.folder == folder
     summary = json.loads((folder / "explain.json").read_text())

@@ -15,10 +15,12 @@ from cxrbench import pipeline, threads
 from cxrbench.cli import app
 from cxrbench.console import fitted_table
 from cxrbench.heads.linear import LinearProbe
-from cxrbench.pipeline import RunOptions
+from cxrbench.evaluations.probe import ProbeEvaluation
+from cxrbench.pipeline import EncoderOptions, MachineOptions
 from cxrbench.registry import benchmark_spec
 from cxrbench.results.store import stored_runs
 from cxrbench.results.tables import comparison_table, run_display_table
+from cxrbench.study import StudyOptions
 
 runner = CliRunner()
 TASKS = list(benchmark_spec("vindr").tasks)
@@ -97,9 +99,9 @@ def test_the_linear_head_trains_on_one_thread_and_shows_its_epochs(vindr_root, t
             pass
 
     recorder = Recorder()
-    options = RunOptions(benchmark="vindr", encoders=["pixels"], out=tmp_path / "out", cache_root=tmp_path / "cache",
-                         seeds=2, data_root=vindr_root, head_params={"min_steps": 30}, bootstrap_resamples=20)
-    pipeline.run(options, recorder)
+    pipeline.evaluate(StudyOptions("vindr", vindr_root, seeds=2, bootstrap_resamples=20),
+                      ProbeEvaluation(tmp_path / "out", head_params={"min_steps": 30}), EncoderOptions(["pixels"]),
+                      MachineOptions(tmp_path / "cache"), recorder)
     assert seen == [1, 1]
     epoch_bars = {d: v for d, v in recorder.bars.items() if "epochs" in d}
     assert set(epoch_bars) == {"linear head, seed 0: epochs", "linear head, seed 1: epochs"}
@@ -118,7 +120,7 @@ def test_ctrl_c_says_what_was_kept_and_that_a_rerun_resumes(vindr_root, tmp_path
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline, "run", interrupted)
+    monkeypatch.setattr(pipeline, "evaluate", interrupted)
     result = runner.invoke(app, run_args(vindr_root, tmp_path / "out", tmp_path / "cache", "--encoder", "pixels"))
     assert result.exit_code == 130
     assert "interrupted" in result.output and "resumes" in result.output and "Traceback" not in result.output
@@ -250,7 +252,7 @@ def test_demo_next_steps_name_the_results(monkeypatch, tmp_path):
     """The demo's closing lines (the runs themselves are the pipeline's, tested above)."""
     from cxrbench import cli
 
-    monkeypatch.setattr(cli, "_run_and_show", lambda options: [])
+    monkeypatch.setattr(cli, "_run_and_show", lambda *args: [])
     monkeypatch.setattr(cli, "_show_comparison", lambda *args: None)
     result = runner.invoke(app, ["demo", "--workdir", str(tmp_path / "demo"), "--patients", "20"])
     assert result.exit_code == 0, result.output

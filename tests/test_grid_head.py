@@ -31,7 +31,7 @@ def planted(n: int, rng: np.random.Generator, strength: float = 4.0) -> tuple[Fe
 
 
 def _head(name: str, **overrides) -> GridHead:
-    return GridHead(registry().get("heads", name).spec, overrides)
+    return GridHead(registry().get("heads", name).spec, overrides, "binary", "auprc")
 
 
 def test_stacked_sgd_equals_torch_sgd_per_head():
@@ -155,7 +155,7 @@ def test_multiclass_and_regression_heads_train_with_their_losses():
     classes = np.argmax(x[:, :3], axis=1)
     onehot = np.eye(3, dtype=np.float32)[classes]
     spec = HeadSpec("g", "grid", {"pooling": "cls", "depth": 1, "lr": [0.01, 0.1], "epochs": 30, "min_steps": 0})
-    head = GridHead(spec, task_type="multiclass")
+    head = GridHead(spec, kind="multiclass", selection="balanced_accuracy")
     assert head.loss == "ce"
     report = head.fit(FeatureSet(x[:600], onehot[:600]), FeatureSet(x[600:750], onehot[600:750]), seed=0)
     assert "val_loss" in report.table[0]
@@ -163,7 +163,7 @@ def test_multiclass_and_regression_heads_train_with_their_losses():
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
     assert (probabilities.argmax(axis=1) == classes[750:]).mean() > 0.85
     angles = (20 + 10 * x[:, :1] + 5 * x[:, 1:2]).astype(np.float32)  # positive targets, like Cobb angles
-    head = GridHead(HeadSpec("g", "grid", {**spec.params, "depth": 2}), task_type="regression")
+    head = GridHead(HeadSpec("g", "grid", {**spec.params, "depth": 2}), kind="regression", selection="pearson_r")
     head.fit(FeatureSet(x[:600], angles[:600]), FeatureSet(x[600:750], angles[600:750]), seed=0)
     predicted = head.predict(FeatureSet(x[750:], angles[750:]))
     assert np.corrcoef(predicted[:, 0], angles[750:, 0])[0, 1] > 0.9
@@ -176,8 +176,8 @@ def test_grid_spec_errors_name_the_key():
         expand_grid({"pooling": "avg", "depth": [3], "lr": 0.1, "weight_decay": 0.0}, "heads/x.yaml")
     with pytest.raises(SpecError, match=r"lr=-1 must be a finite number > 0"):
         _head("attentive", lr=[1e-3, -1])
-    with pytest.raises(SpecError, match="not regression"):
-        registry().get("heads", "linear").load()(registry().get("heads", "linear").spec, task_type="regression")
+    with pytest.raises(SpecError, match="not regression ones"):
+        registry().get("heads", "logistic").load()(registry().get("heads", "logistic").spec, kind="regression")
     with pytest.raises(DataError, match="no patch grid"):
         _head("attentive").fit(FeatureSet(np.zeros((4, 2)), np.zeros((4, 1))), FeatureSet(np.zeros((0, 2)), np.zeros((0, 1))), 0)
 

@@ -42,13 +42,14 @@ def test_bad_values_name_the_head_and_key(head, override, message):
         _head(head, **override)
 
 
-def test_augmented_probe_settings_are_checked_the_same_way():
-    from cxrbench.training.augmented import AugmentedProbeConfig
-
-    assert AugmentedProbeConfig.from_params({"lr": 1}).lr == 1.0
-    with pytest.raises(SpecError, match="augmented probe: epochs='x' must be an integer"):
-        AugmentedProbeConfig.from_params({"epochs": "x"})
+def test_the_online_probe_settings_are_checked_the_same_way():
+    assert _head("linear-augmented", lr=1).params["lr"] == 1.0
+    with pytest.raises(SpecError, match="Head 'linear-augmented': epochs='x' must be an integer"):
+        _head("linear-augmented", epochs="x")
+    with pytest.raises(SpecError, match="augmentation=3 must be a mapping"):
+        _head("linear-augmented", augmentation=3)
     assert check_params("x", {"seed": 0}, {"seed": 0}) == {"seed": 0}
+    assert check_params("x", {"negative_seed": 1}, {"negative_seed": 0}, positive=False) == {"negative_seed": 0}
 
 
 def test_a_bad_head_param_fails_before_the_data_is_read(tmp_path):
@@ -60,5 +61,5 @@ def test_a_bad_head_param_fails_before_the_data_is_read(tmp_path):
 
 def test_a_dataset_option_the_benchmark_does_not_have_is_refused(tmp_path):
     result = runner.invoke(app, ["run", "candid-ptx", "--encoder", "pixels", "--data-root", str(tmp_path),
-                                 "--out", str(tmp_path / "out"), "--label-rule", "any"])
-    assert result.exit_code == 2 and "--label-rule: benchmark 'candid-ptx' has no such dataset option" in result.output
+                                 "--out", str(tmp_path / "out"), "--dataset-option", "label_rule=any"])
+    assert result.exit_code == 2 and "--dataset-option label_rule: benchmark 'candid-ptx' has no such dataset option" in result.output

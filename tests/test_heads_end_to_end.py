@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from cxrbench.cli import app
 from cxrbench.data.splits import check_patient_disjoint
-from cxrbench.pipeline import load_benchmark
+from cxrbench.study import load_benchmark
 
 runner = CliRunner()
 QUICK = ["--head-param", "epochs=2", "--head-param", "min_steps=0"]
@@ -49,7 +49,7 @@ def test_raydino_grid_runs_156_heads_and_stores_the_selection(vindr_root, base):
     assert len(selection) == 2 * 156 and selection.groupby("seed")["config"].nunique().eq(156).all()
     metrics = json.loads((folder / "metrics.json").read_text())
     for seed in ("0", "1"):
-        chosen = metrics["heads"][seed]["chosen"]
+        chosen = metrics["heads"][seed]["binary"]["chosen"]
         scores = selection[selection["seed"] == int(seed)].set_index("config")["val_auprc"]
         assert chosen["config"] == scores.idxmax() and chosen["grid_size"] == 156
     config = (folder / "config.yaml").read_text()
@@ -107,18 +107,23 @@ def test_bad_head_param_and_budget_are_refused(vindr_root, base):
     assert not (base / "bad").exists() or not any((base / "bad").rglob("metrics.json"))
 
 
-def test_augmented_protocol_trains_online_and_is_its_own_run(vindr_root, base):
-    run(vindr_root, base, "--protocol", "augmented", "--head-param", "epochs=2", "--head-param", "lr=0.01",
+def test_the_online_augmented_probe_is_a_head_of_its_own(vindr_root, base):
+    run(vindr_root, base, "--head", "linear-augmented", "--head-param", "epochs=2", "--head-param", "lr=0.01",
         "--head-param", "batch_size=64")
-    folder = base / "out/vindr/pixels/linear_augmented"
+    folder = base / "out/vindr/pixels/linear-augmented"
     metrics = json.loads((folder / "metrics.json").read_text())
-    assert metrics["heads"]["0"]["chosen"]["protocol"] == "augmented"
+    chosen = metrics["heads"]["0"]["binary"]["chosen"]
+    assert chosen["features"] == "online" and chosen["augmentation"]["hflip_p"] == 0.5
+    assert metrics["head"] == "linear-augmented" and metrics["run_identity"]["head"]["features"] == "online"
     config = (folder / "config.yaml").read_text()
-    assert "protocol: augmented" in config and "hflip_p" in config and "lr: 0.01" in config
+    assert "features: online" in config and "lr: 0.01" in config
     assert metrics["metrics"]["auprc"]["macro"]["mean"] is not None
     result = runner.invoke(app, ["run", "vindr", "--data-root", str(vindr_root), "--out", str(base / "bad"),
-                                 "--encoder", "pixels", "--protocol", "augmented", "--head", "mlp"])
-    assert result.exit_code == 2 and "--protocol augmented" in result.output
+                                 "--encoder", "pixels", "--head", "knn", "--head-param", "features=online"])
+    assert result.exit_code == 2 and "no parameter(s) ['features']" in result.output
+    result = runner.invoke(app, ["run", "vindr", "--data-root", str(vindr_root), "--out", str(base / "bad"),
+                                 "--encoder", "pixels", "--head", "linear-augmented", "--head-param", "augmentation={flip: 1}"])
+    assert result.exit_code == 2 and "augmentation" in result.output and "flip" in result.output
 
 
 def test_a_stored_run_of_other_settings_is_not_replaced_silently(vindr_root, base):
@@ -131,30 +136,31 @@ def test_a_stored_run_of_other_settings_is_not_replaced_silently(vindr_root, bas
     assert (base / "out/vindr/pixels/knn/metrics.json").read_text() == before
     result = runner.invoke(app, [*args, "--head-param", "k=[5]", "--tag", "k5"])
     assert result.exit_code == 0, result.output
-    assert json.loads((base / "out/vindr/pixels/knn_k5/metrics.json").read_text())["heads"]["0"]["chosen"]["k"] == 5
+    assert json.loads((base / "out/vindr/pixels/knn_k5/metrics.json").read_text())["heads"]["0"]["binary"]["chosen"]["k"] == 5
     result = runner.invoke(app, [*args, "--head-param", "temperature=1e-1", "--overwrite"])
     assert result.exit_code == 0, result.output
     assert json.loads((base / "out/vindr/pixels/knn/metrics.json").read_text())["run_identity"]["head"]["temperature"] == 0.1
 
 
-def test_augmented_probe_on_a_budget_standardises_with_the_whole_training_split(vindr_root, base, monkeypatch):
-    import cxrbench.training.augmented as augmented
+def test_online_probe_on_a_budget_standardises_with_the_whole_training_split(vindr_root, base, monkeypatch):
+    from cxrbench.heads import linear
 
     seen = []
-    original = augmented.train_augmented_probe
+    original = linear.LinearProbe.fit
 
-    def spy(encoder, paths_train, *args, **kwargs):
-        seen.append((len(paths_train), len(kwargs["standardise_features"])))
-        return original(encoder, paths_train, *args, **kwargs)
+    def spy(self, train, val, seed, progress, source=None):
+        seen.append((len(source), len(train.standardise_on.global_), type(source).__name__))
+        return original(self, train, val, seed, progress, source)
 
-    monkeypatch.setattr(augmented, "train_augmented_probe", spy)
-    run(vindr_root, base, "--protocol", "augmented", "--shots", "3", "--head-param", "epochs=1",
+    monkeypatch.setattr(linear.LinearProbe, "fit", spy)
+    run(vindr_root, base, "--head", "linear-augmented", "--shots", "3", "--head-param", "epochs=1",
         "--head-param", "standardize=true", "--head-param", "batch_size=64")
-    folder = base / "out/vindr/pixels/linear_augmented_shots-3"
+    folder = base / "out/vindr/pixels/linear-augmented_shots-3"
     manifests = pd.read_parquet(folder / "splits.parquet")
     metrics = json.loads((folder / "metrics.json").read_text())
-    for seed, (budgeted, statistics) in enumerate(seen):
+    for seed, (budgeted, statistics, source) in enumerate(seen):
         split = manifests.loc[manifests["seed"] == seed, "split"]
+        assert source == "OnlineBatches"
         assert budgeted == split.eq("train").sum() < statistics == split.isin(["train", "unused"]).sum()
         test = manifests[(manifests["seed"] == seed) & (manifests["split"] == "test")]
         assert metrics["n_test_patients"][str(seed)] == test["patient_id"].nunique()

@@ -27,7 +27,7 @@ def data(n: int, seed: int, unknown: float = 0.0) -> FeatureSet:
 @pytest.mark.parametrize("unknown", [0.0, 0.2])
 def test_knn_equals_sklearn_for_every_k(unknown):
     train, test = data(400, 0, unknown), data(100, 1)
-    head = KNNHead(head_spec("knn"), {"k": [5, 20, 50]})
+    head = KNNHead(head_spec("knn"), {"k": [5, 20, 50]}, "binary", "auprc")
     head.fit(train, FeatureSet(np.zeros((0, 16), np.float32), np.zeros((0, 2), np.float32)), seed=0)
     ours = head._scores_for_all_k(test.global_, [5, 20, 50])
     temperature = head.params["temperature"]
@@ -43,7 +43,7 @@ def test_knn_equals_sklearn_for_every_k(unknown):
 
 def test_knn_chooses_k_on_validation():
     train, val = data(400, 2), data(200, 3)
-    head = KNNHead(head_spec("knn"), {"k": [1, 10, 50]})
+    head = KNNHead(head_spec("knn"), {"k": [1, 10, 50]}, "binary", "auprc")
     report = head.fit(train, val, seed=0)
     by_k = {row["k"]: row["val_auprc"] for row in report.table}
     assert report.chosen["k"] == max(by_k, key=by_k.get)
@@ -53,7 +53,7 @@ def test_knn_chooses_k_on_validation():
 def test_logistic_equals_a_manual_sklearn_sweep():
     train, val, test = data(300, 4, unknown=0.1), data(150, 5), data(150, 6)
     grid = [1e-3, 1e-1, 10.0]
-    head = LogisticHead(head_spec("logistic"), {"C": grid})
+    head = LogisticHead(head_spec("logistic"), {"C": grid}, "binary", "auprc")
     report = head.fit(train, val, seed=0)
     ours = head.predict(test)
     scaler = StandardScaler().fit(train.global_)

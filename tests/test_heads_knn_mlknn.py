@@ -57,7 +57,7 @@ def reference_mlknn(train: FeatureSet, query: np.ndarray, k: int, smoothing: flo
 
 
 def mlknn(params: dict) -> KNNHead:
-    return KNNHead(head_spec("knn"), {"rule": "mlknn", "chunk": 64, **params})  # small chunks: several per split
+    return KNNHead(head_spec("knn"), {"rule": "mlknn", "chunk": 64, **params}, "binary", "auprc")  # small chunks: several per split
 
 
 @pytest.mark.parametrize(("unknown", "smoothing"), [(0.0, 1.0), (0.3, 1.0), (0.3, 0.25)])
@@ -125,6 +125,6 @@ def test_float32_features_match_float64_ones():
 def test_rule_and_smoothing_are_checked():
     assert KNNHead(head_spec("knn")).params["rule"] == "weighted"  # DINOv2's rule stays the default
     with pytest.raises(SpecError, match="rule"):
-        KNNHead(head_spec("knn"), {"rule": "ml-knn"})
+        KNNHead(head_spec("knn"), {"rule": "ml-knn"}, "binary", "auprc")
     with pytest.raises(SpecError, match="smoothing"):
-        KNNHead(head_spec("knn"), {"rule": "mlknn", "smoothing": 0})
+        KNNHead(head_spec("knn"), {"rule": "mlknn", "smoothing": 0}, "binary", "auprc")

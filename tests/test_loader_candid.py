@@ -16,7 +16,7 @@ from cxrbench.data.splits import POOL, seed_splits
 from cxrbench.data.synthetic import _write_dicom
 from cxrbench.data.synthetic_layouts import relative_rle, write_synthetic_candid
 from cxrbench.errors import DataError
-from cxrbench.pipeline import load_benchmark
+from cxrbench.study import load_benchmark
 from cxrbench.registry import benchmark_spec
 
 SPEC = benchmark_spec("candid-ptx")
@@ -51,7 +51,7 @@ def test_counts_match_direct_count_of_csvs(candid_root):
     _, data = load_benchmark("candid-ptx", candid_root, {})
     n_images = reports(candid_root)["SOPInstanceUID"].nunique()
     assert len(data.samples) == n_images
-    counts = data.label_counts().set_index("task")
+    counts = data.label_counts()["binary"].set_index("task")
     assert counts["positive"].to_dict() == direct_positives(candid_root)
     assert (counts["positive"] + counts["negative"]).eq(n_images).all() and counts["unknown"].eq(0).all()
     assert set(data.samples["split"]) == {POOL}
@@ -198,7 +198,7 @@ def test_missing_finding_csv_and_renamed_release(candid_copy):
     with pytest.raises(DataError, match=r"acute_rib_fracture\.csv does not exist"):
         load_benchmark("candid-ptx", candid_copy, {})
     _, data = load_benchmark("candid-ptx", candid_copy, {"rib_fracture_csv": "Rib_fracture_mask_rle.csv"})
-    assert data.label_counts().set_index("task").loc["Rib fracture", "positive"] == expected
+    assert data.label_counts()["binary"].set_index("task").loc["Rib fracture", "positive"] == expected
 
 
 def test_finding_rows_outside_the_reports_and_minus_one_masks(candid_copy):

@@ -17,7 +17,7 @@ from cxrbench.data.padchest import padchest_lateral_labels
 from cxrbench.data.splits import POOL, seed_splits
 from cxrbench.data.synthetic_layouts import PADCHEST_CSV, write_synthetic_padchest
 from cxrbench.errors import DataError
-from cxrbench.pipeline import load_benchmark
+from cxrbench.study import load_benchmark
 from cxrbench.registry import benchmark_spec
 
 SPEC = benchmark_spec("padchest-lateral")

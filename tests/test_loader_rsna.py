@@ -19,7 +19,7 @@ from cxrbench.data.rsna import read_rsna_labels
 from cxrbench.data.splits import POOL, seed_splits
 from cxrbench.data.synthetic_layouts import write_synthetic_rsna
 from cxrbench.errors import DataError
-from cxrbench.pipeline import load_benchmark
+from cxrbench.study import load_benchmark
 from cxrbench.registry import benchmark_spec
 
 SPEC = benchmark_spec("rsna-pneumonia")
@@ -57,7 +57,7 @@ def test_counts_match_direct_count_of_csv(rsna_root):
     _, data = load_benchmark("rsna-pneumonia", rsna_root, {})
     images, positives = direct_counts(rsna_root / LABELS)
     assert len(data.samples) == images
-    counts = data.label_counts().set_index("task").loc["Pneumonia"]
+    counts = data.label_counts()["binary"].set_index("task").loc["Pneumonia"]
     assert (counts["positive"], counts["negative"], counts["unknown"]) == (positives, images - positives, 0)
     assert pd.read_csv(rsna_root / LABELS)["patientId"].duplicated().any()  # several boxes per image in the fixture
     assert set(data.samples["split"]) == {POOL} and data.tasks == ("Pneumonia",)
@@ -112,7 +112,7 @@ def test_data_check_prints_direct_counts(rsna_root):
 
 
 def test_spec_matches_the_paper_protocol():
-    assert SPEC.task_type == "binary" and SPEC.metrics == ("auprc", "auroc")
+    assert [t.kind for t in SPEC.targets] == ["binary"] and SPEC.metrics == ("auprc", "auroc")
     assert SPEC.split.scheme == "random" and SPEC.split.fractions == (0.6, 0.2, 0.2)
     assert SPEC.published.task_columns == {"Pneumonia": "rsna_auprc"}
 

@@ -9,14 +9,34 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from cxrbench.specs import BootstrapSpec
+from cxrbench.errors import UnknownNameError
+from cxrbench.metrics.classification import weighted_curve
+from cxrbench.registry import metric, registry
+from cxrbench.specs import BootstrapSpec, TargetSpec
 from cxrbench.stats import summary as summary_module
 from cxrbench.stats.bootstrap import ClusterBootstrap, percentile_interval
-from cxrbench.stats.metrics import metric_names, task_metric, weighted_curve_metric
-from cxrbench.stats.summary import MACRO, summarize
+from cxrbench.stats.summary import MACRO
+from cxrbench.stats.summary import summarize as summarize_targets
 
 SKLEARN = {"auprc": average_precision_score, "auroc": roc_auc_score}
 METRICS = ("auprc", "auroc")
+
+
+def task_metric(name: str, labels: np.ndarray, scores: np.ndarray) -> float:
+    """The registered metric on the rows with a known label (NaN when a labelled row has no finite score)."""
+    known = ~np.isnan(labels)
+    return metric(name).score(labels[known], scores[known]) if np.isfinite(scores[known]).all() else float("nan")
+
+
+def weighted_curve_metric(name: str, labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The vectorised form over the rows with a known label."""
+    known = ~np.isnan(labels)
+    return metric(name).weighted(labels[known], scores[known], np.atleast_2d(weights)[:, known])
+
+
+def summarize(predictions, tasks, metrics, spec):
+    """Binary targets, every metric on every target (the layout of the four classification benchmarks)."""
+    return summarize_targets(predictions, [TargetSpec(t) for t in tasks], lambda target: list(metrics), spec)
 
 
 def _tied_data(rng: np.random.Generator, n: int, prevalence: float = 0.3, levels: int = 12, nan_fraction: float = 0.0):
@@ -32,7 +52,7 @@ def _tied_data(rng: np.random.Generator, n: int, prevalence: float = 0.3, levels
 
 
 def test_metric_names():
-    assert metric_names() == ["auprc", "auroc"]
+    assert {"auprc", "auroc", "auroc_ovr", "accuracy", "balanced_accuracy", "mae", "smape", "pearson_r"} <= set(registry().names("metrics"))
 
 
 @pytest.mark.parametrize("metric", METRICS)
@@ -161,8 +181,9 @@ def test_weighted_curve_metric_single_row_and_unknown_metric():
     one = weighted_curve_metric("auroc", labels, scores, np.ones(50))
     assert one.shape == (1,)
     assert one[0] == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
-    with pytest.raises(KeyError):
+    with pytest.raises(UnknownNameError, match="Unknown metric 'f1'"):
         weighted_curve_metric("f1", labels, scores, np.ones(50))
+    assert np.allclose(weighted_curve("auroc", labels, scores, np.ones(50)), one)
 
 
 # -------------------------------------------------------------------------------------- ClusterBootstrap

@@ -55,7 +55,7 @@ def paper_csv(name: str) -> pd.DataFrame:
 # titles, and CANDID's tasks are listed in another order than the paper's, so titles and order must come from the
 # layout + published block, not from hard-coded task names.
 CANDID = dataclasses.replace(
-    VINDR, name="candid-ptx", title="CANDID-PTX", tasks=("rib fracture", "pneumothorax", "chest tube"), metrics=("auprc",),
+    VINDR, name="candid-ptx", title="CANDID-PTX", targets=("rib fracture", "pneumothorax", "chest tube"), metrics=("auprc",),
     primary_metric="auprc",
     published=PublishedSpec(file="rad-dino_table1b_candid_rsna.csv", source="RAD-DINO, Table 1b", model_column="model",
                             scale=100, metric="auprc", encoders={"rad-dino": "RAD-DINO", "mrm": "MRM"},
@@ -63,13 +63,13 @@ CANDID = dataclasses.replace(
                                           "rib fracture": "rib_fracture_auprc"}),
 )
 RSNA = dataclasses.replace(
-    VINDR, name="rsna-pneumonia", title="RSNA-Pneumonia", tasks=("pneumonia",), metrics=("auprc", "auroc"), primary_metric="auprc",
+    VINDR, name="rsna-pneumonia", title="RSNA-Pneumonia", targets=("pneumonia",), metrics=("auprc", "auroc"), primary_metric="auprc",
     published=PublishedSpec(file="rad-dino_table1b_candid_rsna.csv", source="RAD-DINO, Table 1b", model_column="model",
                             scale=100, metric="auprc", encoders={"rad-dino": "RAD-DINO", "mrm": "MRM"},
                             task_columns={"pneumonia": "rsna_auprc"}),
 )
 PADCHEST = dataclasses.replace(
-    VINDR, name="padchest-lateral", title="PadChest laterals", tasks=("pleural effusion", "vertebral degeneration", "cpa blunting"),
+    VINDR, name="padchest-lateral", title="PadChest laterals", targets=("pleural effusion", "vertebral degeneration", "cpa blunting"),
     metrics=("auprc",), primary_metric="auprc",
     published=PublishedSpec(file="rad-dino_tableC1_padchest_lateral_auprc.csv", source="RAD-DINO, Table C.1", model_column="encoder",
                             scale=100, metric="auprc", aggregate_column="agg", encoders={"rad-dino": "RAD-DINO"},

@@ -48,3 +48,27 @@ def test_example_plugin_runs_a_benchmark(plugin_path, vindr_root, tmp_path):
     assert result.returncode == 0, result.stderr
     metrics = json.loads((tmp_path / "out/vindr/histogram/linear/metrics.json").read_text())
     assert metrics["metrics"]["auroc"]["macro"]["mean"] > 0.5  # histograms carry the effusions and opacities
+
+
+def test_example_metric_plugin_is_scored_and_tabled(plugin_path, vindr_root, tmp_path):
+    """One entry point adds the Brier score: listed, scored beside the benchmark's metrics, tabled, equal to sklearn."""
+    import pandas as pd
+    from sklearn.metrics import brier_score_loss
+
+    listing = cli(plugin_path, "list", "metrics")
+    assert listing.returncode == 0 and "cxrbench-example-plugin 0.1.0" in next(l for l in listing.stdout.splitlines() if "brier" in l)
+    out = tmp_path / "out"
+    result = cli(plugin_path, "run", "vindr", "--encoder", "pixels", "--metric", "brier", "--data-root", str(vindr_root),
+                 "--seeds", "2", "--bootstrap", "50", "--out", str(out), "--cache-dir", str(tmp_path / "cache"))
+    assert result.returncode == 0, result.stderr
+    assert "Brier score" in result.stdout
+    metrics = json.loads((out / "vindr/pixels/linear/metrics.json").read_text())
+    predictions = pd.read_parquet(out / "vindr/pixels/linear/predictions.parquet")
+    part = predictions[(predictions["seed"] == 1) & (predictions["task"] == "Cardiomegaly")]
+    expected = brier_score_loss(part["label"], part["score"])
+    assert abs(metrics["metrics"]["brier"]["Cardiomegaly"]["per_seed"]["1"] - expected) < 1e-12
+    table = cli(plugin_path, "table", "vindr", "--metric", "brier", "--out", str(out))
+    assert table.returncode == 0, table.stderr
+    assert "Brier score" in (out / "vindr/table_brier.md").read_text()
+    wrong = cli(plugin_path, "run", "scoliosis", "--encoder", "pixels", "--metric", "brier", "--data-root", str(tmp_path))
+    assert wrong.returncode == 2 and "scores binary targets" in wrong.stderr

@@ -260,4 +260,4 @@ def test_other_heads_run_end_to_end(head, pixels_run, vindr_root):
     assert result.exit_code == 0, result.output
     assert "no encoder forward pass" in result.output  # the heads share the cached features
     metrics = json.loads((base / f"out/vindr/pixels/{head}/metrics.json").read_text())
-    assert metrics["head"] == head and metrics["heads"]["0"]["chosen"]
+    assert metrics["head"] == head and metrics["heads"]["0"]["binary"]["chosen"]

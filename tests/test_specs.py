@@ -155,7 +155,7 @@ def test_mapping_expected(adapter):
 
 
 def test_benchmark_nested_literals():
-    base = {"name": "b", "title": "t", "dataset": {}, "tasks": ["A"]}
+    base = {"name": "b", "title": "t", "dataset": {}, "targets": ["A"]}
     spec = parse_spec(BenchmarkSpec, base, "benchmarks/b.yaml")
     assert spec.bootstrap == BootstrapSpec() and spec.split == SplitSpec()
     message = _error(BenchmarkSpec, {**base, "bootstrap": {"unit": "study"}}, "benchmarks/b.yaml")
@@ -220,7 +220,7 @@ def test_vindr_benchmark_spec():
     assert spec.seeds == 5
     assert spec.metrics == ("auprc", "auroc")
     assert spec.primary_metric == "auprc"
-    assert spec.task_type == "multilabel"
+    assert {t.kind for t in spec.targets} == {"binary"}
     assert spec.dataset["label_rule"] == "majority"
     assert spec.default_head == "linear"
     assert spec.bootstrap == BootstrapSpec(resamples=1000, confidence=0.95, unit="patient", seed=0)

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cxrbench.specs import TargetSpec
 from cxrbench.data.splits import POOL, LabelBudget, apply_label_budget, check_patient_disjoint, seed_splits
 from cxrbench.errors import DataError
 from cxrbench.specs import SplitSpec
@@ -46,13 +47,13 @@ def test_fraction_budgets_are_nested_and_shots_cover_every_class():
     manifest = seed_splits(frame, "b", 0, SplitSpec(scheme="random", fractions=(0.8, 0.1, 0.1)))
     kept = {}
     for fraction in (0.1, 0.3, 0.7):
-        budgeted = apply_label_budget(manifest, labels, LabelBudget(train_fraction=fraction), "b", ["A", "B"])
+        budgeted = apply_label_budget(manifest, labels, LabelBudget(train_fraction=fraction), "b", [TargetSpec("A"), TargetSpec("B")])
         check_patient_disjoint(budgeted)
         kept[fraction] = set(budgeted.loc[budgeted["split"] == "train", "patient_id"])
         assert len(kept[fraction]) == int(np.ceil(fraction * 160))
         assert (budgeted["split"] == "test").equals(manifest["split"] == "test")
     assert kept[0.1] < kept[0.3] < kept[0.7]
-    few = {n: apply_label_budget(manifest, labels, LabelBudget(shots=n), "b", ["A", "B"]) for n in (1, 2, 4)}
+    few = {n: apply_label_budget(manifest, labels, LabelBudget(shots=n), "b", [TargetSpec("A"), TargetSpec("B")]) for n in (1, 2, 4)}
     for n, budgeted in few.items():
         train = budgeted["split"].eq("train").to_numpy()
         per_patient = pd.DataFrame(labels[train], index=budgeted.loc[train, "patient_id"]).groupby(level=0).max()
@@ -61,6 +62,6 @@ def test_fraction_budgets_are_nested_and_shots_cover_every_class():
     trains = {n: set(b.loc[b["split"] == "train", "patient_id"]) for n, b in few.items()}
     assert trains[1] <= trains[2] <= trains[4]
     with pytest.raises(DataError, match="--shots 500 .* task 'A'"):
-        apply_label_budget(manifest, labels, LabelBudget(shots=500), "b", ["A", "B"])
+        apply_label_budget(manifest, labels, LabelBudget(shots=500), "b", [TargetSpec("A"), TargetSpec("B")])
     with pytest.raises(DataError):
         LabelBudget(train_fraction=0.0)

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from cxrbench.cli import app
 from cxrbench.data.vindr import combine_readers
 from cxrbench.errors import DataError
-from cxrbench.pipeline import load_benchmark
+from cxrbench.study import load_benchmark
 from cxrbench.registry import benchmark_spec
 
 TASKS = list(benchmark_spec("vindr").tasks)
@@ -33,7 +33,7 @@ def direct_counts(root, rule: str) -> dict[tuple[str, str], int]:
 @pytest.mark.parametrize("rule", ["majority", "any"])
 def test_label_counts_match_direct_count_of_csvs(vindr_root, rule):
     _, data = load_benchmark("vindr", vindr_root, {"label_rule": rule})
-    counts = data.label_counts().set_index(["split", "task"])["positive"].to_dict()
+    counts = data.label_counts()["binary"].set_index(["split", "task"])["positive"].to_dict()
     assert counts == direct_counts(vindr_root, rule)
     n_train = pd.read_csv(vindr_root / "annotations/image_labels_train.csv")["image_id"].nunique()
     assert (data.samples["split"] == "train").sum() == n_train
@@ -41,7 +41,7 @@ def test_label_counts_match_direct_count_of_csvs(vindr_root, rule):
 
 @pytest.mark.parametrize("rule", ["majority", "any"])
 def test_data_check_prints_the_direct_counts(vindr_root, rule):
-    result = CliRunner().invoke(app, ["data", "check", "vindr", "--data-root", str(vindr_root), "--label-rule", rule])
+    result = CliRunner().invoke(app, ["data", "check", "vindr", "--data-root", str(vindr_root), "--dataset-option", f"label_rule={rule}"])
     assert result.exit_code == 0, result.output
     lines = [" ".join(line.replace("│", " ").split()) for line in result.output.splitlines()]
     for (split, task), positive in direct_counts(vindr_root, rule).items():

@@ -35,6 +35,7 @@ app.add_typer(cache_app, name="cache")
 
 DEFAULT_OUT = Path("results")
 DEFAULT_DEMO_DIR = Path("cxrbench-demo")
+VALUES = "mean ± std over seeds [95% bootstrap CI]; fractions in %"
 INTERRUPTED = ("interrupted. Nothing half-written was kept: finished feature-cache shards and finished runs stay, and "
                "running the same command again resumes from them.")
 
@@ -92,7 +93,7 @@ DataRoot = typer.Option(None, help="Dataset folder in its official layout (defau
 Weights = typer.Option(None, help="Local weights file/folder, or 'random[:SEED]' (default: the adapter's hub source).")
 Revision = typer.Option(None, help="Hugging Face revision overriding the adapter's pinned one.")
 ImageSize = typer.Option(None, help="Override the encoder's input resolution (resize and crop).")
-LabelRule = typer.Option(None, help="How several readers' labels combine: majority or any (VinDr-CXR).")
+DatasetOptions = typer.Option([], "--dataset-option", help="Set one of the benchmark's dataset options (its spec's `dataset:` block), KEY=VALUE, e.g. label_rule=any (VinDr-CXR); repeatable.")
 HeadParams = typer.Option([], "--head-param", help="Override a head parameter, KEY=VALUE (VALUE read as YAML, e.g. epochs=5 or 'lr=[1e-2, 1e-1]'); repeatable.")
 Out = typer.Option(DEFAULT_OUT, help="Results folder.")
 BatchSize = typer.Option(32, help="Images per encoder forward pass.")
@@ -107,19 +108,19 @@ Threads = typer.Option(None, "--threads", help="CPU threads at most (default: $O
 def run(
     benchmark: str = typer.Argument(..., help="Benchmark name (see `cxrbench list benchmarks`)."),
     encoder: str = Encoders,
-    head: Optional[str] = typer.Option(None, help="Head name (default: the benchmark's)."),
+    head: Optional[str] = typer.Option(None, help="Head name (default: the benchmark's; `linear-augmented` is RAD-DINO's online, augmented probe)."),
     seeds: Optional[int] = Seeds,
     data_root: Optional[Path] = DataRoot,
+    dataset_option: list[str] = DatasetOptions,
     weights: Optional[str] = Weights,
     revision: Optional[str] = Revision,
     image_size: Optional[int] = ImageSize,
-    label_rule: Optional[str] = LabelRule,
     tag: Optional[str] = typer.Option(None, help="Name this run's variant (results in HEAD_TAG/), e.g. for other weights, sizes or head parameters."),
     overwrite: bool = typer.Option(False, help="Replace a stored run of the same head that was made with other settings."),
-    protocol: str = typer.Option("cached", help="cached: heads on cached features (fast default); augmented: RAD-DINO's linear probe trained through the frozen encoder under augmentation (AdamW 5e-5, batch 96, 100 epochs)."),
     head_param: list[str] = HeadParams,
+    metric: list[str] = typer.Option([], "--metric", help="Also score this registered metric (`cxrbench list metrics`; a plugin's too), beside the benchmark's own; repeatable."),
     train_fraction: Optional[str] = typer.Option(None, help="Label efficiency: train on these fractions of the training patients, e.g. 0.01,0.1,1 (one run each)."),
-    shots: Optional[str] = typer.Option(None, help="Few-shot: train on N patients per class (positive and negative for every task), e.g. 1,2,4,8."),
+    shots: Optional[str] = typer.Option(None, help="Few-shot: train on N patients per class (each class of every target), e.g. 1,2,4,8."),
     bootstrap: Optional[int] = typer.Option(None, help="Bootstrap resamples (default: the benchmark's, 1000)."),
     out: Path = Out,
     cache_dir: Optional[Path] = CacheDir,
@@ -130,30 +131,33 @@ def run(
     threads: Optional[int] = Threads,
 ) -> None:
     """Run BENCHMARK with one or more encoders and write results under OUT/BENCHMARK/ENCODER/HEAD/."""
-    from cxrbench.pipeline import RunOptions
+    from cxrbench.evaluations.probe import ProbeEvaluation
+    from cxrbench.pipeline import EncoderOptions, MachineOptions
+    from cxrbench.study import StudyOptions
 
-    device = _machine(device, threads)
-    options = RunOptions(
-        benchmark=benchmark, encoders=[e.strip() for e in encoder.split(",") if e.strip()], out=out,
-        cache_root=_cache_root(cache_dir), head=head, seeds=seeds, data_root=data_root, weights=weights,
-        revision=revision, image_size=image_size, dataset_options={"label_rule": label_rule} if label_rule else {},
-        protocol=protocol, tag=tag, overwrite=overwrite, head_params=_head_params(head_param), budgets=_budgets(train_fraction, shots), bootstrap_resamples=bootstrap, batch_size=batch_size, shard_size=shard_size, num_workers=workers, device=device,
-    )
-    _run_and_show(options)
+    machine = MachineOptions(_cache_root(cache_dir), batch_size, shard_size, workers, _machine(device, threads))
+    study = StudyOptions(benchmark, data_root, _key_values("--dataset-option", dataset_option), seeds,
+                         _budgets(train_fraction, shots), bootstrap)
+    evaluation = ProbeEvaluation(out, head, _key_values("--head-param", head_param), tag, overwrite, list(metric))
+    _run_and_show(study, evaluation, EncoderOptions(_names(encoder), weights, revision, image_size), machine)
 
 
-def _head_params(pairs: list[str]) -> dict:
-    params = {}
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _key_values(option: str, pairs: list[str]) -> dict:
+    """KEY=VALUE pairs of a repeatable option, each VALUE read as YAML (numbers, lists, mappings)."""
+    values = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise CxrbenchError(f"--head-param {pair!r}: write KEY=VALUE, e.g. --head-param epochs=5.")
+            raise CxrbenchError(f"{option} {pair!r}: write KEY=VALUE, e.g. {option} epochs=5.")
         try:
-            params[key.strip()] = safe_load(value)
+            values[key.strip()] = safe_load(value)
         except yaml.YAMLError as exc:
-            raise CxrbenchError(f"--head-param {pair!r}: the value is not valid YAML ({exc}).") from None
-    return params
-
+            raise CxrbenchError(f"{option} {pair!r}: the value is not valid YAML ({exc}).") from None
+    return values
 
 
 def _budgets(train_fraction: Optional[str], shots: Optional[str]) -> list:
@@ -174,17 +178,16 @@ def _budgets(train_fraction: Optional[str], shots: Optional[str]) -> list:
     return list(dict.fromkeys(budgets)) or [None]
 
 
-def _run_and_show(options) -> list:
-    from cxrbench.pipeline import run as run_pipeline
+def _run_and_show(study, evaluation, encoders, machine) -> list:
+    from cxrbench.pipeline import evaluate
     from cxrbench.results.tables import bootstrap_caveats, run_display_table
 
     with progress_bar() as bar:
-        results = run_pipeline(options, RichProgress(bar))
+        results = evaluate(study, evaluation, encoders, machine, RichProgress(bar))
     for result in results:
         synthetic = " · SYNTHETIC DATA" if result.metrics["run_identity"].get("synthetic_data") else ""
         print_table(run_display_table(result.metrics, result.tasks).T,
-                    f"{options.benchmark} · {result.encoder} · {result.head}{synthetic}\n"
-                    "%, mean ± std over seeds [95% bootstrap CI]", "task")
+                    f"{study.benchmark} · {result.encoder} · {result.head}{synthetic}\n{VALUES}", "task")
         for caveat in bootstrap_caveats(result.metrics):
             warn(caveat)
         say(f"results: {result.folder}")
@@ -207,7 +210,7 @@ def explain(
     weights: Optional[str] = Weights,
     revision: Optional[str] = Revision,
     image_size: Optional[int] = ImageSize,
-    label_rule: Optional[str] = LabelRule,
+    dataset_option: list[str] = DatasetOptions,
     bootstrap: Optional[int] = typer.Option(None, help="Bootstrap resamples for the macro accuracy's CI (default: the benchmark's)."),
     out: Path = Out,
     cache_dir: Optional[Path] = CacheDir,
@@ -219,19 +222,18 @@ def explain(
 ) -> None:
     """RayDINO's explainability: attentive probes per finding; is the most-attended patch on the radiologist's box?
     Writes OUT/BENCHMARK/ENCODER/explain/ (explain.json, explain.csv, heatmaps/)."""
-    from cxrbench.explain.runner import ExplainOptions, explain_benchmark
+    from cxrbench.evaluations.localisation import LocalisationEvaluation
+    from cxrbench.pipeline import EncoderOptions, MachineOptions, evaluate
+    from cxrbench.study import StudyOptions
 
-    device = _machine(device, threads)
-    options = ExplainOptions(
-        encoders=[e.strip() for e in encoder.split(",") if e.strip()], out=out, cache_root=_cache_root(cache_dir),
-        benchmark=benchmark, data_root=data_root, weights=weights, revision=revision, image_size=image_size, seeds=seeds,
-        findings=findings, images_per_finding=images_per_finding, min_overlap=min_overlap, head=head,
-        head_overrides=_head_params(head_param), one_head_per_finding=not shared_head,
-        dataset_options={"label_rule": label_rule} if label_rule else {}, bootstrap_resamples=bootstrap,
-        batch_size=batch_size, shard_size=shard_size, num_workers=workers, device=device,
-    )
+    machine = MachineOptions(_cache_root(cache_dir), batch_size, shard_size, workers, _machine(device, threads))
+    study = StudyOptions(benchmark, data_root, _key_values("--dataset-option", dataset_option), seeds,
+                         bootstrap_resamples=bootstrap)
+    evaluation = LocalisationEvaluation(out, findings, images_per_finding, min_overlap, head,
+                                        _key_values("--head-param", head_param), not shared_head)
     with progress_bar() as bar:
-        results = explain_benchmark(options, RichProgress(bar))
+        results = evaluate(study, evaluation, EncoderOptions(_names(encoder), weights, revision, image_size), machine,
+                           RichProgress(bar))
     for result in results:
         print_table(result.display, f"{benchmark} explainability · {result.encoder} · {result.head}\n"
                     "% of boxes hit by the argmax patch, mean ± std over seeds", "finding")
@@ -251,7 +253,9 @@ def demo(
 ) -> None:
     """Generate a synthetic VinDr-CXR-layout dataset and benchmark `pixels` and a random-init `dinov2-small` on it."""
     from cxrbench.data.synthetic import SyntheticConfig, synthetic_settings, write_synthetic_vindr
-    from cxrbench.pipeline import RunOptions
+    from cxrbench.evaluations.probe import ProbeEvaluation
+    from cxrbench.pipeline import EncoderOptions, MachineOptions
+    from cxrbench.study import StudyOptions
 
     device = _machine(device, threads)
     config = SyntheticConfig(patients=patients)
@@ -260,10 +264,11 @@ def demo(
         say(f"writing a synthetic VinDr-CXR dataset ({patients} patients) to {data_root} ...")
         write_synthetic_vindr(data_root, config)
     results = workdir / "results"
-    common = dict(benchmark="vindr", out=results, cache_root=workdir / "cache", seeds=seeds, data_root=data_root, head=head,
-                  overwrite=True, device=device)  # the demo's own folder: a rerun with other options replaces it
-    _run_and_show(RunOptions(encoders=["pixels"], **common))
-    _run_and_show(RunOptions(encoders=["dinov2-small"], weights="random", image_size=112, **common))
+    study = StudyOptions("vindr", data_root, seeds=seeds)
+    evaluation = ProbeEvaluation(results, head, overwrite=True)  # the demo's own folder: a rerun with other options replaces it
+    machine = MachineOptions(workdir / "cache", device=device)
+    _run_and_show(study, evaluation, EncoderOptions(["pixels"]), machine)
+    _run_and_show(study, evaluation, EncoderOptions(["dinov2-small"], weights="random", image_size=112), machine)
     _show_comparison("vindr", results, None)
     say("\nThat was synthetic data: the numbers show that the pipeline works end to end, not how any encoder performs, "
         "and they are not comparable with the papers (every table and config of these runs says so).")
@@ -317,8 +322,8 @@ def embed(
 
 @app.command("list")
 @user_errors
-def list_(kind: Optional[str] = typer.Argument(None, help="encoders | heads | benchmarks (default: all three)")) -> None:
-    """Show the registered encoders, heads and benchmarks and where each comes from."""
+def list_(kind: Optional[str] = typer.Argument(None, help="encoders | heads | benchmarks | metrics (default: all)")) -> None:
+    """Show the registered encoders, heads, benchmarks and metrics and where each comes from."""
     from cxrbench.registry import KINDS, registry
 
     if kind is not None and kind not in KINDS:
@@ -335,6 +340,10 @@ def list_(kind: Optional[str] = typer.Argument(None, help="encoders | heads | be
                              spec.embedding_dim, spec.patch_stride, entry.origin])
             table = text_table("cxrbench encoders", ["name", "weights", "licence", "input px", "dim", "stride", "origin"], rows,
                                right=("input px", "dim", "stride"))
+        elif chosen == "metrics":
+            rows = [[e.name, ", ".join(e.spec.kinds), "higher" if e.spec.higher_is_better else "lower",
+                     e.spec.heading, e.spec.description, e.origin] for e in entries]
+            table = text_table("cxrbench metrics", ["name", "targets", "better", "shown as", "what it is", "origin"], rows)
         else:
             rows = [[entry.name, " ".join((getattr(entry.spec, "title", "") or getattr(entry.spec, "description", "")).split()),
                      entry.origin] for entry in entries]
@@ -347,42 +356,75 @@ def list_(kind: Optional[str] = typer.Argument(None, help="encoders | heads | be
 def data_check(
     benchmark: str = typer.Argument(..., help="Benchmark name."),
     data_root: Optional[Path] = DataRoot,
-    label_rule: Optional[str] = LabelRule,
+    dataset_option: list[str] = DatasetOptions,
 ) -> None:
-    """Validate a dataset folder (files, columns, ids) and print positives/negatives per split and task."""
-    from cxrbench.pipeline import load_benchmark
+    """Validate a dataset folder (files, columns, ids, label values) and print label counts per split and target."""
+    from cxrbench.study import load_benchmark
 
-    spec, data = load_benchmark(benchmark, data_root, {"label_rule": label_rule} if label_rule else {})
+    spec, data = load_benchmark(benchmark, data_root, _key_values("--dataset-option", dataset_option))
     console.print(Text.assemble(("ok", "green"), f": {spec.title} at {data.root}: {len(data.samples)} images, "
                                 f"{data.samples['patient_id'].nunique()} patients"), highlight=False)
     for line in data.notes:
         note(line)
-    counts = data.label_counts()
-    _print_counts(counts, "labels in the dataset" if spec.split.scheme == "random" else "labels per official split")
+    _print_counts(data.label_counts(), "labels in the dataset" if spec.split.scheme == "random" else "labels per official split")
+    split = None
     if spec.split.scheme == "random":
         from cxrbench.data.splits import seed_splits
 
         split = seed_splits(data.samples, spec.name, 0, spec.split)["split"].to_numpy()
         test_note = "the same test patients for every seed" if spec.split.test == "fixed" else "test patients redrawn per seed"
-        counts = data.label_counts(split)
-        _print_counts(counts, f"labels per split, seed 0 ({'/'.join(f'{f:g}' for f in spec.split.fractions)} "
+        _print_counts(data.label_counts(split), f"labels per split, seed 0 ({'/'.join(f'{f:g}' for f in spec.split.fractions)} "
                       f"of patients; {test_note})")
-    for split_name, task, missing in _missing_classes(counts):
-        warn(f"task '{task}' has no {missing} example in the {split_name} split: `cxrbench run {benchmark}` will refuse it "
+    for split_name, task, missing in data.learnability_problems(split):
+        warn(f"task '{task}' has {missing} in the {split_name} split: `cxrbench run {benchmark}` will refuse it "
              "(its metric is undefined).")
 
 
-def _missing_classes(counts) -> list[tuple[str, str, str]]:
-    """(split, task, 'positive' | 'negative') for train / test splits in which a task lacks a class."""
-    counts = counts[counts["split"].isin(["train", "test"])]
-    return [(row["split"], row["task"], "positive" if row["positive"] == 0 else "negative")
-            for _, row in counts.iterrows() if row["positive"] == 0 or row["negative"] == 0]
+def _print_counts(tables: dict, title: str) -> None:
+    """One table per target kind: binary (positive / negative / unknown), multiclass (one column per class),
+    regression (known, unknown, mean, std, min, max)."""
+    for kind, counts in tables.items():
+        numbers = [c for c in counts.columns if c not in ("split", "task")]
+        rows = [[row["split"], row["task"], *(_shown(row[c]) for c in numbers)] for _, row in counts.iterrows()]
+        console.print(text_table(f"{title} ({kind} targets)" if len(tables) > 1 or kind != "binary" else title,
+                                 ["split", "task", *numbers], rows, right=tuple(numbers)))
 
 
-def _print_counts(counts, title: str) -> None:
-    numbers = ("positive", "negative", "unknown", "images", "patients")
-    rows = [[row["split"], row["task"], *(row[c] for c in numbers)] for _, row in counts.iterrows()]
-    console.print(text_table(title, ["split", "task", *numbers], rows, right=numbers))
+def _shown(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+@app.command()
+@user_errors
+def extract(
+    benchmark: str = typer.Argument(..., help="Benchmark name: every one of its images is encoded."),
+    encoder: str = Encoders,
+    patches: bool = typer.Option(False, "--patches", help="Also cache the patch-token grids (heads with patch pooling, explain)."),
+    data_root: Optional[Path] = DataRoot,
+    dataset_option: list[str] = DatasetOptions,
+    weights: Optional[str] = Weights,
+    revision: Optional[str] = Revision,
+    image_size: Optional[int] = ImageSize,
+    cache_dir: Optional[Path] = CacheDir,
+    batch_size: int = BatchSize,
+    shard_size: int = ShardSize,
+    workers: Optional[int] = Workers,
+    device: str = Device,
+    threads: Optional[int] = Threads,
+) -> None:
+    """Fill the feature cache for every image of BENCHMARK with each encoder (a later `run` or `explain` finds the
+    features there and runs no encoder)."""
+    from cxrbench.encoders.base import FeatureRequest
+    from cxrbench.pipeline import EncoderOptions, MachineOptions, extract as extract_pipeline
+
+    device = _machine(device, threads)
+    encoders = EncoderOptions(_names(encoder), weights, revision, image_size)
+    machine = MachineOptions(_cache_root(cache_dir), batch_size, shard_size, workers, device)
+    with progress_bar() as bar:
+        done = extract_pipeline(benchmark, encoders, machine, FeatureRequest(patch_tokens=patches), data_root,
+                                _key_values("--dataset-option", dataset_option), RichProgress(bar))
+    for features in done:
+        say(f"{features.encoder.spec.name}: {len(features.extraction.keys)} images cached at {features.extraction.store.folder}")
 
 
 @cache_app.command("ls")
@@ -471,7 +513,7 @@ def curve(
     from cxrbench.results.efficiency import write_efficiency
 
     result = write_efficiency(benchmark_spec(benchmark), out, metric)
-    print_table(result.display, f"{result.title}\n%, mean ± std over seeds [95% bootstrap CI]", "model")
+    print_table(result.display, f"{result.title}\n{VALUES}", "model")
     for line in result.notes:
         note(line)
     say("label efficiency: " + ", ".join(str(path) for path in result.paths.values()))
@@ -482,12 +524,11 @@ def _show_comparison(benchmark: str, out: Path, metric: Optional[str]) -> None:
     from cxrbench.files import atomic_text
     from cxrbench.results.store import stored_runs
     from cxrbench.results.tables import comparison_long_table, comparison_table, to_markdown
-    from cxrbench.stats.metrics import METRIC_TITLES
+    from cxrbench.registry import metric_spec
 
     spec = benchmark_spec(benchmark)
     metric = metric or spec.primary_metric
-    if metric not in spec.metrics:
-        raise CxrbenchError(f"Benchmark '{benchmark}' reports {', '.join(spec.metrics)}; --metric {metric} is not among them.")
+    metric_spec(metric)  # a registered metric (did-you-mean otherwise)
     from cxrbench.results.efficiency import full_data_runs
     from cxrbench.results.paper_tables import comparison_latex
 
@@ -498,10 +539,13 @@ def _show_comparison(benchmark: str, out: Path, metric: Optional[str]) -> None:
                 if out != demo_runs and any((demo_runs / benchmark).glob("*/*/metrics.json")) else "")
         raise CxrbenchError(f"No stored runs of '{benchmark}' under {out}.{hint} Run `cxrbench run {benchmark} --encoder NAME "
                             f"--out {out}` first.")
+    if not any(metric in run.metrics.get("metrics", {}) for run in runs):
+        raise CxrbenchError(f"No stored run of '{benchmark}' under {out} has {metric} scores; add them with "
+                            f"`cxrbench run {benchmark} ... --metric {metric}`.")
     frame = comparison_table(spec, runs, metric)
-    title = f"{spec.title}: {METRIC_TITLES.get(metric, metric)}"
-    print_table(frame, f"{title}\n%, mean ± std over seeds [95% bootstrap CI]", "model")
-    title += " (%, mean ± std over seeds [95% bootstrap CI])"
+    title = f"{spec.title}: {metric_spec(metric).heading}"
+    print_table(frame, f"{title}\n{VALUES}", "model")
+    title += f" ({VALUES})"
     stem = out / benchmark / f"table_{metric}"
     atomic_text(stem.with_suffix(".md"), f"# {title}\n\n" + to_markdown(frame, "model"))
     atomic_text(stem.with_suffix(".csv"), comparison_long_table(spec, runs, metric).to_csv(index=False))

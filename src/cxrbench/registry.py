@@ -1,9 +1,10 @@
-"""Names -> specs -> lazily imported implementations, for encoders, heads and benchmarks.
+"""Names -> specs -> lazily imported implementations, for encoders, heads, benchmarks and metrics.
 
 Built-ins come from `registry.yaml`; third-party packages add entries through the entry-point groups
-`cxrbench.encoders`, `cxrbench.heads` and `cxrbench.benchmarks`. An entry point must resolve to a mapping
-`{"spec": <path to YAML or mapping>, "impl": "module:attr" or object}`. Implementations are imported only
-when used, so `cxrbench list` never loads torch models.
+`cxrbench.encoders`, `cxrbench.heads`, `cxrbench.benchmarks` and `cxrbench.metrics`. An entry point must resolve
+to a mapping `{"spec": <path to YAML or mapping>, "impl": "module:attr" or object}`; a metric's entry needs only
+`impl` (or is the `Metric` subclass itself): a metric declares its kinds, direction and scale in its class.
+Implementations are imported only when used, so `cxrbench list` never loads torch models.
 """
 
 from __future__ import annotations
@@ -20,9 +21,28 @@ from cxrbench.errors import SpecError, UnknownNameError
 from cxrbench.resources import project_root
 from cxrbench.specs import AdapterSpec, BenchmarkSpec, HeadSpec, load_yaml, parse_spec
 
-Kind = Literal["encoders", "heads", "benchmarks"]
-KINDS: tuple[Kind, ...] = ("encoders", "heads", "benchmarks")
+Kind = Literal["encoders", "heads", "benchmarks", "metrics"]
+KINDS: tuple[Kind, ...] = ("encoders", "heads", "benchmarks", "metrics")
 SPEC_TYPES: dict[str, type] = {"encoders": AdapterSpec, "heads": HeadSpec, "benchmarks": BenchmarkSpec}
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """What a metric declares in its class (`cxrbench.metrics.base.Metric`), read without computing anything."""
+
+    name: str
+    title: str
+    kinds: tuple[str, ...]
+    higher_is_better: bool
+    scale: float
+    unit: str
+    decimals: int
+    description: str
+
+    @property
+    def heading(self) -> str:
+        """How tables name it: 'AUPRC (%)', 'MAE', 'Pearson r'."""
+        return f"{self.title} ({self.unit})" if self.unit else self.title
 SpecT = TypeVar("SpecT")
 
 
@@ -49,7 +69,7 @@ class Entry(Generic[SpecT]):
 
     kind: Kind
     name: str
-    spec_source: Path | dict[str, Any]
+    spec_source: Path | dict[str, Any] | None  # None: a metric, whose class is its spec
     impl_ref: str | Any
     origin: str
 
@@ -67,6 +87,8 @@ _spec_cache: dict[tuple[str, str, str], Any] = {}
 
 def _parse_cached(entry: Entry) -> Any:
     key = (entry.kind, entry.name, str(entry.spec_source))
+    if key not in _spec_cache and entry.kind == "metrics":
+        _spec_cache[key] = _metric_spec(entry)
     if key not in _spec_cache:
         if isinstance(entry.spec_source, Path):
             data, where = load_yaml(entry.spec_source), str(entry.spec_source)
@@ -75,8 +97,38 @@ def _parse_cached(entry: Entry) -> Any:
         spec = parse_spec(SPEC_TYPES[entry.kind], data, where)
         if spec.name != entry.name:
             raise SpecError(f"{where}: spec name '{spec.name}' differs from its registered name '{entry.name}'.")
+        if entry.kind == "benchmarks":
+            _check_metrics(spec, where)
         _spec_cache[key] = spec
     return _spec_cache[key]
+
+
+def _metric_spec(entry: Entry) -> MetricSpec:
+    from cxrbench.metrics.base import TARGET_KINDS, Metric
+
+    implementation = entry.load()
+    if not (isinstance(implementation, type) and issubclass(implementation, Metric)):
+        raise SpecError(f"Metric '{entry.name}' ({entry.origin}): {entry.impl_ref!r} is not a cxrbench.metrics.base.Metric subclass.")
+    unknown = [k for k in implementation.kinds if k not in TARGET_KINDS]
+    if not implementation.kinds or unknown:
+        raise SpecError(f"Metric '{entry.name}' ({entry.origin}): `kinds` must name target kinds among "
+                        f"{', '.join(TARGET_KINDS)} (got {list(implementation.kinds)}).")
+    return MetricSpec(entry.name, implementation.title or entry.name, tuple(implementation.kinds),
+                      bool(implementation.higher_is_better), float(implementation.scale), implementation.unit,
+                      int(implementation.decimals), " ".join(implementation.description.split()))
+
+
+def _check_metrics(spec: BenchmarkSpec, where: str) -> None:
+    """Every metric a benchmark names exists and scores the kind of each target it is asked of."""
+    for target in spec.targets:
+        for name in spec.metrics_for(target):
+            try:
+                metric = registry().get("metrics", name).spec
+            except UnknownNameError as exc:
+                raise SpecError(f"{where}: {exc}") from None
+            if target.kind not in metric.kinds:
+                raise SpecError(f"{where}: metric '{name}' scores {' / '.join(metric.kinds)} targets; target "
+                                f"'{target.name}' is {target.kind}. Give that target its own `metrics:`, or drop '{name}'.")
 
 
 class Registry:
@@ -106,10 +158,12 @@ def _builtin_entries() -> dict[str, dict[str, Entry]]:
     data = load_yaml(root / "registry.yaml")
     entries: dict[str, dict[str, Entry]] = {kind: {} for kind in KINDS}
     for kind in KINDS:
+        keys = {"impl"} if kind == "metrics" else {"spec", "impl"}
         for name, item in (data.get(kind) or {}).items():
-            if not isinstance(item, dict) or set(item) != {"spec", "impl"}:
-                raise SpecError(f"registry.yaml: {kind}.{name} must have exactly the keys 'spec' and 'impl'.")
-            entries[kind][name] = Entry(kind, name, root / item["spec"], item["impl"], "built-in")
+            if not isinstance(item, dict) or set(item) != keys:
+                raise SpecError(f"registry.yaml: {kind}.{name} must have exactly the key(s) {', '.join(sorted(keys))}.")
+            spec = root / item["spec"] if "spec" in item else None
+            entries[kind][name] = Entry(kind, name, spec, item["impl"], "built-in")
     return entries
 
 
@@ -126,6 +180,10 @@ def _plugin_entries(entries: dict[str, dict[str, Entry]]) -> None:
                 target = point.load()
             except Exception as exc:  # a broken plugin must not hide the others' names
                 raise SpecError(f"Plugin entry point '{point.name}' ({origin}) failed to load: {exc}") from exc
+            if kind == "metrics":
+                impl = target.get("impl") if isinstance(target, dict) and set(target) == {"impl"} else target
+                entries[kind][point.name] = Entry(kind, point.name, None, impl, origin)
+                continue
             if not isinstance(target, dict) or set(target) != {"spec", "impl"}:
                 raise SpecError(
                     f"Plugin entry point '{point.name}' ({origin}) must resolve to a mapping with keys 'spec' and 'impl'."
@@ -153,3 +211,15 @@ def head_spec(name: str) -> HeadSpec:
 
 def benchmark_spec(name: str) -> BenchmarkSpec:
     return registry().get("benchmarks", name).spec
+
+
+def metric_spec(name: str) -> MetricSpec:
+    return registry().get("metrics", name).spec
+
+
+def metric(name: str):
+    """A registered metric, ready to score (`cxrbench.metrics.base.Metric`)."""
+    registry().get("metrics", name).spec  # checks the class
+    instance = registry().get("metrics", name).load()()
+    instance.name = name
+    return instance

@@ -131,13 +131,52 @@ class PublishedSpec:
     encoders: dict[str, str] = field(default_factory=dict)
 
 
+TargetKind = Literal["binary", "multiclass", "regression", "mask"]
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """One thing a benchmark asks about an image, and the kind of answer.
+
+    binary:     a finding, present (1) or absent (0); the loader's column holds 1.0 / 0.0 / NaN (unknown).
+    multiclass: one of `classes`; the column holds the class index (0-based, in the order of `classes`) or NaN.
+    regression: a number in `unit`; the column holds the value or NaN.
+    mask:       `structures` outlined on the image; the column holds a reference the loader's mask reader opens
+                lazily (masks are never all in memory).
+    A spec lists a binary target by its name alone, any other as a mapping.
+    """
+
+    name: str
+    kind: TargetKind = "binary"
+    classes: tuple[str, ...] = ()
+    unit: str = ""
+    structures: tuple[str, ...] = ()
+    # this target's metrics when not the benchmark's (e.g. a regression target beside binary ones)
+    metrics: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        where = f"target '{self.name}'"
+        if self.kind == "multiclass" and (len(self.classes) < 2 or len(set(self.classes)) != len(self.classes)):
+            raise SpecError(f"{where}: a multiclass target needs `classes`, two or more distinct names.")
+        if self.kind != "multiclass" and self.classes:
+            raise SpecError(f"{where}: `classes` belong to multiclass targets (this one is {self.kind}).")
+        if self.kind == "mask" and not self.structures:
+            raise SpecError(f"{where}: a mask target needs `structures`, the names of what is outlined.")
+        if self.kind != "mask" and self.structures:
+            raise SpecError(f"{where}: `structures` belong to mask targets (this one is {self.kind}).")
+
+    @property
+    def outputs(self) -> int:
+        """How many numbers a head predicts for it: one per class for multiclass, else one."""
+        return len(self.classes) if self.kind == "multiclass" else 1
+
+
 @dataclass(frozen=True)
 class BenchmarkSpec:
     name: str
     title: str
     dataset: dict[str, Any]
-    tasks: tuple[str, ...]
-    task_type: Literal["multilabel", "binary", "multiclass", "regression"] = "multilabel"
+    targets: tuple[TargetSpec | str, ...]
     metrics: tuple[str, ...] = ("auprc", "auroc")
     primary_metric: str = "auprc"
     seeds: int = 5
@@ -147,6 +186,30 @@ class BenchmarkSpec:
     bootstrap: BootstrapSpec = field(default_factory=BootstrapSpec)
     published: PublishedSpec | None = None
     notes: str = ""
+
+    def __post_init__(self) -> None:
+        targets = tuple(TargetSpec(t) if isinstance(t, str) else t for t in self.targets)
+        object.__setattr__(self, "targets", targets)
+        if not targets:
+            raise SpecError(f"benchmark '{self.name}': `targets` lists nothing to predict.")
+        names = [t.name for t in targets]
+        duplicate = next((n for n in names if names.count(n) > 1), None)
+        if duplicate is not None:
+            raise SpecError(f"benchmark '{self.name}': target '{duplicate}' is listed twice.")
+        if self.primary_metric not in self.metrics:
+            raise SpecError(f"benchmark '{self.name}': primary_metric '{self.primary_metric}' is not among its "
+                            f"metrics {list(self.metrics)}.")
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """The targets' names, in order (the loader's label columns)."""
+        return tuple(t.name for t in self.targets)
+
+    def target(self, name: str) -> TargetSpec:
+        return next(t for t in self.targets if t.name == name)
+
+    def metrics_for(self, target: TargetSpec) -> tuple[str, ...]:
+        return target.metrics or self.metrics
 
 
 SpecT = typing.TypeVar("SpecT")
@@ -201,7 +264,10 @@ def parse_spec(cls: type[SpecT], data: dict[str, Any], where: str) -> SpecT:
             values[name] = _coerce(hints[name], data[name], f"{where}.{name}")
         elif spec_field.default is dataclasses.MISSING and spec_field.default_factory is dataclasses.MISSING:
             raise SpecError(f"{where}: required key '{name}' is missing.")
-    return cls(**values)
+    try:
+        return cls(**values)
+    except SpecError as exc:  # a check across fields (__post_init__): say which file or entry
+        raise SpecError(f"{where}: {exc}") from None
 
 
 def _coerce(hint: Any, value: Any, where: str) -> Any:
@@ -210,6 +276,10 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
+        if isinstance(value, dict):  # a mapping can only be meant as the dataclass form: report its own error
+            forms = [arg for arg in args if dataclasses.is_dataclass(arg)]
+            if len(forms) == 1:
+                return parse_spec(forms[0], value, where)
         errors = []
         for arg in args:
             if arg is type(None):

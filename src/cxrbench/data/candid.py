@@ -185,4 +185,4 @@ def load_candid_ptx(root: Path, spec: BenchmarkSpec, options: Mapping[str, Any])
     frame["split"] = POOL
     notes.append("split: none released; cxrbench splits the patients (split.fractions of the spec)")
     columns = ["image_id", "patient_id", "path", "split", *spec.tasks]
-    return BenchmarkData(spec.name, root, tuple(spec.tasks), frame[columns], notes)
+    return BenchmarkData(spec.name, root, spec.targets, frame[columns], notes)

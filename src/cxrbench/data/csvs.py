@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from cxrbench.errors import DataError
@@ -141,3 +142,54 @@ def resolve_image_files(folder: Path, ids: pd.Series, suffixes: Iterable[str], w
             f"e.g.:\n  {shown}\nComplete the download, or remove their rows from the CSV to run on the images present."
         )
     return pd.Series(paths, index=ids.index, dtype=object)
+
+
+def class_codes(frame: pd.DataFrame, column: str, values: Mapping[str, str], classes: Sequence[str], path: Path,
+                ident: str = "") -> pd.Series:
+    """A multiclass target's class index per row, from the text the release writes (`values`: release text ->
+    declared class name). Empty cells are unknown (NaN); any other text not in `values` is refused, naming the row."""
+    unknown_classes = sorted(set(values.values()) - set(classes))
+    if unknown_classes:
+        raise DataError(f"{path}: the class mapping names {unknown_classes}, which are not among the target's classes "
+                        f"{list(classes)}; fix the benchmark spec.")
+    index = {name: float(k) for k, name in enumerate(classes)}
+    text = frame[column].fillna("").astype(str).str.strip()
+    codes = text.map(lambda value: index[values[value]] if value in values else (np.nan if value == "" else -1.0))
+    bad = codes.to_numpy() < 0
+    if bad.any():
+        position = int(np.flatnonzero(bad)[0])
+        name = f"{ident} {frame[ident].iloc[position]}" if ident else ""
+        raise row_error(path, position, column, f"is {text.iloc[position]!r}, not one of {sorted(values)}",
+                        "Correct the row, or map that value to a class in the benchmark spec.", name)
+    return codes.astype(np.float32)
+
+
+def numbers(frame: pd.DataFrame, column: str | int, path: Path, what: str, ident: Sequence[str] | None = None,
+            header: bool = True) -> pd.Series:
+    """A regression target's values per row: empty cells are unknown (NaN), anything not a finite number is refused,
+    naming the row (`header`: whether the file's first line is a header). `ident`: the rows' image names."""
+    raw = frame[column]
+    values = pd.to_numeric(raw, errors="coerce")
+    bad = (values.isna() & raw.notna() & raw.astype(str).str.strip().ne("")) | np.isinf(values.fillna(0.0))
+    if bad.any():
+        position = int(np.flatnonzero(bad.to_numpy())[0])
+        image = f" (image {ident[position]})" if ident is not None else ""
+        row = csv_row(position) if header else position + 1
+        raise DataError(f"{path}, row {row}{image}, column {column!r}: {raw.iloc[position]!r} is not a number. {what} must "
+                        "be numbers; correct the row or leave the cell empty (unknown).")
+    return values.astype(np.float32)
+
+
+def file_index(root: Path) -> dict[str, Path]:
+    """Every file under `root` by its name (hidden folders skipped), for releases whose folder layout varies
+    (per-class or per-archive folders); a name found in two places is refused, naming both."""
+    found: dict[str, Path] = {}
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+        for name in files:
+            path = Path(folder) / name
+            if name in found:
+                raise DataError(f"Two files named {name} under {root}: {found[name]} and {path}. Images are found by file "
+                                "name; remove the duplicate.")
+            found[name] = path
+    return found

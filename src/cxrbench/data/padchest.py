@@ -213,4 +213,4 @@ def load_padchest_lateral(root: Path, spec: BenchmarkSpec, options: Mapping[str,
     notes.append("split: none released; cxrbench splits the patients (split.fractions of the spec)")
     optional = [c for c in ("sex", "age_years") if c in frame]
     columns = ["image_id", "patient_id", "path", "split", *optional, *spec.tasks]
-    return BenchmarkData(spec.name, root, tuple(spec.tasks), frame[columns], notes)
+    return BenchmarkData(spec.name, root, spec.targets, frame[columns], notes)

@@ -164,4 +164,4 @@ def load_rsna_pneumonia(root: Path, spec: BenchmarkSpec, options: Mapping[str, A
     class_note = _class_info_note(root / settings["class_info_csv"], labels)
     if class_note:
         notes.append(class_note)
-    return BenchmarkData(spec.name, root, (task,), samples[["image_id", "patient_id", "path", "split", task]], notes)
+    return BenchmarkData(spec.name, root, spec.targets, samples[["image_id", "patient_id", "path", "split", task]], notes)

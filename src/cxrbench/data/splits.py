@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from cxrbench.errors import DataError
-from cxrbench.specs import SplitSpec
+from cxrbench.specs import SplitSpec, TargetSpec
 
 SPLIT_MANIFEST_VERSION = 2
 POOL = "pool"  # the loader's split value for datasets split by cxrbench (scheme random)
@@ -99,13 +99,14 @@ class LabelBudget:
 
 
 def apply_label_budget(manifest: pd.DataFrame, labels: np.ndarray, budget: LabelBudget, benchmark: str,
-                       tasks: Sequence[str]) -> pd.DataFrame:
+                       targets: Sequence[TargetSpec]) -> pd.DataFrame:
     """Mark training images outside the budget `unused` (one seed's manifest, rows aligned with `labels`).
 
     Budgets are nested within a seed: every fraction takes the first patients of one seeded order of the training
     patients, so the 1% subset lies inside the 10% subset and a learning curve is not blurred by fresh draws.
-    Shots: for every task, the first `shots` patients of a seeded order of those with a positive label and of those
-    with a negative one (a patient counts for a class if any of its training images has it); their union trains.
+    Shots: for every target, the first `shots` patients of a seeded order of those with each class (positive and
+    negative for a binary target (positive if any of its training images is, negative if none is), each class of a
+    multiclass one (every class one of its images has); their union trains. Regression targets have no classes: use a training fraction.
     """
     seed = int(manifest["seed"].iloc[0])
     train = manifest["split"].eq("train").to_numpy()
@@ -117,14 +118,25 @@ def apply_label_budget(manifest: pd.DataFrame, labels: np.ndarray, budget: Label
     else:
         rng = _rng(benchmark, seed, "budget/shots")
         keep = set()
-        per_patient = pd.DataFrame(labels[train], index=patients[train].to_numpy()).groupby(level=0).max()
-        for column, task in zip(per_patient.columns, tasks):
-            for value in (1.0, 0.0):
-                candidates = rng.permutation(np.sort(per_patient.index[per_patient[column] == value].to_numpy()))
+        frame = pd.DataFrame(labels[train], index=patients[train].to_numpy())
+        for column, target in zip(frame.columns, targets):
+            if target.kind not in ("binary", "multiclass"):
+                raise DataError(f"benchmark '{benchmark}': --shots counts patients per class, and target '{target.name}' "
+                                f"is {target.kind}; use --train-fraction.")
+            classes = (1.0, 0.0) if target.kind == "binary" else tuple(float(k) for k in range(len(target.classes)))
+            patient_max = frame[column].groupby(level=0).max()
+            for value in classes:
+                if target.kind == "binary":  # positive if any image is; negative if none is
+                    members = patient_max.index[patient_max.to_numpy() == value]
+                else:  # a patient counts for every class one of its images has
+                    has = frame[column].eq(value).groupby(level=0).any()
+                    members = has.index[has.to_numpy()]
+                candidates = rng.permutation(np.sort(members.to_numpy()))
                 if len(candidates) < budget.shots:
+                    name = f"label {value:g}" if target.kind == "binary" else f"class '{target.classes[int(value)]}'"
                     raise DataError(
-                        f"benchmark '{benchmark}': --shots {budget.shots} needs {budget.shots} training patients with label "
-                        f"{value:g} for task '{task}', the seed-{seed} training split has {len(candidates)}."
+                        f"benchmark '{benchmark}': --shots {budget.shots} needs {budget.shots} training patients with "
+                        f"{name} for task '{target.name}', the seed-{seed} training split has {len(candidates)}."
                     )
                 keep |= set(candidates[: budget.shots].tolist())
     out = manifest.copy()

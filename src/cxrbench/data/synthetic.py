@@ -70,6 +70,7 @@ SYNTHETIC_MARKER = "cxrbench-synthetic.json"
 def mark_synthetic(root: Path, layout: str, settings: dict) -> None:
     """Leave a marker in a generated dataset's folder: every run on it is labelled synthetic (run identity, tables,
     configs), so that its numbers can never pass for results on the real dataset."""
+    root.mkdir(parents=True, exist_ok=True)
     marker = {"synthetic": True, "layout": layout, "settings": settings,
               "note": "written by cxrbench for demos and tests; numbers on it are not comparable with any paper"}
     (root / SYNTHETIC_MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True), encoding="utf-8")

@@ -1,4 +1,5 @@
-"""Small synthetic datasets in the released layouts of CANDID-PTX, RSNA-Pneumonia and PadChest.
+"""Small synthetic datasets in the released layouts of CANDID-PTX, RSNA-Pneumonia, PadChest, POLCOVID and
+AASCE 2019 / BoostNet (spine radiographs with planted Cobb angles).
 
 For tests and demos: the loaders, the image decoders and the pipeline run on them without any download.
 Images come from `synthetic.render_chest` (the VinDr generator's renderer). It draws VinDr findings only, so
@@ -29,6 +30,8 @@ STAND_INS = {
         "pleural effusion": "Pleural effusion",
         "costophrenic angle blunting": "Pleural thickening",
     },
+    # a class -> the findings drawn for it
+    "polcovid": {"NORMAL": [], "PNEUMONIA": ["Pleural effusion"], "COVID-19": ["Cardiomegaly", "Lung Opacity"]},
 }
 PADCHEST_COLUMNS = [
     "ImageID", "ImageDir", "StudyDate_DICOM", "StudyID", "PatientID", "PatientBirth", "PatientSex_DICOM",
@@ -224,4 +227,93 @@ def write_synthetic_padchest(root: str | Path, patients: int = 30, size: int = 4
             frame.to_csv(handle)
     else:
         frame.to_csv(root / PADCHEST_CSV)  # with the unnamed index column of the released file
+    return root
+
+
+# ------------------------------------------------------------------------------------------------- POLCOVID
+
+POLCOVID_COLUMNS = ["origin", "filename", "patient_id", "hospital", "hospital_eng", "hospital_id", "sex", "age", "smoke",
+                    "smoke_packyears", "class", "class_id", "quality", "subtype", "set"]
+POLCOVID_CLASSES = ["NORMAL", "PNEUMONIA", "COVID-19"]
+
+
+def write_synthetic_polcovid(root: str | Path, patients: int = 60, size: int = 64, seed: int = 0) -> Path:
+    """metadata.csv (the paper's Table 6 columns) and images in per-class folders, DICOM from hospital 1 and JPEG
+    from the others, named Anonymous_<hospital>_<patient>_<class id>[_<visit>]; patient ids restart per hospital.
+    Classes are drawn as visible stand-ins (STAND_INS["polcovid"]) so that a probe can learn them."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    mark_synthetic(root, "polcovid", {"patients": patients, "size": size, "seed": seed})
+    rng = np.random.default_rng(seed)
+    rows, per_hospital = [], {}
+    for index, patient in enumerate(_patients(patients, size, seed, rng)):
+        label = int(rng.choice(3, p=[0.5, 0.25, 0.25]))
+        hospital = 1 + index % 3
+        per_hospital[hospital] = per_hospital.get(hospital, 0) + 1
+        number = per_hospital[hospital]
+        for visit in range(patient["n_images"]):
+            suffix = ".dcm" if hospital == 1 else ".jpg"
+            name = f"Anonymous_{hospital}_{number}_{label + 1}" + (f"_{visit + 1}" if visit else "") + suffix
+            image, _ = _render(patient, STAND_INS["polcovid"][POLCOVID_CLASSES[label]], size, rng)
+            path = root / "images" / POLCOVID_CLASSES[label] / name
+            if suffix == ".dcm":
+                _write_dicom(path, image, {**patient, "id": f"{hospital}-{number}"}, rng)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(np.round(image * 255).astype(np.uint8)).save(path, quality=92)
+            rows.append({"origin": "POLCOVID", "filename": name, "patient_id": number, "hospital": f"Szpital {hospital}",
+                         "hospital_eng": f"Hospital {hospital}", "hospital_id": hospital,
+                         "sex": patient["sex"] if rng.random() < 0.6 else "", "age": patient["age"], "smoke": "",
+                         "smoke_packyears": "", "class": POLCOVID_CLASSES[label], "class_id": label + 1,
+                         "quality": "Bad" if rng.random() < 0.02 else "Good", "subtype": "", "set": "train"})
+    pd.DataFrame(rows, columns=POLCOVID_COLUMNS).to_csv(root / "metadata.csv", index=False)
+    return root
+
+
+# ------------------------------------------------------------------------------------- AASCE 2019 / BoostNet
+
+
+def spine_image(angles: np.ndarray, height: int, width: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A posterior-anterior spine radiograph stand-in: a bright, blurred column of 17 vertebrae whose lateral
+    shift in three zones (upper, middle, lower) grows with the proximal-thoracic, main-thoracic and lumbar angles
+    (`angles`: MT, PT, TL/L in degrees). Returns the image in [0, 1] and the 68 vertebra corners (x, y) in pixels,
+    in the release's order (17 vertebrae x top-left, top-right, bottom-left, bottom-right)."""
+    mt, pt, tl = angles
+    yy = np.linspace(0.05, 0.95, 17)
+    bump = lambda centre, spread: np.exp(-((yy - centre) / spread) ** 2)  # noqa: E731 - a local shape
+    offset = (pt * bump(0.2, 0.1) - mt * bump(0.5, 0.15) + tl * bump(0.8, 0.12)) / 90.0
+    centres = width * (0.5 + 0.35 * offset)
+    rows, cols = np.mgrid[0:height, 0:width]
+    image = 0.15 + 0.05 * rng.standard_normal((height, width))
+    half_w, half_h = width * 0.09, height * 0.022
+    corners = []
+    for centre, y in zip(centres, yy * height):
+        image += 0.7 * np.exp(-(((cols - centre) / (half_w * 1.6)) ** 2 + ((rows - y) / (half_h * 1.6)) ** 2))
+        corners += [(centre - half_w, y - half_h), (centre + half_w, y - half_h), (centre - half_w, y + half_h), (centre + half_w, y + half_h)]
+    return np.clip(image, 0, 1), np.array(corners)
+
+
+def write_synthetic_scoliosis(root: str | Path, train: int = 48, test: int = 16, height: int = 96, width: int = 48,
+                              seed: int = 0) -> Path:
+    """boostnet_labeldata's layout: data/{training,test}/*.jpg (8-bit grey) and labels/{training,test}/ with
+    filenames.csv, angles.csv (MT, PT, TL/L in degrees) and landmarks.csv (68 x, then 68 y, in [0, 1]), no headers."""
+    root = Path(root)
+    mark_synthetic(root, "scoliosis", {"train": train, "test": test, "height": height, "width": width, "seed": seed})
+    rng = np.random.default_rng(seed)
+    for folder, count in (("training", train), ("test", test)):
+        (root / "data" / folder).mkdir(parents=True, exist_ok=True)
+        (root / "labels" / folder).mkdir(parents=True, exist_ok=True)
+        names, angles, landmarks = [], [], []
+        for index in range(count):
+            mt = rng.uniform(5, 60)
+            values = np.array([mt, rng.uniform(0, 0.5) * mt + rng.uniform(0, 10), rng.uniform(0.3, 0.9) * mt])
+            image, corners = spine_image(values, height, width, rng)
+            name = f"sunhl-1th-{seed:02d}-{folder[:2]}-{index:03d} A AP.jpg"  # the release's names have spaces
+            Image.fromarray(np.round(image * 255).astype(np.uint8)).save(root / "data" / folder / name, quality=95)
+            names.append(name)
+            angles.append(np.round(values, 3))
+            landmarks.append(np.concatenate([corners[:, 0] / width, corners[:, 1] / height]))
+        pd.DataFrame(names).to_csv(root / "labels" / folder / "filenames.csv", header=False, index=False)
+        pd.DataFrame(angles).to_csv(root / "labels" / folder / "angles.csv", header=False, index=False)
+        pd.DataFrame(landmarks).to_csv(root / "labels" / folder / "landmarks.csv", header=False, index=False)
     return root

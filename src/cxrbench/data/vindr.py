@@ -18,6 +18,7 @@ import pandas as pd
 from cxrbench.data.csvs import binary_labels, check_files_exist, check_unique, read_csv
 from cxrbench.data.dicom_headers import read_patient_headers
 from cxrbench.data.samples import BenchmarkData
+from cxrbench.data.vindr_boxes import TEST_BOXES, read_test_boxes
 from cxrbench.errors import DataError
 from cxrbench.specs import BenchmarkSpec
 from cxrbench.data.settings import check_choice, data_folder, dataset_settings
@@ -45,18 +46,19 @@ def load_vindr(root: Path, spec: BenchmarkSpec, options: Mapping[str, Any]) -> B
     settings = dataset_settings(spec, options, {"label_rule": "majority", "patient_id": "dicom_header"})
     rule = settings["label_rule"]
     patient_source = check_choice(spec, "patient_id", settings["patient_id"], PATIENT_ID_SOURCES)
-    tasks = list(spec.tasks)
     root = data_folder(root, "VinDr-CXR", "annotations/, train/, test/")
 
     train_csv, test_csv = root / TRAIN_LABELS, root / TEST_LABELS
-    train_raw = read_csv(train_csv, ["image_id", "rad_id", *tasks], "VinDr-CXR training labels",
+    train_raw = read_csv(train_csv, ["image_id", "rad_id", *spec.tasks], "VinDr-CXR training labels",
                          file_name_columns=["image_id"]).rename(columns=_COLUMN_ALIASES)
-    test_raw = read_csv(test_csv, ["image_id", *tasks], "VinDr-CXR test labels", file_name_columns=["image_id"]).rename(columns=_COLUMN_ALIASES)
+    test_raw = read_csv(test_csv, ["image_id", *spec.tasks], "VinDr-CXR test labels", file_name_columns=["image_id"]).rename(columns=_COLUMN_ALIASES)
     check_unique(train_raw, ["image_id", "rad_id"], train_csv)
     check_unique(test_raw, ["image_id"], test_csv)
-    per_reader = pd.concat([train_raw[["image_id"]], binary_labels(train_raw, tasks, train_csv)], axis=1)
-    train = combine_readers(per_reader, tasks, rule).reset_index()
-    test = pd.concat([test_raw[["image_id"]], binary_labels(test_raw, tasks, test_csv)], axis=1)
+    # every finding of both files is loaded (another evaluation may pick its own, e.g. explainability's boxed ones)
+    labels = [c for c in train_raw.columns if c not in ("image_id", "rad_id") and c in test_raw.columns]
+    per_reader = pd.concat([train_raw[["image_id"]], binary_labels(train_raw, labels, train_csv)], axis=1)
+    train = combine_readers(per_reader, labels, rule).reset_index()
+    test = pd.concat([test_raw[["image_id"]], binary_labels(test_raw, labels, test_csv)], axis=1)
 
     overlap = set(train["image_id"]) & set(test["image_id"])
     if overlap:
@@ -78,5 +80,6 @@ def load_vindr(root: Path, spec: BenchmarkSpec, options: Mapping[str, Any]) -> B
     else:
         samples["patient_id"] = samples["image_id"]
         notes.append("patient ids: one patient per image (VinDr-CXR publishes no patient ids)")
-    columns = ["image_id", "patient_id", "path", "split", *[c for c in ("sex", "age_years") if c in samples], *tasks]
-    return BenchmarkData(spec.name, root, tuple(tasks), samples[columns], notes)
+    boxes = read_test_boxes(root) if (root / TEST_BOXES).is_file() else None
+    columns = ["image_id", "patient_id", "path", "split", *[c for c in ("sex", "age_years") if c in samples], *labels]
+    return BenchmarkData(spec.name, root, spec.targets, samples[columns], notes, boxes=boxes)

@@ -1,8 +1,8 @@
-"""RayDINO's VinDr-CXR explainability evaluation: one attentive probe per finding, argmax patch vs radiologist box.
+"""RayDINO's explainability: attentive probes per finding, argmax patch against the radiologists' boxes.
 
-`explain_benchmark(options)` loads VinDr-CXR, extracts (cached) patch tokens, fits attentive heads on the official
-training split (validation carved per seed, as for `cxrbench run`), takes each finding's attention map on every
-test image and scores the test boxes (`hits`), then `run_explain` writes
+The localisation evaluation (`cxrbench.evaluations.localisation`, `cxrbench explain`) fits attentive heads on the
+official training split of a benchmark whose loader supplies test boxes (`fit_attention_maps`), takes each
+finding's attention map on every test image and scores the test boxes (`hits`), then `run_explain` writes
 
     OUT/BENCHMARK/ENCODER/explain/
         explain.json    protocol, per-finding boxes / hits / accuracy per seed, macro accuracy (mean, std, CI)
@@ -16,24 +16,20 @@ atomically (the folder is assembled aside and renamed into place). The folder ho
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as dt
 import json
 import re
-import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-import cxrbench
 from cxrbench.data.images import read_image
 from cxrbench.data.samples import BenchmarkData
-from cxrbench.errors import CxrbenchError, DataError, UnknownNameError
-from cxrbench.explain.boxes import NO_FINDING, read_test_boxes
+from cxrbench.errors import CxrbenchError, UnknownNameError
+from cxrbench.data.vindr_boxes import NO_FINDING
 from cxrbench.explain.geometry import CLIPPED, CROPPED_AWAY, EMPTY, InputGeometry, PatchGrid
 from cxrbench.explain.heatmaps import display_image, render_overlay, write_overlay
 from cxrbench.explain.hits import (
@@ -63,34 +59,6 @@ PROTOCOL = {
     "macro": "unweighted mean of the finding accuracies over findings with at least one scored box",
     "excluded": "boxes entirely in a cropped-away margin (cropped_away) or without area (empty)",
 }
-
-
-@dataclass
-class ExplainOptions:
-    encoders: list[str]
-    out: Path
-    cache_root: Path
-    benchmark: str = "vindr"
-    data_root: Path | None = None
-    weights: str | None = None
-    revision: str | None = None
-    image_size: int | None = None
-    seeds: int | None = None
-    # "all": every finding with a test box that is also a label column (RayDINO trains one probe per VinDr class);
-    # "benchmark": the benchmark's own tasks; or a list of finding names.
-    findings: str | list[str] = "all"
-    images_per_finding: int = 4
-    min_overlap: float = DEFAULT_MIN_OVERLAP
-    head: str = "attentive"
-    head_overrides: dict[str, Any] = field(default_factory=dict)
-    # True: a separate head (one query) per finding, as RayDINO; False: one head with a query per finding.
-    one_head_per_finding: bool = True
-    dataset_options: dict[str, Any] = field(default_factory=dict)
-    bootstrap_resamples: int | None = None
-    batch_size: int = 32
-    shard_size: int = 512
-    num_workers: int | None = None
-    device: str = "cpu"
 
 
 @dataclass
@@ -163,6 +131,7 @@ def fit_attention_maps(
     overrides: Mapping[str, Any] | None = None,
     one_head_per_finding: bool = True,
     findings: Sequence[str] | None = None,
+    selection: str | None = None,
     progress: Progress = SilentProgress(),
 ) -> tuple[np.ndarray, dict]:
     """Fit the attentive head(s) on `train` (`val` for monitoring/selection) and return the test attention maps
@@ -172,6 +141,7 @@ def fit_attention_maps(
     "disease-specific classification adapter using a single attention head". Otherwise one head with a query per
     finding is trained on all columns (with a linear decoder, the queries and outputs of different findings share no
     parameters, so this differs only by the loss scale and any hyperparameter selection across findings).
+    `selection`: the metric a head with several settings chooses by on `val` (None: the validation loss).
     """
     entry, head_class = attentive_head_class(head)
     overrides = dict(overrides or {})
@@ -188,16 +158,16 @@ def fit_attention_maps(
         maps = []
         advance = progress.task(f"seed {seed}: fitting one attentive head per finding", tasks)
         for t in range(tasks):
-            model = head_class(entry.spec, overrides)
-            report = model.fit(column(train, t), column(val, t), seed)
+            model = head_class(entry.spec, overrides, "binary", selection)
+            report = model.fit(column(train, t), column(val, t), seed, progress)
             reports[names[t]] = _report(report)
             single = check_attention(model.attention_maps(column(test, t)), len(test.labels), 1)
             maps.append(single[:, 0])
             advance(1)
         attention = np.stack(maps, axis=1)
     else:
-        model = head_class(entry.spec, overrides)
-        reports["all"] = _report(model.fit(train, val, seed))
+        model = head_class(entry.spec, overrides, "binary", selection)
+        reports["all"] = _report(model.fit(train, val, seed, progress))
         attention = check_attention(model.attention_maps(test), len(test.labels), tasks)
     return attention.astype(np.float32, copy=False), reports
 
@@ -205,105 +175,6 @@ def fit_attention_maps(
 def _report(report: FitReport) -> dict:
     last = {k: float(v[-1]) for k, v in report.history.items() if v and np.isfinite(v[-1])}
     return {"chosen": report.chosen, **{f"final_{k}": v for k, v in last.items()}}
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# The whole benchmark
-
-
-def explain_benchmark(options: ExplainOptions, progress: Progress = SilentProgress()) -> list[ExplainResult]:
-    """Load the data, extract patch tokens, fit attentive heads per seed and write one explain folder per encoder."""
-    from cxrbench.data.splits import seed_splits
-    from cxrbench.encoders.factory import build_encoder
-    from cxrbench.pipeline import encoder_features, resolve_data_root
-
-    entry = registry().get("benchmarks", options.benchmark)
-    spec = entry.spec
-    root = resolve_data_root(spec, options.data_root)
-    boxes = read_test_boxes(root)
-    findings = _choose_findings(options.findings, boxes, spec.tasks)
-    # load the chosen findings as the tasks (RayDINO probes every VinDr class with boxes, not only the benchmark's 7)
-    data: BenchmarkData = entry.load()(root, dataclasses.replace(spec, tasks=tuple(findings)), options.dataset_options)
-    for note in data.notes:
-        progress.note(note)
-    seeds = list(range(options.seeds if options.seeds is not None else spec.seeds))
-    if not seeds:
-        raise DataError("--seeds must be at least 1.")
-    trainable = [f for f in findings if np.nansum(data.samples.loc[data.samples["split"] == "train", f]) > 0]
-    untrainable = [f for f in findings if f not in trainable]
-    if untrainable:
-        progress.note(f"no positive training image, not evaluated: {', '.join(untrainable)}")
-    if not trainable:
-        raise DataError(f"None of the findings {findings} has a positive training image in {root}; nothing to explain.")
-    entry_head, head_class = attentive_head_class(options.head)
-    overrides = dict(options.head_overrides)
-    pooling = entry_head.spec.params.get("pooling")
-    if "pooling" not in overrides and isinstance(pooling, list) and "attentive" in pooling:
-        overrides["pooling"] = "attentive"  # a grid head (e.g. raydino-grid): only its attentive decoders have maps
-        progress.note(f"head {options.head}: pooling restricted to attentive (its attention maps are scored)")
-    manifests = {s: seed_splits(data.samples, spec.name, s, spec.split) for s in seeds}
-    if not all(np.array_equal(m["split"].to_numpy() == "test", data.samples["split"].to_numpy() == "test") for m in manifests.values()):
-        raise DataError(f"Benchmark '{spec.name}' draws its test split; explainability needs the official test boxes' split.")
-    bootstrap = spec.bootstrap if options.bootstrap_resamples is None else dataclasses.replace(
-        spec.bootstrap, resamples=options.bootstrap_resamples)
-    columns = [data.tasks.index(f) for f in trainable]
-    labels = data.labels()[:, columns]
-    results = []
-    for encoder_name in options.encoders:
-        encoder = build_encoder(encoder_name, options.weights, options.revision, options.image_size)
-        features = encoder_features(encoder, data.samples["path"].tolist(), True, options, progress)
-        attention, reports = {}, {}
-        for seed in seeds:
-            split = manifests[seed]["split"].to_numpy()
-            parts = {name: features.rows(labels, split == name) for name in ("train", "val", "test")}
-            attention[seed], reports[str(seed)] = fit_attention_maps(
-                parts["train"], parts["val"], parts["test"], seed, head=options.head, overrides=overrides,
-                one_head_per_finding=options.one_head_per_finding, findings=trainable, progress=progress,
-            )
-        head_params = head_class(entry_head.spec, overrides).params
-        config = {
-            "cxrbench_version": cxrbench.__version__,
-            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-            "benchmark": {"name": spec.name, "data_root": str(root), "dataset_options": options.dataset_options,
-                          "split": asdict(spec.split), "loader_notes": data.notes},
-            "encoder": {"name": encoder.spec.name, "weights": encoder.weights.identity,
-                        "preprocessing": asdict(encoder.preprocessing), "patch_stride": encoder.patch_stride},
-            "head": {"name": options.head, "params": head_params, "one_head_per_finding": options.one_head_per_finding},
-            "findings": trainable,
-            "findings_without_positive_training_image": untrainable,
-            "seeds": seeds,
-            "min_overlap": options.min_overlap,
-            "images_per_finding": options.images_per_finding,
-            "bootstrap": asdict(bootstrap),
-            "feature_cache": {"folder": str(features.extraction.store.folder), "key": features.extraction.store.manifest["key"]},
-        }
-        folder = Path(options.out) / spec.name / encoder_name / EXPLAIN_FOLDER
-        result = run_explain(
-            data, trainable, attention, encoder.preprocessing, encoder.patch_stride, folder, boxes=boxes,
-            min_overlap=options.min_overlap, images_per_finding=options.images_per_finding, bootstrap=bootstrap,
-            info={"benchmark": spec.name, "encoder": encoder_name, "head": options.head,
-                  "one_head_per_finding": options.one_head_per_finding, "fit": reports,
-                  "findings_without_positive_training_image": untrainable},
-            config=config, progress=progress,
-        )
-        results.append(result)
-    return results
-
-
-def _choose_findings(choice: str | Sequence[str], boxes: pd.DataFrame, tasks: Sequence[str]) -> list[str]:
-    boxed = list(dict.fromkeys(boxes["finding"]))
-    if isinstance(choice, str) and choice == "all":
-        return boxed
-    wanted = list(tasks) if isinstance(choice, str) and choice == "benchmark" else (
-        [c.strip() for c in choice.split(",") if c.strip()] if isinstance(choice, str) else list(choice))
-    unknown = [f for f in wanted if f not in boxed]
-    chosen = [f for f in wanted if f in boxed]
-    if isinstance(choice, str) and choice == "benchmark":
-        return chosen  # the benchmark's global labels (e.g. Tuberculosis) have no boxes
-    if unknown:
-        raise DataError(f"Finding(s) {unknown} have no box in annotations_test.csv; findings with boxes: {', '.join(boxed)}.")
-    return chosen
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -385,7 +256,7 @@ def run_explain(
 
     `data`: the benchmark (its test-split rows, in order, are the images of the attention maps; needs image_id,
     path and patient_id). `attention`: seed -> [N_test, T, H, W] (or one array, seed 0), T = len(findings).
-    `boxes`: `read_test_boxes(data.root)` by default. `sizes`: [N_test, 2] original (height, width), by default
+    `boxes`: the loader's test boxes (`data.boxes`) by default. `sizes`: [N_test, 2] original (height, width), by default
     read from the image headers. Writes `folder` atomically and returns the summary.
     """
     findings = list(findings)
@@ -403,7 +274,9 @@ def run_explain(
     if len(shapes) != 1:
         raise CxrbenchError(f"The seeds' attention maps have different grids: {sorted(shapes)}.")
     grid_h, grid_w = shapes.pop()
-    boxes = read_test_boxes(data.root) if boxes is None else boxes
+    boxes = data.boxes if boxes is None else boxes
+    if boxes is None:
+        raise CxrbenchError(f"Benchmark '{data.name}' supplies no test boxes to score attention maps against.")
     placed, left_out, input_size = place_boxes(test, boxes, findings, preprocessing, sizes)
     grid = PatchGrid.for_input(grid_h, grid_w, patch_stride, input_size)
     missing = [f for f in findings if not (placed["finding"] == f).any()]

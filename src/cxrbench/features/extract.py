@@ -7,10 +7,12 @@ a run killed mid-way resumes where its last complete shard ended.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -21,7 +23,9 @@ from cxrbench.encoders.base import Encoder, FeatureRequest
 from cxrbench.encoders.preprocessing import Preprocessor
 from cxrbench.errors import CxrbenchError, ImageReadError
 from cxrbench.features.cache import FeatureStore, image_key
+from cxrbench.heads.base import FeatureSet
 from cxrbench.progress import Progress, SilentProgress
+from cxrbench.threads import use_threads
 
 
 @dataclass
@@ -29,10 +33,58 @@ class ExtractionResult:
     store: FeatureStore
     keys: list[str]
     encoded: int
+    seconds: float = 0.0  # spent encoding (0 when everything was cached)
 
     @property
     def reused(self) -> int:
         return len(self.keys) - self.encoded
+
+
+class ExtractionSettings(Protocol):
+    """Where features are cached and how images are encoded (the CLI's --cache-dir, --batch-size, ...)."""
+
+    cache_root: Path
+    batch_size: int
+    shard_size: int
+    num_workers: int | None
+    device: str
+
+
+@dataclass
+class EncoderFeatures:
+    """One encoder's cached features of a benchmark's images, in sample order: global embeddings in memory, patch
+    grids read lazily (a batch at a time) from the memory-mapped shards."""
+
+    encoder: Encoder
+    extraction: ExtractionResult
+    global_: np.ndarray
+    patches: Any = None  # CachedRows, or None
+
+    def rows(self, labels: np.ndarray, selected: np.ndarray) -> FeatureSet:
+        """The features and labels of the `selected` images (a boolean mask over samples)."""
+        patches = None if self.patches is None else self.patches.select(selected)
+        return FeatureSet(self.global_[selected], labels[selected], patches)
+
+
+def study_features(encoder: Encoder, paths: Sequence[str], request: FeatureRequest, settings: ExtractionSettings,
+                   progress: Progress = SilentProgress()) -> EncoderFeatures:
+    """Extract (or find in the cache) what `request` asks of `paths`, on the threads the work deserves."""
+    with use_threads("heavy"):
+        extraction = extract_features(encoder, request, paths, settings.cache_root, batch_size=settings.batch_size,
+                                      shard_size=settings.shard_size, num_workers=settings.num_workers,
+                                      device=settings.device, progress=progress)
+    name = encoder.spec.name
+    if extraction.encoded == 0:
+        progress.note(f"{name}: all {len(extraction.keys)} images found in the feature cache; no encoder forward pass.")
+    else:
+        progress.note(f"{name}: encoded {extraction.encoded} images in {extraction.seconds:.1f} s "
+                      f"({extraction.encoded / max(extraction.seconds, 1e-9):.1f} images/s), reused {extraction.reused} from the cache.")
+        dropped = encoder.load_report.dropped
+        if dropped:
+            progress.note(f"{name}: checkpoint keys left out on purpose: {', '.join(dropped[:8])}"
+                          + (f" and {len(dropped) - 8} more" if len(dropped) > 8 else ""))
+    patches = extraction.store.rows(extraction.keys, "patches") if request.patch_tokens else None
+    return EncoderFeatures(encoder, extraction, extraction.store.load(extraction.keys, "global"), patches)
 
 
 class _Images(Dataset):
@@ -121,10 +173,11 @@ def extract_features(
                           f"{shard.images or 'unknown number of'} images again.")
         store.discard(damaged)
         missing = store.missing(unique)
+        started = time.perf_counter()
         if missing:
             _encode_missing(encoder, request, store, missing, dict(zip(keys, map(str, paths))), batch_size,
                             num_workers, shard_size, device, progress)
-    return ExtractionResult(store, keys, len(missing))
+    return ExtractionResult(store, keys, len(missing), time.perf_counter() - started if missing else 0.0)
 
 
 def _encode_missing(encoder, request, store: FeatureStore, missing: list[str], path_of: dict[str, str], batch_size: int,

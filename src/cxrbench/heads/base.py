@@ -1,23 +1,46 @@
-"""The head contract: fit on training features/labels (validation for monitoring or selection), then score."""
+"""The head contract: fit on training features and labels (validation for monitoring or selection), then score.
+
+A head trains for one kind of target (`Head.kinds`), on the label matrix of a group of targets of that kind:
+binary targets [N, T] (1 / 0 / NaN), one multiclass target as a one-hot [N, K] (a NaN row when unknown),
+regression targets [N, T] (NaN unknown). It predicts [N, T] probabilities, [N, K] class probabilities or [N, T]
+values.
+
+Gradient heads share one training loop (`train_epochs`) and read their inputs from a `BatchSource`: the cached
+features (`FeatureSet` is one), or the frozen encoder on a fresh augmented view of every image
+(`cxrbench.training.online.OnlineBatches`). The head decides the batches (its own seeded order) and the step; the
+source only says what the inputs of those rows are, so the optimiser and schedule exist once for both.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
+import torch
 
 from cxrbench.errors import SpecError
 from cxrbench.heads.params import check_params
+from cxrbench.heads.standardise import rows_tensor
 from cxrbench.progress import Progress, SilentProgress
 from cxrbench.specs import HeadSpec
 from cxrbench.threads import Work
 
 
+class BatchSource(Protocol):
+    """Training inputs by row index."""
+
+    def __len__(self) -> int: ...
+
+    def epoch(self, batches: Sequence[np.ndarray], epoch: int, needs: Sequence[str]) -> Iterator[dict[str, torch.Tensor]]:
+        """The inputs of each batch of rows, in order: {"global": [B, D], "patches": [B, H, W, D] if needed}."""
+
+
 @dataclass
 class FeatureSet:
-    """Features of one split: `global_` [N, D], optional `patches` [N, H, W, D]; labels [N, T] with NaN unknown.
+    """Features of one split: `global_` [N, D], optional `patches` [N, H, W, D]; labels as the head sees them.
 
     `patches` may be cached rows read lazily (`CachedRows`): heads index it a batch at a time.
     `standardise_on`: the features whose statistics standardise the inputs, when not these (a label budget trains
@@ -28,6 +51,17 @@ class FeatureSet:
     labels: np.ndarray
     patches: Any = None
     standardise_on: "FeatureSet | None" = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def epoch(self, batches: Sequence[np.ndarray], epoch: int, needs: Sequence[str]) -> Iterator[dict[str, torch.Tensor]]:
+        """The cached features as a `BatchSource` (every epoch reads the same un-augmented rows)."""
+        for index in batches:
+            inputs = {"global": rows_tensor(self.global_, index)}
+            if "patches" in needs:
+                inputs["patches"] = rows_tensor(self.patches, index)
+            yield inputs
 
 
 @dataclass
@@ -40,11 +74,33 @@ class FitReport:
     table: list[dict[str, Any]] = field(default_factory=list)
 
 
+def train_epochs(source: BatchSource, needs: Sequence[str], epochs: int, batches: Callable[[], list[np.ndarray]],
+                 step: Callable[[dict[str, torch.Tensor], np.ndarray], float], progress: Progress, description: str,
+                 after_epoch: Callable[[], None] | None = None) -> list[float]:
+    """The training loop of every gradient head, whatever the source of its inputs.
+
+    Each epoch asks `batches()` for its row batches, feeds each batch's inputs to `step(inputs, rows)` (which
+    updates the head and returns the batch's summed loss) and records the mean training loss of the epoch.
+    """
+    advance = progress.task(description, epochs, transient=True)
+    losses = []
+    for epoch in range(epochs):
+        order = batches()
+        total = 0.0
+        for rows, inputs in zip(order, source.epoch(order, epoch, needs)):
+            total += step(inputs, rows)
+        losses.append(total / len(source))
+        if after_epoch is not None:
+            after_epoch()
+        advance(1)
+    return losses
+
+
 class Head(ABC):
     #: which cached arrays the head needs ("global", "patches"); may depend on the parameters
     needs: tuple[str, ...] = ("global",)
-    #: benchmark task types the head can train for
-    task_types: tuple[str, ...] = ("multilabel", "binary")
+    #: the target kinds the head trains
+    kinds: tuple[str, ...] = ("binary", "multiclass", "regression")
     #: hyperparameters this head accepts, with their defaults (which also fix their types)
     defaults: dict[str, Any] = {}
     #: scalar parameters that may be given as a list, every value trained (a grid's axes)
@@ -52,22 +108,51 @@ class Head(ABC):
     #: how the head's steps use CPU threads (`cxrbench.threads`): "light" heads train on one thread
     work: Work = "light"
 
-    def __init__(self, spec: HeadSpec, overrides: dict[str, Any] | None = None, task_type: str = "multilabel"):
+    def __init__(self, spec: HeadSpec, overrides: dict[str, Any] | None = None, kind: str = "binary",
+                 selection: str | None = None):
+        """`kind`: the kind of the targets it will train; `selection`: the metric that chooses among settings on
+        the validation split when the head's `selection_metric` is `auto` (None: the validation loss)."""
         unknown = set(spec.params) - set(self.defaults) | set(overrides or {}) - set(self.defaults)
         if unknown:
             raise SpecError(f"Head '{spec.name}' has no parameter(s) {sorted(unknown)}; it accepts {sorted(self.defaults)}.")
         self.spec = spec
-        if task_type not in self.task_types:
-            raise SpecError(f"Head '{spec.name}' trains {' / '.join(self.task_types)} tasks, not {task_type}; use a grid head (e.g. mlp).")
+        if kind not in self.kinds:
+            raise SpecError(f"Head '{spec.name}' trains {' / '.join(self.kinds)} targets, not {kind} ones; choose "
+                            "another --head (e.g. linear or mlp).")
         given = {**spec.params, **(overrides or {})}
         self.params = {**self.defaults, **check_params(f"Head '{spec.name}'", self.defaults, given, self.sweeps)}
-        self.task_type = task_type
+        self.kind = kind
+        self.selection = self._selection_metric(selection)
+
+    def _selection_metric(self, automatic: str | None):
+        """The registered metric the head ranks its settings by (None: it has none to rank, or ranks by loss)."""
+        from cxrbench.registry import metric, metric_spec
+
+        name = self.params.get("selection_metric")
+        if name is None:
+            return None
+        name = automatic if name == "auto" else str(name)
+        if name is None:
+            return None
+        if self.kind not in metric_spec(name).kinds:
+            raise SpecError(f"Head '{self.spec.name}': selection_metric '{name}' does not score {self.kind} targets; "
+                            "use auto (the benchmark's metric) or one that does.")
+        return metric(name)
 
     @abstractmethod
-    def fit(self, train: FeatureSet, val: FeatureSet, seed: int, progress: Progress = SilentProgress()) -> FitReport:
+    def fit(self, train: FeatureSet, val: FeatureSet, seed: int, progress: Progress = SilentProgress(),
+            source: BatchSource | None = None) -> FitReport:
         """Train on `train` (choosing among settings on `val` where the head has several); `progress` shows the
-        epochs or fits as they go, so that a long training is never a frozen bar."""
+        epochs or fits as they go. `source`: where a gradient head reads its training inputs when not from the
+        cached `train` features (the frozen encoder under augmentation); heads without gradient steps refuse it."""
 
     @abstractmethod
     def predict(self, features: FeatureSet) -> np.ndarray:
-        """Scores [N, T] (probabilities for classification)."""
+        """Scores [N, C]: probabilities for binary and multiclass targets, values for regression."""
+
+
+def cached_only(head: Head, source: BatchSource | None) -> None:
+    """For heads that fit in one pass over cached features (kNN, logistic regression): no online source."""
+    if source is not None:
+        raise SpecError(f"Head '{head.spec.name}' fits on cached features only; `features: online` needs a gradient "
+                        "head (linear, mlp, avgpool, attentive, a grid).")

@@ -3,9 +3,10 @@
 Any of `lr`, `weight_decay`, `depth` and `pooling` in a head spec may be a list; the head trains the Cartesian
 product together: every batch of cached features is read once and fed to every configuration, each with its
 own weights and optimiser state (`stacked.py`). After the last epoch each configuration is scored on the
-validation split and the best one (the benchmark's selection metric, macro over the tasks defined there; the
-validation loss when no task is, and for CE / SMAPE heads; ties to the earlier configuration in grid order) makes
-the test predictions. The whole table of validation scores is returned
+validation split and the best one (the selection metric, by default the benchmark's primary one, macro over the
+targets defined there; the validation loss when none is; ties to the earlier configuration in grid order) makes
+the test predictions. Losses follow the target kind: BCE (binary), softmax CE (multiclass), SMAPE or MSE
+(regression). The whole table of validation scores is returned
 with the fit report and stored with the results. A spec with only single values is one ordinary head.
 """
 
@@ -20,11 +21,11 @@ import numpy as np
 import torch
 
 from cxrbench.errors import DataError, SpecError
-from cxrbench.heads.base import FeatureSet, FitReport, Head
+from cxrbench.heads.base import BatchSource, FeatureSet, FitReport, Head, train_epochs
 from cxrbench.heads.losses import LOSSES, OUTPUTS, resolve_loss
-from cxrbench.heads.selection import validation_score
+from cxrbench.heads.selection import ranking, validation_score
 from cxrbench.heads.stacked import POOLINGS, StackedDecoders, StackedSGD
-from cxrbench.heads.standardise import Standardiser, rows_tensor
+from cxrbench.heads.standardise import Standardiser
 from cxrbench.progress import Progress, SilentProgress
 
 GRID_KEYS = ("pooling", "depth", "lr", "weight_decay")
@@ -55,7 +56,6 @@ def expand_grid(params: dict[str, Any], where: str) -> list[HeadConfig]:
 
 
 class GridHead(Head):
-    task_types = ("multilabel", "binary", "multiclass", "regression")
     sweeps = GRID_KEYS
     defaults = {
         "pooling": "cls",
@@ -68,14 +68,17 @@ class GridHead(Head):
         "batch_size": 128,
         "hidden_dim": 512,
         "loss": "auto",
-        "selection_metric": "auprc",
+        "selection_metric": "auto",
         "device": "cpu",
+        # cached: the features computed once; online: the frozen encoder on augmented views (see training.online)
+        "features": "cached",
+        "augmentation": {},
     }
 
-    def __init__(self, spec, overrides=None, task_type: str = "multilabel"):
-        super().__init__(spec, overrides, task_type)
-        self.configs = expand_grid(self.params, f"heads/{spec.name}.yaml")
-        self.loss = resolve_loss(str(self.params["loss"]), task_type)
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.configs = expand_grid(self.params, f"heads/{self.spec.name}.yaml")
+        self.loss = resolve_loss(str(self.params["loss"]), self.kind, f"Head '{self.spec.name}'")
         self.device = torch.device(self.params["device"])
 
     @property
@@ -88,8 +91,10 @@ class GridHead(Head):
         return "heavy" if "patches" in self.needs else "light"
 
     # -- training -------------------------------------------------------------------------------------------
-    def fit(self, train: FeatureSet, val: FeatureSet, seed: int, progress: Progress = SilentProgress()) -> FitReport:
+    def fit(self, train: FeatureSet, val: FeatureSet, seed: int, progress: Progress = SilentProgress(),
+            source: BatchSource | None = None) -> FitReport:
         p = self.params
+        source = train if source is None else source
         if "patches" in self.needs and train.patches is None:
             raise DataError(f"Head '{self.spec.name}' pools patch tokens, but the features given have no patch grid.")
         generator = torch.Generator().manual_seed(seed)
@@ -119,41 +124,49 @@ class GridHead(Head):
         batch = min(int(p["batch_size"]), len(train.labels))
         steps_per_epoch = math.ceil(len(train.labels) / batch)
         epochs = max(int(p["epochs"]), math.ceil(int(p["min_steps"]) / steps_per_epoch))
-        total, step = epochs * steps_per_epoch, 0
+        total, step_count = epochs * steps_per_epoch, 0
         labels = torch.from_numpy(np.ascontiguousarray(train.labels, dtype=np.float32))
         loss_fn = LOSSES[self.loss]
-        train_loss = torch.zeros(len(self.configs), dtype=torch.float64)
-        advance = progress.task(f"{self.spec.name} head ({len(self.configs)} configurations), seed {seed}: epochs", epochs, transient=True)
-        for _ in range(epochs):
-            running = torch.zeros(len(self.configs), dtype=torch.float64)
+        per_config = torch.zeros(len(self.configs), dtype=torch.float64)
+
+        def batches() -> list[np.ndarray]:
+            per_config.zero_()
             permutation = torch.randperm(len(labels), generator=generator).numpy()
-            for start in range(0, len(labels), batch):
-                index = np.sort(permutation[start : start + batch])
-                inputs = self._inputs(train, index)
-                y = labels[index].to(self.device)
-                per_head = torch.cat([loss_fn(module(inputs), y) for module in modules])  # in `order`
-                for optimizer in optimizers:
-                    optimizer.zero_grad()
-                per_head.sum().backward()
-                for optimizer in optimizers:
-                    optimizer.step(0.5 * (1 + math.cos(math.pi * step / total)))
-                step += 1
-                running[order] += per_head.detach().double().cpu() * len(index)
-            train_loss = running / len(labels)
-            advance(1)
+            return [np.sort(permutation[start : start + batch]) for start in range(0, len(labels), batch)]
+
+        def step(inputs: dict[str, torch.Tensor], rows: np.ndarray) -> float:
+            nonlocal step_count
+            y = labels[rows].to(self.device)
+            per_head = torch.cat([loss_fn(module(self._scaled(inputs)), y) for module in modules])  # in `order`
+            for optimizer in optimizers:
+                optimizer.zero_grad()
+            per_head.sum().backward()
+            for optimizer in optimizers:
+                optimizer.step(0.5 * (1 + math.cos(math.pi * step_count / total)))
+            step_count += 1
+            per_config[order] += per_head.detach().double().cpu() * len(rows)
+            return float(per_head.detach().sum()) * len(rows)
+
+        train_epochs(source, self.needs, epochs, batches, step, progress,
+                     f"{self.spec.name} head ({len(self.configs)} configurations), seed {seed}: epochs")
+        train_loss = per_config / len(labels)  # of the last epoch
         return self._select(val, train_loss, epochs, total)
 
     def _values(self, key: str, members: list[int]) -> torch.Tensor:
         return torch.tensor([getattr(self.configs[i], key) for i in members], dtype=torch.float32, device=self.device)
 
     def _inputs(self, features: FeatureSet, index: np.ndarray) -> dict[str, torch.Tensor]:
-        """The batch's standardised inputs, computed once and shared by every head of the grid."""
-        inputs = {"cls": self._scale_global(rows_tensor(features.global_, index)).to(self.device)}
+        """The standardised inputs of these cached rows (prediction and selection read features a chunk at a time)."""
+        return self._scaled(next(features.epoch([index], 0, self.needs)))
+
+    def _scaled(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A batch's standardised inputs, computed once and shared by every head of the grid."""
+        scaled = {"cls": self._scale_global(inputs["global"].float()).to(self.device)}
         if self._scale_tokens is not None:
-            tokens = self._scale_tokens(rows_tensor(features.patches, index)).to(self.device)
-            inputs["tokens"] = tokens.reshape(len(index), -1, tokens.shape[-1])
-            inputs["avg"] = inputs["tokens"].mean(dim=1)
-        return inputs
+            tokens = self._scale_tokens(inputs["patches"].float()).to(self.device)
+            scaled["tokens"] = tokens.reshape(len(tokens), -1, tokens.shape[-1])
+            scaled["avg"] = scaled["tokens"].mean(dim=1)
+        return scaled
 
     # -- selection and prediction ---------------------------------------------------------------------------
     def _select(self, val: FeatureSet, train_loss: torch.Tensor, epochs: int, steps: int) -> FitReport:
@@ -166,28 +179,24 @@ class GridHead(Head):
         if labelled:
             logits = self._logits(val, range(len(self.configs)))  # [configs, N, T]
             y = torch.from_numpy(np.ascontiguousarray(val.labels, dtype=np.float32))
-            metric = self._selection_metric()
+            metric = self.selection
+            name = getattr(metric, "name", "loss")
             for i, row in enumerate(rows):
                 row["val_loss"] = float(LOSSES[self.loss](logits[i], y))
-                if metric != "loss":
-                    row[f"val_{metric}"] = validation_score(metric, val.labels, OUTPUTS[self.loss](logits[i]).numpy())
-            # rank by the metric; by the validation loss where no task has both classes in validation (or for CE / SMAPE)
-            by_metric = metric != "loss" and any(np.isfinite(row[f"val_{metric}"]) for row in rows)
-            key = f"val_{metric}" if by_metric else "val_loss"
-            sign = 1.0 if by_metric else -1.0
-            ranked = [sign * row[key] if np.isfinite(row[key]) else -np.inf for row in rows]
+                if metric is not None:
+                    row[f"val_{name}"] = validation_score(metric, self.kind, val.labels, OUTPUTS[self.loss](logits[i]).numpy())
+            # rank by the metric; by the validation loss where no target is defined in validation (or without a metric)
+            by_metric = metric is not None and any(np.isfinite(row[f"val_{name}"]) for row in rows)
+            ranked = [ranking(metric, row[f"val_{name}"]) if by_metric else (-row["val_loss"] if np.isfinite(row["val_loss"]) else -np.inf)
+                      for row in rows]
             self.chosen = max(range(len(rows)), key=lambda i: (ranked[i], -i))
             if len(rows) > 1:
-                selected_by = f"validation {metric}" if by_metric else "validation loss"
+                selected_by = f"validation {name}" if by_metric else "validation loss"
         config = self.configs[self.chosen]
         chosen = {**asdict(config), "config": config.name, "grid_size": len(self.configs), "selected_by": selected_by,
                   "epochs": epochs, "steps": steps, "checkpoint": "last"}
         return FitReport(chosen=chosen, history={"train_loss": [rows[self.chosen]["train_loss"]],
                                                  "val_loss": [rows[self.chosen].get("val_loss", float("nan"))]}, table=rows)
-
-    def _selection_metric(self) -> str:
-        """The benchmark's ranking metric for classification; the validation loss for CE / SMAPE heads."""
-        return str(self.params["selection_metric"]) if self.loss == "bce" else "loss"
 
     def _place(self, config: int) -> tuple[StackedDecoders, slice]:
         """The family holding configuration `config`, and its slot there."""

@@ -1,7 +1,9 @@
 """kNN on L2-normalised global embeddings (cosine similarity), with one of two scoring rules.
 
 `rule: weighted` (default; DINOv2's kNN evaluation): the k nearest training samples vote with weight
-exp(cosine / temperature); a task's score is the weighted fraction of positive votes.
+exp(cosine / temperature); a binary task's score is the weighted fraction of positive votes, a multiclass target's
+class probabilities are the weighted shares of each class (one-hot labels), a regression target's prediction is the
+weighted mean of the neighbours' values.
 
 `rule: mlknn` (ML-kNN, Zhang & Zhou, Pattern Recognition 2007; what the DINOv2-radiology paper used for
 multi-label kNN): per label l, with smoothing s (`smoothing`, default 1 as in the paper),
@@ -11,7 +13,7 @@ multi-label kNN): per label l, with smoothing s (`smoothing`, default 1 as in th
                P(E_j | H1) = (s + c1[j]) / (s (k+1) + sum c1), likewise for H0;
   score        for a query with C = j among its k nearest training samples, the posterior
                P(H1) P(E_j|H1) / (P(H1) P(E_j|H1) + P(H0) P(E_j|H0)).
-Labels are binary (> 0.5 counts as positive); `temperature` is unused by this rule.
+Labels are binary (> 0.5 counts as positive); `temperature` is unused by this rule, which scores binary targets only.
 
 Shared by both rules:
 * Unknown labels (NaN): each task is scored separately among the training rows whose label for that task is
@@ -40,8 +42,8 @@ import numpy as np
 import torch
 
 from cxrbench.errors import SpecError
-from cxrbench.heads.base import FeatureSet, FitReport, Head
-from cxrbench.heads.selection import validation_score
+from cxrbench.heads.base import BatchSource, FeatureSet, FitReport, Head, cached_only
+from cxrbench.heads.selection import ranking, validation_score
 from cxrbench.progress import Progress, SilentProgress
 
 RULES = ("weighted", "mlknn")
@@ -65,16 +67,21 @@ def _task_groups(labels: torch.Tensor) -> list[tuple[torch.Tensor, list[int]]]:
 class KNNHead(Head):
     work = "heavy"  # a [queries x training images] similarity matrix per chunk
     defaults = {"k": [10, 20, 100, 200], "rule": "weighted", "temperature": 0.07, "smoothing": 1.0,
-                "selection_metric": "auprc", "chunk": 1024}
+                "selection_metric": "auto", "chunk": 1024}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if self.params["rule"] not in RULES:
             raise SpecError(f"Head '{self.spec.name}': rule '{self.params['rule']}' is not one of {', '.join(RULES)}.")
+        if self.params["rule"] == "mlknn" and self.kind != "binary":
+            raise SpecError(f"Head '{self.spec.name}': rule mlknn scores binary targets; {self.kind} targets use rule: "
+                            "weighted (the neighbours' class shares or mean value).")
         if not float(self.params["smoothing"]) > 0:
             raise SpecError(f"Head '{self.spec.name}': smoothing must be > 0, not {self.params['smoothing']}.")
 
-    def fit(self, train: FeatureSet, val: FeatureSet, seed: int, progress: Progress = SilentProgress()) -> FitReport:
+    def fit(self, train: FeatureSet, val: FeatureSet, seed: int, progress: Progress = SilentProgress(),
+            source: BatchSource | None = None) -> FitReport:
+        cached_only(self, source)
         self._train = _normalise(train.global_)
         self._labels = torch.from_numpy(train.labels.astype(np.float32))
         self._groups = _task_groups(self._labels)
@@ -84,14 +91,15 @@ class KNNHead(Head):
         self._tables: dict[int, np.ndarray] = {}
         if mlknn:
             self._tables = self._mlknn_tables(ks)
-        if len(val.labels) == 0 or len(ks) == 1:
+        if len(val.labels) == 0 or len(ks) == 1 or self.selection is None:
             self.k = ks[-1]
             return FitReport(chosen={"k": self.k})
         scores = self._scores_for_all_k(val.global_, ks)
-        metric = self.params["selection_metric"]
-        by_k = {k: validation_score(metric, val.labels, s) for k, s in scores.items()}
-        self.k = max(ks, key=lambda k: (by_k[k], -k))  # ties go to the smaller k
-        return FitReport(chosen={"k": self.k}, table=[{"config": f"k{k}", "k": k, f"val_{metric}": by_k[k]} for k in ks])
+        metric = self.selection
+        by_k = {k: validation_score(metric, self.kind, val.labels, s) for k, s in scores.items()}
+        self.k = max(ks, key=lambda k: (ranking(metric, by_k[k]), -k))  # ties go to the smaller k
+        return FitReport(chosen={"k": self.k},
+                         table=[{"config": f"k{k}", "k": k, f"val_{metric.name}": by_k[k]} for k in ks])
 
     def _scores_for_all_k(self, features: np.ndarray, ks: list[int]) -> dict[int, np.ndarray]:
         if self.params["rule"] == "mlknn":

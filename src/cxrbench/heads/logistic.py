@@ -1,8 +1,9 @@
-"""scikit-learn logistic regression per task on standardised global embeddings, C chosen on validation.
+"""scikit-learn logistic regression on standardised global embeddings, C chosen on validation.
 
-Each task gets its own L2-regularised model (lbfgs); rows with an unknown label are left out. The inverse
-regularisation C is swept and chosen per task by the validation metric (DINOv2's and RAD-DINO's
-demographic probes use scikit-learn's LogisticRegression the same way).
+Each binary target gets its own L2-regularised model (lbfgs); a multiclass target one multinomial model over its
+classes. Rows with an unknown label are left out. The inverse regularisation C is swept and chosen per target by
+the validation metric (DINOv2's and RAD-DINO's demographic probes use scikit-learn's LogisticRegression the same
+way). Regression targets are not its job: the linear, MLP or kNN heads regress.
 """
 
 from __future__ import annotations
@@ -11,39 +12,57 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from cxrbench.heads.base import FeatureSet, FitReport, Head
+from cxrbench.heads.base import BatchSource, FeatureSet, FitReport, Head, cached_only
+from cxrbench.heads.selection import ranking, validation_score
 from cxrbench.progress import Progress, SilentProgress
-from cxrbench.stats.metrics import task_metric
 
 
 class LogisticHead(Head):
-    defaults = {"C": [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0], "max_iter": 1000, "selection_metric": "auprc"}
+    kinds = ("binary", "multiclass")
+    defaults = {"C": [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0], "max_iter": 1000, "selection_metric": "auto"}
 
-    def fit(self, train: FeatureSet, val: FeatureSet, seed: int, progress: Progress = SilentProgress()) -> FitReport:
+    def fit(self, train: FeatureSet, val: FeatureSet, seed: int, progress: Progress = SilentProgress(),
+            source: BatchSource | None = None) -> FitReport:
+        cached_only(self, source)
         self.scaler = StandardScaler().fit((train.standardise_on or train).global_)
         x_train, x_val = self.scaler.transform(train.global_), self.scaler.transform(val.global_) if len(val.labels) else None
-        metric = self.params["selection_metric"]
+        metric = self.selection
+        self._classes = train.labels.shape[1]
+        # binary: one column per target; multiclass: the class index of the one-hot rows
+        columns = [train.labels[:, [t]] for t in range(train.labels.shape[1])] if self.kind == "binary" else [train.labels]
+        val_columns = ([val.labels[:, [t]] for t in range(val.labels.shape[1])] if self.kind == "binary" else [val.labels])
         self.models, chosen, table = [], {}, []
-        advance = progress.task(f"{self.spec.name} head, seed {seed}: tasks", train.labels.shape[1], transient=True)
-        for t in range(train.labels.shape[1]):
-            known = ~np.isnan(train.labels[:, t])
-            y = train.labels[known, t]
+        advance = progress.task(f"{self.spec.name} head, seed {seed}: tasks", len(columns), transient=True)
+        for t, (labels, val_labels) in enumerate(zip(columns, val_columns)):
+            known = ~np.isnan(labels).any(axis=1)
+            y = labels[known, 0] if self.kind == "binary" else labels[known].argmax(axis=1)
             candidates = {}
             for c in self.params["C"]:
                 model = LogisticRegression(C=float(c), max_iter=int(self.params["max_iter"]), random_state=seed)
                 candidates[float(c)] = model.fit(x_train[known], y)
-            if x_val is None:
+            if x_val is None or metric is None:
                 best = max(candidates)
             else:
-                scores = {c: task_metric(metric, val.labels[:, t], m.predict_proba(x_val)[:, 1]) for c, m in candidates.items()}
-                table += [{"config": f"task{t}-C{c:g}", "task_index": t, "C": c, f"val_{metric}": s} for c, s in scores.items()]
+                scores = {c: validation_score(metric, self.kind, val_labels, self._probabilities(m, x_val))
+                          for c, m in candidates.items()}
+                table += [{"config": f"task{t}-C{c:g}", "task_index": t, "C": c, f"val_{metric.name}": s} for c, s in scores.items()]
                 finite = {c: s for c, s in scores.items() if np.isfinite(s)}
-                best = max(finite, key=lambda c: (finite[c], -c)) if finite else max(candidates)
+                best = max(finite, key=lambda c: (ranking(metric, finite[c]), -c)) if finite else max(candidates)
             self.models.append(candidates[best])
             chosen[f"C[{t}]"] = best
             advance(1)
         return FitReport(chosen=chosen, table=table)
 
+    def _probabilities(self, model: LogisticRegression, x: np.ndarray) -> np.ndarray:
+        """[N, 1] P(positive) for a binary target; [N, K] over every declared class for a multiclass one (a class
+        the training split lacks gets probability 0)."""
+        probabilities = model.predict_proba(x)
+        if self.kind == "binary":
+            return probabilities[:, 1:2]
+        out = np.zeros((len(x), self._classes))
+        out[:, model.classes_.astype(int)] = probabilities
+        return out
+
     def predict(self, features: FeatureSet) -> np.ndarray:
         x = self.scaler.transform(features.global_)
-        return np.stack([m.predict_proba(x)[:, 1] for m in self.models], axis=1)
+        return np.concatenate([self._probabilities(m, x) for m in self.models], axis=1)

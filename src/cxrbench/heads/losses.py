@@ -43,22 +43,33 @@ def masked_smape(predictions: torch.Tensor, targets: torch.Tensor, eps: float = 
     return _masked_mean(error, known)
 
 
+def masked_mse(predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the known values."""
+    known = ~torch.isnan(targets)
+    return _masked_mean((predictions - torch.nan_to_num(targets)) ** 2, known)
+
+
 LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "bce": masked_bce,
     "ce": masked_cross_entropy,
     "smape": masked_smape,
+    "mse": masked_mse,
 }
 OUTPUTS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "bce": torch.sigmoid,
     "ce": lambda logits: torch.softmax(logits, dim=-1),
     "smape": lambda values: values,
+    "mse": lambda values: values,
 }
-LOSS_FOR_TASK_TYPE = {"multilabel": "bce", "binary": "bce", "multiclass": "ce", "regression": "smape"}
+#: the loss `auto` gives each target kind (RayDINO: BCE multi-label, CE multi-class, SMAPE for the Cobb angles)
+LOSS_FOR_KIND = {"binary": "bce", "multiclass": "ce", "regression": "smape"}
+LOSSES_OF_KIND = {"binary": ("bce",), "multiclass": ("ce",), "regression": ("smape", "mse")}
 
 
-def resolve_loss(name: str, task_type: str) -> str:
-    """`auto` picks the loss of the benchmark's task type; anything else must be a known loss."""
-    loss = LOSS_FOR_TASK_TYPE[task_type] if name == "auto" else name
-    if loss not in LOSSES:
-        raise SpecError(f"Unknown loss '{name}'; choose auto or one of {', '.join(LOSSES)}.")
+def resolve_loss(name: str, kind: str, where: str = "") -> str:
+    """`auto` picks the loss of the target kind; anything else must be a loss for that kind."""
+    loss = LOSS_FOR_KIND[kind] if name == "auto" else name
+    if loss not in LOSSES_OF_KIND[kind]:
+        raise SpecError(f"{where + ': ' if where else ''}loss '{name}' does not train {kind} targets; choose auto or one of "
+                        f"{', '.join(LOSSES_OF_KIND[kind])}.")
     return loss

@@ -18,10 +18,12 @@ from cxrbench.errors import SpecError
 ZERO_ALLOWED = frozenset({"weight_decay", "momentum", "min_steps", "num_workers", "seed"})
 
 
-def check_params(where: str, defaults: Mapping[str, Any], given: Mapping[str, Any], sweeps: Iterable[str] = ()) -> dict[str, Any]:
+def check_params(where: str, defaults: Mapping[str, Any], given: Mapping[str, Any], sweeps: Iterable[str] = (),
+                 positive: bool = True) -> dict[str, Any]:
     """`given` checked against `defaults` and coerced (a float parameter given as 1 becomes 1.0).
 
     `sweeps`: scalar-default parameters that may also be given as a list of values (a grid head's axes).
+    `positive`: numbers must be > 0 (>= 0 for ZERO_ALLOWED); False checks types only (dataset options, seeds).
     """
     sweeps = set(sweeps)
     checked = {}
@@ -32,13 +34,13 @@ def check_params(where: str, defaults: Mapping[str, Any], given: Mapping[str, An
             if not values:
                 raise SpecError(f"{where}: {key} needs at least one value, e.g. {key}={default!r}.")
             example = default[0] if isinstance(default, list) and default else default
-            checked[key] = [_check_value(where, key, example, v) for v in values]
+            checked[key] = [_check_value(where, key, example, v, positive) for v in values]
         else:
-            checked[key] = _check_value(where, key, default, value)
+            checked[key] = _check_value(where, key, default, value, positive)
     return checked
 
 
-def _check_value(where: str, key: str, default: Any, value: Any) -> Any:
+def _check_value(where: str, key: str, default: Any, value: Any, positive: bool = True) -> Any:
     if default is None:  # no type to check against (e.g. "automatic")
         return value
     if isinstance(default, bool):
@@ -50,11 +52,13 @@ def _check_value(where: str, key: str, default: Any, value: Any) -> Any:
         if not number or (isinstance(default, int) and not isinstance(value, int)):
             kind = "an integer" if isinstance(default, int) else "a number"
             raise SpecError(f"{where}: {key}={value!r} must be {kind}, like its default {default!r}.")
-        low_ok = value >= 0 if key in ZERO_ALLOWED else value > 0
+        low_ok = not positive or (value >= 0 if key in ZERO_ALLOWED else value > 0)
         if not math.isfinite(value) or not low_ok:
             bound = ">= 0" if key in ZERO_ALLOWED else "> 0"
             raise SpecError(f"{where}: {key}={value!r} must be a finite number {bound}.")
         return float(value) if isinstance(default, float) else value
     if isinstance(default, str) and not isinstance(value, str):
         raise SpecError(f"{where}: {key}={value!r} must be a name such as {default!r}.")
+    if isinstance(default, dict) and not isinstance(value, dict):
+        raise SpecError(f"{where}: {key}={value!r} must be a mapping, e.g. {key}='{{hflip_p: 0}}'.")
     return value

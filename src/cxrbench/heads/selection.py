@@ -1,17 +1,41 @@
-"""Choosing a head's setting on the validation split: the macro of a metric over tasks with both classes."""
+"""Choosing a head's setting on the validation split, by a registered metric over the targets of the head.
+
+The value is the macro of the metric over the head's targets that are defined on this split (a binary target
+with both classes, a multiclass one with at least two, a regression one with two values or more), so that every
+setting is ranked on the same targets; it is NaN when no target is defined or when a counted target has
+non-finite scores (a diverged setting never wins by being scored on fewer targets). `ranking` turns a value
+into "larger is better" whatever the metric's direction.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from cxrbench.stats.metrics import task_metric
+from cxrbench.metrics.base import Metric
 
 
-def validation_score(metric: str, labels: np.ndarray, scores: np.ndarray) -> float:
-    """Macro `metric` over the tasks with both classes among this split's labels; -inf when no task has (nothing
-    to choose by) or when a counted task has non-finite scores, so that every setting is ranked on the same tasks
-    and a diverged setting never wins by being scored on fewer of them."""
+def validation_score(metric: Metric, kind: str, labels: np.ndarray, scores: np.ndarray) -> float:
+    """`labels` / `scores` as a head sees them: [N, T] for binary and regression targets, a one-hot [N, K] and
+    class probabilities [N, K] for one multiclass target."""
+    if kind == "multiclass":
+        known = ~np.isnan(labels).any(axis=1)
+        classes = labels[known].argmax(axis=1).astype(np.float64)
+        if len(np.unique(classes)) < 2:
+            return float("nan")
+        chosen = scores[known]
+        return metric.score(classes, chosen) if np.isfinite(chosen).all() else float("nan")
     known = ~np.isnan(labels)
-    defined = [t for t in range(labels.shape[1]) if len(np.unique(labels[known[:, t], t])) == 2]
-    values = [task_metric(metric, labels[:, t], scores[:, t]) for t in defined]
-    return float(np.mean(values)) if values and np.isfinite(values).all() else float("-inf")
+    needed = 2
+    defined = [t for t in range(labels.shape[1]) if len(np.unique(labels[known[:, t], t])) >= needed]
+    values = []
+    for t in defined:
+        y, s = labels[known[:, t], t], scores[known[:, t], t]
+        values.append(metric.score(y, s) if np.isfinite(s).all() else float("nan"))
+    return float(np.mean(values)) if values and np.isfinite(values).all() else float("nan")
+
+
+def ranking(metric: Metric, value: float) -> float:
+    """Larger is better: the value, negated for a metric where lower is better; -inf when not finite."""
+    if not np.isfinite(value):
+        return float("-inf")
+    return value if metric.higher_is_better else -value

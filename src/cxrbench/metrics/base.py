@@ -7,7 +7,7 @@ parsed and tables, curves and comparisons need no per-metric code:
 
 - `kinds`: the target kinds it scores;
 - `higher_is_better`: its direction (selection, "best" marks, paired comparisons);
-- `scale` and `unit`: how a value is shown (100 and "%" for fractions);
+- `scale`, `unit` and `decimals`: how a value is shown (100, "%" and 1 for fractions);
 - `weighted`: optionally, the metric for many bootstrap resamples at once, each a vector of integer weights per
   row. Without it the bootstrap evaluates `score` on each resample's rows (correct, slower).
 """
@@ -27,6 +27,7 @@ class Metric:
     higher_is_better: ClassVar[bool] = True
     scale: ClassVar[float] = 100.0
     unit: ClassVar[str] = "%"
+    decimals: ClassVar[int] = 1
     description: ClassVar[str] = ""
 
     def score(self, labels: np.ndarray, scores: np.ndarray) -> float:

@@ -24,7 +24,8 @@ class MAE(Metric):
     kinds = ("regression",)
     higher_is_better = False
     scale = 1.0
-    unit = "target unit"
+    unit = ""
+    decimals = 2
     description = "mean absolute error, sklearn.metrics.mean_absolute_error, in the target's unit"
 
     def score(self, labels, scores):
@@ -62,6 +63,7 @@ class PearsonR(Metric):
     kinds = ("regression",)
     scale = 1.0
     unit = ""
+    decimals = 3
     description = "Pearson's correlation between prediction and truth, scipy.stats.pearsonr"
 
     def score(self, labels, scores):

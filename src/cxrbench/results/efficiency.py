@@ -6,15 +6,14 @@ A run trained on a label budget lives next to the full-data run of its head:
     OUT/BENCH/ENCODER/HEAD_train-0.1/     10% of the training set  "label_budget": {"train_fraction": 0.1}
     OUT/BENCH/ENCODER/HEAD_shots-4/       4 patients per class     "label_budget": {"shots": 4}
 
-`label_budget` in metrics.json is authoritative; runs written before the key existed are read from their
-folder name. Full data counts as training fraction 1.0. `n_train_images` (an int, or one int per seed) is
-carried into the table when metrics.json has it.
+What a run is comes from its metrics.json (`head`, `tag`, `label_budget`), never from the folder's name. Full data
+counts as training fraction 1.0. `n_train_images` (an int, or one int per seed) is carried into the table when
+metrics.json has it.
 """
 
 from __future__ import annotations
 
 import io
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,16 +21,15 @@ from pathlib import Path
 import pandas as pd
 
 from cxrbench.errors import CxrbenchError
+from cxrbench.registry import metric_spec
 from cxrbench.files import atomic_bytes, atomic_text
 from cxrbench.results.store import StoredRun, encoder_label, stored_runs
 from cxrbench.results.tables import format_entry, to_markdown
 from cxrbench.specs import BenchmarkSpec
-from cxrbench.stats.metrics import METRIC_TITLES
 from cxrbench.stats.summary import MACRO
 
 FRACTION = "fraction"
 SHOTS = "shots"
-_SUFFIX = re.compile(r"^(?P<head>.+?)_(?:train-(?P<fraction>[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)|shots-(?P<shots>[0-9]+))$")
 
 LONG_COLUMNS = ["encoder", "head", "budget_kind", "budget_value", "budget", "full_data", "metric", "task",
                 "mean", "std", "ci_low", "ci_high", "seeds", "n_train_images"]
@@ -76,21 +74,8 @@ def _parse_budget(value, where: str) -> Budget:
 
 
 def run_budget(run: StoredRun) -> Budget:
-    """The run's label budget: from metrics.json's `label_budget`, else from its folder name."""
-    if "label_budget" in run.metrics:
-        return _parse_budget(run.metrics["label_budget"], str(run.folder / "metrics.json"))
-    match = _SUFFIX.match(run.head)
-    if match is None:
-        return FULL
-    if match["shots"] is not None:
-        return _parse_budget({"shots": int(match["shots"])}, str(run.folder))
-    return _parse_budget({"train_fraction": float(match["fraction"])}, str(run.folder))
-
-
-def base_head(run: StoredRun) -> str:
-    """The head's name without the budget suffix of its folder (`linear_train-0.1` -> `linear`)."""
-    match = _SUFFIX.match(run.head)
-    return match["head"] if match else run.head
+    """The run's label budget (metrics.json `label_budget`; a run without one trained on the whole split)."""
+    return _parse_budget(run.metrics.get("label_budget"), str(run.folder / "metrics.json"))
 
 
 def full_data_runs(runs: Sequence[StoredRun]) -> list[StoredRun]:
@@ -111,8 +96,8 @@ def efficiency_long_table(spec: BenchmarkSpec, runs: Sequence[StoredRun], metric
     chosen: dict[tuple[str, str, Budget], StoredRun] = {}
     for run in runs:
         budget = run_budget(run)
-        key = (encoder_label(run.encoder, run.variant), base_head(run), budget)  # a random-init run is its own curve
-        if key not in chosen or run.head == key[1]:  # `HEAD/` wins over an explicit `HEAD_train-1.0/`
+        key = (encoder_label(run.encoder, run.variant), run.method, budget)  # a random-init run is its own curve
+        if key not in chosen or run.metrics.get("label_budget") is None:  # the full-data run wins over an explicit fraction 1
             chosen[key] = run
     rows = []
     for (encoder, head, budget), run in sorted(chosen.items(), key=lambda item: (item[0][0], item[0][1], item[0][2].sort_key)):
@@ -139,7 +124,8 @@ def _budgets(long: pd.DataFrame) -> list[Budget]:
 
 
 def efficiency_display_table(long: pd.DataFrame) -> pd.DataFrame:
-    """Rows 'encoder / head', columns budgets (fractions ascending, then shots), cells macro 'mean ± std [CI]' in %."""
+    """Rows 'encoder / head', columns budgets (fractions ascending, then shots), cells macro 'mean ± std [CI]' on the
+    metric's scale."""
     macro = long[long["task"] == MACRO]
     budgets = _budgets(macro)
     titles = {}
@@ -151,13 +137,13 @@ def efficiency_display_table(long: pd.DataFrame) -> pd.DataFrame:
     for record in macro.to_dict("records"):
         budget = Budget(record["budget_kind"], float(record["budget_value"]), bool(record["full_data"]))
         entry = {k: None if pd.isna(record[k]) else record[k] for k in ("mean", "std", "ci_low", "ci_high")}
-        rows.setdefault(f"{record['encoder']} / {record['head']}", {})[titles[budget]] = format_entry(entry)
+        rows.setdefault(f"{record['encoder']} / {record['head']}", {})[titles[budget]] = format_entry(entry, record["metric"])
     frame = pd.DataFrame.from_dict(rows, orient="index", columns=[titles[b] for b in budgets])
     return frame.fillna("–")
 
 
 def plot_efficiency(long: pd.DataFrame, title: str, metric: str) -> bytes:
-    """PNG bytes: macro `metric` (%) against training fraction (log axis) and/or shots; one line per encoder/head,
+    """PNG bytes: macro `metric` (on its display scale) against training fraction (log axis) and/or shots; one line per encoder/head,
     a shaded 95% bootstrap CI band and seed-std error bars. Full data is drawn as a dashed level in the shots panel."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -165,7 +151,7 @@ def plot_efficiency(long: pd.DataFrame, title: str, metric: str) -> bytes:
 
     macro = long[long["task"] == MACRO].copy()
     for column in ("mean", "std", "ci_low", "ci_high"):
-        macro[column] = pd.to_numeric(macro[column], errors="coerce") * 100
+        macro[column] = pd.to_numeric(macro[column], errors="coerce") * metric_spec(metric).scale
     has_shots = (macro["budget_kind"] == SHOTS).any()
     has_fractions = (~macro["full_data"] & (macro["budget_kind"] == FRACTION)).any()
     panels = [kind for kind, present in ((FRACTION, has_fractions or not has_shots), (SHOTS, has_shots)) if present]
@@ -209,7 +195,7 @@ def plot_efficiency(long: pd.DataFrame, title: str, metric: str) -> bytes:
             ax.xaxis.set_major_locator(FixedLocator(sorted(ticks)))
             ax.xaxis.set_minor_locator(NullLocator())
             ax.xaxis.set_major_formatter(formatter)
-        ax.set_ylabel(f"macro {METRIC_TITLES.get(metric, metric)} (%)")
+        ax.set_ylabel(f"macro {metric_spec(metric).heading}")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="small")
     figure.suptitle(title, fontsize="medium")
@@ -230,8 +216,7 @@ class EfficiencyResult:
 def write_efficiency(spec: BenchmarkSpec, out: Path, metric: str | None = None) -> EfficiencyResult:
     """Collect every stored run of `spec` under `out` and write OUT/BENCH/efficiency_<metric>.{md,csv,png}."""
     metric = metric or spec.primary_metric
-    if metric not in spec.metrics:
-        raise CxrbenchError(f"Benchmark '{spec.name}' reports {', '.join(spec.metrics)}; --metric {metric} is not among them.")
+    metric_spec(metric)  # a registered metric (did-you-mean otherwise)
     runs = stored_runs(out, spec.name)
     if not runs:
         raise CxrbenchError(
@@ -245,11 +230,10 @@ def write_efficiency(spec: BenchmarkSpec, out: Path, metric: str | None = None) 
     if long["full_data"].all():
         notes.append("only full-data runs were found: the curve has a single point per encoder.")
     display = efficiency_display_table(long)
-    metric_title = METRIC_TITLES.get(metric, metric)
-    title = f"{spec.title}: label efficiency, macro {metric_title}"
+    title = f"{spec.title}: label efficiency, macro {metric_spec(metric).heading}"
     stem = out / spec.name / f"efficiency_{metric}"
     paths = {suffix: stem.with_name(f"{stem.name}.{suffix}") for suffix in ("md", "csv", "png")}
-    atomic_text(paths["md"], f"# {title} (%, mean ± std over seeds [95% bootstrap CI])\n\n" + to_markdown(display, "model"))
+    atomic_text(paths["md"], f"# {title} (mean ± std over seeds [95% bootstrap CI])\n\n" + to_markdown(display, "model"))
     atomic_text(paths["csv"], long.to_csv(index=False))
     atomic_bytes(paths["png"], plot_efficiency(long, title, metric))
     return EfficiencyResult(long, display, title, paths, notes)

@@ -27,13 +27,13 @@ from cxrbench.results.published import read_published
 from cxrbench.files import atomic_text
 from cxrbench.results.store import StoredRun, run_label, stored_runs
 from cxrbench.specs import BenchmarkSpec, PublishedSpec
-from cxrbench.stats.metrics import METRIC_TITLES
+from cxrbench.registry import metric_spec
 from cxrbench.stats.summary import MACRO
 
 ANY_TASK = "*"  # in a fallback published block: the only task of a one-task benchmark
 MISSING = "–"
 OURS, PUBLISHED, DIFF = "ours", "published", "diff"
-PAPER_HEAD = "linear"  # the papers' tables are linear probes (cached or `_augmented`)
+PAPER_HEADS = ("linear", "linear-augmented")  # the papers' tables are linear probes (on cached features, or online)
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ def get_layout(name: str) -> TableLayout:
 
 def benchmark_layout(spec: BenchmarkSpec, metric: str) -> TableLayout:
     """The per-benchmark comparison (`cxrbench table BENCH`): every task by name, macro, the paper's rows we ran."""
-    title = METRIC_TITLES.get(metric, metric)
+    title = metric_spec(metric).title
     return TableLayout(
         name=spec.name, title=f"{spec.title}: {title} (%)", model_title="model", published_rows="matching",
         groups=(GroupLayout(spec.name, title=title, metrics=(metric,), titles={t: t for t in spec.tasks}, aggregate="Macro"),),
@@ -169,7 +169,7 @@ def _published_for(spec: BenchmarkSpec, group: GroupLayout, metric: str, notes: 
         return spec.published
     fallback = group.fallback_published.get(metric)
     if fallback is None:
-        notes.append(f"'{spec.name}' has no published {METRIC_TITLES.get(metric, metric)} numbers: its columns show ours only.")
+        notes.append(f"'{spec.name}' has no published {metric_spec(metric).title} numbers: its columns show ours only.")
         return None
     columns = dict(fallback.task_columns)
     if ANY_TASK in columns:
@@ -190,9 +190,8 @@ def resolve_columns(layout: TableLayout, spec_lookup: Callable[[str], BenchmarkS
             raise CxrbenchError(f"Layout '{layout.name}' needs benchmark '{group.benchmark}': {exc}") from None
         metrics = group.metrics or (spec.primary_metric,)
         for metric in metrics:
-            if metric not in spec.metrics:
-                raise CxrbenchError(f"Layout '{layout.name}': benchmark '{spec.name}' reports {', '.join(spec.metrics)}, not {metric}.")
-        group_title = group.title or f"{spec.title} ({' / '.join(METRIC_TITLES.get(m, m) for m in metrics)})"
+            metric_spec(metric)  # any registered metric: the benchmark's own, or one a run scored with --metric
+        group_title = group.title or f"{spec.title} ({' / '.join(metric_spec(m).title for m in metrics)})"
         for metric in metrics:
             published = _published_for(spec, group, metric, notes)
             keys = {task: [task, _column_key(published, task), _column_key(spec.published, task)] for task in spec.tasks}
@@ -203,10 +202,10 @@ def resolve_columns(layout: TableLayout, spec_lookup: Callable[[str], BenchmarkS
                 if title is None:  # the paper's abbreviation (the published column) when there is one
                     title = published.task_columns[task] if published and task in published.task_columns else task
                 if len(metrics) > 1:
-                    title = METRIC_TITLES.get(metric, metric) if len(tasks) == 1 else f"{title} {METRIC_TITLES.get(metric, metric)}"
+                    title = metric_spec(metric).title if len(tasks) == 1 else f"{title} {metric_spec(metric).title}"
                 columns.append(Column(group_title, title, spec.name, metric, task, published))
             if group.aggregate and len(tasks) > 1:
-                title = group.aggregate if len(metrics) == 1 else f"{group.aggregate} {METRIC_TITLES.get(metric, metric)}"
+                title = group.aggregate if len(metrics) == 1 else f"{group.aggregate} {metric_spec(metric).title}"
                 columns.append(Column(group_title, title, spec.name, metric, MACRO, published))
     return columns
 
@@ -233,13 +232,13 @@ def build_paper_table(
     variants: dict[tuple[str, str], tuple[str, ...]] = {}
     for i, column in enumerate(columns):
         for run in full_data_runs(runs.get(column.benchmark, ())):
-            key = (run.encoder, run.head)
+            key = (run.encoder, run.method)
             cells = ours.setdefault(key, [None] * len(columns))
             cells[i] = _entry(run.metrics.get("metrics", {}).get(column.metric, {}).get(column.task))
             variants[key] = tuple(dict.fromkeys((*variants.get(key, ()), *run.variant)))
     rows = [Row(OURS, run_label(encoder, head, variants[(encoder, head)]), cells, encoder=encoder, head=head,
                 variant=variants[(encoder, head)]) for (encoder, head), cells in sorted(ours.items())]
-    other_heads = sorted({row.head for row in rows if row.head.split("_")[0] != PAPER_HEAD})
+    other_heads = sorted({row.head for row in rows if row.head.split(" [")[0] not in PAPER_HEADS})
     if other_heads:
         notes.append(f"rows of the heads {', '.join(other_heads)} do not follow the paper's linear-probing protocol.")
     for row in rows:

@@ -88,11 +88,28 @@ def text_writer(text: str) -> Callable[[Path], None]:
 
 @dataclass
 class StoredRun:
+    """A stored run, known by its metrics.json (never by its folder's name, which is for people)."""
+
     benchmark: str
-    encoder: str
-    head: str
     folder: Path
     metrics: dict
+
+    @property
+    def encoder(self) -> str:
+        return str(self.metrics.get("encoder") or self.folder.parent.name)
+
+    @property
+    def head(self) -> str:
+        return str(self.metrics.get("head") or self.folder.name)
+
+    @property
+    def tag(self) -> str | None:
+        return self.metrics.get("tag")
+
+    @property
+    def method(self) -> str:
+        """The head, with the run's tag when it has one: 'linear [lr-sweep]'."""
+        return f"{self.head} [{self.tag}]" if self.tag else self.head
 
     @property
     def variant(self) -> list[str]:
@@ -109,7 +126,7 @@ class StoredRun:
 
     @property
     def label(self) -> str:
-        return run_label(self.encoder, self.head, self.variant)
+        return run_label(self.encoder, self.method, self.variant)
 
 
 def encoder_label(encoder: str, variant: Sequence[str] = ()) -> str:
@@ -144,5 +161,5 @@ def stored_runs(out: Path, benchmark: str) -> list[StoredRun]:
         if metrics is None:
             raise DataError(f"{metrics_path} cannot be read as a run's metrics (damaged?). Run that benchmark again, "
                             f"or remove the folder {folder}.")
-        runs.append(StoredRun(benchmark, folder.parent.name, folder.name, folder, metrics))
+        runs.append(StoredRun(benchmark, folder, metrics))
     return runs

@@ -1,6 +1,7 @@
 """Result tables: one per run (every metric), and one per benchmark comparing stored runs with the paper.
 
-Numbers are shown in percent as `mean ± std [CI low, CI high]`; CSVs keep the raw fractions.
+Numbers are shown as `mean ± std [CI low, CI high]` on each metric's display scale (percent for the fractions:
+AUPRC, AUROC, accuracies, SMAPE; Pearson's r and MAE as they are); CSVs keep the raw values.
 """
 
 from __future__ import annotations
@@ -9,32 +10,40 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from cxrbench.registry import metric_spec
 from cxrbench.results.published import read_published
 from cxrbench.results.store import StoredRun
 from cxrbench.specs import BenchmarkSpec
-from cxrbench.stats.metrics import METRIC_TITLES
 from cxrbench.stats.summary import MACRO
 
 MACRO_TITLE = "Macro"
+NOT_SCORED = "–"  # a metric the target's kind has no use for
 
 
-def format_entry(entry: dict | None, with_ci: bool = True) -> str:
+def format_entry(entry: dict | None, metric: str = "auprc", with_ci: bool = True) -> str:
     if not entry or entry.get("mean") is None:
         return "n/a"
-    text = f"{100 * entry['mean']:.1f}"
+    spec = metric_spec(metric)
+
+    def shown(value: float) -> str:
+        return f"{spec.scale * value:.{spec.decimals}f}"
+
+    text = shown(entry["mean"])
     if entry.get("std") is not None and not pd.isna(entry["std"]):
-        text += f" ± {100 * entry['std']:.1f}"
+        text += f" ± {shown(entry['std'])}"
     if with_ci and entry.get("ci_low") is not None:
-        text += f" [{100 * entry['ci_low']:.1f}, {100 * entry['ci_high']:.1f}]"
+        text += f" [{shown(entry['ci_low'])}, {shown(entry['ci_high'])}]"
     return text
 
 
 def run_long_table(metrics: dict, tasks: Sequence[str]) -> pd.DataFrame:
-    """metric, task, mean, std, ci_low, ci_high, bootstrap_median, seeds: machine-readable."""
+    """metric, task, mean, std, ci_low, ci_high, bootstrap_median, seeds: machine-readable (raw values)."""
     rows = []
     for metric, entries in metrics["metrics"].items():
         for task in (*tasks, MACRO):
-            entry = entries[task]
+            entry = entries.get(task)
+            if entry is None:
+                continue
             rows.append(
                 {"metric": metric, "task": task, **{k: entry[k] for k in ("mean", "std", "ci_low", "ci_high", "bootstrap_median")},
                  "seeds": len(entry["per_seed"])}
@@ -43,11 +52,11 @@ def run_long_table(metrics: dict, tasks: Sequence[str]) -> pd.DataFrame:
 
 
 def run_display_table(metrics: dict, tasks: Sequence[str]) -> pd.DataFrame:
-    """Rows metrics, columns tasks + Macro, cells 'mean ± std [CI]' in percent."""
+    """Rows metrics, columns tasks + Macro, cells 'mean ± std [CI]' on each metric's scale."""
     data = {
-        METRIC_TITLES.get(metric, metric): {
-            **{task: format_entry(entries[task]) for task in tasks},
-            MACRO_TITLE: format_entry(entries[MACRO]),
+        metric_spec(metric).heading: {
+            **{task: format_entry(entries[task], metric) if task in entries else NOT_SCORED for task in tasks},
+            MACRO_TITLE: format_entry(entries[MACRO], metric),
         }
         for metric, entries in metrics["metrics"].items()
     }
@@ -55,8 +64,8 @@ def run_display_table(metrics: dict, tasks: Sequence[str]) -> pd.DataFrame:
 
 
 def bootstrap_caveats(metrics: dict) -> list[str]:
-    """A line per metric whose CIs left out resamples lacking a class: those CIs are conditional on both classes
-    being drawn, and too narrow or shifted when many were left out (a small test set); the reader must see it."""
+    """A line per metric whose CIs left out resamples where it is undefined (a class missing): those CIs are
+    conditional on every class being drawn, and too narrow or shifted when many were left out (a small test set)."""
     resamples = (metrics.get("bootstrap") or {}).get("resamples")
     lines = []
     for metric, entries in metrics["metrics"].items():
@@ -64,8 +73,8 @@ def bootstrap_caveats(metrics: dict) -> list[str]:
         worst = max(dropped.values(), default=0)
         if worst:
             tasks = ", ".join(MACRO_TITLE if task == MACRO else task for task, n in dropped.items() if n)
-            lines.append(f"{METRIC_TITLES.get(metric, metric)}: up to {worst}{f' of {resamples}' if resamples else ''} bootstrap "
-                         f"resamples had a task without a positive or negative and were left out of the CI ({tasks}); "
+            lines.append(f"{metric_spec(metric).title}: up to {worst}{f' of {resamples}' if resamples else ''} bootstrap "
+                         f"resamples left the metric undefined (a class missing) and were left out of the CI ({tasks}); "
                          "such CIs are unreliable, more test patients would fix it.")
     return lines
 
@@ -78,8 +87,8 @@ def comparison_table(spec: BenchmarkSpec, runs: Sequence[StoredRun], metric: str
         if entries is None:
             continue
         rows[run.label] = {
-            **{task: format_entry(entries.get(task)) for task in spec.tasks},
-            MACRO_TITLE: format_entry(entries.get(MACRO)),
+            **{task: format_entry(entries.get(task), metric) for task in spec.tasks},
+            MACRO_TITLE: format_entry(entries.get(MACRO), metric),
         }
     published = spec.published
     if published is not None and published.metric == metric:
@@ -90,7 +99,7 @@ def comparison_table(spec: BenchmarkSpec, runs: Sequence[StoredRun], metric: str
             rows[f"{model} (published)"] = {
                 (task if task != MACRO else MACRO_TITLE): format_entry(
                     {"mean": part.loc[task, "mean"], "std": part.loc[task, "std"]} if task in part.index else None,
-                    with_ci=False,
+                    metric, with_ci=False,
                 )
                 for task in (*spec.tasks, MACRO)
             }

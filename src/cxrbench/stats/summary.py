@@ -1,62 +1,92 @@
-"""From long-form predictions to the numbers a paper reports.
+"""From long-form predictions to the numbers a paper reports, for whatever metrics a benchmark names.
 
-For each metric and task (and their macro average over tasks): the value per seed (scikit-learn), the
-seed mean and standard deviation (ddof=1, as `numpy.std(ddof=1)`), and a bootstrap CI of the seed mean.
-The test items are resampled by patient (or image), the same resamples for every seed and task.
+For each metric and target it applies to (and their macro average over those targets): the value per seed (the
+metric's own point estimate: scikit-learn / scipy), the seed mean and standard deviation (ddof=1, as
+`numpy.std(ddof=1)`), and a bootstrap CI of the seed mean. The test items are resampled by patient (or image),
+the same resamples for every seed, target and metric (so differences between them are paired).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
-from cxrbench.specs import BootstrapSpec
+from cxrbench.registry import metric as registered_metric
+from cxrbench.specs import BootstrapSpec, TargetSpec
 from cxrbench.stats.bootstrap import ClusterBootstrap, percentile_interval
-from cxrbench.stats.metrics import task_metric, weighted_curve_metric
 
 MACRO = "macro"
+PROBABILITIES = "probabilities"  # multiclass rows: one probability per class, in the target's class order
 _CHUNK_CELLS = 20_000_000  # resamples x images evaluated at once, bounds memory to a few hundred MB
 
 
-def _wide(predictions: pd.DataFrame, column: str, images: pd.Index, tasks: Sequence[str]) -> np.ndarray:
-    table = predictions.pivot(index="image_id", columns="task", values=column)
-    return table.reindex(index=images, columns=list(tasks)).to_numpy(dtype=np.float64)
+def target_arrays(predictions: pd.DataFrame, target: TargetSpec, images: pd.Index) -> tuple[np.ndarray, np.ndarray]:
+    """One seed's labels [N] and scores ([N], or [N, K] class probabilities) of `target`, aligned with `images`
+    (NaN for images this seed did not score)."""
+    rows = predictions[predictions["task"] == target.name]
+    position = images.get_indexer(rows["image_id"])
+    labels = np.full(len(images), np.nan)
+    labels[position] = rows["label"].to_numpy(dtype=np.float64)
+    if target.kind == "multiclass":
+        scores = np.full((len(images), target.outputs), np.nan)
+        if len(rows):
+            scores[position] = np.stack(rows[PROBABILITIES].to_numpy()).astype(np.float64)
+    else:
+        scores = np.full(len(images), np.nan)
+        scores[position] = rows["score"].to_numpy(dtype=np.float64)
+    return labels, scores
 
 
-def summarize(
-    predictions: pd.DataFrame, tasks: Sequence[str], metrics: Sequence[str], bootstrap: BootstrapSpec
-) -> dict:
-    """`predictions` has columns image_id, patient_id, seed, task, label, score (one split)."""
+def summarize(predictions: pd.DataFrame, targets: Sequence[TargetSpec], metrics_for: Callable[[TargetSpec], Sequence[str]],
+              bootstrap: BootstrapSpec) -> dict:
+    """`predictions`: columns image_id, patient_id, seed, task, label, score (and `probabilities` for multiclass
+    targets), one split. `metrics_for(target)`: the metric names scored on that target."""
     seeds = sorted(predictions["seed"].unique().tolist())
     patients = predictions.drop_duplicates("image_id").set_index("image_id")["patient_id"].sort_index()
     images = patients.index
     clusters = patients.to_numpy() if bootstrap.unit == "patient" else images.to_numpy()
     per_seed = {s: predictions[predictions["seed"] == s] for s in seeds}
-    labels = {s: _wide(per_seed[s], "label", images, tasks) for s in seeds}
-    scores = {s: _wide(per_seed[s], "score", images, tasks) for s in seeds}
+    arrays = {(s, t.name): target_arrays(per_seed[s], t, images) for s in seeds for t in targets}
 
     resampler = ClusterBootstrap(clusters, bootstrap.resamples, bootstrap.seed)
+    names = list(dict.fromkeys(name for t in targets for name in metrics_for(t)))
     result: dict = {}
-    for metric in metrics:
-        points = np.array([[task_metric(metric, labels[s][:, t], scores[s][:, t]) for t in range(len(tasks))] for s in seeds])
-        samples = np.zeros((bootstrap.resamples, len(seeds), len(tasks)))
+    for name in names:
+        scorer = registered_metric(name)
+        scored = [t for t in targets if name in metrics_for(t)]
+        points = np.array([[_point(scorer, *arrays[(s, t.name)]) for t in scored] for s in seeds])
+        samples = np.zeros((bootstrap.resamples, len(seeds), len(scored)))
         chunk = max(1, _CHUNK_CELLS // max(1, len(images)))
         for start in range(0, bootstrap.resamples, chunk):
             stop = min(bootstrap.resamples, start + chunk)
             weights = resampler.weights(start, stop)
             for i, s in enumerate(seeds):
-                for t in range(len(tasks)):
-                    present = ~np.isnan(scores[s][:, t])
-                    samples[start:stop, i, t] = weighted_curve_metric(
-                        metric, labels[s][present, t], scores[s][present, t], weights[:, present]
-                    )
-        entries = {task: _entry(points[:, t], samples[:, :, t], seeds, bootstrap) for t, task in enumerate(tasks)}
+                for j, target in enumerate(scored):
+                    labels, scores = arrays[(s, target.name)]
+                    rows = _scored_rows(labels, scores)
+                    samples[start:stop, i, j] = scorer.resampled(labels[rows], scores[rows], weights[:, rows])
+        entries = {t.name: _entry(points[:, j], samples[:, :, j], seeds, bootstrap) for j, t in enumerate(scored)}
         with np.errstate(invalid="ignore"):
             entries[MACRO] = _entry(points.mean(axis=1), samples.mean(axis=2), seeds, bootstrap)
-        result[metric] = entries
+        result[name] = entries
     return result
+
+
+def _point(scorer, labels: np.ndarray, scores: np.ndarray) -> float:
+    """The metric over the rows with a known label; NaN when a labelled row has no (finite) score."""
+    known = ~np.isnan(labels)
+    y, s = labels[known], scores[known]
+    if not np.isfinite(s).all():
+        return float("nan")
+    return scorer.score(y, s)
+
+
+def _scored_rows(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Rows this seed scored (a score, or class probabilities) that have a known label."""
+    present = ~np.isnan(scores) if scores.ndim == 1 else ~np.isnan(scores).any(axis=1)
+    return present & ~np.isnan(labels)
 
 
 def _entry(per_seed: np.ndarray, resampled: np.ndarray, seeds: list[int], bootstrap: BootstrapSpec) -> dict:

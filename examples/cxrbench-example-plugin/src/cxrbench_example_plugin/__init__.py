@@ -1,12 +1,16 @@
-"""An example cxrbench encoder plugin: intensity histograms, globally and per grid cell."""
+"""An example cxrbench plugin: an encoder (intensity histograms, globally and per grid cell) and a metric (the
+Brier score), each added by one entry point in pyproject.toml."""
 
 from __future__ import annotations
 
 from importlib import resources
 
+import numpy as np
 import torch
+from sklearn.metrics import brier_score_loss
 
 from cxrbench.encoders.base import Encoder, FeatureRequest, Features
+from cxrbench.metrics.base import Metric
 
 
 class HistogramEncoder(Encoder):
@@ -50,3 +54,23 @@ ENTRY = {
     "spec": str(resources.files(__name__) / "histogram.yaml"),
     "impl": "cxrbench_example_plugin:HistogramEncoder",
 }
+
+
+class BrierScore(Metric):
+    """The mean squared error of predicted probabilities (lower is better): how well calibrated a probe is, which
+    AUPRC and AUROC (rank metrics) cannot see. Registered by one entry point; `cxrbench run ... --metric brier`."""
+
+    title = "Brier score"
+    kinds = ("binary",)
+    higher_is_better = False
+    scale = 1.0
+    unit = ""
+    decimals = 3
+    description = "mean squared error of the predicted probability, sklearn.metrics.brier_score_loss"
+
+    def score(self, labels, scores):
+        return float(brier_score_loss(labels, scores)) if len(labels) else float("nan")
+
+    def weighted(self, labels, scores, weights):
+        weights = np.atleast_2d(weights).astype(np.float64)
+        return weights @ (scores - labels) ** 2 / weights.sum(axis=1)

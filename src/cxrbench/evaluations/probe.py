@@ -1,0 +1,332 @@
+"""Probes: heads trained on an encoder's features for binary, multiclass and regression targets (`cxrbench run`).
+
+Targets are grouped by what one head can learn together: every binary target in one multi-label head (masked
+BCE, as the papers' probes), each multiclass target in its own head (softmax over its classes), every regression
+target in one head. Per seed and label budget each group's head trains on the training split (choosing among its
+settings on the validation split where it has several) and scores the test split; the long-form predictions of all
+groups are summarised with the benchmark's metrics and written as one run folder:
+
+    OUT/BENCHMARK/ENCODER/HEAD[_TAG][_train-F | _shots-N]/   (names for people; metrics.json says what the run is)
+        config.yaml  predictions.parquet  splits.parquet  metrics.json  table.md  table.csv  [selection.csv]
+
+A head with `features: online` (e.g. `linear-augmented`, RAD-DINO's own probe) trains on the frozen encoder's
+features of augmented views (`cxrbench.training.online`); everything else is the same.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+import re
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+import cxrbench
+from cxrbench.data.splits import SPLIT_MANIFEST_VERSION, LabelBudget
+from cxrbench.encoders.base import Encoder, FeatureRequest
+from cxrbench.errors import DataError, SpecError
+from cxrbench.features.extract import EncoderFeatures, ExtractionSettings
+from cxrbench.heads.base import FeatureSet, Head
+from cxrbench.progress import Progress
+from cxrbench.registry import Entry, metric_spec, registry
+from cxrbench.results.store import json_writer, parquet_writer, read_metrics, run_folder, text_writer, write_run, yaml_writer
+from cxrbench.results.tables import bootstrap_caveats, run_display_table, run_long_table, to_markdown
+from cxrbench.specs import BenchmarkSpec, TargetSpec
+from cxrbench.stats.summary import PROBABILITIES, summarize
+from cxrbench.study import Study
+from cxrbench.threads import use_threads
+
+PREDICTION_COLUMNS = ["image_id", "patient_id", "seed", "task", "label", "score"]
+
+
+@dataclass(frozen=True)
+class TargetGroup:
+    """Targets one head learns together, and how its label matrix is laid out."""
+
+    kind: str
+    targets: tuple[TargetSpec, ...]
+
+    @property
+    def name(self) -> str:
+        return self.targets[0].name if self.kind == "multiclass" else self.kind
+
+    def labels(self, values: np.ndarray) -> np.ndarray:
+        """The head's labels from the targets' columns [N, len(targets)]: as they are, or for a multiclass target a
+        one-hot [N, K] (a NaN row when the class is unknown)."""
+        if self.kind != "multiclass":
+            return values
+        column = values[:, 0]
+        onehot = np.zeros((len(column), self.targets[0].outputs), dtype=np.float32)
+        known = ~np.isnan(column)
+        onehot[np.flatnonzero(known), column[known].astype(np.int64)] = 1.0
+        onehot[~known] = np.nan
+        return onehot
+
+
+def target_groups(spec: BenchmarkSpec) -> list[TargetGroup]:
+    masks = [t.name for t in spec.targets if t.kind == "mask"]
+    if masks:
+        raise SpecError(f"benchmark '{spec.name}': target(s) {masks} are masks; probes score binary, multiclass and "
+                        "regression targets (segmentation decoders score masks).")
+    groups: list[TargetGroup] = []
+    for kind in dict.fromkeys(t.kind for t in spec.targets):
+        mine = tuple(t for t in spec.targets if t.kind == kind)
+        groups += [TargetGroup(kind, (t,)) for t in mine] if kind == "multiclass" else [TargetGroup(kind, mine)]
+    return groups
+
+
+def selection_metric(spec: BenchmarkSpec, group: TargetGroup) -> str | None:
+    """What a head's `selection_metric: auto` means for this group: the benchmark's primary metric where it scores
+    the group's kind, else the first of the group's metrics that does, else None (the validation loss)."""
+    names = [spec.primary_metric, *spec.metrics_for(group.targets[0])]
+    return next((n for n in names if group.kind in metric_spec(n).kinds), None)
+
+
+@dataclass
+class RunResult:
+    encoder: str
+    head: str
+    folder: Path
+    metrics: dict
+    encoded: int
+    reused: int
+    tasks: tuple[str, ...]
+
+
+@dataclass
+class ProbeEvaluation:
+    out: Path
+    head: str | None = None  # None: the benchmark's default head
+    head_params: dict[str, Any] = field(default_factory=dict)
+    tag: str | None = None  # names a variant run (HEAD_TAG/), e.g. other weights or head parameters
+    overwrite: bool = False  # replace a stored run of other settings
+    metrics: list[str] = field(default_factory=list)  # scored besides the benchmark's own (e.g. a plugin's)
+
+    def __post_init__(self) -> None:
+        if self.tag is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]*", self.tag):
+            raise DataError(f"--tag {self.tag!r}: use letters, digits, '.' and '-' (it names a results folder).")
+
+    # -- the seam ---------------------------------------------------------------------------------------------
+    def check(self, spec: BenchmarkSpec) -> None:
+        self.entry: Entry = registry().get("heads", self.head or spec.default_head)
+        self.groups = target_groups(spec)
+        for name in self.metrics:
+            kinds = metric_spec(name).kinds
+            wrong = [t.name for t in spec.targets if t.kind not in kinds]
+            if wrong:
+                raise SpecError(f"--metric {name} scores {' / '.join(kinds)} targets; {', '.join(wrong)} of "
+                                f"'{spec.name}' are not.")
+        self.params = {}
+        for group in self.groups:  # builds each head once: a bad parameter or kind fails before data is read
+            self.params = self._head(spec, group).params
+
+    def prepare(self, study: Study, progress: Progress) -> Study:
+        return study
+
+    def plan(self, study: Study, encoder: Encoder) -> None:
+        self.plans = [_RunPlan(self, study, encoder, budget) for budget in study.budgets]
+        for plan in self.plans:
+            plan.check_overwrite()
+
+    def request(self, study: Study, encoder: Encoder) -> FeatureRequest:
+        needs = {n for group in self.groups for n in self._head(study.spec, group).needs}
+        return FeatureRequest(global_embedding=True, patch_tokens="patches" in needs)
+
+    def evaluate(self, study: Study, features: EncoderFeatures, settings: ExtractionSettings, progress: Progress) -> list[RunResult]:
+        return [self._run(study, features, settings, plan, progress) for plan in self.plans]
+
+    # -- one run ----------------------------------------------------------------------------------------------
+    def _head(self, spec: BenchmarkSpec, group: TargetGroup, device: str | None = None) -> Head:
+        overrides = dict(self.head_params)
+        head_class: type[Head] = self.entry.load()
+        if device is not None and "device" in head_class.defaults and "device" not in overrides and "device" not in self.entry.spec.params:
+            overrides["device"] = device
+        return head_class(self.entry.spec, overrides, group.kind, selection_metric(spec, group))
+
+    def _run(self, study: Study, features: EncoderFeatures, settings: ExtractionSettings, plan: "_RunPlan",
+             progress: Progress) -> RunResult:
+        spec, data, budget = study.spec, study.data, plan.budget
+        encoder_name = features.encoder.spec.name
+        values = data.labels()
+        columns = {t.name: i for i, t in enumerate(data.targets)}
+        samples = data.samples
+        predictions, reports, selections, n_train = [], {}, [], {}
+        advance = progress.task(f"training {plan.name} heads on {encoder_name}", len(study.seeds))
+        for seed in study.seeds:
+            split = study.split(budget, seed)
+            n_train[seed] = int((split == "train").sum())
+            test = samples.loc[split == "test", ["image_id", "patient_id"]].reset_index(drop=True)
+            reports[seed] = {}
+            for group in self.groups:
+                labels = group.labels(values[:, [columns[t.name] for t in group.targets]])
+                parts = {name: features.rows(labels, split == name) for name in ("train", "val", "test")}
+                if budget is not None:  # standardise with the whole training split (labelled or not), not the few budgeted images
+                    parts["train"].standardise_on = features.rows(labels, np.isin(split, ["train", "unused"]))
+                head = self._head(spec, group, settings.device)
+                source = self._online_source(head, features, samples["path"].to_numpy()[split == "train"], seed, settings, progress)
+                with use_threads("heavy" if source is not None else head.work):
+                    report = head.fit(parts["train"], parts["val"], seed, progress, source)
+                    scores = head.predict(parts["test"])
+                if source is not None:
+                    report.chosen = {**report.chosen, **source.describe()}
+                reports[seed][group.name] = {"chosen": report.chosen, "final_train_loss": _last(report.history.get("train_loss")),
+                                             "final_val_loss": _last(report.history.get("val_loss"))}
+                selections += [{"seed": seed, "group": group.name, **row} for row in report.table]
+                predictions += _long_form(test, seed, group, parts["test"].labels, scores, values[split == "test"], columns)
+            advance(1)
+        frame = pd.concat(predictions, ignore_index=True)
+        frame = frame[PREDICTION_COLUMNS + ([PROBABILITIES] if PROBABILITIES in frame else [])]
+        summary = summarize(frame, data.targets, self.metrics_for(spec), study.bootstrap)
+        manifests = study.manifests[budget]
+        test_rows = manifests["split"].eq("test")
+        metrics = {
+            "benchmark": spec.name,
+            "encoder": encoder_name,
+            "head": self.entry.name,
+            "tag": self.tag,
+            "label_budget": None if budget is None else budget.describe(),
+            "split": "test",
+            "seeds": study.seeds,
+            "targets": [asdict(t) for t in data.targets],
+            "n_train_images": n_train,
+            "n_test_images": {s: int((manifests["seed"].eq(s) & test_rows).sum()) for s in study.seeds},
+            "n_test_patients": {s: int(manifests.loc[manifests["seed"].eq(s) & test_rows, "patient_id"].nunique())
+                                for s in study.seeds},
+            "std_ddof": 1,
+            "bootstrap": asdict(study.bootstrap),
+            "primary_metric": spec.primary_metric,
+            "metrics": summary,
+            "heads": {str(k): v for k, v in reports.items()},
+            "run_identity": plan.identity,
+        }
+        heading = f"# {spec.title}: {encoder_name} / {plan.name}\n\n" + (
+            "**Synthetic data** (written by cxrbench): not comparable with any paper.\n\n" if data.synthetic else "")
+        files = {
+            "config.yaml": yaml_writer(_resolved_config(study, features, self, plan)),
+            "predictions.parquet": parquet_writer(frame),
+            "splits.parquet": parquet_writer(manifests),
+            "metrics.json": json_writer(metrics),
+            "table.md": text_writer(heading + to_markdown(run_display_table(metrics, data.tasks), "metric")
+                                    + "".join(f"\nNote: {caveat}\n" for caveat in bootstrap_caveats(metrics))),
+            "table.csv": lambda path: run_long_table(metrics, data.tasks).to_csv(path, index=False),
+        }
+        if selections:
+            files["selection.csv"] = lambda path: pd.DataFrame(selections).to_csv(path, index=False)
+        write_run(plan.folder, files, check=lambda stored: plan.check_overwrite(stored, at_write=True), on_wait=progress.note)
+        extraction = features.extraction
+        return RunResult(encoder_name, plan.name, plan.folder, metrics, extraction.encoded, extraction.reused, data.tasks)
+
+    def metrics_for(self, spec: BenchmarkSpec):
+        """Each target's metrics: the benchmark's, then those asked for with --metric."""
+        return lambda target: list(dict.fromkeys([*spec.metrics_for(target), *self.metrics]))
+
+    def _online_source(self, head: Head, features: EncoderFeatures, paths: np.ndarray, seed: int,
+                       settings: ExtractionSettings, progress: Progress):
+        """The frozen encoder on augmented views for a head with `features: online`; None for cached features."""
+        if head.params.get("features", "cached") == "cached":
+            return None
+        if head.params["features"] != "online":
+            raise SpecError(f"Head '{head.spec.name}': features must be cached or online, not {head.params['features']!r}.")
+        from cxrbench.training.online import OnlineBatches, augmentation_policy
+
+        policy = augmentation_policy(head.params["augmentation"], features.encoder, f"Head '{head.spec.name}'")
+        return OnlineBatches(features.encoder, list(paths), policy, seed, settings.device, settings.num_workers, progress)
+
+
+def _long_form(test: pd.DataFrame, seed: int, group: TargetGroup, labels: np.ndarray, scores: np.ndarray,
+               values: np.ndarray, columns: dict[str, int]) -> list[pd.DataFrame]:
+    """One frame per target: a row per test image. Binary: label 0/1, score P(positive); regression: label and
+    predicted value; multiclass: the class index, the predicted class as `score`, and the class probabilities."""
+    if group.kind == "multiclass":
+        target = group.targets[0]
+        frame = test.assign(seed=seed, task=target.name, label=values[:, columns[target.name]].astype(np.float64),
+                            score=scores.argmax(axis=1).astype(np.float64))
+        frame[PROBABILITIES] = list(scores.astype(np.float64))
+        return [frame]
+    return [test.assign(seed=seed, task=t.name, label=labels[:, j], score=scores[:, j]) for j, t in enumerate(group.targets)]
+
+
+class _RunPlan:
+    """Where one run goes and what identifies its settings; a stored run of other settings is never replaced silently."""
+
+    def __init__(self, evaluation: ProbeEvaluation, study: Study, encoder: Encoder, budget: LabelBudget | None):
+        self.budget = budget
+        parts = [evaluation.entry.name, *([evaluation.tag] if evaluation.tag else []), *([budget.suffix] if budget else [])]
+        self.name = "_".join(parts)
+        self.folder = run_folder(evaluation.out, study.spec.name, encoder.spec.name, self.name)
+        self.overwrite = evaluation.overwrite
+        self.head_params = evaluation.params
+        self.identity = json.loads(json.dumps({
+            "weights": encoder.weights.identity, "preprocessing": asdict(encoder.preprocessing),
+            "dataset_options": study.dataset_options, "split": asdict(study.spec.split),
+            "head": {"name": evaluation.entry.name, **{k: v for k, v in self.head_params.items() if k != "device"}},
+            "targets": [asdict(t) for t in study.data.targets],
+            "label_budget": None if budget is None else budget.describe(), "seeds": study.seeds,
+            "bootstrap": asdict(study.bootstrap), "synthetic_data": study.data.synthetic,
+            "metrics": sorted({m for t in study.data.targets for m in evaluation.metrics_for(study.spec)(t)}),
+        }, default=str))
+
+    def check_overwrite(self, stored: dict | None = None, at_write: bool = False) -> None:
+        """Refuse to replace a stored run of other settings (`stored`: its metrics.json; default read from disk).
+
+        Checked before any work, and again under the run folder's lock when writing: another process may have
+        stored a run there meanwhile, and two results must never silently become one.
+        """
+        if not at_write:
+            stored = read_metrics(self.folder)
+        if self.overwrite or stored is None:
+            return
+        previous = stored.get("run_identity")
+        if previous == self.identity:
+            return
+        differing = sorted(k for k in self.identity if (previous or {}).get(k) != self.identity[k])
+        meanwhile = (" (stored by another process while this run trained; its features are cached, so a rerun only "
+                     "trains the heads)") if at_write else ""
+        raise DataError(
+            f"{self.folder} holds a run with other settings ({', '.join(differing)} differ){meanwhile}. Name this run "
+            "with --tag NAME, write to another --out, or pass --overwrite to replace it."
+        )
+
+
+def _last(values: list[float] | None) -> float | None:
+    return None if not values or not np.isfinite(values[-1]) else float(values[-1])
+
+
+def _resolved_config(study: Study, features: EncoderFeatures, evaluation: ProbeEvaluation, plan: _RunPlan) -> dict:
+    encoder, store, spec = features.encoder, features.extraction.store, study.spec
+    return {
+        "cxrbench_version": cxrbench.__version__,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "benchmark": {**asdict(spec), "data_root": str(study.data.root), "synthetic_data": study.data.synthetic,
+                      "dataset_options": study.dataset_options, "loader_notes": study.data.notes},
+        "encoder": {"name": encoder.spec.name, "weights": encoder.weights.identity,
+                    "preprocessing": asdict(encoder.preprocessing), "global_embedding": encoder.spec.global_embedding},
+        "head": {"name": evaluation.entry.name, "tag": evaluation.tag, "params": plan.head_params,
+                 "groups": [{"kind": g.kind, "targets": [t.name for t in g.targets], "selection": selection_metric(spec, g)}
+                            for g in evaluation.groups]},
+        "label_budget": None if plan.budget is None else plan.budget.describe(),
+        "seeds": study.seeds,
+        "bootstrap": asdict(study.bootstrap),
+        "split_manifest_version": SPLIT_MANIFEST_VERSION,
+        "feature_cache": {"folder": str(store.folder), "key": store.manifest["key"]},
+        "environment": versions(),
+    }
+
+
+def versions() -> dict:
+    import sklearn
+    import torch
+    import transformers
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "scikit-learn": sklearn.__version__, "numpy": np.__version__, "pandas": pd.__version__}
+
+
+__all__ = ["FeatureSet", "ProbeEvaluation", "RunResult", "TargetGroup", "target_groups"]

@@ -1,0 +1,131 @@
+"""A study: one benchmark's data prepared once for every evaluation and command that runs on it.
+
+Preparing a study loads the benchmark (checking the dataset options it declares), marks synthetic data, draws the
+patient-disjoint split manifests of every seed, applies the label budgets, checks that every target can be learned
+and measured in each, and fixes the bootstrap settings. `run`, `explain`, `extract` and every later evaluation
+start from it, so none of them repeats (or skips) a step.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from cxrbench.data.samples import BenchmarkData
+from cxrbench.data.splits import LabelBudget, apply_label_budget, seed_splits
+from cxrbench.data.synthetic import SYNTHETIC_MARKER, synthetic_settings
+from cxrbench.errors import DataError
+from cxrbench.heads.params import check_params
+from cxrbench.progress import Progress, SilentProgress
+from cxrbench.registry import registry
+from cxrbench.specs import BenchmarkSpec, BootstrapSpec, TargetSpec
+
+
+@dataclass
+class StudyOptions:
+    benchmark: str
+    data_root: Path | None = None
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    seeds: int | None = None
+    # label budgets to train with (None = the whole training split); each is its own run
+    budgets: list[LabelBudget | None] = field(default_factory=lambda: [None])
+    bootstrap_resamples: int | None = None
+
+
+@dataclass
+class Study:
+    spec: BenchmarkSpec
+    data: BenchmarkData
+    seeds: list[int]
+    bootstrap: BootstrapSpec
+    #: per label budget, the manifest of every seed: image_id, patient_id, seed, split (train / val / test / unused)
+    manifests: dict[LabelBudget | None, pd.DataFrame]
+    dataset_options: dict[str, Any]
+
+    @property
+    def budgets(self) -> list[LabelBudget | None]:
+        return list(self.manifests)
+
+    def split(self, budget: LabelBudget | None, seed: int):
+        """One seed's split name per image (in sample order)."""
+        manifest = self.manifests[budget]
+        return manifest.loc[manifest["seed"] == seed, "split"].to_numpy()
+
+    def with_targets(self, targets: Sequence[TargetSpec | str]) -> "Study":
+        """The same images, splits and settings with other label columns as targets (e.g. every boxed finding)."""
+        data = self.data.with_targets(targets)
+        return replace(self, spec=replace(self.spec, targets=data.targets), data=data)
+
+
+def resolve_data_root(spec: BenchmarkSpec, data_root: Path | None) -> Path:
+    if data_root is not None:
+        return Path(data_root).expanduser()
+    if spec.data_root_env and os.environ.get(spec.data_root_env):
+        return Path(os.environ[spec.data_root_env]).expanduser()
+    env_hint = f" or set {spec.data_root_env}" if spec.data_root_env else ""
+    raise DataError(f"Benchmark '{spec.name}' needs its data: pass --data-root DIR{env_hint}.")
+
+
+def check_dataset_options(spec: BenchmarkSpec, options: Mapping[str, Any]) -> dict[str, Any]:
+    """`--dataset-option` values checked against the options the benchmark declares (its spec's `dataset:` block)."""
+    unknown = sorted(set(options) - set(spec.dataset))
+    if unknown:
+        raise DataError(f"--dataset-option {unknown[0]}: benchmark '{spec.name}' has no such dataset option (it takes: "
+                        f"{', '.join(sorted(spec.dataset)) or 'none'}; see benchmarks/{spec.name}.yaml).")
+    return check_params(f"benchmark '{spec.name}' dataset option", spec.dataset, dict(options), positive=False)
+
+
+def load_benchmark(name: str, data_root: Path | None, options: Mapping[str, Any]) -> tuple[BenchmarkSpec, BenchmarkData]:
+    """The benchmark's data as its loader reads it (options checked first), marked when cxrbench generated it."""
+    entry = registry().get("benchmarks", name)
+    spec: BenchmarkSpec = entry.spec
+    options = check_dataset_options(spec, options)
+    data = entry.load()(resolve_data_root(spec, data_root), spec, options)
+    if synthetic_settings(data.root) is not None:
+        data.synthetic = True
+        data.notes.insert(0, f"synthetic data ({data.root / SYNTHETIC_MARKER}): written by cxrbench for demos and tests; "
+                             "its numbers are not comparable with any paper")
+    return spec, data
+
+
+def prepare_study(options: StudyOptions, progress: Progress = SilentProgress()) -> Study:
+    spec, data = load_benchmark(options.benchmark, options.data_root, options.dataset_options)
+    for note in data.notes:
+        progress.note(note)
+    seeds = list(range(options.seeds if options.seeds is not None else spec.seeds))
+    if not seeds:
+        raise DataError("--seeds must be at least 1.")
+    bootstrap = spec.bootstrap if options.bootstrap_resamples is None else replace(spec.bootstrap, resamples=options.bootstrap_resamples)
+    manifests = pd.concat([seed_splits(data.samples, spec.name, s, spec.split) for s in seeds], ignore_index=True)
+    budgeted = {budget: _apply_budget(manifests, data, budget, spec.name) for budget in options.budgets}
+    study = Study(spec, data, seeds, bootstrap, budgeted, dict(options.dataset_options))
+    check_learnable(study)
+    return study
+
+
+def check_learnable(study: Study) -> None:
+    """Refuse a seed or budget in which a target has nothing to learn or measure (before any feature is computed)."""
+    for budget, manifest in study.manifests.items():
+        for seed, part in manifest.groupby("seed", sort=True):
+            study.data.require_learnable(part["split"].to_numpy(), f"seed {seed}" + (f", {budget.suffix}" if budget else ""),
+                                         _class_fixes(study.spec, budget))
+
+
+def _class_fixes(spec: BenchmarkSpec, budget: LabelBudget | None) -> str:
+    """What the user can change when a split lacks a class: the budget, the label rule where the benchmark has one."""
+    fixes = ["Use a larger --train-fraction or --shots (or leave out this budget)"] if budget is not None else []
+    if "label_rule" in spec.dataset:
+        fixes.append("choose another label rule (--dataset-option label_rule=..., training labels only)")
+    return ", ".join(fixes)
+
+
+def _apply_budget(manifests: pd.DataFrame, data: BenchmarkData, budget: LabelBudget | None, benchmark: str) -> pd.DataFrame:
+    if budget is None:
+        return manifests
+    parts = [apply_label_budget(part, data.labels(), budget, benchmark, data.targets) for _, part in manifests.groupby("seed", sort=True)]
+    return pd.concat(parts, ignore_index=True)
