@@ -131,14 +131,14 @@ def run(
     threads: Optional[int] = Threads,
 ) -> None:
     """Run BENCHMARK with one or more encoders and write results under OUT/BENCHMARK/ENCODER/HEAD/."""
-    from cxrbench.evaluations.probe import ProbeEvaluation
+    from cxrbench.evaluations import run_evaluation
     from cxrbench.pipeline import EncoderOptions, MachineOptions
     from cxrbench.study import StudyOptions
 
     machine = MachineOptions(_cache_root(cache_dir), batch_size, shard_size, workers, _machine(device, threads))
     study = StudyOptions(benchmark, data_root, _key_values("--dataset-option", dataset_option), seeds,
                          _budgets(train_fraction, shots), bootstrap)
-    evaluation = ProbeEvaluation(out, head, _key_values("--head-param", head_param), tag, overwrite, list(metric))
+    evaluation = run_evaluation(benchmark)(out, head, _key_values("--head-param", head_param), tag, overwrite, list(metric))
     _run_and_show(study, evaluation, EncoderOptions(_names(encoder), weights, revision, image_size), machine)
 
 

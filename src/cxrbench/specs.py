@@ -205,6 +205,11 @@ class BenchmarkSpec:
         """The targets' names, in order (the loader's label columns)."""
         return tuple(t.name for t in self.targets)
 
+    @property
+    def result_columns(self) -> tuple[str, ...]:
+        """What results are reported per: each target, or for a mask target each of its structures."""
+        return tuple(c for t in self.targets for c in (t.structures if t.kind == "mask" else (t.name,)))
+
     def target(self, name: str) -> TargetSpec:
         return next(t for t in self.targets if t.name == name)
 

@@ -31,7 +31,9 @@ def read_image(path: str | Path) -> np.ndarray:
     (the caller adds what the user should do, which depends on where the file came from)."""
     path = Path(path)
     try:
-        if path.suffix.lower() in DICOM_SUFFIXES or _has_dicom_preamble(path):
+        if path.suffix.lower() == JSRT_SUFFIX:
+            image = read_jsrt_raw(path)
+        elif path.suffix.lower() in DICOM_SUFFIXES or has_dicom_preamble(path):
             image = _read_dicom(path)
         else:
             image = _read_raster(path)
@@ -51,7 +53,7 @@ def read_image(path: str | Path) -> np.ndarray:
     return image
 
 
-def _has_dicom_preamble(path: Path) -> bool:
+def has_dicom_preamble(path: Path) -> bool:
     with open(path, "rb") as handle:
         handle.seek(128)
         return handle.read(4) == b"DICM"
@@ -122,3 +124,28 @@ def _read_raster(path: Path) -> np.ndarray:
     except UnidentifiedImageError:
         raise ImageReadError(f"Cannot decode image {path}: not a DICOM, PNG, JPEG or TIFF file.") from None
     return np.clip(array / scale, 0.0, 1.0).astype(np.float32)
+
+
+# JSRT (Shiraishi et al., AJR 2000): headerless raw files, 2048 x 2048, 12-bit values in big-endian 16-bit words.
+# The stored value grows with film density (air, dark on the film, is near 4095), as common readers assume when they
+# display `1 - x / 4096` (e.g. imlab-uiip/lung-segmentation-2d); cxrbench maps x to 1 - x / 4095, so 0 = black (air).
+JSRT_SUFFIX = ".img"
+JSRT_SIDE = 2048
+
+
+def read_jsrt_raw(path: Path, side: int = JSRT_SIDE) -> np.ndarray:
+    """A JSRT `.IMG` file as float32 in [0, 1], bone bright; ImageReadError naming the file when its size or values
+    are not those of a JSRT image (`side` x `side` 12-bit values, big-endian)."""
+    expected = side * side * 2
+    found = path.stat().st_size
+    if found != expected:
+        square = int(round((found / 2) ** 0.5))
+        hint = f" ({square} x {square} 16-bit words)" if square * square * 2 == found else ""
+        raise ImageReadError(f"JSRT image {path} has {found} bytes{hint}; a JSRT .IMG file is headerless {side} x {side} "
+                             f"16-bit words, {expected} bytes. Re-download it (the archive may be truncated or converted).")
+    raw = np.fromfile(path, dtype=">u2").reshape(side, side)
+    above = raw > 4095
+    if above.mean() > 0.01:  # a little-endian copy puts the low byte high: most values exceed 12 bits
+        raise ImageReadError(f"JSRT image {path}: {above.mean():.0%} of its values exceed 4095; JSRT images hold 12-bit "
+                             "values in big-endian words (was the file byte-swapped?). Re-download it.")
+    return (1.0 - np.minimum(raw, 4095).astype(np.float32) / 4095.0).astype(np.float32)

@@ -7,7 +7,8 @@ split: train / test; `pool` when cxrbench splits), optional `sex` and `age_years
     binary      1.0 / 0.0 / NaN (unknown: left out of losses and metrics)
     multiclass  the class index (0-based, the order of the target's `classes`) / NaN
     regression  the value / NaN
-    mask        a reference (file path, or what `mask_reader` understands) / missing; read lazily, one image at a time
+    mask        a reference (file path, or what `mask_reader` understands) / missing; read lazily, one image at a time;
+                an optional binary column `<target>:present` says, without reading masks, whether any structure is drawn
 
 A loader may also return more label columns than its targets (another evaluation may pick them with
 `with_targets`, e.g. every VinDr-CXR finding for explainability) and the radiologists' `boxes` of its test images.
@@ -44,8 +45,9 @@ class BenchmarkData:
     synthetic: bool = False
     #: test-split boxes in original image pixels (image_id, finding, x_min, y_min, x_max, y_max, csv_row), if any
     boxes: pd.DataFrame | None = None
-    #: opens a mask target's reference as a 2-D array (per image, when asked)
-    mask_reader: Callable[[Any], np.ndarray] | None = None
+    #: mask_reader(target name, reference) -> bool [S, H, W], one channel per structure of the target, on the mask's own
+    #: grid covering the whole image (read per image, when asked; masks are never all in memory)
+    mask_reader: Callable[[str, Any], np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         self.targets = tuple(TargetSpec(t) if isinstance(t, str) else t for t in self.targets)
@@ -133,6 +135,9 @@ class BenchmarkData:
                 values = frame[target.name]
                 if target.kind == "mask":
                     counts = {"with_mask": int(values.notna().sum()), "unknown": int(values.isna().sum())}
+                    if f"{target.name}:present" in frame:  # a loader's companion column: has the structure (1) or not (0)
+                        present = frame[f"{target.name}:present"].to_numpy(dtype=np.float64)
+                        counts.update(present=int((present == 1).sum()), empty=int((present == 0).sum()))
                 else:
                     counts = _counts(target, values.to_numpy(dtype=np.float64))
                 rows.setdefault(target.kind, []).append({"split": name, "task": target.name, **counts, **common})

@@ -317,3 +317,137 @@ def write_synthetic_scoliosis(root: str | Path, train: int = 48, test: int = 16,
         pd.DataFrame(angles).to_csv(root / "labels" / folder / "angles.csv", header=False, index=False)
         pd.DataFrame(landmarks).to_csv(root / "labels" / folder / "landmarks.csv", header=False, index=False)
     return root
+
+
+# --------------------------------------------------------------------------------------- JSRT images + SCR masks
+
+#: SCR's mask folders (fold*/masks/<folder>/<image>.gif) by the structure names of benchmarks/jsrt.yaml
+SCR_FOLDERS = {"left_lung": "left lung", "right_lung": "right lung", "heart": "heart",
+               "left_clavicle": "left clavicle", "right_clavicle": "right clavicle"}
+
+
+def jsrt_anatomy(side: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Boolean [side, side] masks of SCR's five structures drawn as jittered ellipses, in the PA view (the patient's
+    left on the image's right); the lungs leave out the heart, the clavicles cross the lung tops as SCR's do."""
+    yy, xx = (np.mgrid[0:side, 0:side] + 0.5) / side
+    jitter = lambda scale=0.02: rng.uniform(-scale, scale)  # noqa: E731 - a local shape
+
+    def ellipse(cx, cy, rx, ry, angle=0.0):
+        c, s = np.cos(angle), np.sin(angle)
+        u, v = (xx - cx) * c + (yy - cy) * s, -(xx - cx) * s + (yy - cy) * c
+        return (u / rx) ** 2 + (v / ry) ** 2 <= 1.0
+
+    heart = ellipse(0.56 + jitter(), 0.66 + jitter(), 0.15 + jitter(0.015), 0.12 + jitter(0.015))
+    return {
+        "right_lung": ellipse(0.31 + jitter(), 0.50 + jitter(), 0.13 + jitter(0.01), 0.28 + jitter()) & ~heart,
+        "left_lung": ellipse(0.69 + jitter(), 0.52 + jitter(), 0.12 + jitter(0.01), 0.27 + jitter()) & ~heart,
+        "heart": heart,
+        "right_clavicle": ellipse(0.33 + jitter(), 0.24 + jitter(0.01), 0.15, 0.022, 0.25 + jitter(0.05)),
+        "left_clavicle": ellipse(0.67 + jitter(), 0.24 + jitter(0.01), 0.15, 0.022, -0.25 + jitter(0.05)),
+    }
+
+
+def write_synthetic_jsrt(root: str | Path, images: int = 6, size: int = 2048, seed: int = 0) -> Path:
+    """JSRT's All247images/<id>.IMG (headerless big-endian 16-bit words, 12-bit values, larger = darker, as released)
+    and SCR's scratch/fold{1,2}/masks/<structure>/<id>.gif (0 / 255, at half the image side).
+
+    Ids are JPCLN### (about 60%) then JPCNN###, numbered from 001; odd numbers go to fold1 and even ones to fold2, as in
+    SCR. The structures are drawn as visible ellipses (dark lungs, bright heart and clavicles) so that a segmentation
+    decoder can learn them. cxrbench reads JSRT files of the released 2048 x 2048 only (8 MB each: keep `images`
+    small); another `size` writes files that its reader refuses, for tests of that check.
+    """
+    if size % 2:
+        raise ValueError(f"size must be even (masks are written at half of it), got {size}")
+    root = Path(root)
+    mark_synthetic(root, "jsrt", {"images": images, "size": size, "seed": seed})
+    rng = np.random.default_rng(seed)
+    (root / "All247images").mkdir(parents=True, exist_ok=True)
+    nodules = int(round(images * 154 / 247)) if images > 1 else images
+    side = size // 2
+    yy, xx = (np.mgrid[0:side, 0:side] + 0.5) / side
+    for index in range(images):
+        series, number = ("JPCLN", index + 1) if index < nodules else ("JPCNN", index - nodules + 1)
+        image_id = f"{series}{number:03d}"
+        masks = jsrt_anatomy(side, rng)
+        body = ((xx - 0.5) / 0.46) ** 2 + ((yy - 0.55) / 0.52) ** 2 <= 1.0
+        image = np.where(body, 0.55, 0.05)
+        image = np.where(masks["right_lung"] | masks["left_lung"], 0.22, image)
+        image = np.where(masks["heart"], 0.78, image)
+        image = image + 0.25 * (masks["right_clavicle"] | masks["left_clavicle"])
+        image = np.clip(image + 0.03 * rng.standard_normal(image.shape), 0.0, 1.0)
+        full = np.repeat(np.repeat(image, 2, axis=0), 2, axis=1)  # masks cover the image's field of view at half size
+        raw = np.round((1.0 - full) * 4095).astype(">u2")
+        raw.tofile(root / "All247images" / f"{image_id}.IMG")
+        fold = "fold1" if number % 2 else "fold2"
+        for name, folder in SCR_FOLDERS.items():
+            target = root / "scratch" / fold / "masks" / folder
+            target.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(masks[name].astype(np.uint8) * 255).save(target / f"{image_id}.gif")
+    return root
+
+
+# ---------------------------------------------------------------------------------------------- SIIM-ACR
+
+
+def pneumothorax_region(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    """A pneumothorax-like crescent [height, width]: the lateral upper rim of one hemithorax, between the chest wall
+    (an ellipse) and a smaller, medially shifted ellipse (the collapsed lung's edge)."""
+    yy, xx = np.mgrid[0:height, 0:width]
+    y, x = (yy + 0.5) / height, (xx + 0.5) / width
+    lateral = 1.0 if rng.random() < 0.5 else -1.0  # image right / image left
+    cx, cy = 0.5 + lateral * rng.uniform(0.17, 0.22), rng.uniform(0.38, 0.45)
+    rx, ry = rng.uniform(0.12, 0.15), rng.uniform(0.24, 0.3)
+    wall = ((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2 <= 1.0
+    shrink = rng.uniform(0.55, 0.8)
+    ix, iy = cx - lateral * rx * (1 - shrink), cy + ry * (1 - shrink)
+    lung = ((x - ix) / (rx * shrink)) ** 2 + ((y - iy) / (ry * shrink)) ** 2 <= 1.0
+    outer = (lateral * (x - ix) > 0) | (y < iy - 0.5 * ry * shrink)  # lateral of the lung's centre, or above it
+    return wall & ~lung & outer
+
+
+def write_synthetic_siim(root: str | Path, patients: int = 60, size: int = 64, seed: int = 0) -> Path:
+    """train-rle.csv and dicom-images-train/<study>/<series>/<ImageId>.dcm as released (DICOMs of `size` rows; every
+    third image is narrower, `size` x 3/4 columns), plus a few unlabelled images in dicom-images-test/.
+
+    About 30% of the images carry a planted bright pneumothorax-like crescent (`pneumothorax_region`) whose relative
+    run-length encoding, on the DICOM's own Rows x Columns, is the truth; every other such image has it split over
+    two rows that overlap (the mask is their union). The others have -1. The CSV is written like the release: header
+    "ImageId, EncodedPixels" and values with a leading space. Each DICOM carries its image id as PatientID (the
+    release's anonymisation gave every image its own patient id).
+    """
+    root = Path(root)
+    mark_synthetic(root, "siim-acr", {"patients": patients, "size": size, "seed": seed})
+    rng = np.random.default_rng(seed)
+    rows, count, positives = [], 0, 0
+    drawn = _patients(patients, size, seed, rng)
+    extra = max(2, patients // 10)  # images of the release's unlabelled test set
+    for index, patient in enumerate(drawn):
+        folder = "dicom-images-test" if index >= len(drawn) - extra else "dicom-images-train"
+        for visit in range(patient["n_images"]):
+            image_id = _uid(seed, "siim-image", index, visit)
+            study, series = _uid(seed, "siim-study", index, visit), _uid(seed, "siim-series", index, visit)
+            image, _ = _render(patient, [], size, rng)
+            if count % 3 == 2:
+                image = image[:, : size * 3 // 4]
+            count += 1
+            positive = folder == "dicom-images-train" and rng.random() < 0.3
+            if positive:
+                region = pneumothorax_region(*image.shape, rng)
+                image = np.where(region, np.clip(image + 0.35, 0.0, 1.0), image)
+            _write_dicom(root / folder / study / series / f"{image_id}.dcm", image, {**patient, "id": image_id}, rng)
+            if folder != "dicom-images-train":
+                continue
+            if not positive:
+                rows.append((image_id, "-1"))
+            elif positives % 2:
+                cut = int(np.median(np.nonzero(region)[0]))
+                upper, lower = region.copy(), region.copy()
+                upper[cut + 2:] = False
+                lower[: max(cut - 2, 0)] = False
+                rows += [(image_id, relative_rle(upper)), (image_id, relative_rle(lower))]
+            else:
+                rows.append((image_id, relative_rle(region)))
+            positives += positive
+    pd.DataFrame({"ImageId": [r[0] for r in rows], " EncodedPixels": [" " + r[1] for r in rows]}).to_csv(
+        root / "train-rle.csv", index=False)
+    return root

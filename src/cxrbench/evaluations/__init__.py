@@ -5,5 +5,18 @@ before any data is read, may adapt the study (e.g. pick the targets it scores), 
 evaluates one encoder's features and writes its run folders.
 
 - `probe`: heads trained on binary, multiclass and regression targets (`cxrbench run`);
+- `segmentation`: decoders trained on patch grids for mask targets (`cxrbench run` on a segmentation benchmark);
 - `localisation`: attention maps against radiologists' boxes (`cxrbench explain`).
 """
+
+from __future__ import annotations
+
+
+def run_evaluation(benchmark: str) -> type:
+    """The evaluation `cxrbench run` makes of a benchmark: segmentation when its targets are masks, else probes."""
+    from cxrbench.evaluations.probe import ProbeEvaluation
+    from cxrbench.evaluations.segmentation import SegmentationEvaluation
+    from cxrbench.registry import registry
+
+    spec = registry().get("benchmarks", benchmark).spec
+    return SegmentationEvaluation if any(t.kind == "mask" for t in spec.targets) else ProbeEvaluation

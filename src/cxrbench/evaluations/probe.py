@@ -32,7 +32,7 @@ from cxrbench.data.splits import SPLIT_MANIFEST_VERSION, LabelBudget
 from cxrbench.encoders.base import Encoder, FeatureRequest
 from cxrbench.errors import DataError, SpecError
 from cxrbench.features.extract import EncoderFeatures, ExtractionSettings
-from cxrbench.heads.base import FeatureSet, Head
+from cxrbench.heads.base import FeatureSet, FitReport, Head
 from cxrbench.progress import Progress
 from cxrbench.registry import Entry, metric_spec, registry
 from cxrbench.results.store import json_writer, parquet_writer, read_metrics, run_folder, text_writer, write_run, yaml_writer
@@ -100,6 +100,24 @@ class RunResult:
 
 
 @dataclass
+class Trained:
+    """What an evaluation's training and prediction produced for one run, before it is summarised and written."""
+
+    predictions: pd.DataFrame | None = None  # long form, one row per test item x target x seed
+    reports: dict = field(default_factory=dict)  # seed -> group -> what the head chose and its final losses
+    selections: list[dict] = field(default_factory=list)  # one row per configuration a head tried (selection.csv)
+    n_train: dict = field(default_factory=dict)  # seed -> training images
+    files: dict = field(default_factory=dict)  # further files of the run folder: name -> writer
+
+    def record(self, seed: int, group: str, report: FitReport, source=None) -> None:
+        """Keep what a head reported for one seed and target group."""
+        chosen = report.chosen if source is None else {**report.chosen, **source.describe()}
+        self.reports[seed][group] = {"chosen": chosen, "final_train_loss": _last(report.history.get("train_loss")),
+                                     "final_val_loss": _last(report.history.get("val_loss"))}
+        self.selections += [{"seed": seed, "group": group, **row} for row in report.table]
+
+
+@dataclass
 class ProbeEvaluation:
     out: Path
     head: str | None = None  # None: the benchmark's default head
@@ -153,36 +171,11 @@ class ProbeEvaluation:
              progress: Progress) -> RunResult:
         spec, data, budget = study.spec, study.data, plan.budget
         encoder_name = features.encoder.spec.name
-        values = data.labels()
-        columns = {t.name: i for i, t in enumerate(data.targets)}
-        samples = data.samples
-        predictions, reports, selections, n_train = [], {}, [], {}
-        advance = progress.task(f"training {plan.name} heads on {encoder_name}", len(study.seeds))
-        for seed in study.seeds:
-            split = study.split(budget, seed)
-            n_train[seed] = int((split == "train").sum())
-            test = samples.loc[split == "test", ["image_id", "patient_id"]].reset_index(drop=True)
-            reports[seed] = {}
-            for group in self.groups:
-                labels = group.labels(values[:, [columns[t.name] for t in group.targets]])
-                parts = {name: features.rows(labels, split == name) for name in ("train", "val", "test")}
-                if budget is not None:  # standardise with the whole training split (labelled or not), not the few budgeted images
-                    parts["train"].standardise_on = features.rows(labels, np.isin(split, ["train", "unused"]))
-                head = self._head(spec, group, settings.device)
-                source = self._online_source(head, features, samples["path"].to_numpy()[split == "train"], seed, settings, progress)
-                with use_threads("heavy" if source is not None else head.work):
-                    report = head.fit(parts["train"], parts["val"], seed, progress, source)
-                    scores = head.predict(parts["test"])
-                if source is not None:
-                    report.chosen = {**report.chosen, **source.describe()}
-                reports[seed][group.name] = {"chosen": report.chosen, "final_train_loss": _last(report.history.get("train_loss")),
-                                             "final_val_loss": _last(report.history.get("val_loss"))}
-                selections += [{"seed": seed, "group": group.name, **row} for row in report.table]
-                predictions += _long_form(test, seed, group, parts["test"].labels, scores, values[split == "test"], columns)
-            advance(1)
-        frame = pd.concat(predictions, ignore_index=True)
-        frame = frame[PREDICTION_COLUMNS + ([PROBABILITIES] if PROBABILITIES in frame else [])]
-        summary = summarize(frame, data.targets, self.metrics_for(spec), study.bootstrap)
+        trained = self._train(study, features, settings, plan, progress)
+        frame = trained.predictions
+        scored = self.scored_targets(data)
+        tasks = tuple(t.name for t in scored)
+        summary = summarize(frame, scored, self.metrics_for(spec), study.bootstrap)
         manifests = study.manifests[budget]
         test_rows = manifests["split"].eq("test")
         metrics = {
@@ -194,7 +187,7 @@ class ProbeEvaluation:
             "split": "test",
             "seeds": study.seeds,
             "targets": [asdict(t) for t in data.targets],
-            "n_train_images": n_train,
+            "n_train_images": trained.n_train,
             "n_test_images": {s: int((manifests["seed"].eq(s) & test_rows).sum()) for s in study.seeds},
             "n_test_patients": {s: int(manifests.loc[manifests["seed"].eq(s) & test_rows, "patient_id"].nunique())
                                 for s in study.seeds},
@@ -202,7 +195,7 @@ class ProbeEvaluation:
             "bootstrap": asdict(study.bootstrap),
             "primary_metric": spec.primary_metric,
             "metrics": summary,
-            "heads": {str(k): v for k, v in reports.items()},
+            "heads": {str(k): v for k, v in trained.reports.items()},
             "run_identity": plan.identity,
         }
         heading = f"# {spec.title}: {encoder_name} / {plan.name}\n\n" + (
@@ -212,15 +205,52 @@ class ProbeEvaluation:
             "predictions.parquet": parquet_writer(frame),
             "splits.parquet": parquet_writer(manifests),
             "metrics.json": json_writer(metrics),
-            "table.md": text_writer(heading + to_markdown(run_display_table(metrics, data.tasks), "metric")
+            "table.md": text_writer(heading + to_markdown(run_display_table(metrics, tasks), "metric")
                                     + "".join(f"\nNote: {caveat}\n" for caveat in bootstrap_caveats(metrics))),
-            "table.csv": lambda path: run_long_table(metrics, data.tasks).to_csv(path, index=False),
+            "table.csv": lambda path: run_long_table(metrics, tasks).to_csv(path, index=False),
+            **trained.files,
         }
-        if selections:
-            files["selection.csv"] = lambda path: pd.DataFrame(selections).to_csv(path, index=False)
+        if trained.selections:
+            files["selection.csv"] = lambda path: pd.DataFrame(trained.selections).to_csv(path, index=False)
         write_run(plan.folder, files, check=lambda stored: plan.check_overwrite(stored, at_write=True), on_wait=progress.note)
         extraction = features.extraction
-        return RunResult(encoder_name, plan.name, plan.folder, metrics, extraction.encoded, extraction.reused, data.tasks)
+        return RunResult(encoder_name, plan.name, plan.folder, metrics, extraction.encoded, extraction.reused, tasks)
+
+    def _train(self, study: Study, features: EncoderFeatures, settings: ExtractionSettings, plan: "_RunPlan",
+               progress: Progress) -> "Trained":
+        """Per seed, train each target group's head and predict the test split (long-form predictions)."""
+        spec, data, budget = study.spec, study.data, plan.budget
+        values = data.labels()
+        columns = {t.name: i for i, t in enumerate(data.targets)}
+        samples = data.samples
+        trained = Trained()
+        advance = progress.task(f"training {plan.name} heads on {features.encoder.spec.name}", len(study.seeds))
+        predictions = []
+        for seed in study.seeds:
+            split = study.split(budget, seed)
+            trained.n_train[seed] = int((split == "train").sum())
+            test = samples.loc[split == "test", ["image_id", "patient_id"]].reset_index(drop=True)
+            trained.reports[seed] = {}
+            for group in self.groups:
+                labels = group.labels(values[:, [columns[t.name] for t in group.targets]])
+                parts = {name: features.rows(labels, split == name) for name in ("train", "val", "test")}
+                if budget is not None:  # standardise with the whole training split (labelled or not), not the few budgeted images
+                    parts["train"].standardise_on = features.rows(labels, np.isin(split, ["train", "unused"]))
+                head = self._head(spec, group, settings.device)
+                source = self._online_source(head, features, samples["path"].to_numpy()[split == "train"], seed, settings, progress)
+                with use_threads("heavy" if source is not None else head.work):
+                    report = head.fit(parts["train"], parts["val"], seed, progress, source)
+                    scores = head.predict(parts["test"])
+                trained.record(seed, group.name, report, source)
+                predictions += _long_form(test, seed, group, parts["test"].labels, scores, values[split == "test"], columns)
+            advance(1)
+        frame = pd.concat(predictions, ignore_index=True)
+        trained.predictions = frame[PREDICTION_COLUMNS + ([PROBABILITIES] if PROBABILITIES in frame else [])]
+        return trained
+
+    def scored_targets(self, data) -> tuple[TargetSpec, ...]:
+        """The targets the summary scores and the tables show, one column each."""
+        return data.targets
 
     def metrics_for(self, spec: BenchmarkSpec):
         """Each target's metrics: the benchmark's, then those asked for with --metric."""

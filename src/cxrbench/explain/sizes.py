@@ -1,4 +1,5 @@
-"""Original image sizes (height, width) without decoding pixels: DICOM Rows/Columns, or a raster's header."""
+"""Original image sizes (height, width) without decoding pixels: DICOM Rows/Columns, a raster's header, or JSRT's
+fixed size."""
 
 from __future__ import annotations
 
@@ -10,15 +11,17 @@ import numpy as np
 import pydicom
 from PIL import Image
 
-from cxrbench.data.images import DICOM_SUFFIXES, _has_dicom_preamble
+from cxrbench.data.images import DICOM_SUFFIXES, JSRT_SIDE, JSRT_SUFFIX, has_dicom_preamble
 from cxrbench.errors import ImageReadError
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
     """(height, width) in pixels of the image `read_image` would decode (the first frame of a DICOM)."""
     path = Path(path)
+    if path.suffix.lower() == JSRT_SUFFIX:  # headerless: every JSRT image has the same size (read_image checks it)
+        return JSRT_SIDE, JSRT_SIDE
     try:
-        if path.suffix.lower() in DICOM_SUFFIXES or _has_dicom_preamble(path):
+        if path.suffix.lower() in DICOM_SUFFIXES or has_dicom_preamble(path):
             ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Rows", "Columns"])
             if "Rows" not in ds or "Columns" not in ds:
                 raise ImageReadError(f"DICOM file {path} has no Rows/Columns; cannot place its boxes.")

@@ -10,7 +10,7 @@ import os
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -23,7 +23,7 @@ from cxrbench.encoders.base import Encoder, FeatureRequest
 from cxrbench.encoders.preprocessing import Preprocessor
 from cxrbench.errors import CxrbenchError, ImageReadError
 from cxrbench.features.cache import FeatureStore, image_key
-from cxrbench.heads.base import FeatureSet
+from cxrbench.heads.base import LAYER_PREFIX, FeatureSet
 from cxrbench.progress import Progress, SilentProgress
 from cxrbench.threads import use_threads
 
@@ -59,11 +59,13 @@ class EncoderFeatures:
     extraction: ExtractionResult
     global_: np.ndarray
     patches: Any = None  # CachedRows, or None
+    layers: dict[int, Any] = field(default_factory=dict)  # block index -> CachedRows
 
     def rows(self, labels: np.ndarray, selected: np.ndarray) -> FeatureSet:
         """The features and labels of the `selected` images (a boolean mask over samples)."""
         patches = None if self.patches is None else self.patches.select(selected)
-        return FeatureSet(self.global_[selected], labels[selected], patches)
+        layers = {index: rows.select(selected) for index, rows in self.layers.items()}
+        return FeatureSet(self.global_[selected], labels[selected], patches, layers=layers)
 
 
 def study_features(encoder: Encoder, paths: Sequence[str], request: FeatureRequest, settings: ExtractionSettings,
@@ -84,7 +86,8 @@ def study_features(encoder: Encoder, paths: Sequence[str], request: FeatureReque
             progress.note(f"{name}: checkpoint keys left out on purpose: {', '.join(dropped[:8])}"
                           + (f" and {len(dropped) - 8} more" if len(dropped) > 8 else ""))
     patches = extraction.store.rows(extraction.keys, "patches") if request.patch_tokens else None
-    return EncoderFeatures(encoder, extraction, extraction.store.load(extraction.keys, "global"), patches)
+    layers = {index: extraction.store.rows(extraction.keys, f"{LAYER_PREFIX}{index}") for index in request.layers}
+    return EncoderFeatures(encoder, extraction, extraction.store.load(extraction.keys, "global"), patches, layers)
 
 
 class _Images(Dataset):

@@ -29,20 +29,26 @@ from cxrbench.specs import HeadSpec
 from cxrbench.threads import Work
 
 
+#: cached arrays of intermediate blocks are named LAYER_PREFIX + block index (`encoders.base.Features.arrays`)
+LAYER_PREFIX = "layer_"
+
+
 class BatchSource(Protocol):
     """Training inputs by row index."""
 
     def __len__(self) -> int: ...
 
     def epoch(self, batches: Sequence[np.ndarray], epoch: int, needs: Sequence[str]) -> Iterator[dict[str, torch.Tensor]]:
-        """The inputs of each batch of rows, in order: {"global": [B, D], "patches": [B, H, W, D] if needed}."""
+        """The inputs of each batch of rows, in order: {"global": [B, D], "patches": [B, H, W, D] and "layer_I" if needed}."""
 
 
 @dataclass
 class FeatureSet:
     """Features of one split: `global_` [N, D], optional `patches` [N, H, W, D]; labels as the head sees them.
 
-    `patches` may be cached rows read lazily (`CachedRows`): heads index it a batch at a time.
+    `patches` and the intermediate `layers` ({block index: [N, H, W, D]}) may be cached rows read lazily
+    (`CachedRows`): heads index them a batch at a time. Segmentation heads' labels are the masks' coverage of
+    their loss grid, [N, S, rows, cols].
     `standardise_on`: the features whose statistics standardise the inputs, when not these (a label budget trains
     on a few images but takes statistics over the whole training split, labelled or not).
     """
@@ -51,6 +57,7 @@ class FeatureSet:
     labels: np.ndarray
     patches: Any = None
     standardise_on: "FeatureSet | None" = None
+    layers: dict[int, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -61,6 +68,9 @@ class FeatureSet:
             inputs = {"global": rows_tensor(self.global_, index)}
             if "patches" in needs:
                 inputs["patches"] = rows_tensor(self.patches, index)
+            for name in needs:
+                if name.startswith(LAYER_PREFIX):
+                    inputs[name] = rows_tensor(self.layers[int(name[len(LAYER_PREFIX):])], index)
             yield inputs
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from cxrbench.errors import SpecError
 
 #: numeric parameters for which 0 is meaningful (no decay, no momentum, no minimum, the first seed, ...)
-ZERO_ALLOWED = frozenset({"weight_decay", "momentum", "min_steps", "num_workers", "seed"})
+ZERO_ALLOWED = frozenset({"weight_decay", "momentum", "min_steps", "num_workers", "seed", "warmup_steps", "iterations", "dropout"})
 
 
 def check_params(where: str, defaults: Mapping[str, Any], given: Mapping[str, Any], sweeps: Iterable[str] = (),

@@ -105,7 +105,7 @@ def efficiency_long_table(spec: BenchmarkSpec, runs: Sequence[StoredRun], metric
         if entries is None:
             continue
         n_train = _n_train(run.metrics)
-        for task in (*[t for t in spec.tasks if t in entries], *[t for t in entries if t not in spec.tasks and t != MACRO], MACRO):
+        for task in (*[t for t in spec.result_columns if t in entries], *[t for t in entries if t not in spec.result_columns and t != MACRO], MACRO):
             entry = entries.get(task)
             if entry is None:
                 continue

@@ -111,7 +111,7 @@ def benchmark_layout(spec: BenchmarkSpec, metric: str) -> TableLayout:
     title = metric_spec(metric).title
     return TableLayout(
         name=spec.name, title=f"{spec.title}: {title} (%)", model_title="model", published_rows="matching",
-        groups=(GroupLayout(spec.name, title=title, metrics=(metric,), titles={t: t for t in spec.tasks}, aggregate="Macro"),),
+        groups=(GroupLayout(spec.name, title=title, metrics=(metric,), titles={t: t for t in spec.result_columns}, aggregate="Macro"),),
     )
 
 

@@ -45,7 +45,8 @@ def write_run(folder: Path, writers: dict[str, Callable[[Path], None]],
             staging = parent / staging_name(f"{folder.name}.partial")
             staging.mkdir()
             try:
-                for name, write in writers.items():
+                for name, write in writers.items():  # a name may hold a subfolder (masks/seed-0.npz)
+                    (staging / name).parent.mkdir(parents=True, exist_ok=True)
                     write(staging / name)
                 if folder.exists():
                     retired = parent / staging_name(f"{folder.name}.old")

@@ -87,7 +87,7 @@ def comparison_table(spec: BenchmarkSpec, runs: Sequence[StoredRun], metric: str
         if entries is None:
             continue
         rows[run.label] = {
-            **{task: format_entry(entries.get(task), metric) for task in spec.tasks},
+            **{task: format_entry(entries.get(task), metric) for task in spec.result_columns},
             MACRO_TITLE: format_entry(entries.get(MACRO), metric),
         }
     published = spec.published
@@ -101,9 +101,9 @@ def comparison_table(spec: BenchmarkSpec, runs: Sequence[StoredRun], metric: str
                     {"mean": part.loc[task, "mean"], "std": part.loc[task, "std"]} if task in part.index else None,
                     metric, with_ci=False,
                 )
-                for task in (*spec.tasks, MACRO)
+                for task in (*spec.result_columns, MACRO)
             }
-    return pd.DataFrame.from_dict(rows, orient="index", columns=[*spec.tasks, MACRO_TITLE])
+    return pd.DataFrame.from_dict(rows, orient="index", columns=[*spec.result_columns, MACRO_TITLE])
 
 
 def comparison_long_table(spec: BenchmarkSpec, runs: Sequence[StoredRun], metric: str) -> pd.DataFrame:

@@ -22,9 +22,9 @@ PROBABILITIES = "probabilities"  # multiclass rows: one probability per class, i
 _CHUNK_CELLS = 20_000_000  # resamples x images evaluated at once, bounds memory to a few hundred MB
 
 
-def target_arrays(predictions: pd.DataFrame, target: TargetSpec, images: pd.Index) -> tuple[np.ndarray, np.ndarray]:
+def target_arrays(predictions: pd.DataFrame, target: TargetSpec, images: pd.Index, column: str = "score") -> tuple[np.ndarray, np.ndarray]:
     """One seed's labels [N] and scores ([N], or [N, K] class probabilities) of `target`, aligned with `images`
-    (NaN for images this seed did not score)."""
+    (NaN for images this seed did not score). `column`: where the scores are (a mask metric's per-case column)."""
     rows = predictions[predictions["task"] == target.name]
     position = images.get_indexer(rows["image_id"])
     labels = np.full(len(images), np.nan)
@@ -35,20 +35,31 @@ def target_arrays(predictions: pd.DataFrame, target: TargetSpec, images: pd.Inde
             scores[position] = np.stack(rows[PROBABILITIES].to_numpy()).astype(np.float64)
     else:
         scores = np.full(len(images), np.nan)
-        scores[position] = rows["score"].to_numpy(dtype=np.float64)
+        scores[position] = rows[column].to_numpy(dtype=np.float64)
     return labels, scores
+
+
+def metric_arrays(predictions: pd.DataFrame, target: TargetSpec, images: pd.Index, scorer) -> tuple[np.ndarray, np.ndarray]:
+    """`target_arrays` as `scorer` reads them: a mask metric averages its per-case column over the cases it selects
+    (`metrics.segmentation.CaseAverage`), the others are left unknown."""
+    if target.kind != "mask":
+        return target_arrays(predictions, target, images)
+    labels, values = target_arrays(predictions, target, images, scorer.case_value)
+    labels[~scorer.selects(labels, values)] = np.nan
+    return labels, values
 
 
 def summarize(predictions: pd.DataFrame, targets: Sequence[TargetSpec], metrics_for: Callable[[TargetSpec], Sequence[str]],
               bootstrap: BootstrapSpec) -> dict:
     """`predictions`: columns image_id, patient_id, seed, task, label, score (and `probabilities` for multiclass
-    targets), one split. `metrics_for(target)`: the metric names scored on that target."""
+    targets; the per-case columns of `metrics.segmentation` for mask structures, each a target here), one split.
+    `metrics_for(target)`: the metric names scored on that target."""
     seeds = sorted(predictions["seed"].unique().tolist())
     patients = predictions.drop_duplicates("image_id").set_index("image_id")["patient_id"].sort_index()
     images = patients.index
     clusters = patients.to_numpy() if bootstrap.unit == "patient" else images.to_numpy()
     per_seed = {s: predictions[predictions["seed"] == s] for s in seeds}
-    arrays = {(s, t.name): target_arrays(per_seed[s], t, images) for s in seeds for t in targets}
+    plain = {(s, t.name): target_arrays(per_seed[s], t, images) for s in seeds for t in targets if t.kind != "mask"}
 
     resampler = ClusterBootstrap(clusters, bootstrap.resamples, bootstrap.seed)
     names = list(dict.fromkeys(name for t in targets for name in metrics_for(t)))
@@ -56,6 +67,7 @@ def summarize(predictions: pd.DataFrame, targets: Sequence[TargetSpec], metrics_
     for name in names:
         scorer = registered_metric(name)
         scored = [t for t in targets if name in metrics_for(t)]
+        arrays = {(s, t.name): plain.get((s, t.name)) or metric_arrays(per_seed[s], t, images, scorer) for s in seeds for t in scored}
         points = np.array([[_point(scorer, *arrays[(s, t.name)]) for t in scored] for s in seeds])
         samples = np.zeros((bootstrap.resamples, len(seeds), len(scored)))
         chunk = max(1, _CHUNK_CELLS // max(1, len(images)))

@@ -1,0 +1,263 @@
+"""Segmentation: decoders trained on an encoder's frozen patch grids for mask targets (`cxrbench run` on a benchmark
+whose targets are masks).
+
+Per study the reference masks are read once per image and reduced to their coverage of the decoder's loss grid
+in the encoder's input (`evaluations.masks.training_targets`, through the encoder's exact preprocessing geometry),
+so training reads no mask file. Per seed one decoder (`heads.segmentation`) learns every structure of the
+benchmark's mask targets together on the training split, is selected on the validation loss, and predicts the
+test split; each test prediction is resampled onto its reference mask's own grid, thresholded and scored per
+structure there (`metrics.segmentation.per_case_values`, MONAI). The run folder is a probe's plus:
+
+    masks/seed-S.npz     the predicted test masks of seed S (bit-packed, one [S, H, W] entry per image id), from
+                         which the stored per-case values can be recomputed
+    overlays/*.png       reference (green) and predicted (magenta) outlines on the first test images of the first seed
+
+Predictions hold one row per test image, structure and seed: `label` 1 where the reference has the structure,
+and the per-case columns `metrics.segmentation.CASE_COLUMNS`.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cxrbench.encoders.base import Encoder, FeatureRequest
+from cxrbench.errors import DataError, SpecError
+from cxrbench.evaluations.masks import to_mask_grid, training_targets
+from cxrbench.evaluations.probe import ProbeEvaluation, Trained
+from cxrbench.explain.geometry import InputGeometry
+from cxrbench.explain.sizes import image_size
+from cxrbench.features.extract import EncoderFeatures, ExtractionSettings
+from cxrbench.heads.segmentation import SegmentationHead
+from cxrbench.metrics.segmentation import CASE_COLUMNS, per_case_values
+from cxrbench.progress import Progress
+from cxrbench.registry import metric_spec, registry
+from cxrbench.specs import BenchmarkSpec, TargetSpec
+from cxrbench.study import Study
+from cxrbench.threads import use_threads
+
+#: test images of the first seed drawn as overlays
+OVERLAYS = 8
+
+
+@dataclass(frozen=True)
+class _Structure:
+    target: str
+    structure: str
+    channel: int  # the structure's channel within its target's mask
+
+
+@dataclass
+class SegmentationEvaluation(ProbeEvaluation):
+    """A probe evaluation whose head is a segmentation decoder and whose targets are masks."""
+
+    def check(self, spec: BenchmarkSpec) -> None:
+        self.entry = registry().get("heads", self.head or spec.default_head)
+        others = [t.name for t in spec.targets if t.kind != "mask"]
+        if others:
+            raise SpecError(f"benchmark '{spec.name}': segmentation scores mask targets; {others} are not masks.")
+        for name in self.metrics:
+            if "mask" not in metric_spec(name).kinds:
+                raise SpecError(f"--metric {name} does not score mask targets (see `cxrbench list metrics`).")
+        structures = [s for t in spec.targets for s in t.structures]
+        if len(set(structures)) != len(structures):
+            raise SpecError(f"benchmark '{spec.name}': structure names must be unique across its mask targets; {structures}.")
+        self.groups = []
+        self.params = self._decoder(spec).params
+
+    def _decoder(self, spec: BenchmarkSpec, device: str | None = None) -> SegmentationHead:
+        head_class = self.entry.load()
+        if not issubclass(head_class, SegmentationHead):
+            raise SpecError(f"Head '{self.entry.name}' is not a segmentation decoder; benchmark '{spec.name}' has mask "
+                            "targets: choose seg-linear, seg-linear-4, vitdet or upernet (`cxrbench list heads`).")
+        overrides = dict(self.head_params)
+        if device is not None and "device" not in overrides and "device" not in self.entry.spec.params:
+            overrides["device"] = device
+        return head_class(self.entry.spec, overrides, "mask")
+
+    def request(self, study: Study, encoder: Encoder) -> FeatureRequest:
+        needs = self._decoder(study.spec).select_inputs(encoder.spec.default_layers, encoder.num_layers)
+        layers = tuple(int(n.split("_")[1]) for n in needs if n != "patches")
+        return FeatureRequest(global_embedding=True, patch_tokens="patches" in needs, layers=layers)
+
+    def scored_targets(self, data) -> tuple[TargetSpec, ...]:
+        """One scored target per structure (the tables' columns; the macro average is over structures)."""
+        return tuple(TargetSpec(s.structure, "mask", structures=(s.structure,), metrics=data.target(s.target).metrics)
+                     for s in _structures(data.targets))
+
+    def metrics_for(self, spec: BenchmarkSpec):
+        owner = {s.structure: spec.targets[[t.name for t in spec.targets].index(s.target)] for s in _structures(spec.targets)}
+        return lambda target: list(dict.fromkeys([*spec.metrics_for(owner.get(target.name, target)), *self.metrics]))
+
+    # -- training and prediction -------------------------------------------------------------------------------
+    def _train(self, study: Study, features: EncoderFeatures, settings: ExtractionSettings, plan, progress: Progress) -> Trained:
+        data, encoder = study.data, features.encoder
+        structures = _structures(data.targets)
+        grid = _grid(features)
+        covered = (grid[0] * encoder.patch_stride, grid[1] * encoder.patch_stride)
+        head = self._decoder(study.spec, settings.device)
+        head.select_inputs(encoder.spec.default_layers, encoder.num_layers)
+        stride = int(head.params["loss_stride"])
+        cells = (covered[0] // stride, covered[1] // stride)
+        known = _has_masks(data)
+        sizes = _Sizes(data)
+        targets = self._targets(study, encoder, known, sizes, covered, cells, progress)
+        trained = Trained()
+        masks: dict[int, dict[str, np.ndarray]] = {}
+        rows = []
+        advance = progress.task(f"training {plan.name} decoders on {encoder.spec.name}", len(study.seeds))
+        for seed in study.seeds:
+            split = study.split(plan.budget, seed)
+            parts = {name: features.rows(targets, (split == name) & known) for name in ("train", "val", "test")}
+            trained.n_train[seed] = len(parts["train"])
+            trained.reports[seed] = {}
+            head = self._decoder(study.spec, settings.device)
+            head.select_inputs(encoder.spec.default_layers, encoder.num_layers)
+            with use_threads("heavy"):
+                report = head.fit(parts["train"], parts["val"], seed, progress)
+                logits = head.predict(parts["test"])
+            trained.record(seed, "masks", report)
+            test_index = np.flatnonzero((split == "test") & known)
+            masks[seed] = {}
+            for position, row in enumerate(test_index):
+                predicted, reference = self._case(data, structures, row, logits[position], encoder, sizes, covered,
+                                                  float(head.params["threshold"]))
+                masks[seed][str(data.samples["image_id"].iloc[row])] = predicted
+                values = per_case_values(predicted, reference)
+                for k, s in enumerate(structures):
+                    rows.append({"image_id": data.samples["image_id"].iloc[row], "patient_id": data.samples["patient_id"].iloc[row],
+                                 "seed": seed, "task": s.structure, "label": float(reference[k].any()),
+                                 **{column: float(values[column][k]) for column in CASE_COLUMNS}})
+            advance(1)
+        trained.predictions = pd.DataFrame(rows, columns=["image_id", "patient_id", "seed", "task", "label", *CASE_COLUMNS])
+        trained.files = {f"masks/seed-{seed}.npz": _mask_writer(predicted) for seed, predicted in masks.items()}
+        first = study.seeds[0]
+        for image_id in list(masks[first])[:OVERLAYS]:
+            row = int(np.flatnonzero(data.samples["image_id"].astype(str).to_numpy() == image_id)[0])
+            trained.files[f"overlays/{_file_name(image_id)}.png"] = _overlay_writer(data, structures, row, masks[first][image_id])
+        return trained
+
+    def _targets(self, study: Study, encoder: Encoder, known: np.ndarray, sizes: "_Sizes", covered: tuple[int, int],
+                 cells: tuple[int, int], progress: Progress) -> np.ndarray:
+        """[N, S, rows, cols] float16: each image's mask coverage of the loss grid (zeros for images without masks)."""
+        data = study.data
+        structures = _structures(data.targets)
+        out = np.zeros((len(data.samples), len(structures), *cells), dtype=np.float16)
+        advance = progress.task("reading reference masks", int(known.sum()), transient=True)
+        for row in np.flatnonzero(known):
+            geometry = InputGeometry.from_spec(encoder.preprocessing, *sizes[row])
+            channel = 0
+            for target in (t for t in data.targets if t.kind == "mask"):
+                mask = _read_mask(data, target, row, sizes[row])
+                out[row, channel : channel + len(target.structures)] = training_targets(mask, geometry, covered, cells)
+                channel += len(target.structures)
+            advance(1)
+        return out
+
+    def _case(self, data, structures: list[_Structure], row: int, logits: np.ndarray, encoder: Encoder, sizes: "_Sizes",
+              covered: tuple[int, int], threshold: float) -> tuple[np.ndarray, np.ndarray]:
+        """(predicted, reference) bool [S, H, W] of one test image on its reference masks' grid."""
+        geometry = InputGeometry.from_spec(encoder.preprocessing, *sizes[row])
+        references = [_read_mask(data, t, row, sizes[row]) for t in data.targets if t.kind == "mask"]
+        predicted, channel = [], 0
+        for mask in references:
+            part = torch.from_numpy(logits[channel : channel + len(mask)])
+            predicted.append(torch.sigmoid(to_mask_grid(part, geometry, covered, mask.shape[1:])).numpy() > threshold)
+            channel += len(mask)
+        if len({m.shape[1:] for m in references}) > 1:
+            raise DataError(f"Image {data.samples['image_id'].iloc[row]}: its mask targets are on different grids; "
+                            "score them as separate benchmarks.")
+        return np.concatenate(predicted), np.concatenate(references)
+
+
+def _structures(targets) -> list[_Structure]:
+    return [_Structure(t.name, s, k) for t in targets if t.kind == "mask" for k, s in enumerate(t.structures)]
+
+
+def _grid(features: EncoderFeatures) -> tuple[int, int]:
+    rows = features.patches if features.patches is not None else next(iter(features.layers.values()))
+    return int(rows.shape[1]), int(rows.shape[2])
+
+
+def _has_masks(data) -> np.ndarray:
+    """Images with a reference for every mask target (the others take part in no split)."""
+    known = np.ones(len(data.samples), dtype=bool)
+    for target in data.targets:
+        known &= data.samples[target.name].notna().to_numpy()
+    return known
+
+
+class _Sizes:
+    """Original image sizes (height, width), read from file headers when first asked."""
+
+    def __init__(self, data):
+        self.paths = data.samples["path"].tolist()
+        self.known: dict[int, tuple[int, int]] = {}
+
+    def __getitem__(self, row: int) -> tuple[int, int]:
+        if row not in self.known:
+            self.known[row] = image_size(self.paths[row])
+        return self.known[row]
+
+
+def _read_mask(data, target: TargetSpec, row: int, size: tuple[int, int] | None = None) -> np.ndarray:
+    """One image's mask of `target`, bool [S, H, W]; with the image's `size` (height, width), the mask must cover
+    the same field of view: its grid may be coarser or finer (SCR's masks are half JSRT's side), not of another shape."""
+    image_id = data.samples["image_id"].iloc[row]
+    if data.mask_reader is None:
+        raise DataError(f"The loader of '{data.name}' gives no mask reader for its mask target '{target.name}'.")
+    mask = np.asarray(data.mask_reader(target.name, data.samples[target.name].iloc[row]))
+    if mask.ndim != 3 or len(mask) != len(target.structures):
+        raise DataError(f"Image {image_id} of {data.name}: the mask of '{target.name}' has shape {mask.shape}; expected "
+                        f"[{len(target.structures)}, H, W] ({', '.join(target.structures)}).")
+    if size is not None and abs(mask.shape[1] * size[1] - mask.shape[2] * size[0]) > 0.01 * mask.shape[2] * size[0]:
+        raise DataError(f"Image {image_id} of {data.name} ({data.samples['path'].iloc[row]}) is {size[0]} x {size[1]} px "
+                        f"but its '{target.name}' mask is {mask.shape[1]} x {mask.shape[2]}: a mask must cover the image "
+                        "(same height-to-width ratio). Fix or replace the mask, or remove the image's row.")
+    return mask.astype(bool)
+
+
+def _mask_writer(masks: dict[str, np.ndarray]):
+    def write(path: Path) -> None:
+        arrays = {}
+        for image_id, mask in masks.items():
+            arrays[f"{image_id}"] = np.packbits(mask, axis=None)
+            arrays[f"{image_id}::shape"] = np.asarray(mask.shape)
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **arrays)
+        path.write_bytes(buffer.getvalue())
+    return write
+
+
+def read_predicted_masks(path: Path) -> dict[str, np.ndarray]:
+    """The masks `masks/seed-S.npz` holds: image id -> bool [S, H, W]."""
+    with np.load(path) as stored:
+        return {key: np.unpackbits(stored[key], count=int(np.prod(stored[f"{key}::shape"]))).reshape(stored[f"{key}::shape"]).astype(bool)
+                for key in stored.files if not key.endswith("::shape")}
+
+
+def _file_name(image_id: str) -> str:
+    return "".join(c if c.isalnum() or c in "-._" else "_" for c in str(image_id))
+
+
+def _overlay_writer(data, structures: list[_Structure], row: int, predicted: np.ndarray):
+    def write(path: Path) -> None:
+        from PIL import Image
+        from skimage.segmentation import find_boundaries
+        from skimage.transform import resize
+
+        from cxrbench.data.images import read_image
+
+        references = np.concatenate([_read_mask(data, t, row) for t in data.targets if t.kind == "mask"])
+        image = resize(read_image(data.samples["path"].iloc[row]), references.shape[1:], order=1, anti_aliasing=True)
+        rgb = np.repeat(image[..., None], 3, axis=2)
+        for k in range(len(structures)):
+            rgb[find_boundaries(references[k], mode="inner")] = (0.1, 0.9, 0.2)
+            rgb[find_boundaries(predicted[k], mode="inner")] = (0.95, 0.1, 0.85)
+        Image.fromarray((np.clip(rgb, 0, 1) * 255).astype(np.uint8)).save(path, format="PNG")
+    return write

@@ -1,0 +1,163 @@
+"""Segmentation end to end: decoders on cached features of synthetic folders in the released layouts (JSRT + SCR,
+SIIM-ACR), masks carried through each encoder's preprocessing geometry, per-case Dice that MONAI recomputes from the
+stored masks, and the errors a user meets first."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from monai.metrics import DiceMetric
+from typer.testing import CliRunner
+
+from cxrbench.cli import app
+from cxrbench.evaluations.masks import to_mask_grid, training_targets
+from cxrbench.evaluations.segmentation import read_predicted_masks
+from cxrbench.explain.geometry import InputGeometry
+from cxrbench.metrics.segmentation import per_case_values
+from cxrbench.registry import registry
+from cxrbench.specs import PreprocessSpec
+from cxrbench.study import load_benchmark
+
+runner = CliRunner()
+
+
+def _message(result) -> str:
+    return " ".join(result.output.split())
+
+
+@pytest.fixture(scope="module")
+def jsrt_root(tmp_path_factory) -> Path:
+    from cxrbench.data.synthetic_layouts import write_synthetic_jsrt
+
+    return write_synthetic_jsrt(tmp_path_factory.mktemp("seg") / "jsrt", images=24, seed=1)
+
+
+@pytest.fixture(scope="module")
+def jsrt_run(jsrt_root, tmp_path_factory) -> Path:
+    """UPerNet on four blocks of a randomly initialised ViT-S (112 px: 8 x 8 patches), trained from cached features."""
+    work = tmp_path_factory.mktemp("seg-run")
+    result = runner.invoke(app, ["run", "jsrt", "--encoder", "dinov2-small", "--weights", "random", "--image-size", "112",
+                                 "--data-root", str(jsrt_root), "--out", str(work / "out"), "--cache-dir", str(work / "cache"),
+                                 "--seeds", "1", "--head", "upernet", "--bootstrap", "100", "--head-param", "epochs=40",
+                                 "--head-param", "batch_size=4", "--head-param", "channels=64", "--head-param", "lr=0.001"])
+    assert result.exit_code == 0, result.output
+    return work / "out" / "jsrt" / "dinov2-small" / "upernet"
+
+
+def test_a_decoder_on_random_vit_features_segments_the_planted_structures(jsrt_run):
+    metrics = json.loads((jsrt_run / "metrics.json").read_text())
+    dice = metrics["metrics"]["dice"]
+    assert dice["right_lung"]["mean"] > 0.9 and dice["heart"]["mean"] > 0.9, {k: v["mean"] for k, v in dice.items()}
+    assert metrics["heads"]["0"]["masks"]["chosen"]["trainable_parameters"] > 0
+    assert metrics["run_identity"]["synthetic_data"] is True
+    assert len(list((jsrt_run / "overlays").glob("*.png"))) == 8
+
+
+def test_stored_dice_equals_monai_recomputed_from_the_saved_masks(jsrt_run, jsrt_root):
+    """Per case and structure, on the reference masks' own 1024 x 1024 grid (SCR), not the encoder's input."""
+    _, data = load_benchmark("jsrt", jsrt_root, {})
+    predicted = read_predicted_masks(jsrt_run / "masks" / "seed-0.npz")
+    stored = pd.read_parquet(jsrt_run / "predictions.parquet")
+    structures = data.target("anatomy").structures
+    metric = DiceMetric(include_background=True, reduction="none", ignore_empty=True)
+    assert set(predicted) == set(stored["image_id"])
+    for image_id, mask in predicted.items():
+        reference = data.mask_reader("anatomy", image_id)
+        assert mask.shape == reference.shape == (5, 1024, 1024)
+        expected = metric(torch.from_numpy(mask[None]).double(), torch.from_numpy(reference[None]).double())[0].numpy()
+        rows = stored[stored["image_id"] == image_id].set_index("task").loc[list(structures)]
+        np.testing.assert_allclose(rows["dice"].to_numpy(), expected, atol=1e-6)
+    summary = json.loads((jsrt_run / "metrics.json").read_text())["metrics"]["dice"]
+    for structure in structures:
+        assert summary[structure]["mean"] == pytest.approx(stored.loc[stored["task"] == structure, "dice"].mean(), abs=1e-12)
+
+
+def test_empty_mask_policies_are_separate_metrics():
+    """Dice on cases with the structure, the Kaggle convention over all cases, and the detection rate."""
+    from cxrbench.registry import metric
+
+    reference = np.zeros((3, 1, 16, 16), dtype=bool)
+    predicted = np.zeros_like(reference)
+    reference[0, 0, 2:8, 2:8] = predicted[0, 0, 4:8, 2:8] = True  # found, half the area: Dice 2*24/(36+24) = 0.8
+    predicted[2, 0, 0:2, 0:2] = True  # a false positive on an empty case
+    values = [per_case_values(p, r) for p, r in zip(predicted, reference)]
+    labels = np.array([r.any() for r in reference], dtype=float)
+    column = {name: np.array([v[name][0] for v in values]) for name in ("dice", "dice_empty_is_1", "predicted")}
+    for name, expected in (("dice", 0.8), ("dice_empty_is_1", (0.8 + 1 + 0) / 3), ("detection_rate", 1.0)):
+        scorer = metric(name)
+        keep = scorer.selects(labels, column[scorer.case_value])
+        assert scorer.score(labels[keep], column[scorer.case_value][keep]) == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("preprocessing", [
+    PreprocessSpec(size=96, resize="shortest_edge", crop=96),  # crops the long side
+    PreprocessSpec(size=96, resize="square", letterbox=96),    # letterbox margins
+])
+def test_masks_follow_the_encoder_geometry_there_and_back(preprocessing):
+    """A mask taken to an encoder's loss grid and its coverage resampled back lands where it was (crop, letterbox)."""
+    height, width = 300, 240
+    geometry = InputGeometry.from_spec(preprocessing, height, width)
+    yy, xx = np.mgrid[0:150, 0:120]
+    mask = (((yy - 80) / 40.0) ** 2 + ((xx - 60) / 30.0) ** 2 < 1)[None]  # on a half-resolution grid, like SCR's
+    covered = geometry.input
+    coverage = training_targets(mask, geometry, covered, (covered[0] // 2, covered[1] // 2))
+    logits = torch.logit(torch.from_numpy(coverage).clamp(1e-4, 1 - 1e-4))
+    back = torch.sigmoid(to_mask_grid(logits, geometry, covered, mask.shape[1:])).numpy() > 0.5
+    dice = 2 * (back & mask).sum() / (back.sum() + mask.sum())
+    assert dice > 0.95, dice
+
+
+def test_siim_runs_with_the_pixels_encoder_and_records_the_empty_cases(tmp_path):
+    from cxrbench.data.synthetic_layouts import write_synthetic_siim
+
+    root = write_synthetic_siim(tmp_path / "siim", patients=60, size=64)
+    result = runner.invoke(app, ["run", "siim-acr", "--encoder", "pixels", "--data-root", str(root), "--out",
+                                 str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"), "--seeds", "1",
+                                 "--bootstrap", "50", "--head-param", "epochs=3"])
+    assert result.exit_code == 0, result.output
+    stored = pd.read_parquet(tmp_path / "out/siim-acr/pixels/seg-linear/predictions.parquet")
+    assert set(stored["label"]) == {0.0, 1.0}  # test cases with and without a pneumothorax
+    assert stored.loc[stored["label"] == 0, "dice"].isna().all()  # Dice is undefined on them ...
+    assert stored["dice_empty_is_1"].notna().all()  # ... the Kaggle convention scores every case
+    metrics = json.loads((tmp_path / "out/siim-acr/pixels/seg-linear/metrics.json").read_text())
+    assert set(metrics["metrics"]) == {"dice", "dice_empty_is_1", "detection_rate", "hd95"}
+
+
+def test_a_probe_on_a_mask_benchmark_is_refused_before_any_data_is_read(tmp_path):
+    result = runner.invoke(app, ["run", "jsrt", "--encoder", "pixels", "--head", "linear", "--data-root",
+                                 str(tmp_path / "absent"), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "is not a segmentation decoder" in _message(result)
+    result = runner.invoke(app, ["run", "scoliosis", "--encoder", "pixels", "--head", "upernet", "--data-root",
+                                 str(tmp_path / "absent"), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "trains mask targets, not regression ones" in _message(result)
+
+
+def test_a_mask_that_does_not_cover_its_image_is_named(jsrt_root, tmp_path):
+    from PIL import Image
+
+    root = Path(shutil.copytree(jsrt_root, tmp_path / "jsrt", copy_function=os.link))
+    gif = next((root / "scratch/fold1/masks/heart").glob("*.gif"))
+    for structure in gif.parent.parent.iterdir():  # every mask of one image, another aspect ratio than 2048 x 2048
+        (structure / gif.name).unlink()
+        Image.fromarray(np.zeros((1024, 700), dtype=np.uint8)).save(structure / gif.name)
+    result = runner.invoke(app, ["run", "jsrt", "--encoder", "pixels", "--data-root", str(root), "--out",
+                                 str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"), "--seeds", "1"])
+    assert result.exit_code != 0
+    text = _message(result)
+    assert gif.stem in text and "must cover the image" in text, text
+    assert not (tmp_path / "out/jsrt").exists() or not any((tmp_path / "out/jsrt").rglob("metrics.json"))
+
+
+def test_decoder_heads_are_registered_with_their_protocols():
+    heads = {name: registry().get("heads", name).spec.params for name in
+             ("seg-linear", "seg-linear-4", "vitdet", "upernet", "upernet-raydino")}
+    assert heads["upernet"]["layers"] == "default" and heads["vitdet"]["layers"] == "last"
+    assert heads["seg-linear-4"]["layers"] == "last4"
+    assert len(heads["upernet-raydino"]["lr"]) == 9 and heads["upernet-raydino"]["iterations"] == 5000
