@@ -21,7 +21,7 @@ from cxrbench.registry import head_spec
 from cxrbench.specs import PreprocessSpec
 from cxrbench.study import load_benchmark
 from cxrbench.training.augment import AugmentationParams, AugmentationPolicy, view_seed
-from cxrbench.training.online import OnlineBatches, augmentation_policy
+from cxrbench.training.online import ImageViews, OnlineBatches, augmentation_policy
 
 
 class RecordingProgress:
@@ -67,8 +67,8 @@ def online_probe(encoder, paths, labels, seed=0, workers=0, progress=None, **par
     probe, its fit report and the source."""
     probe = LinearProbe(head_spec("linear-augmented"), params)
     progress = progress or SilentProgress()
-    source = OnlineBatches(encoder, list(paths), augmentation_policy(probe.params["augmentation"], encoder, "test"), seed,
-                           num_workers=workers, progress=progress)
+    views = ImageViews(list(paths), augmentation_policy(probe.params["augmentation"], encoder, "test"), encoder.preprocessor, seed)
+    source = OnlineBatches(encoder, views, num_workers=workers, progress=progress)
     cached = FeatureSet(np.zeros((len(paths), encoder.embed_dim), np.float32), labels)  # statistics unused (standardize off)
     report = probe.fit(cached, FeatureSet(cached.global_[:0], labels[:0]), seed, progress, source)
     return probe, report, source
@@ -186,7 +186,7 @@ def test_the_online_source_feeds_what_the_encoder_gives_an_augmented_view(vindr,
     _, data, train = vindr
     paths = list(data.samples["path"].to_numpy()[train][:6])
     policy = AugmentationPolicy(AugmentationParams(), pixels.preprocessing)
-    source = OnlineBatches(pixels, paths, policy, seed=3)
+    source = OnlineBatches(pixels, ImageViews(paths, policy, pixels.preprocessor, seed=3))
     batch = np.array([4, 1, 2])
     (inputs,) = list(source.epoch([batch], 2, ("global",)))
     expected = torch.stack([pixels.preprocessor(policy(read_image(paths[i]), view_seed(3, 2, int(i)))) for i in batch])

@@ -161,3 +161,147 @@ def test_decoder_heads_are_registered_with_their_protocols():
     assert heads["upernet"]["layers"] == "default" and heads["vitdet"]["layers"] == "last"
     assert heads["seg-linear-4"]["layers"] == "last4"
     assert len(heads["upernet-raydino"]["lr"]) == 9 and heads["upernet-raydino"]["iterations"] == 5000
+
+
+# -- online training: image and masks augmented together -----------------------------------------------------------
+def test_an_online_view_moves_its_masks_with_its_image(tmp_path):
+    """Image = its own mask (an off-centre ellipse): after affine + elastic draws, the view's pixels and its loss-grid
+    targets must still coincide, and differ from the un-augmented targets."""
+    from PIL import Image
+
+    from cxrbench.encoders.preprocessing import Preprocessor
+    from cxrbench.training.mask_views import MaskAugmentation, MaskViews
+
+    yy, xx = np.mgrid[0:200, 0:160]
+    mask = (((yy - 70) / 35.0) ** 2 + ((xx - 100) / 25.0) ** 2 < 1)
+    path = tmp_path / "image.png"
+    Image.fromarray((mask * 255).astype(np.uint8)).save(path)
+    preprocessing = PreprocessSpec(size=64, resize="square", channels=1, mean=(0.0,), std=(1.0,))
+    policy = MaskAugmentation(affine_p=1.0, rotate_degrees=30, translate=0.1, elastic_p=1.0, intensity_p=0.0, gamma_p=0.0)
+    views = MaskViews([str(path)], lambda index: mask[None], 1, policy, Preprocessor(preprocessing), (64, 64), (16, 16), seed=0)
+    still = training_targets(mask[None], InputGeometry.from_spec(preprocessing, 200, 160), (64, 64), (16, 16))[0]
+    moved = 0
+    for epoch in range(4):
+        view = views[(epoch, 0)]
+        assert view["error"] == ""
+        pixels = torch.nn.functional.avg_pool2d(view["pixels"][None], 4)[0, 0].numpy()
+        targets = view["targets"][0].numpy()
+        assert np.corrcoef(pixels.ravel(), targets.ravel())[0, 1] > 0.9
+        moved += np.abs(targets - still).mean() > 0.01
+        np.testing.assert_array_equal(views[(epoch, 0)]["targets"].numpy(), view["targets"].numpy())  # reproducible
+    assert moved >= 3
+
+
+def test_a_flip_is_refused_for_lateral_structures_before_any_data_is_read(tmp_path):
+    """(Online training itself runs in test_every_decoder_trains_and_predicts_from_a_vit.)"""
+    result = runner.invoke(app, ["run", "jsrt", "--encoder", "pixels", "--data-root", str(tmp_path / "absent"),
+                                 "--head-param", "features=online", "--head-param", "augmentation={hflip_p: 0.5}"])
+    assert result.exit_code == 2 and "have a side" in _message(result)
+
+
+def test_rad_dino_table_3_lays_our_decoders_beside_the_papers(tmp_path):
+    """Our rows show the spread over test cases, as the paper does; the paper's rows are encoder / decoder pairs."""
+    from cxrbench.data.synthetic_layouts import write_synthetic_candid_seg, write_synthetic_vindr_ribcxr
+
+    roots = {"candid-ptx-seg": write_synthetic_candid_seg(tmp_path / "candid", patients=30),
+             "vindr-ribcxr": write_synthetic_vindr_ribcxr(tmp_path / "ribs")}
+    for benchmark, root in roots.items():
+        result = runner.invoke(app, ["run", benchmark, "--encoder", "pixels", "--data-root", str(root), "--out",
+                                     str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"), "--seeds", "2",
+                                     "--bootstrap", "50", "--head-param", "epochs=3"])
+        assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["table", "--layout", "rad-dino-3", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "mean ± std over test cases" in _message(result)
+    latex = (tmp_path / "out/tables/rad-dino-3.tex").read_text()
+    assert latex.count(r"\begin{") == latex.count(r"\end{") and "RAD-DINO / UPerNet" in latex
+    table = pd.read_csv(tmp_path / "out/tables/rad-dino-3.csv")
+    ours = table[table["source"] == "cxrbench"]
+    assert set(ours["column"]) == {"Pneumothorax", "Chest tubes", "Ribs"}
+    ribs = json.loads((tmp_path / "out/vindr-ribcxr/pixels/seg-linear/metrics.json").read_text())["metrics"]["dice"]["macro"]
+    assert ours.loc[ours["column"] == "Ribs", "std"].iloc[0] == pytest.approx(ribs["case_std"], abs=1e-12)
+    published = table[(table["source"] != "cxrbench") & (table["model"] == "RAD-DINO / UPerNet")]
+    assert published.set_index("column")["mean"].to_dict() == pytest.approx(
+        {"Lungs": 0.98, "Lung zones": 0.912, "Pneumothorax": 0.658, "Chest tubes": 0.719, "Ribs": 0.853})
+    assert published.set_index("column").loc["Lungs", "std"] == pytest.approx(0.011)
+    from cxrbench.results.paper_tables import get_layout
+
+    block = get_layout("rad-dino-3").groups[0].fallback_published["dice"]
+    assert block.paper_model("rad-dino", "upernet") == "RAD-DINO / UPerNet"
+    assert block.paper_model("rad-dino", "seg-linear [online]") == "RAD-DINO / Linear"
+    assert block.paper_model("rad-dino", "upernet-raydino") is None and block.paper_model("dinov2-small", "upernet") is None
+
+
+@pytest.mark.parametrize("head, features", [("seg-linear-4", "cached"), ("vitdet", "cached"), ("upernet", "online")])
+def test_every_decoder_trains_and_predicts_from_a_vit(tmp_path, head, features):
+    """The decoders that read a ViT's intermediate blocks or build a pyramid, on SIIM-ACR's layout, cached and online."""
+    from cxrbench.data.synthetic_layouts import write_synthetic_siim
+
+    root = write_synthetic_siim(tmp_path / "siim", patients=30, size=64)
+    result = runner.invoke(app, ["run", "siim-acr", "--encoder", "dinov2-small", "--weights", "random", "--image-size", "56",
+                                 "--data-root", str(root), "--out", str(tmp_path / "out"), "--cache-dir",
+                                 str(tmp_path / "cache"), "--seeds", "1", "--bootstrap", "20", "--head", head,
+                                 "--head-param", "epochs=2", "--head-param", "batch_size=8", "--head-param", "channels=32",
+                                 "--head-param", f"features={features}"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / f"out/siim-acr/dinov2-small/{head}/metrics.json").read_text())
+    chosen = metrics["heads"]["0"]["masks"]["chosen"]
+    assert chosen["trainable_parameters"] > 0 and chosen.get("features", "cached") == features
+    if features == "online":  # image and masks augmented together, never flipped by default
+        assert chosen["augmentation"]["hflip_p"] == 0.0 and chosen["augmentation"]["affine_p"] > 0
+    assert metrics["metrics"]["dice_empty_is_1"]["pneumothorax"]["mean"] is not None
+
+
+def test_paxray_transfer_trains_on_projections_and_scores_the_real_masks(jsrt_root, tmp_path, monkeypatch):
+    from cxrbench.data.synthetic_layouts import write_synthetic_paxray
+
+    monkeypatch.delenv("CXRBENCH_JSRT_ROOT", raising=False)
+    paxray = write_synthetic_paxray(tmp_path / "paxray", volumes=12)
+    _, data = load_benchmark("paxray-to-jsrt", paxray, {"test_root": str(jsrt_root)})
+    samples = data.samples
+    assert set(samples.loc[samples["split"] == "train", "image_id"].str.split(":").str[0]) == {"paxray"}
+    assert set(samples.loc[samples["split"] == "test", "image_id"].str.split(":").str[0]) == {"jsrt"}
+    assert (samples["split"] == "test").sum() == 24 and data.synthetic
+    _, jsrt = load_benchmark("jsrt", jsrt_root, {})
+    test_row = samples[samples["split"] == "test"].iloc[0]
+    np.testing.assert_array_equal(data.mask_reader("anatomy", test_row["anatomy"]),
+                                  jsrt.mask_reader("anatomy", test_row["image_id"].split(":", 1)[1]))
+    train_row = samples[samples["split"] == "train"].iloc[0]
+    assert data.mask_reader("anatomy", train_row["anatomy"]).shape[0] == 5  # PAXRay++ classes mapped onto JSRT's five
+
+    result = runner.invoke(app, ["run", "paxray-to-jsrt", "--encoder", "pixels", "--data-root", str(paxray), "--out",
+                                 str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"), "--seeds", "1",
+                                 "--bootstrap", "20", "--head-param", "epochs=1"])
+    assert "test_root=DIR" in _message(result) and result.exit_code == 2  # where JSRT is must be said
+    result = runner.invoke(app, ["run", "paxray-to-jsrt", "--encoder", "pixels", "--data-root", str(paxray), "--out",
+                                 str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"), "--seeds", "1",
+                                 "--bootstrap", "20", "--head-param", "epochs=1", "--dataset-option", f"test_root={jsrt_root}"])
+    assert result.exit_code == 0, result.output
+    stored = pd.read_parquet(tmp_path / "out/paxray-to-jsrt/pixels/seg-linear/predictions.parquet")
+    assert stored["image_id"].str.startswith("jsrt:").all() and stored["image_id"].nunique() == 24
+    result = runner.invoke(app, ["table", "--layout", "raydino-seg", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(tmp_path / "out/tables/raydino-seg.csv")
+    assert len(table[table["source"] != "cxrbench"]) == 6  # RayDINO's six mDice figures
+    assert set(table.loc[table["source"] == "cxrbench", "benchmark"]) == {"paxray-to-jsrt"}
+    assert table.loc[(table["source"] != "cxrbench") & (table["benchmark"] == "paxray-to-jsrt"), "mean"].iloc[0] == pytest.approx(0.808)
+
+
+def test_training_targets_larger_than_memory_go_to_a_scratch_file_that_is_removed(tmp_path, monkeypatch):
+    from cxrbench.data.synthetic_layouts import write_synthetic_siim
+    from cxrbench.evaluations import segmentation
+
+    root = write_synthetic_siim(tmp_path / "siim", patients=30, size=64)
+    arguments = ["run", "siim-acr", "--encoder", "pixels", "--data-root", str(root), "--cache-dir", str(tmp_path / "cache"),
+                 "--seeds", "1", "--bootstrap", "20", "--head-param", "epochs=2"]
+    assert runner.invoke(app, [*arguments, "--out", str(tmp_path / "ram")]).exit_code == 0
+    monkeypatch.setattr(segmentation, "TARGETS_IN_MEMORY", 0)
+    created = []
+    original = np.lib.format.open_memmap
+    monkeypatch.setattr(np.lib.format, "open_memmap", lambda path, **kw: created.append(path) or original(path, **kw))
+    result = runner.invoke(app, [*arguments, "--out", str(tmp_path / "disk")])
+    assert result.exit_code == 0, result.output
+    scratch = [Path(p) for p in created if ".mask-targets-" in str(p)]  # (the feature cache maps its shards too)
+    assert scratch and all(p.parent == tmp_path / "cache" and not p.exists() for p in scratch)
+    ram, disk = (pd.read_parquet(tmp_path / f"{out}/siim-acr/pixels/seg-linear/predictions.parquet") for out in ("ram", "disk"))
+    pd.testing.assert_frame_equal(ram, disk)

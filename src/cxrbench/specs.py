@@ -129,6 +129,17 @@ class PublishedSpec:
     std_suffix: tuple[str, str] = ("_mean", "_std")
     aggregate_column: str | None = None
     encoders: dict[str, str] = field(default_factory=dict)
+    # when the paper's rows are encoder-and-decoder pairs: our head -> the paper's decoder name; the paper's row is
+    # then "<encoder's model> / <decoder>" (RAD-DINO Table 3)
+    heads: dict[str, str] = field(default_factory=dict)
+
+    def paper_model(self, encoder: str, head: str | None = None) -> str | None:
+        """The paper's row name for our encoder (and head, where rows pair an encoder with a decoder)."""
+        model = self.encoders.get(encoder)
+        if model is None or not self.heads:
+            return model
+        decoder = self.heads.get((head or "").split(" [")[0])
+        return None if decoder is None else f"{model} / {decoder}"
 
 
 TargetKind = Literal["binary", "multiclass", "regression", "mask"]
@@ -142,7 +153,8 @@ class TargetSpec:
     multiclass: one of `classes`; the column holds the class index (0-based, in the order of `classes`) or NaN.
     regression: a number in `unit`; the column holds the value or NaN.
     mask:       `structures` outlined on the image; the column holds a reference the loader's mask reader opens
-                lazily (masks are never all in memory).
+                lazily (masks are never all in memory). `lateral: true` when the structures have a side (left / right
+                lung, ribs): a horizontal flip would swap them, so augmentation may not flip.
     A spec lists a binary target by its name alone, any other as a mapping.
     """
 
@@ -153,9 +165,12 @@ class TargetSpec:
     structures: tuple[str, ...] = ()
     # this target's metrics when not the benchmark's (e.g. a regression target beside binary ones)
     metrics: tuple[str, ...] = ()
+    lateral: bool = False
 
     def __post_init__(self) -> None:
         where = f"target '{self.name}'"
+        if self.lateral and self.kind != "mask":
+            raise SpecError(f"{where}: `lateral` belongs to mask targets (this one is {self.kind}).")
         if self.kind == "multiclass" and (len(self.classes) < 2 or len(set(self.classes)) != len(self.classes)):
             raise SpecError(f"{where}: a multiclass target needs `classes`, two or more distinct names.")
         if self.kind != "multiclass" and self.classes:

@@ -52,7 +52,9 @@ DEFAULTS: dict[str, Any] = {
 _RLE = re.compile(r"\d+(?:\s+\d+)*")
 
 
-def _settings(spec: BenchmarkSpec, options: Mapping[str, Any]) -> dict[str, Any]:
+def candid_settings(spec: BenchmarkSpec, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The loader's settings: DEFAULTS, then the spec's `dataset:` block, then the options (`columns` merged by key);
+    the spec's tasks and the patient id source are checked."""
     settings = dataset_settings(spec, options, DEFAULTS)
     settings["columns"] = {**DEFAULTS["columns"], **(spec.dataset.get("columns") or {}), **(options.get("columns") or {})}
     unknown = [t for t in spec.tasks if t not in TASKS]
@@ -76,7 +78,7 @@ def _check_rle(value: Any) -> bool:
 
 def candid_labels(root: Path, spec: BenchmarkSpec, options: Mapping[str, Any]) -> tuple[pd.DataFrame, list[str]]:
     """One row per image (image_id, filename, patient_id, one float column per task) and notes; no image checks."""
-    settings = _settings(spec, options)
+    settings = candid_settings(spec, options)
     cols = settings["columns"]
     reports_path = root / settings["reports_csv"]
     reports = read_csv(
@@ -178,7 +180,7 @@ def _finding_images(path: Path, task: str, cols: dict, known: set[str], reports_
 
 def load_candid_ptx(root: Path, spec: BenchmarkSpec, options: Mapping[str, Any]) -> BenchmarkData:
     root = data_folder(root, "CANDID-PTX", "Pneumothorax_reports.csv and dataset/")
-    settings = _settings(spec, options)
+    settings = candid_settings(spec, options)
     frame, notes = candid_labels(root, spec, options)
     frame["path"] = resolve_image_files(root / settings["image_dir"], frame["image_id"], settings["image_suffixes"],
                                         "CANDID-PTX images")

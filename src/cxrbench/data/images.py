@@ -31,10 +31,10 @@ def read_image(path: str | Path) -> np.ndarray:
     (the caller adds what the user should do, which depends on where the file came from)."""
     path = Path(path)
     try:
-        if path.suffix.lower() == JSRT_SUFFIX:
-            image = read_jsrt_raw(path)
-        elif path.suffix.lower() in DICOM_SUFFIXES or has_dicom_preamble(path):
+        if path.suffix.lower() in DICOM_SUFFIXES or has_dicom_preamble(path):  # a DICOM whatever its name
             image = _read_dicom(path)
+        elif path.suffix.lower() == JSRT_SUFFIX:
+            image = read_jsrt_raw(path)
         else:
             image = _read_raster(path)
     except ImageReadError:

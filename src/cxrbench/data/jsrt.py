@@ -28,7 +28,7 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from cxrbench.data.images import JSRT_SIDE, JSRT_SUFFIX
-from cxrbench.data.samples import BenchmarkData
+from cxrbench.data.samples import BenchmarkData, present_column
 from cxrbench.data.settings import data_folder, dataset_settings
 from cxrbench.errors import DataError, ImageReadError
 from cxrbench.specs import BenchmarkSpec
@@ -193,7 +193,7 @@ def load_jsrt(root: Path, spec: BenchmarkSpec, options: Mapping[str, Any]) -> Be
         stop = start + len(target.structures)
         per_target[target.name] = {i: paths[i][start:stop] for i in ids}
         samples[target.name] = pd.Series(ids, dtype=object)
-        samples[f"{target.name}:present"] = 1.0  # SCR outlines every structure on every image
+        samples[present_column(target.name)] = 1.0  # SCR outlines every structure on every image
         start = stop
     counts = ", ".join(f"{name} ({fold}) {int((samples['split'] == name).sum())}" for fold, name in split.items())
     notes = [f"images: {counts}; patients: one per image (JSRT has no patient ids); nodule images (JPCLN) "

@@ -30,6 +30,14 @@ from cxrbench.errors import DataError
 from cxrbench.specs import TargetSpec
 
 REQUIRED_COLUMNS = ("image_id", "patient_id", "path", "split")
+
+
+def present_column(target: str) -> str:
+    """The name of a mask target's optional companion column: 1.0 where any of its structures is drawn, else 0.0
+    (known to the loader without reading masks)."""
+    return f"{target}:present"
+
+
 #: the splits a model is trained or scored on: a target must be learnable and measurable there
 CHECKED_SPLITS = ("train", "test")
 
@@ -116,9 +124,20 @@ class BenchmarkData:
 
     # -- labels ---------------------------------------------------------------------------------------------
     def labels(self, rows: pd.DataFrame | None = None) -> np.ndarray:
-        """[N, T] float32: each target's column (the class index for multiclass targets), NaN unknown."""
+        """[N, T] float32: each target's column (the class index for multiclass targets), NaN unknown. A mask target's
+        column is whether its structures are drawn (`<name>:present`, else 1 wherever there is a mask reference)."""
         frame = self.samples if rows is None else rows
-        return frame[list(self.tasks)].to_numpy(dtype=np.float32)
+        columns = [self.mask_presence(t.name, frame) if t.kind == "mask" else frame[t.name].to_numpy(dtype=np.float32)
+                   for t in self.targets]
+        return np.stack(columns, axis=1).astype(np.float32) if columns else np.zeros((len(frame), 0), dtype=np.float32)
+
+    def mask_presence(self, name: str, frame: pd.DataFrame | None = None) -> np.ndarray:
+        """1 / 0 / NaN per image: a mask target's structures drawn, none drawn, no mask reference."""
+        frame = self.samples if frame is None else frame
+        known = frame[name].notna().to_numpy()
+        present = present_column(name)
+        values = frame[present].to_numpy(dtype=np.float32) if present in frame else np.ones(len(frame), dtype=np.float32)
+        return np.where(known, values, np.nan).astype(np.float32)
 
     def label_counts(self, split: np.ndarray | None = None) -> dict[str, pd.DataFrame]:
         """Per target kind, a table of counts per split and target (what `cxrbench data check` prints):
@@ -135,8 +154,8 @@ class BenchmarkData:
                 values = frame[target.name]
                 if target.kind == "mask":
                     counts = {"with_mask": int(values.notna().sum()), "unknown": int(values.isna().sum())}
-                    if f"{target.name}:present" in frame:  # a loader's companion column: has the structure (1) or not (0)
-                        present = frame[f"{target.name}:present"].to_numpy(dtype=np.float64)
+                    if present_column(target.name) in frame:  # a loader's companion column: has the structure (1) or not (0)
+                        present = self.mask_presence(target.name, frame)
                         counts.update(present=int((present == 1).sum()), empty=int((present == 0).sum()))
                 else:
                     counts = _counts(target, values.to_numpy(dtype=np.float64))

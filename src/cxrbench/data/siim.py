@@ -30,7 +30,7 @@ import pandas as pd
 
 from cxrbench.data.csvs import csv_row, read_csv, row_error
 from cxrbench.data.rle import EMPTY, decode_relative_rle, parse_relative_rle
-from cxrbench.data.samples import BenchmarkData
+from cxrbench.data.samples import BenchmarkData, present_column
 from cxrbench.data.settings import data_folder, dataset_settings
 from cxrbench.data.splits import POOL
 from cxrbench.errors import DataError
@@ -41,11 +41,6 @@ DEFAULTS: dict[str, Any] = {
     "labels_csv": "train-rle.csv",
     "image_dirs": ["dicom-images-train", "dicom-images-test"],
 }
-
-
-def present_column(target: str) -> str:
-    """The name of a mask target's companion column: 1.0 when the image has the structure, else 0.0."""
-    return f"{target}:present"
 
 
 def _settings(spec: BenchmarkSpec, options: Mapping[str, Any]) -> dict[str, Any]:

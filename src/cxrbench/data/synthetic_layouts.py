@@ -1,5 +1,7 @@
 """Small synthetic datasets in the released layouts of CANDID-PTX, RSNA-Pneumonia, PadChest, POLCOVID and
-AASCE 2019 / BoostNet (spine radiographs with planted Cobb angles).
+AASCE 2019 / BoostNet (spine radiographs with planted Cobb angles), and of the segmentation releases: JSRT + SCR,
+SIIM-ACR, CANDID-PTX's masks, VinDr-RibCXR, the MIMIC-CXR lung masks with Chest ImaGenome zones, and PAXRay++
+(structures drawn visibly, their masks written in each release's own encoding: GIF, RLE, polygons, COCO RLE).
 
 For tests and demos: the loaders, the image decoders and the pipeline run on them without any download.
 Images come from `synthetic.render_chest` (the VinDr generator's renderer). It draws VinDr findings only, so
@@ -80,6 +82,15 @@ def _blob_mask(size: int, rng: np.random.Generator) -> np.ndarray:
 # --------------------------------------------------------------------------------------------- CANDID-PTX
 
 
+def _write_candid_csvs(root: Path, reports: list[dict], tubes: list[dict], fractures: list[dict]) -> None:
+    """CANDID-PTX's three label CSVs, with the release's columns."""
+    columns = ["SOPInstanceUID", "filename", "EncodedPixels", "StudyInstanceUID", "Report"]
+    pd.DataFrame(reports)[columns].to_csv(root / "Pneumothorax_reports.csv", index=False)
+    finding_columns = ["anon_SOPUID", "annotation_ref", "mask_rle"]
+    pd.DataFrame(tubes, columns=finding_columns).to_csv(root / "chest_tube.csv", index=False)
+    pd.DataFrame(fractures, columns=finding_columns).to_csv(root / "acute_rib_fracture.csv", index=False)
+
+
 def write_synthetic_candid(root: str | Path, patients: int = 30, size: int = 64, seed: int = 0) -> Path:
     """Pneumothorax_reports.csv, chest_tube.csv, acute_rib_fracture.csv and dataset/<SOPInstanceUID>.jpg.
 
@@ -114,11 +125,7 @@ def write_synthetic_candid(root: str | Path, patients: int = 30, size: int = 64,
                 for k in range(count if present else 0):
                     rows.append({"anon_SOPUID": sop, "annotation_ref": f"A{len(rows):05d}",
                                  "mask_rle": relative_rle(_blob_mask(size, rng))})
-    columns = ["SOPInstanceUID", "filename", "EncodedPixels", "StudyInstanceUID", "Report"]
-    pd.DataFrame(reports)[columns].to_csv(root / "Pneumothorax_reports.csv", index=False)
-    finding_columns = ["anon_SOPUID", "annotation_ref", "mask_rle"]
-    pd.DataFrame(tubes, columns=finding_columns).to_csv(root / "chest_tube.csv", index=False)
-    pd.DataFrame(fractures, columns=finding_columns).to_csv(root / "acute_rib_fracture.csv", index=False)
+    _write_candid_csvs(root, reports, tubes, fractures)
     return root
 
 
@@ -450,4 +457,366 @@ def write_synthetic_siim(root: str | Path, patients: int = 60, size: int = 64, s
             positives += positive
     pd.DataFrame({"ImageId": [r[0] for r in rows], " EncodedPixels": [" " + r[1] for r in rows]}).to_csv(
         root / "train-rle.csv", index=False)
+    return root
+
+
+# ------------------------------------------------------------------------------- CANDID-PTX pneumothorax / chest tube
+
+
+def chest_tube_region(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    """A chest-tube-like band [height, width]: a thin curve entering through the lower lateral chest wall of one side
+    and running up and medially towards the apex."""
+    yy, xx = np.mgrid[0:height, 0:width]
+    lateral = 1.0 if rng.random() < 0.5 else -1.0
+    start = np.array([0.5 + lateral * rng.uniform(0.36, 0.42), rng.uniform(0.68, 0.78)])
+    bend = np.array([0.5 + lateral * rng.uniform(0.3, 0.36), rng.uniform(0.4, 0.5)])
+    end = np.array([0.5 + lateral * rng.uniform(0.14, 0.22), rng.uniform(0.16, 0.26)])
+    t = np.linspace(0.0, 1.0, 48)[:, None]
+    curve = (1 - t) ** 2 * start + 2 * t * (1 - t) * bend + t**2 * end  # [48, (x, y)] in fractions
+    points = curve * np.array([width, height]) - 0.5
+    distance = np.sqrt((xx[..., None] - points[:, 0]) ** 2 + (yy[..., None] - points[:, 1]) ** 2).min(axis=-1)
+    return distance <= max(1.0, 0.02 * min(height, width))
+
+
+def write_synthetic_candid_seg(root: str | Path, patients: int = 30, size: int = 64, seed: int = 0) -> Path:
+    """The CANDID-PTX release with masks: Pneumothorax_reports.csv, chest_tube.csv, acute_rib_fracture.csv and
+    dataset/<SOPInstanceUID> (DICOM files without a suffix, as public loaders open them; `size` rows, every third
+    image narrower, `size` x 3/4 columns).
+
+    Patients have 1-3 images. About 40% of the images carry a bright pneumothorax-like crescent
+    (`pneumothorax_region`), every other one split over two overlapping rows (the mask is their union); the others
+    have -1. Chest tubes (`chest_tube_region`, drawn brighter) are more frequent with a pneumothorax, some images have
+    two, one row each; images without a tube have no row. Encodings are SIIM-ACR's relative, column-major RLE on each
+    image's own Rows x Columns. `filename` is "P<patient>_<n>".
+    """
+    root = Path(root)
+    (root / "dataset").mkdir(parents=True, exist_ok=True)
+    mark_synthetic(root, "candid-ptx-seg", {"patients": patients, "size": size, "seed": seed})
+    rng = np.random.default_rng(seed)
+    reports, tubes, fractures, count, positives = [], [], [], 0, 0
+    for index, patient in enumerate(_patients(patients, size, seed, rng)):
+        study = _uid(seed, "candid-seg-study", index)
+        for visit in range(patient["n_images"]):
+            sop = _uid(seed, "candid-seg-image", index, visit)
+            image, _ = _render(patient, [], size, rng)
+            if count % 3 == 2:
+                image = image[:, : size * 3 // 4]
+            count += 1
+            height, width = image.shape
+            ptx = rng.random() < 0.4
+            regions = [pneumothorax_region(height, width, rng)] if ptx else []
+            tube_masks = [chest_tube_region(height, width, rng) for _ in range(
+                (1 + int(rng.random() < 0.3)) if rng.random() < (0.6 if ptx else 0.25) else 0)]
+            for region in regions:
+                image = np.where(region, np.clip(image + 0.35, 0.0, 1.0), image)
+            for tube in tube_masks:
+                image = np.where(tube, np.clip(image + 0.5, 0.0, 1.0), image)
+            _write_dicom(root / "dataset" / sop, image, {**patient, "id": f"P{seed:02d}{index:04d}"}, rng)
+            found = [name for name, present in (("pneumothorax", ptx), ("chest tube", bool(tube_masks))) if present]
+            row = {"SOPInstanceUID": sop, "StudyInstanceUID": study, "filename": f"P{seed:02d}{index:04d}_{visit + 1}",
+                   "Report": f"Chest X-ray.\nFindings: {', '.join(found) if found else 'no acute abnormality'}."}
+            if not ptx:
+                reports.append({**row, "EncodedPixels": "-1"})
+            elif positives % 2:
+                region = regions[0]
+                cut = int(np.median(np.nonzero(region)[0]))
+                upper, lower = region.copy(), region.copy()
+                upper[cut + 2:] = False
+                lower[: max(cut - 2, 0)] = False
+                reports += [{**row, "EncodedPixels": relative_rle(upper)}, {**row, "EncodedPixels": relative_rle(lower)}]
+            else:
+                reports.append({**row, "EncodedPixels": relative_rle(regions[0])})
+            positives += ptx
+            for tube in tube_masks:
+                tubes.append({"anon_SOPUID": sop, "annotation_ref": f"T{len(tubes):05d}", "mask_rle": relative_rle(tube)})
+            if rng.random() < 0.1:
+                fractures.append({"anon_SOPUID": sop, "annotation_ref": f"F{len(fractures):05d}",
+                                  "mask_rle": relative_rle(_blob_mask(size, rng)[:height, :width])})
+    _write_candid_csvs(root, reports, tubes, fractures)
+    return root
+
+
+# ------------------------------------------------------------------------------------------------- VinDr-RibCXR
+
+#: VinDr-RibCXR's rib keys, in benchmarks/vindr-ribcxr.yaml's order: the patient's right ribs (image left), then left
+RIBS = [f"R{k}" for k in range(1, 11)] + [f"L{k}" for k in range(1, 11)]
+
+
+def rib_polygons(height: int, width: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Per rib (RIBS), its outline [24, (x, y)] in image pixels: a band from the spine out and down to the lateral chest
+    wall, 10 per side from the apex down; the patient's right ribs (R) on the image's left, as in a PA view."""
+    outlines = {}
+    t = np.linspace(0.0, 1.0, 12)
+    for side, direction in (("R", -1.0), ("L", 1.0)):
+        for k in range(1, 11):
+            medial = (0.13 + 0.062 * (k - 1) + rng.uniform(-0.004, 0.004)) * height
+            x = (0.5 + direction * (0.05 + rng.uniform(0.35, 0.38) * t)) * width
+            y = medial - 0.03 * height * np.sin(np.pi * t) + 0.05 * height * t
+            half = 0.02 * height
+            outlines[f"{side}{k}"] = np.concatenate([np.stack([x, y - half], axis=1), np.stack([x, y + half], axis=1)[::-1]])
+    return outlines
+
+
+def write_synthetic_vindr_ribcxr(root: str | Path, train: int = 16, test: int = 6, height: int = 96, width: int = 80,
+                                 seed: int = 0) -> Path:
+    """VinDr-RibCXR's layout: data/{train,val}/img/VinDr_RibCXR_{train,val}_NNN.png (8-bit grey) and
+    data/{train,val}/Vindr_RibCXR_{train,val}_mask.json, pandas "columns" JSON: {"img": {"0": <path from the root>},
+    "R1": {"0": [{"x": .., "y": ..}, ...]}, ...}. Every third image is narrower (`width` - 8 columns). Ribs
+    (`rib_polygons`) are drawn bright on a darker chest so that a decoder can learn them."""
+    root = Path(root)
+    mark_synthetic(root, "vindr-ribcxr", {"train": train, "test": test, "height": height, "width": width, "seed": seed})
+    rng = np.random.default_rng(seed)
+    from skimage.draw import polygon
+
+    count = 0
+    for folder, images in (("train", train), ("val", test)):
+        (root / "data" / folder / "img").mkdir(parents=True, exist_ok=True)
+        labels: dict[str, dict[str, object]] = {"img": {}, **{rib: {} for rib in RIBS}}
+        for index in range(images):
+            columns = width - 8 if count % 3 == 2 else width
+            count += 1
+            yy, xx = np.mgrid[0:height, 0:columns] + 0.5
+            yy, xx = yy / height, xx / columns
+            image = np.where(((xx - 0.5) / 0.46) ** 2 + ((yy - 0.5) / 0.5) ** 2 <= 1.0, 0.3, 0.05)
+            outlines = rib_polygons(height, columns, rng)
+            for points in outlines.values():
+                rows, cols = polygon(points[:, 1], points[:, 0], shape=(height, columns))
+                image[rows, cols] = 0.8
+            image = np.clip(image + 0.03 * rng.standard_normal(image.shape), 0.0, 1.0)
+            name = f"data/{folder}/img/VinDr_RibCXR_{folder}_{index:03d}.png"
+            Image.fromarray(np.round(image * 255).astype(np.uint8)).save(root / name)
+            key = str(index)
+            labels["img"][key] = name
+            for rib, points in outlines.items():
+                labels[rib][key] = [{"x": round(float(x), 4), "y": round(float(y), 4)} for x, y in points]
+        (root / "data" / folder / f"Vindr_RibCXR_{folder}_mask.json").write_text(json.dumps(labels))
+    return root
+
+
+# ------------------------------------------------------------------- MIMIC-CXR lung masks + Chest ImaGenome zones
+
+MIMIC_METADATA_COLUMNS = ["dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription", "ViewPosition", "Rows",
+                          "Columns", "StudyDate", "StudyTime", "ProcedureCodeSequence_CodeMeaning",
+                          "ViewCodeSequence_CodeMeaning", "PatientOrientationCodeSequence_CodeMeaning"]
+
+
+def _dicom_id(*parts: object) -> str:
+    digest = hashlib.sha1("/".join(map(str, parts)).encode()).hexdigest()
+    return "-".join(digest[k:k + 8] for k in range(0, 40, 8))
+
+
+def mimic_lung_fields(height: int, width: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(right lung, left lung) as boolean [height, width] ellipses, the patient's right on the image's left, apart by a
+    mediastinum; every third field has its right lung cut in two pieces (a small lower piece), as masks can be."""
+    yy, xx = (np.mgrid[0:height, 0:width] + 0.5) / np.array([height, width])[:, None, None]
+    jitter = lambda scale=0.02: rng.uniform(-scale, scale)  # noqa: E731 - a local shape
+    right = ((xx - 0.30 - jitter()) / (0.12 + jitter(0.01))) ** 2 + ((yy - 0.50 - jitter()) / (0.28 + jitter())) ** 2 <= 1
+    left = ((xx - 0.70 - jitter()) / (0.11 + jitter(0.01))) ** 2 + ((yy - 0.52 - jitter()) / (0.27 + jitter())) ** 2 <= 1
+    if rng.random() < 1 / 3:
+        rows = np.flatnonzero(right.any(axis=1))
+        cut = rows[0] + int(0.8 * (rows[-1] - rows[0]))
+        right[cut:cut + max(1, height // 32)] = False
+    return right, left
+
+
+def _zone_objects(dicom_id: str, right: np.ndarray, left: np.ndarray, rng: np.random.Generator) -> list[dict]:
+    """Chest ImaGenome-style objects: per side, the lung's extent (wider by a margin) in thirds from top to bottom."""
+    height, width = right.shape
+    objects = []
+    for side, lung in (("right", right), ("left", left)):
+        rows, cols = np.flatnonzero(lung.any(axis=1)), np.flatnonzero(lung.any(axis=0))
+        margin = max(1, width // 16)
+        x1, x2 = max(0, int(cols[0]) - margin), min(width, int(cols[-1]) + 1 + margin)
+        top, bottom = max(0, int(rows[0]) - 1), min(height, int(rows[-1]) + 2)
+        cuts = [top, top + (bottom - top) // 3 + int(rng.integers(-1, 2)), top + 2 * (bottom - top) // 3, bottom]
+        boxes = {f"{side} lung": (x1, top, x2, bottom)}
+        for k, level in enumerate(("upper", "mid", "lower")):
+            boxes[f"{side} {level} lung zone"] = (x1, cuts[k], x2, cuts[k + 1])
+        for name, (bx1, by1, bx2, by2) in boxes.items():
+            objects.append({
+                "object_id": f"{dicom_id}_{name}", "bbox_name": name, "name": name.capitalize(), "synsets": ["C0024109"],
+                "x1": round(bx1 * 224 / width), "y1": round(by1 * 224 / height), "x2": round(bx2 * 224 / width),
+                "y2": round(by2 * 224 / height), "width": round((bx2 - bx1) * 224 / width),
+                "height": round((by2 - by1) * 224 / height), "original_x1": bx1, "original_y1": by1, "original_x2": bx2,
+                "original_y2": by2, "original_width": bx2 - bx1, "original_height": by2 - by1,
+            })
+    return objects
+
+
+def write_synthetic_mimic_lungs(root: str | Path, patients: int = 24, size: int = 64, seed: int = 0) -> Path:
+    """Three releases side by side, as `cxrbench.data.mimic_lungs` reads them:
+
+    mimic-cxr-jpg/mimic-cxr-2.0.0-metadata.csv.gz and files/p<2>/p<subject>/s<study>/<dicom_id>.jpg (MIMIC-CXR-JPG:
+    frontal images with and without a lung mask, and lateral ones); lung-segment-mimic-cxr/masks/<dicom_id>.png (0 / 255,
+    the whole lung field on the image's grid, for most frontal images); chest-imagenome/silver_dataset/scene_graph/
+    <dicom_id>_SceneGraph.json (the six lung zones and both lungs, boxes in the image's pixels) for most masked images.
+    Images are `size` rows, some wider or taller; lungs dark in a brighter body. Subjects have 1-2 studies.
+    """
+    root = Path(root)
+    mark_synthetic(root, "mimic-lungs", {"patients": patients, "size": size, "seed": seed})
+    rng = np.random.default_rng(seed)
+    jpg, masks = root / "mimic-cxr-jpg", root / "lung-segment-mimic-cxr" / "masks"
+    graphs = root / "chest-imagenome" / "silver_dataset" / "scene_graph"
+    for folder in (jpg, masks, graphs):
+        folder.mkdir(parents=True, exist_ok=True)
+    shapes = [(size, size), (size, size + size // 4), (size + size // 4, size)]
+    rows, count = [], 0
+    for patient in range(patients):
+        subject = f"{10000000 + 7919 * (seed * 1000 + patient) % 9000000:08d}"
+        for study_index in range(1 + int(rng.random() < 0.4)):
+            study = f"{50000000 + int(rng.integers(0, 9999999)):08d}"
+            folder = jpg / "files" / f"p{subject[:2]}" / f"p{subject}" / f"s{study}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for view in ("PA" if rng.random() < 0.6 else "AP", "LATERAL"):
+                if view == "LATERAL" and rng.random() < 0.5:
+                    continue
+                dicom_id = _dicom_id(seed, subject, study, view)
+                height, width = shapes[count % len(shapes)]
+                count += 1
+                yy, xx = (np.mgrid[0:height, 0:width] + 0.5) / np.array([height, width])[:, None, None]
+                image = np.where(((xx - 0.5) / 0.46) ** 2 + ((yy - 0.55) / 0.52) ** 2 <= 1, 0.55, 0.08)
+                if view != "LATERAL":
+                    right, left = mimic_lung_fields(height, width, rng)
+                    image = np.where(right | left, 0.2, image)
+                image = np.clip(image + 0.03 * rng.standard_normal(image.shape), 0, 1)
+                Image.fromarray(np.round(image * 255).astype(np.uint8)).save(folder / f"{dicom_id}.jpg", quality=95)
+                rows.append({"dicom_id": dicom_id, "subject_id": subject, "study_id": study,
+                             "PerformedProcedureStepDescription": "CHEST (PA AND LAT)", "ViewPosition": view,
+                             "Rows": height, "Columns": width, "StudyDate": 21500101 + study_index, "StudyTime": 101010.5,
+                             "ProcedureCodeSequence_CodeMeaning": "CHEST (PA AND LAT)",
+                             "ViewCodeSequence_CodeMeaning": "lateral" if view == "LATERAL" else "postero-anterior",
+                             "PatientOrientationCodeSequence_CodeMeaning": "Erect"})
+                if view == "LATERAL" or count % 7 == 0:  # lateral images, and some frontal ones, have no lung mask
+                    continue
+                Image.fromarray((right | left).astype(np.uint8) * 255).save(masks / f"{dicom_id}.png")
+                if count % 5 == 0:  # Chest ImaGenome has no scene graph for some images
+                    continue
+                graph = {"image_id": dicom_id, "viewpoint": view, "patient_id": int(subject), "study_id": int(study),
+                         "gender": "F", "age_decile": "60-70", "reason_for_exam": "", "StudyOrder": study_index + 1,
+                         "StudyDateTime": "2150-01-01 10:10:10 UTC", "objects": _zone_objects(dicom_id, right, left, rng),
+                         "attributes": [], "relationships": [], "phrases": []}
+                (graphs / f"{dicom_id}_SceneGraph.json").write_text(json.dumps(graph, indent=1))
+    frame = pd.DataFrame(rows, columns=MIMIC_METADATA_COLUMNS)
+    with gzip.open(jpg / "mimic-cxr-2.0.0-metadata.csv.gz", "wt", newline="") as handle:
+        frame.to_csv(handle, index=False)
+    return root
+
+
+# ----------------------------------------------------------------------------------------------------- PAXRay++
+
+PAXRAY_RIBS = {side: [f"posterior 12th rib {side}"] + [f"{part} {n} rib {side}" for n in
+                      ("11th", "10th", "9th", "8th", "7th", "6th", "5th", "4th", "3rd", "2nd", "1st")
+                      for part in ("anterior", "posterior")] for side in ("right", "left")}
+#: the classes the synthetic PAXRay++ draws (a subset of the release's 157, named as CXAS names them)
+PAXRAY_SYNTHETIC_CLASSES = ["spine", "clavicles", "clavicle left", "clavicle right", *PAXRAY_RIBS["right"],
+                            *PAXRAY_RIBS["left"], "diaphragm", "heart", "lung", "right lung", "left lung", "trachea"]
+_ORDINALS = {"1st": 1, "2nd": 2, "3rd": 3, "4th": 4, "5th": 5, "6th": 6, "7th": 7, "8th": 8, "9th": 9, "10th": 10,
+             "11th": 11, "12th": 12}
+
+
+def paxray_anatomy(size: int, view: str, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Boolean [size, size] masks of PAXRAY_SYNTHETIC_CLASSES for one projected view: overlapping like projected CT
+    labels (the heart over the left lung, ribs over the lungs); a lateral view has no clavicles or ribs drawn."""
+    yy, xx = (np.mgrid[0:size, 0:size] + 0.5) / size
+    jitter = lambda scale=0.02: rng.uniform(-scale, scale)  # noqa: E731 - a local shape
+    band = max(0.02, 1.6 / size)
+
+    def ellipse(cx, cy, rx, ry, angle=0.0):
+        c, s = np.cos(angle), np.sin(angle)
+        u, v = (xx - cx) * c + (yy - cy) * s, -(xx - cx) * s + (yy - cy) * c
+        return (u / rx) ** 2 + (v / ry) ** 2 <= 1.0
+
+    empty = np.zeros((size, size), dtype=bool)
+    masks = dict.fromkeys(PAXRAY_SYNTHETIC_CLASSES, empty)
+    if view == "frontal":
+        masks["right lung"] = ellipse(0.31 + jitter(), 0.47 + jitter(), 0.14, 0.29 + jitter())
+        masks["left lung"] = ellipse(0.69 + jitter(), 0.49 + jitter(), 0.13, 0.28 + jitter())
+        masks["heart"] = ellipse(0.56 + jitter(), 0.64 + jitter(), 0.15, 0.12)
+        masks["clavicle right"] = ellipse(0.32 + jitter(), 0.2 + jitter(0.01), 0.16, 0.025, 0.25)
+        masks["clavicle left"] = ellipse(0.68 + jitter(), 0.2 + jitter(0.01), 0.16, 0.025, -0.25)
+        masks["spine"] = (np.abs(xx - 0.5 - jitter(0.01)) < 0.045) & (yy > 0.08)
+        for side, sign in (("right", -1.0), ("left", 1.0)):
+            for name in PAXRAY_RIBS[side]:
+                part, number = name.split()[0], _ORDINALS[name.split()[1]]
+                lateral = np.clip(sign * (xx - 0.5), 0, None)  # 0 at the spine, growing outwards
+                if part == "posterior":
+                    centre = 0.16 + 0.056 * (number - 1) + 0.5 * lateral ** 2
+                    within = (lateral > 0.05) & (lateral < 0.36)
+                else:
+                    centre = 0.24 + 0.05 * (number - 1) + 0.35 * (0.36 - lateral)
+                    within = (lateral > 0.12) & (lateral < 0.34)
+                masks[name] = within & (np.abs(yy - centre) < band)
+    else:
+        masks["right lung"] = ellipse(0.52 + jitter(), 0.47 + jitter(), 0.25, 0.3)
+        masks["left lung"] = ellipse(0.5 + jitter(), 0.5 + jitter(), 0.24, 0.29)
+        masks["heart"] = ellipse(0.38 + jitter(), 0.6 + jitter(), 0.14, 0.13)
+        masks["spine"] = (np.abs(xx - 0.8 - jitter(0.01)) < 0.05) & (yy > 0.1)
+    masks["lung"] = masks["right lung"] | masks["left lung"]
+    masks["clavicles"] = masks["clavicle right"] | masks["clavicle left"]
+    masks["diaphragm"] = (np.abs(yy - 0.8 - 0.1 * (xx - 0.5) ** 2) < 0.03) & (np.abs(xx - 0.5) < 0.4)
+    masks["trachea"] = (np.abs(xx - (0.5 if view == "frontal" else 0.55)) < 0.03) & (yy < 0.3)
+    return masks
+
+
+def write_synthetic_paxray(root: str | Path, volumes: int = 16, test_volumes: int = 4, size: int = 64, seed: int = 0) -> Path:
+    """PAXRay++'s layout: paxray_train_val.json and paxray_test.json (COCO: images, categories with a trailing space in
+    one name as in the release, annotations whose segmentation is a COCO RLE, compressed text or, every fifth, a plain
+    count list) and paxray_images_unfiltered/images_patlas/<volume>_frontal.png and <volume>_lateral.png (8-bit).
+
+    Each CT volume gives a frontal and a lateral projection; `test_volumes` of them form the test file. A right lung is
+    sometimes written as two overlapping annotations (its mask is their union). The drawn classes
+    (PAXRAY_SYNTHETIC_CLASSES) of every image are also saved, as the truth for tests, in synthetic_truth/<stem>.npy
+    (bool [C, H, W], C in that order); the loader does not read them.
+    """
+    from cxrbench.data.paxray import encode_coco_rle
+
+    root = Path(root)
+    mark_synthetic(root, "paxray", {"volumes": volumes, "test_volumes": test_volumes, "size": size, "seed": seed})
+    rng = np.random.default_rng(seed)
+    images_dir, truth_dir = root / "paxray_images_unfiltered" / "images_patlas", root / "synthetic_truth"
+    for folder in (images_dir, truth_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    categories = [{"id": k + 1, "name": name + (" " if name == "heart" else ""), "supercategory": "anatomy"}
+                  for k, name in enumerate(PAXRAY_SYNTHETIC_CLASSES)]
+    files = {"train": {"info": "PAX-Ray++, v2 (cxrbench synthetic)", "images": [], "categories": categories, "annotations": []},
+             "test": {"info": "PAX-Ray++, v2 (cxrbench synthetic)", "images": [], "categories": categories, "annotations": []}}
+    image_id = annotation_id = 0
+    for volume in range(volumes):
+        split = "test" if volume >= volumes - test_volumes else "train"
+        name = f"{('ribfrac', 'lidc', 'rsnape')[volume % 3]}_{seed:02d}{volume:04d}"
+        for view in ("frontal", "lateral"):
+            image_id += 1
+            masks = paxray_anatomy(size, view, rng)
+            yy, xx = (np.mgrid[0:size, 0:size] + 0.5) / size
+            image = np.where(((xx - 0.5) / 0.46) ** 2 + ((yy - 0.55) / 0.52) ** 2 <= 1, 0.5, 0.1)
+            image = np.where(masks["lung"], 0.25, image)
+            image = np.where(masks["heart"], 0.7, image)
+            bones = masks["spine"] | masks["clavicles"] | np.any([masks[n] for n in PAXRAY_RIBS["right"] + PAXRAY_RIBS["left"]], axis=0)
+            image = np.clip(image + 0.2 * bones + 0.03 * rng.standard_normal(image.shape), 0, 1)
+            file_name = f"{name}_{view}.png"
+            Image.fromarray(np.round(image * 255).astype(np.uint8)).save(images_dir / file_name)
+            np.save(truth_dir / f"{name}_{view}.npy", np.stack([masks[c] for c in PAXRAY_SYNTHETIC_CLASSES]))
+            files[split]["images"].append({"id": image_id, "file_name": file_name, "height": size, "width": size})
+            for category in categories:
+                mask = masks[category["name"].strip()]
+                if not mask.any():
+                    continue
+                parts = [mask]
+                if category["name"] == "right lung" and image_id % 3 == 0:  # two overlapping annotations of one class
+                    rows = np.flatnonzero(mask.any(axis=1))
+                    middle = (rows[0] + rows[-1]) // 2
+                    upper, lower = mask.copy(), mask.copy()
+                    upper[middle + 2:], lower[: middle - 1] = False, False
+                    parts = [upper, lower]
+                for part in parts:
+                    annotation_id += 1
+                    ys, xs = np.nonzero(part)
+                    files[split]["annotations"].append({
+                        "id": annotation_id, "image_id": image_id, "category_id": category["id"], "iscrowd": 0,
+                        "area": int(part.sum()), "bbox": [int(xs.min()), int(ys.min()), int(np.ptp(xs)) + 1, int(np.ptp(ys)) + 1],
+                        "segmentation": encode_coco_rle(part, compressed=annotation_id % 5 != 0),
+                    })
+    (truth_dir / "classes.json").write_text(json.dumps(PAXRAY_SYNTHETIC_CLASSES))
+    (root / "paxray_train_val.json").write_text(json.dumps(files["train"]))
+    (root / "paxray_test.json").write_text(json.dumps(files["test"]))
     return root

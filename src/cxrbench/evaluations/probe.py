@@ -263,10 +263,11 @@ class ProbeEvaluation:
             return None
         if head.params["features"] != "online":
             raise SpecError(f"Head '{head.spec.name}': features must be cached or online, not {head.params['features']!r}.")
-        from cxrbench.training.online import OnlineBatches, augmentation_policy
+        from cxrbench.training.online import ImageViews, OnlineBatches, augmentation_policy
 
         policy = augmentation_policy(head.params["augmentation"], features.encoder, f"Head '{head.spec.name}'")
-        return OnlineBatches(features.encoder, list(paths), policy, seed, settings.device, settings.num_workers, progress)
+        views = ImageViews(list(paths), policy, features.encoder.preprocessor, seed)
+        return OnlineBatches(features.encoder, views, settings.device, settings.num_workers, progress)
 
 
 def _long_form(test: pd.DataFrame, seed: int, group: TargetGroup, labels: np.ndarray, scores: np.ndarray,

@@ -19,6 +19,7 @@ and the per-case columns `metrics.segmentation.CASE_COLUMNS`.
 from __future__ import annotations
 
 import io
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +44,20 @@ from cxrbench.threads import use_threads
 
 #: test images of the first seed drawn as overlays
 OVERLAYS = 8
+#: training targets larger than this (bytes) are kept in a scratch file under the cache root, not in memory
+TARGETS_IN_MEMORY = 1 << 30
+
+
+@dataclass
+class _Layout:
+    """Where a run's masks live: the structures (decoder channels), the input pixels the patch grid covers, the loss
+    grid, the images with masks, and the images' original sizes."""
+
+    structures: list["_Structure"]
+    covered: tuple[int, int]
+    cells: tuple[int, int]
+    known: np.ndarray
+    sizes: "_Sizes"
 
 
 @dataclass(frozen=True)
@@ -69,6 +84,11 @@ class SegmentationEvaluation(ProbeEvaluation):
             raise SpecError(f"benchmark '{spec.name}': structure names must be unique across its mask targets; {structures}.")
         self.groups = []
         self.params = self._decoder(spec).params
+        if self.params["features"] == "online":  # a bad augmentation fails before any data is read
+            from cxrbench.training.mask_views import MaskAugmentation
+
+            MaskAugmentation.from_dict(self.params["augmentation"], [t.name for t in spec.targets if t.lateral],
+                                       f"Head '{self.entry.name}'")
 
     def _decoder(self, spec: BenchmarkSpec, device: str | None = None) -> SegmentationHead:
         head_class = self.entry.load()
@@ -96,17 +116,23 @@ class SegmentationEvaluation(ProbeEvaluation):
 
     # -- training and prediction -------------------------------------------------------------------------------
     def _train(self, study: Study, features: EncoderFeatures, settings: ExtractionSettings, plan, progress: Progress) -> Trained:
-        data, encoder = study.data, features.encoder
-        structures = _structures(data.targets)
+        encoder = features.encoder
         grid = _grid(features)
         covered = (grid[0] * encoder.patch_stride, grid[1] * encoder.patch_stride)
-        head = self._decoder(study.spec, settings.device)
-        head.select_inputs(encoder.spec.default_layers, encoder.num_layers)
-        stride = int(head.params["loss_stride"])
-        cells = (covered[0] // stride, covered[1] // stride)
-        known = _has_masks(data)
-        sizes = _Sizes(data)
-        targets = self._targets(study, encoder, known, sizes, covered, cells, progress)
+        stride = int(self._decoder(study.spec).params["loss_stride"])
+        layout = _Layout(_structures(study.data.targets), covered, (covered[0] // stride, covered[1] // stride),
+                         _has_masks(study.data), _Sizes(study.data))
+        self._scratch_files: list[Path] = []
+        try:
+            return self._fit_and_score(study, features, settings, plan, progress, layout)
+        finally:
+            for path in self._scratch_files:
+                path.unlink(missing_ok=True)
+
+    def _fit_and_score(self, study: Study, features: EncoderFeatures, settings: ExtractionSettings, plan,
+                       progress: Progress, layout: "_Layout") -> Trained:
+        data, encoder, known = study.data, features.encoder, layout.known
+        targets = self._targets(study, encoder, layout, Path(settings.cache_root), progress)
         trained = Trained()
         masks: dict[int, dict[str, np.ndarray]] = {}
         rows = []
@@ -118,18 +144,17 @@ class SegmentationEvaluation(ProbeEvaluation):
             trained.reports[seed] = {}
             head = self._decoder(study.spec, settings.device)
             head.select_inputs(encoder.spec.default_layers, encoder.num_layers)
+            source = self._online_mask_source(head, data, split == "train", encoder, layout, seed, settings, progress)
             with use_threads("heavy"):
-                report = head.fit(parts["train"], parts["val"], seed, progress)
+                report = head.fit(parts["train"], parts["val"], seed, progress, source)
                 logits = head.predict(parts["test"])
-            trained.record(seed, "masks", report)
-            test_index = np.flatnonzero((split == "test") & known)
+            trained.record(seed, "masks", report, source)
             masks[seed] = {}
-            for position, row in enumerate(test_index):
-                predicted, reference = self._case(data, structures, row, logits[position], encoder, sizes, covered,
-                                                  float(head.params["threshold"]))
+            for position, row in enumerate(np.flatnonzero((split == "test") & known)):
+                predicted, reference = self._case(data, row, logits[position], encoder, layout, float(head.params["threshold"]))
                 masks[seed][str(data.samples["image_id"].iloc[row])] = predicted
                 values = per_case_values(predicted, reference)
-                for k, s in enumerate(structures):
+                for k, s in enumerate(layout.structures):
                     rows.append({"image_id": data.samples["image_id"].iloc[row], "patient_id": data.samples["patient_id"].iloc[row],
                                  "seed": seed, "task": s.structure, "label": float(reference[k].any()),
                                  **{column: float(values[column][k]) for column in CASE_COLUMNS}})
@@ -139,39 +164,67 @@ class SegmentationEvaluation(ProbeEvaluation):
         first = study.seeds[0]
         for image_id in list(masks[first])[:OVERLAYS]:
             row = int(np.flatnonzero(data.samples["image_id"].astype(str).to_numpy() == image_id)[0])
-            trained.files[f"overlays/{_file_name(image_id)}.png"] = _overlay_writer(data, structures, row, masks[first][image_id])
+            trained.files[f"overlays/{_file_name(image_id)}.png"] = _overlay_writer(data, layout.structures, row, masks[first][image_id])
         return trained
 
-    def _targets(self, study: Study, encoder: Encoder, known: np.ndarray, sizes: "_Sizes", covered: tuple[int, int],
-                 cells: tuple[int, int], progress: Progress) -> np.ndarray:
-        """[N, S, rows, cols] float16: each image's mask coverage of the loss grid (zeros for images without masks)."""
-        data = study.data
-        structures = _structures(data.targets)
-        out = np.zeros((len(data.samples), len(structures), *cells), dtype=np.float16)
-        advance = progress.task("reading reference masks", int(known.sum()), transient=True)
-        for row in np.flatnonzero(known):
+    def _online_mask_source(self, head: SegmentationHead, data, train: np.ndarray, encoder: Encoder, layout: "_Layout",
+                            seed: int, settings: ExtractionSettings, progress: Progress):
+        """The frozen encoder on augmented image + mask views for `features: online`; None for cached features."""
+        if head.params["features"] == "cached":
+            return None
+        from cxrbench.training.mask_views import MaskAugmentation, MaskViews
+        from cxrbench.training.online import OnlineBatches
+
+        lateral = [t.name for t in data.targets if t.kind == "mask" and t.lateral]
+        policy = MaskAugmentation.from_dict(head.params["augmentation"], lateral, f"Head '{head.spec.name}'")
+        rows = np.flatnonzero(train & layout.known)
+        views = MaskViews(data.samples["path"].to_numpy()[rows], _MaskRows(data, rows), len(layout.structures), policy,
+                          encoder.preprocessor, layout.covered, layout.cells, seed)
+        return OnlineBatches(encoder, views, settings.device, settings.num_workers, progress)
+
+    def _targets(self, study: Study, encoder: Encoder, layout: "_Layout", scratch: Path, progress: Progress) -> np.ndarray:
+        """[N, S, rows, cols] float16: each image's mask coverage of the loss grid, for the images some seed trains or
+        validates on (zeros elsewhere). Above `TARGETS_IN_MEMORY` bytes the array lives in a file under `scratch`
+        (PAXRay++ at 512 px: 13,000 images x 8 structures x 128 x 128 cells are 3.4 GB)."""
+        data, sizes = study.data, layout.sizes
+        shape = (len(data.samples), len(layout.structures), *layout.cells)
+        if np.prod(shape) * 2 > TARGETS_IN_MEMORY:
+            scratch.mkdir(parents=True, exist_ok=True)
+            handle = tempfile.NamedTemporaryFile(dir=scratch, prefix=".mask-targets-", suffix=".npy", delete=False)
+            handle.close()
+            self._scratch_files.append(Path(handle.name))
+            out = np.lib.format.open_memmap(handle.name, mode="w+", dtype=np.float16, shape=shape)
+        else:
+            out = np.zeros(shape, dtype=np.float16)
+        fitted = np.zeros(len(data.samples), dtype=bool)
+        for manifest in study.manifests.values():
+            fitted |= data.samples["image_id"].isin(manifest.loc[manifest["split"].isin(["train", "val"]), "image_id"]).to_numpy()
+        rows = np.flatnonzero(layout.known & fitted)
+        advance = progress.task("reading reference masks", len(rows), transient=True)
+        for row in rows:
             geometry = InputGeometry.from_spec(encoder.preprocessing, *sizes[row])
             channel = 0
             for target in (t for t in data.targets if t.kind == "mask"):
                 mask = _read_mask(data, target, row, sizes[row])
-                out[row, channel : channel + len(target.structures)] = training_targets(mask, geometry, covered, cells)
+                out[row, channel : channel + len(target.structures)] = training_targets(mask, geometry, layout.covered, layout.cells)
                 channel += len(target.structures)
             advance(1)
         return out
 
-    def _case(self, data, structures: list[_Structure], row: int, logits: np.ndarray, encoder: Encoder, sizes: "_Sizes",
-              covered: tuple[int, int], threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    def _case(self, data, row: int, logits: np.ndarray, encoder: Encoder, layout: "_Layout",
+              threshold: float) -> tuple[np.ndarray, np.ndarray]:
         """(predicted, reference) bool [S, H, W] of one test image on its reference masks' grid."""
-        geometry = InputGeometry.from_spec(encoder.preprocessing, *sizes[row])
-        references = [_read_mask(data, t, row, sizes[row]) for t in data.targets if t.kind == "mask"]
-        predicted, channel = [], 0
-        for mask in references:
-            part = torch.from_numpy(logits[channel : channel + len(mask)])
-            predicted.append(torch.sigmoid(to_mask_grid(part, geometry, covered, mask.shape[1:])).numpy() > threshold)
-            channel += len(mask)
+        size = layout.sizes[row]
+        geometry = InputGeometry.from_spec(encoder.preprocessing, *size)
+        references = [_read_mask(data, t, row, size) for t in data.targets if t.kind == "mask"]
         if len({m.shape[1:] for m in references}) > 1:
             raise DataError(f"Image {data.samples['image_id'].iloc[row]}: its mask targets are on different grids; "
                             "score them as separate benchmarks.")
+        predicted, channel = [], 0
+        for mask in references:
+            part = torch.from_numpy(logits[channel : channel + len(mask)])
+            predicted.append(torch.sigmoid(to_mask_grid(part, geometry, layout.covered, mask.shape[1:])).numpy() > threshold)
+            channel += len(mask)
         return np.concatenate(predicted), np.concatenate(references)
 
 
@@ -190,6 +243,17 @@ def _has_masks(data) -> np.ndarray:
     for target in data.targets:
         known &= data.samples[target.name].notna().to_numpy()
     return known
+
+
+class _MaskRows:
+    """Position in `rows` -> the image's masks of every mask target, stacked (picklable for DataLoader workers)."""
+
+    def __init__(self, data, rows: np.ndarray):
+        self.data, self.rows = data, rows
+
+    def __call__(self, position: int) -> np.ndarray:
+        row = int(self.rows[position])
+        return np.concatenate([_read_mask(self.data, t, row) for t in self.data.targets if t.kind == "mask"])
 
 
 class _Sizes:

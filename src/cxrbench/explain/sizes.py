@@ -18,9 +18,9 @@ from cxrbench.errors import ImageReadError
 def image_size(path: str | Path) -> tuple[int, int]:
     """(height, width) in pixels of the image `read_image` would decode (the first frame of a DICOM)."""
     path = Path(path)
-    if path.suffix.lower() == JSRT_SUFFIX:  # headerless: every JSRT image has the same size (read_image checks it)
-        return JSRT_SIDE, JSRT_SIDE
     try:
+        if path.suffix.lower() == JSRT_SUFFIX and not has_dicom_preamble(path):  # headerless: one size (read_image checks it)
+            return JSRT_SIDE, JSRT_SIDE
         if path.suffix.lower() in DICOM_SUFFIXES or has_dicom_preamble(path):
             ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Rows", "Columns"])
             if "Rows" not in ds or "Columns" not in ds:

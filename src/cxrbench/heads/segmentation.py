@@ -7,6 +7,9 @@ a loss grid of one cell per `loss_stride` input pixels, where the masks' coverag
 (`evaluations.masks.training_targets`). The loss is MONAI's Dice (`dice`) or Dice + BCE (`dicece`), per image and
 structure, on sigmoid outputs.
 
+With `features: online` the decoder trains on the frozen encoder's features of a fresh augmented view of every
+training image, its masks augmented with it (`training.mask_views`); validation and test use the cached features.
+
 Every learning rate of `lr` (a list is a grid, RayDINO's nine values) trains its own decoder on the same batches:
 each batch of features is read once for the whole grid. Schedules: cosine decay (RAD-DINO) or linear warm-up then
 linear decay (`warmup_linear`, RayDINO). After every epoch each decoder's validation loss is measured; the decoder
@@ -56,6 +59,10 @@ class SegmentationHead(Head):
         "loss_stride": 4,          # input pixels per loss-grid cell
         "threshold": 0.5,          # probability above which a pixel belongs to the structure
         "device": "cpu",
+        # cached: the features computed once; online: the frozen encoder on augmented image + mask views
+        # (training.mask_views, whose parameters `augmentation` sets)
+        "features": "cached",
+        "augmentation": {},
     }
 
     def __init__(self, *args, **kwargs):
@@ -67,6 +74,8 @@ class SegmentationHead(Head):
         layers = p["layers"]
         if isinstance(layers, str) and layers not in LAYER_CHOICES:
             raise SpecError(f"{where}: layers={layers!r}; choose {', '.join(LAYER_CHOICES)} or a list of block indices.")
+        if p["features"] not in ("cached", "online"):
+            raise SpecError(f"{where}: features must be cached or online, not {p['features']!r}.")
         if not 0 < p["threshold"] < 1:
             raise SpecError(f"{where}: threshold={p['threshold']!r} must lie between 0 and 1.")
         self.learning_rates = [float(v) for v in (p["lr"] if isinstance(p["lr"], list) else [p["lr"]])]
@@ -99,8 +108,8 @@ class SegmentationHead(Head):
         torch.manual_seed(seed)
         self.device = torch.device(p["device"])
         self.cells = tuple(train.labels.shape[2:])
-        first = next(source.epoch([np.arange(1)], 0, self.needs))
-        dim, structures = first[self.needs[0]].shape[-1], train.labels.shape[1]
+        first = train.patches if self.needs[0] == "patches" else train.layers[int(self.needs[0][len(LAYER_PREFIX):])]
+        dim, structures = first.shape[-1], train.labels.shape[1]
         self.decoders = [build_decoder(str(p["architecture"]), dim, len(self.needs), structures, p).to(self.device)
                          for _ in self.learning_rates]
         optimizers = [torch.optim.Adam(d.parameters(), lr=lr, weight_decay=p["weight_decay"])
@@ -123,7 +132,10 @@ class SegmentationHead(Head):
 
         def step(inputs: dict[str, torch.Tensor], rows: np.ndarray) -> float:
             grids = self._grids(inputs)
-            target = torch.from_numpy(np.ascontiguousarray(labels[rows], dtype=np.float32)).to(self.device)
+            if "targets" in inputs:  # an online view's masks, augmented with its image
+                target = inputs["targets"].float().to(self.device)
+            else:
+                target = torch.from_numpy(np.ascontiguousarray(labels[rows], dtype=np.float32)).to(self.device)
             summed = 0.0
             for decoder, optimizer, schedule in zip(self.decoders, optimizers, schedules):
                 decoder.train()

@@ -58,6 +58,8 @@ class CaseAverage(Metric):
     """The weighted mean of one per-case column over the cases `selects` keeps (labels: reference has the structure)."""
 
     kinds = ("mask",)
+    #: the summary also reports the spread of the per-case values (`stats.summary`, `case_std`)
+    averages_cases: ClassVar[bool] = True
     #: the column of the predictions this metric averages
     case_value: ClassVar[str] = "dice"
     #: which cases: "with_structure" (the reference has it) or "all"

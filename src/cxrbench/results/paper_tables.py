@@ -45,6 +45,7 @@ class GroupLayout:
     metrics: tuple[str, ...] = ()  # default: the benchmark's primary metric
     titles: Mapping[str, str] = field(default_factory=dict)  # task name or published column -> column title, in paper order
     aggregate: str | None = "Agg."  # title of the macro column; None: no macro column
+    per_task: bool = True  # False: the macro column only (e.g. "Lungs", the mean over left and right)
     fallback_published: Mapping[str, PublishedSpec] = field(default_factory=dict)  # metric -> block, when the spec's is for another metric
 
 
@@ -56,9 +57,30 @@ class TableLayout:
     model_title: str = "Model"
     decimals: int = 1
     published_rows: str = "all"  # all | matching (encoders we ran) | none
+    heads: tuple[str, ...] = PAPER_HEADS  # the heads that follow the paper's protocol; other rows get a note
+    spread: str = "seeds"  # our "± std": over seeds, or over test cases ("cases": metrics.json's case_std, as Table 3)
 
 
 _TABLE_1B = "rad-dino_table1b_candid_rsna.csv"
+_TABLE_3 = PublishedSpec(file="rad-dino_table3_segmentation_dice.csv", model_column="model", scale=100, metric="dice",
+                         source="RAD-DINO, Table 3 (Dice %, mean (std) over test cases with masks)", task_columns={},
+                         encoders={"rad-dino": "RAD-DINO", "biovil-t": "BioViL-T", "biomedclip": "BiomedCLIP",
+                                   "chexzero": "CheXzero"},
+                         heads={"seg-linear": "Linear", "vitdet": "ViTDet", "upernet": "UPerNet"})
+
+
+_RAYDINO_SEG = PublishedSpec(file="raydino_segmentation_mdice.csv", model_column="model", scale=100, metric="dice",
+                             source="RayDINO, headline segmentation results (mDice %, point estimates)", task_columns={},
+                             encoders={"raydino": "RayDINO"})
+
+
+def _raydino_seg(column: str) -> dict[str, PublishedSpec]:
+    return {"dice": dataclasses.replace(_RAYDINO_SEG, task_columns={MACRO: column})}
+
+
+def _table3(task_columns: dict[str, str]) -> dict[str, PublishedSpec]:
+    return {"dice": dataclasses.replace(_TABLE_3, task_columns=task_columns)}
+
 
 LAYOUTS: dict[str, TableLayout] = {
     layout.name: layout
@@ -84,6 +106,37 @@ LAYOUTS: dict[str, TableLayout] = {
                             }),
             ),
         ),
+        TableLayout(
+            name="rad-dino-3",
+            title="RAD-DINO Table 3: segmentation on frozen backbones, Dice (%), mean (std over test cases with masks)",
+            model_title="Image encoder / decoder",
+            heads=("seg-linear", "vitdet", "upernet"),
+            spread="cases",
+            groups=(
+                GroupLayout("mimic-lungs", title="MIMIC-CXR", metrics=("dice",), aggregate="Lungs", per_task=False,
+                            fallback_published=_table3({MACRO: "lungs"})),
+                GroupLayout("mimic-lung-zones", title="MIMIC-CXR", metrics=("dice",), aggregate="Lung zones",
+                            per_task=False, fallback_published=_table3({MACRO: "lung_zones"})),
+                GroupLayout("candid-ptx-seg", title="CANDID-PTX", metrics=("dice",), aggregate=None,
+                            titles={"pneumothorax": "Pneumothorax", "chest_tube": "Chest tubes"},
+                            fallback_published=_table3({"pneumothorax": "pneumothorax", "chest_tube": "chest_tubes"})),
+                GroupLayout("vindr-ribcxr", title="VinDr-RibCXR", metrics=("dice",), aggregate="Ribs", per_task=False,
+                            fallback_published=_table3({MACRO: "ribs"})),
+            ),
+        ),
+        TableLayout(
+            name="raydino-seg",
+            title="RayDINO segmentation: mDice (%) on frozen backbones, in-domain and PAXRay++ transfer",
+            model_title="Image encoder / decoder",
+            heads=("upernet-raydino",),
+            # SIIM-ACR: `dice` scores the images with a pneumothorax; RayDINO does not say which images its mDice covers
+            groups=tuple(GroupLayout(benchmark, title=title, metrics=("dice",), aggregate="mDice", per_task=False,
+                                     fallback_published=_raydino_seg(column))
+                         for benchmark, title, column in (
+                             ("jsrt", "JSRT", "jsrt"), ("vindr-ribcxr", "VinDr-RibCXR", "vindr_ribcxr"),
+                             ("paxray", "PAXRay++", "paxray"), ("siim-acr", "SIIM-ACR", "siim"),
+                             ("paxray-to-jsrt", "JSRT from PAXRay++", "jsrt_from_paxray"),
+                             ("paxray-to-vindr-ribcxr", "VinDr-RibCXR from PAXRay++", "vindr_ribcxr_from_paxray")))),
         TableLayout(
             name="rad-dino-c1",
             title="RAD-DINO Table C.1: PadChest lateral views, linear probing on frozen backbones, AUPRC (%)",
@@ -194,9 +247,10 @@ def resolve_columns(layout: TableLayout, spec_lookup: Callable[[str], BenchmarkS
         group_title = group.title or f"{spec.title} ({' / '.join(metric_spec(m).title for m in metrics)})"
         for metric in metrics:
             published = _published_for(spec, group, metric, notes)
-            keys = {task: [task, _column_key(published, task), _column_key(spec.published, task)] for task in spec.tasks}
-            ordered = [task for key in group.titles for task in spec.tasks if key in keys[task]]
-            tasks = list(dict.fromkeys([*ordered, *spec.tasks]))
+            results = spec.result_columns
+            keys = {task: [task, _column_key(published, task), _column_key(spec.published, task)] for task in results}
+            ordered = [task for key in group.titles for task in results if key in keys[task]]
+            tasks = list(dict.fromkeys([*ordered, *results])) if group.per_task else []
             for task in tasks:
                 title = next((group.titles[k] for k in keys[task] if k in group.titles), None)
                 if title is None:  # the paper's abbreviation (the published column) when there is one
@@ -204,16 +258,19 @@ def resolve_columns(layout: TableLayout, spec_lookup: Callable[[str], BenchmarkS
                 if len(metrics) > 1:
                     title = metric_spec(metric).title if len(tasks) == 1 else f"{title} {metric_spec(metric).title}"
                 columns.append(Column(group_title, title, spec.name, metric, task, published))
-            if group.aggregate and len(tasks) > 1:
+            if group.aggregate and (len(tasks) > 1 or not group.per_task):
                 title = group.aggregate if len(metrics) == 1 else f"{group.aggregate} {metric_spec(metric).title}"
                 columns.append(Column(group_title, title, spec.name, metric, MACRO, published))
     return columns
 
 
-def _entry(entry: dict | None) -> dict | None:
+def _entry(entry: dict | None, spread: str = "seeds") -> dict | None:
     if not entry or entry.get("mean") is None:
         return None
-    return {k: entry.get(k) for k in ("mean", "std", "ci_low", "ci_high")}
+    cell = {k: entry.get(k) for k in ("mean", "std", "ci_low", "ci_high")}
+    if spread == "cases":
+        cell["std"] = entry.get("case_std")
+    return cell
 
 
 def build_paper_table(
@@ -234,15 +291,15 @@ def build_paper_table(
         for run in full_data_runs(runs.get(column.benchmark, ())):
             key = (run.encoder, run.method)
             cells = ours.setdefault(key, [None] * len(columns))
-            cells[i] = _entry(run.metrics.get("metrics", {}).get(column.metric, {}).get(column.task))
+            cells[i] = _entry(run.metrics.get("metrics", {}).get(column.metric, {}).get(column.task), layout.spread)
             variants[key] = tuple(dict.fromkeys((*variants.get(key, ()), *run.variant)))
     rows = [Row(OURS, run_label(encoder, head, variants[(encoder, head)]), cells, encoder=encoder, head=head,
                 variant=variants[(encoder, head)]) for (encoder, head), cells in sorted(ours.items())]
-    other_heads = sorted({row.head for row in rows if row.head.split(" [")[0] not in PAPER_HEADS})
+    other_heads = sorted({row.head for row in rows if row.head.split(" [")[0] not in layout.heads})
     if other_heads:
-        notes.append(f"rows of the heads {', '.join(other_heads)} do not follow the paper's linear-probing protocol.")
+        notes.append(f"rows of the heads {', '.join(other_heads)} do not follow the paper's protocol ({', '.join(layout.heads)}).")
     for row in rows:
-        models = {c.published.encoders[row.encoder] for c in columns if c.published and row.encoder in c.published.encoders}
+        models = {c.published.paper_model(row.encoder, row.head) for c in columns if c.published} - {None}
         row.model = next(iter(models)) if len(models) == 1 else None
 
     paper: dict[str, list[dict | None]] = {}
@@ -259,7 +316,7 @@ def build_paper_table(
             std = record["std"]
             cells[i] = {"mean": record["mean"], "std": None if std is None or pd.isna(std) else std, "ci_low": None, "ci_high": None}
     if layout.published_rows == "matching":
-        wanted = {c.published.encoders[r.encoder] for r in rows for c in columns if c.published and r.encoder in c.published.encoders}
+        wanted = {c.published.paper_model(r.encoder, r.head) for r in rows for c in columns if c.published} - {None}
         paper = {model: cells for model, cells in paper.items() if model in wanted}
     elif layout.published_rows == "none":
         paper = {}
@@ -274,7 +331,7 @@ def build_paper_table(
                 continue
             cells: list[dict | None] = [None] * len(columns)
             for i, column in enumerate(columns):
-                model = column.published.encoders.get(row.encoder) if column.published else None
+                model = column.published.paper_model(row.encoder, row.head) if column.published else None
                 theirs = paper.get(model, [None] * len(columns))[i] if model else None
                 if theirs is None:  # the paper's row may be hidden (published_rows), read it again
                     theirs = _published_cell(_published_frame(column.published, frames), model, column.task) if model else None
@@ -399,7 +456,7 @@ def long_frame(table: PaperTable) -> pd.DataFrame:
                       "benchmark": column.benchmark, "metric": column.metric, "task": column.task, **cell,
                       "published_model": None, "published_mean": None, "diff": None}
             if row.kind == OURS:
-                model = column.published.encoders.get(row.encoder) if column.published else None
+                model = column.published.paper_model(row.encoder, row.head) if column.published else None
                 theirs = paper.get(model, [None] * len(table.columns))[i] if model else None
                 if theirs is None and model:
                     theirs = _published_cell(_published_frame(column.published, table.frames), model, column.task)

@@ -82,8 +82,26 @@ def summarize(predictions: pd.DataFrame, targets: Sequence[TargetSpec], metrics_
         entries = {t.name: _entry(points[:, j], samples[:, :, j], seeds, bootstrap) for j, t in enumerate(scored)}
         with np.errstate(invalid="ignore"):
             entries[MACRO] = _entry(points.mean(axis=1), samples.mean(axis=2), seeds, bootstrap)
+        if getattr(scorer, "averages_cases", False):
+            _add_case_spread(entries, scored, seeds, arrays)
         result[name] = entries
     return result
+
+
+def _add_case_spread(entries: dict, scored: Sequence[TargetSpec], seeds: list[int], arrays: dict) -> None:
+    """`case_std`: the standard deviation (ddof=1) of the per-case values the metric averages, over the test cases
+    it selects, averaged over seeds (RAD-DINO's segmentation tables print "mean (std) over test cases"); the macro
+    entry averages the targets' values."""
+    spreads = []
+    for target in scored:
+        per_seed = []
+        for s in seeds:
+            labels, values = arrays[(s, target.name)]
+            kept = values[~np.isnan(labels)]
+            per_seed.append(np.std(kept, ddof=1) if len(kept) > 1 else np.nan)
+        spreads.append(np.mean(per_seed))
+        entries[target.name]["case_std"] = _num(spreads[-1])
+    entries[MACRO]["case_std"] = _num(np.mean(spreads))
 
 
 def _point(scorer, labels: np.ndarray, scores: np.ndarray) -> float:

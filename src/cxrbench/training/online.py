@@ -29,6 +29,7 @@ from cxrbench.encoders.base import Encoder, FeatureRequest
 from cxrbench.encoders.preprocessing import Preprocessor
 from cxrbench.errors import CxrbenchError, ImageReadError, SpecError
 from cxrbench.features.extract import default_workers
+from cxrbench.heads.base import LAYER_PREFIX
 from cxrbench.progress import Progress, SilentProgress
 from cxrbench.training.augment import AugmentationParams, AugmentationPolicy, view_seed
 
@@ -41,8 +42,12 @@ def augmentation_policy(params: Mapping[str, Any], encoder: Encoder, where: str)
         raise SpecError(f"{where}: augmentation: {exc}") from None
 
 
-class _AugmentedImages(Dataset):
-    """Item (epoch, index) -> (encoder input of that epoch's augmented view, index, error text)."""
+class ImageViews(Dataset):
+    """Item (epoch, index) -> {"pixels": the encoder input of that epoch's augmented view, "index", "error": text}.
+
+    The views an `OnlineBatches` encodes; a view set may add entries that depend on the augmentation (a
+    segmentation view adds its mask's "targets", `training.mask_views`), which reach the head with the features.
+    """
 
     def __init__(self, paths: Sequence[str], policy: AugmentationPolicy, preprocessor: Preprocessor, seed: int):
         self.paths, self.policy, self.preprocessor, self.seed = list(paths), policy, preprocessor, seed
@@ -50,13 +55,17 @@ class _AugmentedImages(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, item: tuple[int, int]):
+    def __getitem__(self, item: tuple[int, int]) -> dict[str, Any]:
         epoch, index = item
         try:
             view = self.policy(read_image(self.paths[index]), view_seed(self.seed, epoch, index))
-            return self.preprocessor(view), index, ""
+            return {"pixels": self.preprocessor(view), "index": index, "error": ""}
         except CxrbenchError as exc:  # carried to the main process as text: worker exceptions lose their type
-            return torch.zeros(self.preprocessor.spec.channels, *self.preprocessor.output_size), index, str(exc)
+            return {"pixels": torch.zeros(self.preprocessor.spec.channels, *self.preprocessor.output_size), "index": index,
+                    "error": str(exc)}
+
+    def describe(self) -> dict[str, Any]:
+        return self.policy.describe()
 
 
 def _single_thread_worker(_: int) -> None:
@@ -64,11 +73,11 @@ def _single_thread_worker(_: int) -> None:
 
 
 class OnlineBatches:
-    """The frozen `encoder`'s features of augmented views of `paths` (rows in the order of the head's labels)."""
+    """The frozen `encoder`'s features of augmented `views` (`ImageViews`; rows in the order of the head's labels)."""
 
-    def __init__(self, encoder: Encoder, paths: Sequence[str], policy: AugmentationPolicy, seed: int, device: str = "cpu",
-                 num_workers: int | None = None, progress: Progress = SilentProgress()):
-        self.encoder, self.paths, self.policy, self.seed, self.device = encoder, list(paths), policy, seed, device
+    def __init__(self, encoder: Encoder, views: Dataset, device: str = "cpu", num_workers: int | None = None,
+                 progress: Progress = SilentProgress()):
+        self.encoder, self.views, self.device = encoder, views, device
         self.workers = default_workers(device) if num_workers is None else num_workers
         self.progress = progress
         model = encoder.model
@@ -76,33 +85,35 @@ class OnlineBatches:
             model.eval().requires_grad_(False)
         encoder.to(device)
         progress.note(f"online features of {encoder.spec.name}: every epoch encodes an augmented view of each of the "
-                      f"{len(self.paths)} training images again (the cached features are computed once).")
+                      f"{len(views)} training images again (the cached features are computed once).")
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.views)
 
     def describe(self) -> dict[str, Any]:
-        return {"features": "online", "num_workers": self.workers, "augmentation": self.policy.describe()}
+        return {"features": "online", "num_workers": self.workers, "augmentation": self.views.describe()}
 
     def epoch(self, batches: Sequence[np.ndarray], epoch: int, needs: Sequence[str]) -> Iterator[dict[str, torch.Tensor]]:
-        request = FeatureRequest(global_embedding=True, patch_tokens="patches" in needs)
+        layers = tuple(int(n[len(LAYER_PREFIX):]) for n in needs if n.startswith(LAYER_PREFIX))
+        request = FeatureRequest(global_embedding=True, patch_tokens="patches" in needs, layers=layers)
         self.encoder.check_request(request)
         loader = DataLoader(
-            _AugmentedImages(self.paths, self.policy, self.encoder.preprocessor, self.seed),
-            batch_sampler=[[(epoch, int(i)) for i in batch] for batch in batches], num_workers=self.workers,
+            self.views, batch_sampler=[[(epoch, int(i)) for i in batch] for batch in batches], num_workers=self.workers,
             worker_init_fn=_single_thread_worker if self.workers else None, pin_memory=str(self.device).startswith("cuda"),
         )
-        advance = self.progress.task(f"online features of {self.encoder.spec.name}, epoch {epoch + 1}", len(self.paths),
+        advance = self.progress.task(f"online features of {self.encoder.spec.name}, epoch {epoch + 1}", len(self.views),
                                      transient=True)
-        for pixels, _, errors in loader:
-            failed = [e for e in errors if e]
+        for batch in loader:
+            failed = [e for e in batch["error"] if e]
             if failed:
                 raise ImageReadError(f"{failed[0]} {DATASET_FIX}")
             with torch.no_grad():
-                features = self.encoder.encode(pixels.to(self.device, non_blocking=True), request)
+                features = self.encoder.encode(batch["pixels"].to(self.device, non_blocking=True), request)
             # encoders run under inference mode; a head's autograd may keep its inputs, so they become ordinary tensors
             inputs = {"global": features.global_embedding.clone()}
             if "patches" in needs:
                 inputs["patches"] = features.patch_tokens.clone()
-            advance(len(pixels))
+            inputs.update({f"{LAYER_PREFIX}{i}": features.layers[i].clone() for i in layers})
+            inputs.update({k: v for k, v in batch.items() if k not in ("pixels", "index", "error")})
+            advance(len(batch["pixels"]))
             yield inputs
