@@ -189,7 +189,8 @@ def _braces_balanced(text: str) -> bool:
     return depth == 0
 
 
-@pytest.mark.parametrize("name", sorted(n for n in LAYOUTS if n != "rad-dino-3"))  # Table 3: tests/test_segmentation.py
+# the segmentation layouts (rad-dino-3, raydino-seg) are checked on their own runs in tests/test_segmentation.py
+@pytest.mark.parametrize("name", sorted(n for n in LAYOUTS if n not in ("rad-dino-3", "raydino-seg")))
 def test_latex_is_structurally_sound_and_escaped(store, name):
     write_stored_run(store, "vindr", "odd_name&co%", "linear", VINDR.tasks, base=0.4)
     table = table_from_store(get_layout(name), store, lookup, diff=True)

@@ -206,6 +206,7 @@ def test_task_without_positives_is_refused(vindr_copy, tmp_path):
     assert "Task 'Tuberculosis' has no positive example in the test split" in " ".join(result.output.split())
 
 
+@pytest.mark.slow  # two minutes on 2 cores; extraction resume is also pinned by tests/test_cache.py
 def test_killed_run_resumes_with_identical_results(vindr_root, tmp_path):
     """SIGKILL during extraction; the rerun encodes only what is missing and matches an uninterrupted run."""
     command = [sys.executable, "-c", "from cxrbench.cli import main; main()"]

@@ -283,6 +283,8 @@ def test_paxray_transfer_trains_on_projections_and_scores_the_real_masks(jsrt_ro
     assert result.exit_code == 0, result.output
     table = pd.read_csv(tmp_path / "out/tables/raydino-seg.csv")
     assert len(table[table["source"] != "cxrbench"]) == 6  # RayDINO's six mDice figures
+    latex = (tmp_path / "out/tables/raydino-seg.tex").read_text()
+    assert latex.count(r"\begin{") == latex.count(r"\end{") and "RayDINO" in latex
     assert set(table.loc[table["source"] == "cxrbench", "benchmark"]) == {"paxray-to-jsrt"}
     assert table.loc[(table["source"] != "cxrbench") & (table["benchmark"] == "paxray-to-jsrt"), "mean"].iloc[0] == pytest.approx(0.808)
 
