@@ -307,3 +307,12 @@ def test_training_targets_larger_than_memory_go_to_a_scratch_file_that_is_remove
     assert scratch and all(p.parent == tmp_path / "cache" and not p.exists() for p in scratch)
     ram, disk = (pd.read_parquet(tmp_path / f"{out}/siim-acr/pixels/seg-linear/predictions.parquet") for out in ("ram", "disk"))
     pd.testing.assert_frame_equal(ram, disk)
+
+
+def test_a_structure_in_two_mask_targets_is_refused_when_the_spec_is_parsed():
+    from cxrbench.errors import SpecError
+    from cxrbench.specs import BenchmarkSpec, TargetSpec
+
+    targets = (TargetSpec("a", "mask", structures=("lung", "heart")), TargetSpec("b", "mask", structures=("heart",)))
+    with pytest.raises(SpecError, match="structure 'heart' is listed twice"):
+        BenchmarkSpec("x", "x", {}, targets, metrics=("dice",), primary_metric="dice")

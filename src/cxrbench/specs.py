@@ -211,6 +211,11 @@ class BenchmarkSpec:
         duplicate = next((n for n in names if names.count(n) > 1), None)
         if duplicate is not None:
             raise SpecError(f"benchmark '{self.name}': target '{duplicate}' is listed twice.")
+        structures = [s for t in targets for s in t.structures]  # a structure is a result column and a decoder channel
+        duplicate = next((s for s in structures if structures.count(s) > 1), None)
+        if duplicate is not None:
+            raise SpecError(f"benchmark '{self.name}': structure '{duplicate}' is listed twice; each structure belongs "
+                            "to one mask target, once.")
         if self.primary_metric not in self.metrics:
             raise SpecError(f"benchmark '{self.name}': primary_metric '{self.primary_metric}' is not among its "
                             f"metrics {list(self.metrics)}.")

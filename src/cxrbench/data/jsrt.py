@@ -29,7 +29,7 @@ from PIL import Image, UnidentifiedImageError
 
 from cxrbench.data.images import JSRT_SIDE, JSRT_SUFFIX
 from cxrbench.data.samples import BenchmarkData, present_column
-from cxrbench.data.settings import data_folder, dataset_settings
+from cxrbench.data.settings import data_folder, dataset_settings, require_masks
 from cxrbench.errors import DataError, ImageReadError
 from cxrbench.specs import BenchmarkSpec
 
@@ -49,14 +49,8 @@ def _shown(paths: list[Path]) -> str:
 
 def _structures(spec: BenchmarkSpec, folders: Mapping[str, Any]) -> list[str]:
     """Every structure of the spec's (mask) targets, each with an SCR folder."""
-    not_masks = [t.name for t in spec.targets if t.kind != "mask"]
-    if not_masks:
-        raise DataError(f"benchmark '{spec.name}': target(s) {not_masks} are not masks; JSRT/SCR provides anatomy masks only.")
+    require_masks(spec, "JSRT/SCR")
     structures = [s for t in spec.targets for s in t.structures]
-    duplicate = next((s for s in structures if structures.count(s) > 1), None)
-    if duplicate is not None:
-        raise DataError(f"benchmark '{spec.name}': structure '{duplicate}' is listed in two targets; each SCR structure "
-                        "belongs to one target.")
     unmapped = [s for s in structures if s not in folders]
     if unmapped:
         raise DataError(f"benchmark '{spec.name}': structure(s) {unmapped} have no SCR mask folder in the dataset option "

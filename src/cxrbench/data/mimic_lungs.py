@@ -45,7 +45,7 @@ from PIL import Image, UnidentifiedImageError
 
 from cxrbench.data.csvs import first_existing, read_csv
 from cxrbench.data.samples import BenchmarkData
-from cxrbench.data.settings import data_folder, dataset_settings
+from cxrbench.data.settings import data_folder, dataset_settings, require_masks
 from cxrbench.data.splits import POOL, seed_splits
 from cxrbench.errors import DataError
 from cxrbench.specs import BenchmarkSpec, SplitSpec
@@ -225,9 +225,7 @@ def _settings(spec: BenchmarkSpec, options: Mapping[str, Any], extra: Mapping[st
         settings["mask_threshold"] = float(settings["mask_threshold"])
     except (TypeError, ValueError):
         raise DataError(f"benchmark '{spec.name}': mask_threshold must be a number, got {settings['mask_threshold']!r}.") from None
-    not_masks = [t.name for t in spec.targets if t.kind != "mask"]
-    if not_masks:
-        raise DataError(f"benchmark '{spec.name}': target(s) {not_masks} are not masks; this benchmark has lung masks only.")
+    require_masks(spec, "the MIMIC-CXR lung-mask release")
     return settings
 
 

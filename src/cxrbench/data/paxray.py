@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from cxrbench.data.samples import BenchmarkData
-from cxrbench.data.settings import data_folder, dataset_settings
+from cxrbench.data.settings import data_folder, dataset_settings, require_masks
 from cxrbench.errors import DataError
 from cxrbench.specs import BenchmarkSpec
 
@@ -346,9 +346,7 @@ def _settings(spec: BenchmarkSpec, options: Mapping[str, Any]) -> dict[str, Any]
     bad = [v for v in settings["views"] if v not in VIEWS]
     if bad or not settings["views"]:
         raise DataError(f"benchmark '{spec.name}': views must list {' and/or '.join(VIEWS)}, got {settings['views']!r}.")
-    not_masks = [t.name for t in spec.targets if t.kind != "mask"]
-    if not_masks:
-        raise DataError(f"benchmark '{spec.name}': target(s) {not_masks} are not masks; PAXRay++ provides anatomy masks only.")
+    require_masks(spec, "PAXRay++")
     return settings
 
 

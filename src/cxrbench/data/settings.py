@@ -24,6 +24,13 @@ def dataset_settings(spec: BenchmarkSpec, options: Mapping[str, Any], defaults: 
     return {**(defaults or {}), **spec.dataset, **{k: v for k, v in options.items() if v is not None}}
 
 
+def require_masks(spec: BenchmarkSpec, dataset: str) -> None:
+    """Refuse a spec that asks a mask-only dataset for other kinds of targets."""
+    others = [t.name for t in spec.targets if t.kind != "mask"]
+    if others:
+        raise DataError(f"benchmark '{spec.name}': target(s) {others} are not masks; {dataset} provides masks only.")
+
+
 def check_choice(spec: BenchmarkSpec, key: str, value: Any, allowed: Sequence[str]) -> str:
     if value not in allowed:
         raise DataError(f"benchmark '{spec.name}': {key} must be one of {tuple(allowed)}, got '{value}'.")

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from cxrbench.data.samples import BenchmarkData, present_column
-from cxrbench.data.settings import check_choice, data_folder, dataset_settings
+from cxrbench.data.settings import check_choice, data_folder, dataset_settings, require_masks
 from cxrbench.errors import DataError
 from cxrbench.specs import BenchmarkSpec
 
@@ -60,13 +60,7 @@ def _settings(spec: BenchmarkSpec, options: Mapping[str, Any]) -> dict[str, Any]
     except (TypeError, ValueError):
         raise DataError(f"benchmark '{spec.name}': vertex_tolerance must be a number of pixels, got "
                         f"{settings['vertex_tolerance']!r}.") from None
-    not_masks = [t.name for t in spec.targets if t.kind != "mask"]
-    if not_masks:
-        raise DataError(f"benchmark '{spec.name}': target(s) {not_masks} are not masks; VinDr-RibCXR outlines ribs only.")
-    structures = [s for t in spec.targets for s in t.structures]
-    duplicate = next((s for s in structures if structures.count(s) > 1), None)
-    if duplicate is not None:
-        raise DataError(f"benchmark '{spec.name}': rib '{duplicate}' is listed twice; each belongs to one target.")
+    require_masks(spec, "VinDr-RibCXR")
     return settings
 
 

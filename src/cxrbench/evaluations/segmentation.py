@@ -79,9 +79,6 @@ class SegmentationEvaluation(ProbeEvaluation):
         for name in self.metrics:
             if "mask" not in metric_spec(name).kinds:
                 raise SpecError(f"--metric {name} does not score mask targets (see `cxrbench list metrics`).")
-        structures = [s for t in spec.targets for s in t.structures]
-        if len(set(structures)) != len(structures):
-            raise SpecError(f"benchmark '{spec.name}': structure names must be unique across its mask targets; {structures}.")
         self.groups = []
         self.params = self._decoder(spec).params
         if self.params["features"] == "online":  # a bad augmentation fails before any data is read
