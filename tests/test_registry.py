@@ -38,6 +38,8 @@ TOY_SPEC = {
     "embedding_dim": 1024,
     "patch_stride": 4,
     "global_embedding": "All 32x32 intensities, flattened (1024-d).",
+    "pretraining_data": [],
+    "pretraining_notes": "No pre-training: raw intensities.",
 }
 
 

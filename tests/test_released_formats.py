@@ -94,6 +94,7 @@ def xray_png(tmp_path_factory, vindr_root):
     return path
 
 
+@pytest.mark.slow  # about a minute on 2 cores
 def test_raydino_chunked_checkpoint_with_hash_in_name(tmp_path, xray_png):
     spec = encoder_spec("raydino")
     model = random_hf_dinov2(spec.architecture)

@@ -149,6 +149,7 @@ def test_rad_dino_matches_transformers_reference_at_518(rad_dino_dir, vindr_root
     assert encoder.weights.identity.startswith("sha256:")
 
 
+@pytest.mark.slow  # about a minute on 2 cores
 def test_run_rad_dino_from_local_hf_folder_offline(rad_dino_dir, vindr_root, tmp_path):
     env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "empty-hf-home")}
     result = invoke(*run_args(vindr_root, tmp_path / "out", tmp_path / "cache", "--encoder", "rad-dino",

@@ -1,4 +1,5 @@
-"""The `cxrbench` command: run | explain | demo | embed | list | data check | cache ls/clear | table | curve.
+"""The `cxrbench` command: run | explain | demo | embed | list | data check | cache ls/clear | results validate | table | reproduce | compare |
+curve | report.
 
 The only module that prints (through `cxrbench.console`). Errors the user can fix (`CxrbenchError`) become one
 message and exit code 2; Ctrl-C says what was kept and exits 130.
@@ -29,8 +30,10 @@ from cxrbench.specs import safe_load
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Benchmark frozen chest X-ray encoders.")
 data_app = typer.Typer(no_args_is_help=True, help="Inspect datasets on disk.")
 cache_app = typer.Typer(no_args_is_help=True, help="Inspect or clear the feature cache.")
+results_app = typer.Typer(no_args_is_help=True, help="Check stored run folders.")
 app.add_typer(data_app, name="data")
 app.add_typer(cache_app, name="cache")
+app.add_typer(results_app, name="results")
 
 DEFAULT_OUT = Path("results")
 DEFAULT_DEMO_DIR = Path("cxrbench-demo")
@@ -480,6 +483,27 @@ def cache_clear(
     say(f"removed {clear_stores(root, encoder)} store(s) from {root}")
 
 
+@results_app.command("validate")
+@user_errors
+def results_validate(path: Path = typer.Argument(..., help="A run folder, or a results folder holding runs.")) -> None:
+    """Check run folders against the metrics.json schema (src/cxrbench/results/metrics.schema.json) and the
+    consistency of their predictions and splits; a non-zero exit when any is invalid."""
+    from cxrbench.results.schema import find_runs, validate_run
+
+    runs = find_runs(path)
+    if not runs:
+        raise CxrbenchError(f"No run (a folder holding metrics.json) under {path}.")
+    invalid = 0
+    for folder in runs:
+        problems = validate_run(folder)
+        invalid += bool(problems)
+        for problem in problems:
+            error(f"{folder}: {problem}")
+    if invalid:
+        raise CxrbenchError(f"{invalid} of {len(runs)} run(s) under {path} are invalid (above).")
+    say(f"ok: {len(runs)} run(s) under {path} match the results schema")
+
+
 @app.command()
 @user_errors
 def table(
@@ -487,36 +511,217 @@ def table(
     out: Path = typer.Option(DEFAULT_OUT, help="Results folder holding the stored runs."),
     metric: Optional[str] = typer.Option(None, help="Metric (default: the benchmark's primary metric)."),
     layout: Optional[str] = typer.Option(
-        None, help="A paper table's layout instead of one benchmark: rad-dino-1a | rad-dino-1b | rad-dino-c1; "
-                   "writes OUT/tables/LAYOUT.{md,csv,tex}."),
+        None, help="A paper table's layout instead of one benchmark: rad-dino-1a | rad-dino-1b | rad-dino-3 | rad-dino-c1 | "
+                   "raydino-headline | raydino-seg; writes OUT/tables/LAYOUT.{md,csv,tex}."),
     diff: bool = typer.Option(False, "--diff", help="With --layout: add rows 'ours − published mean' for encoders the paper reports."),
+    versus: Optional[str] = typer.Option(None, "--versus", help="Mark each cell better / worse / not significantly different from this encoder's run of the same head (paired patient bootstrap, Holm-adjusted); files get _vs_ENCODER."),
+    all_layouts: bool = typer.Option(False, "--all", help="Every paper layout that has stored runs under OUT: writes OUT/tables/LAYOUT.{md,csv,tex}."),
+    check: bool = typer.Option(False, "--check", help="With --all: write nothing; recompute every run's metrics from its predictions and every table from the runs, and fail on any difference from OUT/tables/ (CI)."),
 ) -> None:
     """Compare every stored run of BENCHMARK (rows encoders, columns tasks) with the paper's numbers, or lay
-    out several benchmarks as a paper's table (--layout)."""
+    out several benchmarks as a paper's table (--layout), or every layout (--all)."""
+    if check and not all_layouts:
+        raise CxrbenchError("--check compares every committed table: give --all --check.")
+    if all_layouts:
+        if benchmark is not None or metric is not None or layout is not None or versus is not None:
+            raise CxrbenchError("--all writes every paper layout: give no BENCHMARK, --metric, --layout or --versus with it.")
+        _all_layouts(out, check)
+        return
     if layout is not None:
         if benchmark is not None or metric is not None:
             raise CxrbenchError("--layout fixes the benchmarks and metrics: give either BENCHMARK [--metric M] or --layout NAME.")
-        _show_layout(layout, out, diff)
+        _show_layout(layout, out, diff, versus)
         return
     if benchmark is None:
         from cxrbench.results.paper_tables import LAYOUTS
 
         raise CxrbenchError(f"Give a BENCHMARK (e.g. `cxrbench table vindr`) or --layout NAME ({' | '.join(LAYOUTS)}).")
-    _show_comparison(benchmark, out, metric)
+    _show_comparison(benchmark, out, metric, versus)
 
 
-def _show_layout(name: str, out: Path, diff: bool) -> None:
+def _all_layouts(out: Path, check: bool) -> None:
+    from cxrbench.results.check import check_committed, regenerate
+    from cxrbench.results.paper_tables import write_paper_table
+
+    if check:
+        report = check_committed(out)
+        for problem in report.problems:
+            error(problem)
+        if report.problems:
+            raise CxrbenchError(f"{len(report.problems)} difference(s) between the committed tables under {out / 'tables'} "
+                                "and the stored predictions. Regenerate with `cxrbench table --all` (after checking why).")
+        say(f"ok: {report.runs} runs' metrics recomputed from their predictions and {report.tables} tables regenerated "
+            f"match {out / 'tables'}")
+        return
+    tables, _ = regenerate(out, recomputed=False)
+    if not tables:
+        raise CxrbenchError(f"No stored run under {out} belongs to a paper layout. Run `cxrbench reproduce TABLE` first.")
+    for name, table in tables.items():
+        paths = write_paper_table(table, out / "tables" / name)
+        say(f"{name}: " + ", ".join(str(path) for path in paths.values()))
+
+
+def _show_layout(name: str, out: Path, diff: bool, versus: Optional[str] = None) -> None:
     from cxrbench.results.paper_tables import display_frame, get_layout, table_from_store, write_paper_table
 
     paper_layout = get_layout(name)
-    result = table_from_store(paper_layout, out, diff=diff)
+    result = table_from_store(paper_layout, out, diff=diff, versus=versus)
     spread = "test cases" if paper_layout.spread == "cases" else "seeds"
     print_table(display_frame(result), f"{paper_layout.title}\nours: mean ± std over {spread} [95% bootstrap CI]",
                 paper_layout.model_title)
     for line in result.notes:
         note(line)
-    paths = write_paper_table(result, out / "tables" / name)
+    paths = write_paper_table(result, out / "tables" / (f"{name}_vs_{versus}" if versus else name))
     say("tables: " + ", ".join(str(path) for path in paths.values()))
+
+
+@app.command()
+@user_errors
+def compare(
+    benchmark: str = typer.Argument(..., help="Benchmark name."),
+    encoders: str = typer.Option(..., "--encoders", help="Two or more encoders, comma-separated: the first is the reference."),
+    head: Optional[str] = typer.Option(None, help="The head whose runs are compared (default: the benchmark's)."),
+    metric: Optional[str] = typer.Option(None, help="Metric (default: the benchmark's primary metric)."),
+    correction: str = typer.Option("holm", help="Multiple-comparison adjustment over every row: holm | bh (Benjamini-Hochberg) | none."),
+    test: str = typer.Option("bootstrap", help="The p-value behind the verdicts: bootstrap (paired patient bootstrap) | delong (AUROC) | ttest (over seeds, RayDINO)."),
+    ttest: str = typer.Option("independent", help="The t-test over seeds: independent (RayDINO's two populations of seeds) | paired (by seed) | welch."),
+    alpha: float = typer.Option(0.05, help="Significance level of the verdicts (on adjusted p-values)."),
+    out: Path = typer.Option(DEFAULT_OUT, help="Results folder holding the stored runs."),
+) -> None:
+    """Paired comparison of encoders scored on the same test patients: the difference to the reference with its
+    paired-bootstrap CI, DeLong's test (AUROC), the t-test over seeds, adjusted p-values and a verdict per task;
+    writes OUT/BENCHMARK/comparisons/METRIC_vs_REFERENCE.{csv,md}."""
+    from cxrbench.files import atomic_text
+    from cxrbench.registry import benchmark_spec, metric_spec
+    from cxrbench.results.comparisons import compare_runs, reference_run
+    from cxrbench.results.efficiency import full_data_runs
+    from cxrbench.results.store import stored_runs
+    from cxrbench.results.tables import to_markdown
+
+    spec = benchmark_spec(benchmark)
+    names = _names(encoders)
+    if len(names) < 2:
+        raise CxrbenchError(f"--encoders {encoders}: name at least two encoders (the first is the reference).")
+    metric = metric or spec.primary_metric
+    metric_spec(metric)
+    runs = full_data_runs(stored_runs(out, benchmark))
+    method = head or spec.default_head
+    chosen = [reference_run(runs, name, method) for name in names]
+    frame = compare_runs(chosen[0], chosen[1:], metric, correction, test, ttest, alpha)
+    shown = frame.assign(
+        comparison=[f"{e} − {r} · {t}" for e, r, t in zip(frame["encoder"], frame["reference"], frame["target"])],
+        difference=[_difference(row, metric) for _, row in frame.iterrows()],
+        **{c: [_p(v) for v in frame[c]] for c in ("p_bootstrap", "p_delong", "p_ttest", "p_adjusted")},
+    ).set_index("comparison")[["difference", "p_bootstrap", "p_delong", "p_ttest", "p_adjusted", "verdict"]]
+    title = (f"{spec.title}: {metric_spec(metric).title}, {method} heads, paired on the same test patients\n"
+             f"difference [95% paired-bootstrap CI]; p adjusted by {correction} over {len(frame)} comparisons; verdict from {test}")
+    print_table(shown, title, "comparison")
+    stem = out / benchmark / "comparisons" / f"{metric}_vs_{names[0]}"
+    atomic_text(stem.with_suffix(".csv"), frame.to_csv(index=False))
+    atomic_text(stem.with_suffix(".md"), f"# {title}\n\n" + to_markdown(shown, "comparison"))
+    say(f"comparisons: {stem}.csv, {stem}.md")
+
+
+def _difference(row, metric: str) -> str:
+    from cxrbench.registry import metric_spec
+
+    spec = metric_spec(metric)
+    if row["diff"] is None or _missing(row["diff"]):
+        return "–"
+    scale, decimals = spec.scale, spec.decimals
+    text = f"{scale * row['diff']:+.{decimals}f}"
+    if not _missing(row["ci_low"]) and not _missing(row["ci_high"]):
+        text += f" [{scale * row['ci_low']:+.{decimals}f}, {scale * row['ci_high']:+.{decimals}f}]"
+    return text
+
+
+def _p(value) -> str:
+    return "–" if value is None or _missing(value) else (f"{value:.2g}" if value >= 1e-4 else f"{value:.1e}")
+
+
+def _missing(value) -> bool:
+    import math
+
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+@app.command()
+@user_errors
+def reproduce(
+    table_name: str = typer.Argument(..., metavar="TABLE", help="A paper table with a recipe (results/recipes/TABLE.yaml), e.g. rad-dino-1a."),
+    data_root: list[str] = typer.Option([], "--data-root", help="BENCHMARK=DIR for each benchmark of the table (DIR alone when it has one); others come from their environment variables. Repeatable."),
+    encoder: Optional[str] = typer.Option(None, "--encoder", "-e", help="Only these rows' encoders, comma-separated (default: every row)."),
+    random_init: bool = typer.Option(False, "--random-init", help="Every encoder with random weights of its architecture: checks the whole recipe without downloads (rows are labelled random init)."),
+    image_size: Optional[int] = typer.Option(None, help="Override every encoder's input resolution, rounded to a multiple of its patch size (resize and crop)."),
+    seeds: Optional[int] = Seeds,
+    bootstrap: Optional[int] = typer.Option(None, help="Bootstrap resamples (default: each benchmark's, 1000)."),
+    plan: bool = typer.Option(False, "--plan", help="Only print which runs are stored and which remain."),
+    overwrite: bool = typer.Option(False, help="Replace stored runs made with other settings (default: refuse them)."),
+    out: Path = Out,
+    cache_dir: Optional[Path] = CacheDir,
+    batch_size: int = BatchSize,
+    shard_size: int = ShardSize,
+    workers: Optional[int] = Workers,
+    device: str = Device,
+    threads: Optional[int] = Threads,
+) -> None:
+    """Run what a paper table needs and is not stored yet (resumable: stored runs of the same settings are kept),
+    then write the table to OUT/tables/TABLE.{md,csv,tex}."""
+    from cxrbench.pipeline import MachineOptions
+    from cxrbench.reproduce import ReproduceOptions, reproduce as run_recipe
+    from cxrbench.results.recipes import load_recipe, plan_runs
+
+    recipe = load_recipe(table_name)
+    options = ReproduceOptions(out, _data_roots(data_root, recipe.benchmarks), _names(encoder) if encoder else None,
+                               random_init, image_size, seeds, bootstrap, overwrite)
+    planned = plan_runs(recipe, out, options.encoders)
+    console.print(text_table(f"{recipe.source}: {len(planned)} runs", ["run", "folder", "status"],
+                             [[p.label, str(p.folder), "stored" if p.stored else "to run"] for p in planned]))
+    if plan:
+        return
+    machine = MachineOptions(_cache_root(cache_dir), batch_size, shard_size, workers, _machine(device, threads))
+    with progress_bar() as bar:
+        outcome = run_recipe(recipe, options, machine, RichProgress(bar))
+    say(f"{len(outcome.ran)} run(s) trained, {len(outcome.kept)} kept as stored, {len(outcome.remaining)} remaining")
+    if any(p.stored for p in planned):
+        _show_layout(recipe.table, out, diff=False)
+    if outcome.remaining:
+        for run, why in outcome.remaining:
+            error(f"not run: {run.label}: {why}")
+        raise CxrbenchError(f"{len(outcome.remaining)} run(s) of {recipe.table} remain; fix what is said above and run "
+                            "the same command again (finished runs are kept).")
+
+
+def _data_roots(values: list[str], benchmarks: list[str]) -> dict[str, Path]:
+    """--data-root BENCHMARK=DIR (or DIR alone for a one-benchmark table)."""
+    roots = {}
+    for value in values:
+        name, sep, folder = value.partition("=")
+        if not sep:
+            if len(benchmarks) != 1:
+                raise CxrbenchError(f"--data-root {value}: this table has several benchmarks ({', '.join(benchmarks)}); "
+                                    "write BENCHMARK=DIR.")
+            name, folder = benchmarks[0], value
+        if name not in benchmarks:
+            raise CxrbenchError(f"--data-root {value}: '{name}' is not a benchmark of this table ({', '.join(benchmarks)}).")
+        roots[name] = Path(folder)
+    return roots
+
+
+@app.command()
+@user_errors
+def report(
+    out: Path = typer.Option(DEFAULT_OUT, help="Results folder holding the stored runs."),
+    dest: Optional[Path] = typer.Option(None, help="Report folder (default OUT/report); an existing report there is replaced."),
+) -> None:
+    """A static HTML report of everything stored under OUT (tables with CIs, paper layouts, paired comparisons,
+    ROC / PR curves with bootstrap bands, reliability diagrams, label efficiency, explain heatmaps, overlays):
+    open DEST/index.html, no server needed."""
+    from cxrbench.report import write_report
+
+    with progress_bar() as bar:
+        index = write_report(out, dest or out / "report", RichProgress(bar))
+    say(f"report: {index}")
 
 
 @app.command()
@@ -538,7 +743,7 @@ def curve(
     say("label efficiency: " + ", ".join(str(path) for path in result.paths.values()))
 
 
-def _show_comparison(benchmark: str, out: Path, metric: Optional[str]) -> None:
+def _show_comparison(benchmark: str, out: Path, metric: Optional[str], versus: Optional[str] = None) -> None:
     from cxrbench.registry import benchmark_spec
     from cxrbench.files import atomic_text
     from cxrbench.results.store import stored_runs
@@ -561,6 +766,9 @@ def _show_comparison(benchmark: str, out: Path, metric: Optional[str]) -> None:
     if not any(metric in run.metrics.get("metrics", {}) for run in runs):
         raise CxrbenchError(f"No stored run of '{benchmark}' under {out} has {metric} scores; add them with "
                             f"`cxrbench run {benchmark} ... --metric {metric}`.")
+    if versus is not None:
+        _show_versus(spec, runs, metric, versus, out)
+        return
     frame = comparison_table(spec, runs, metric)
     title = f"{spec.title}: {metric_spec(metric).heading}"
     print_table(frame, f"{title}\n{VALUES}", "model")
@@ -570,6 +778,19 @@ def _show_comparison(benchmark: str, out: Path, metric: Optional[str]) -> None:
     atomic_text(stem.with_suffix(".csv"), comparison_long_table(spec, runs, metric).to_csv(index=False))
     atomic_text(stem.with_suffix(".tex"), comparison_latex(spec, runs, metric))
     say(f"tables: {stem}.md, {stem}.csv, {stem}.tex")
+
+
+def _show_versus(spec, runs: list, metric: str, versus: str, out: Path) -> None:
+    """The per-benchmark comparison with each cell marked against `versus` (paper_tables renders the marks)."""
+    from cxrbench.results.paper_tables import benchmark_layout, build_paper_table, display_frame, write_paper_table
+
+    table = build_paper_table(benchmark_layout(spec, metric), {spec.name: runs}, lambda name: spec, versus=versus)
+    print_table(display_frame(table), f"{table.layout.title}\n{VALUES}; ▲ better, ▼ worse, ≈ not significantly "
+                f"different from {versus} (paired patient bootstrap, Holm-adjusted p < 0.05)", "model")
+    for line in table.notes:
+        note(line)
+    paths = write_paper_table(table, out / spec.name / f"table_{metric}_vs_{versus}")
+    say("tables: " + ", ".join(str(path) for path in paths.values()))
 
 
 def main() -> None:

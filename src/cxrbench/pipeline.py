@@ -53,9 +53,10 @@ def evaluate(study: StudyOptions, evaluation: Evaluation, encoders: EncoderOptio
     results = []
     for name in encoders.names:
         encoder = build_encoder(name, encoders.weights, encoders.revision, encoders.image_size)
-        evaluation.plan(prepared, encoder)
-        features = study_features(encoder, prepared.data.samples["path"].tolist(), evaluation.request(prepared, encoder),
-                                  machine, progress)
+        features = None
+        if evaluation.plan(prepared, encoder):
+            features = study_features(encoder, prepared.data.samples["path"].tolist(), evaluation.request(prepared, encoder),
+                                      machine, progress)
         results += evaluation.evaluate(prepared, features, machine, progress)
     return results
 

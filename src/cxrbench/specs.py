@@ -81,6 +81,12 @@ class AdapterSpec:
     global_embedding: str = ""
     default_layers: tuple[int, ...] = ()
     citation: str = ""
+    # The datasets the released weights were pre-trained on (ids as benchmarks' `source_datasets` name them, e.g.
+    # mimic-cxr, chexpert, nih-cxr14), from the model card and paper; a benchmark drawn from one of them is
+    # in-distribution for this encoder and its table cells are flagged. `pretraining_notes`: where it is stated, and
+    # subsets held out (e.g. a test split excluded from pre-training).
+    pretraining_data: tuple[str, ...] = ()
+    pretraining_notes: str = ""
 
 
 @dataclass(frozen=True)
@@ -200,6 +206,9 @@ class BenchmarkSpec:
     split: SplitSpec = field(default_factory=SplitSpec)
     bootstrap: BootstrapSpec = field(default_factory=BootstrapSpec)
     published: PublishedSpec | None = None
+    # The public datasets its test images come from (ids as adapters' `pretraining_data` name them): RSNA-Pneumonia
+    # and SIIM-ACR images are ChestX-ray14 images, so they are `nih-cxr14`.
+    source_datasets: tuple[str, ...] = ()
     notes: str = ""
 
     def __post_init__(self) -> None:

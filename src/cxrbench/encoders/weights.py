@@ -174,6 +174,13 @@ def weights_digest(path: Path) -> str:
     return digest.hexdigest()[:32]
 
 
+def file_sha256(path: Path) -> str:
+    """SHA-256 (hex) of a file's content, remembered per (path, size, mtime): a run's provenance names each weight
+    file by its digest without reading files already hashed when the weights were resolved."""
+    stat = path.stat()
+    return _file_sha256(str(path), stat.st_size, stat.st_mtime_ns)
+
+
 def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
     return _file_digest(path, size, mtime_ns, "sha256")
 

@@ -18,11 +18,13 @@ class Evaluation(Protocol):
     def prepare(self, study: Study, progress: Progress) -> Study:
         """The study this evaluation scores (the same, or with other targets)."""
 
-    def plan(self, study: Study, encoder: Encoder) -> None:
-        """Checks for one encoder before its features are computed (e.g. a stored run of other settings)."""
+    def plan(self, study: Study, encoder: Encoder) -> bool:
+        """Checks for one encoder before its features are computed (e.g. a stored run of other settings). False when
+        every run it would write is stored already with these settings (resuming): then no feature is computed and
+        `evaluate` receives None and returns the stored results."""
 
     def request(self, study: Study, encoder: Encoder) -> FeatureRequest:
         """The cached features it needs."""
 
-    def evaluate(self, study: Study, features: EncoderFeatures, settings: ExtractionSettings, progress: Progress) -> list[Any]:
+    def evaluate(self, study: Study, features: EncoderFeatures | None, settings: ExtractionSettings, progress: Progress) -> list[Any]:
         """Evaluate one encoder and write its results; returns one result per run folder."""

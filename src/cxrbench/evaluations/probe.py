@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import platform
 import re
 import sys
 from dataclasses import asdict, dataclass, field
@@ -35,7 +34,9 @@ from cxrbench.features.extract import EncoderFeatures, ExtractionSettings
 from cxrbench.heads.base import FeatureSet, FitReport, Head
 from cxrbench.progress import Progress
 from cxrbench.registry import Entry, metric_spec, registry
-from cxrbench.results.store import json_writer, parquet_writer, read_metrics, run_folder, text_writer, write_run, yaml_writer
+from cxrbench.results.provenance import SCHEMA_VERSION, package_versions, provenance
+from cxrbench.results.store import (json_writer, parquet_writer, read_metrics, run_folder, run_name, text_writer, write_run,
+                                    yaml_writer)
 from cxrbench.results.tables import bootstrap_caveats, run_display_table, run_long_table, to_markdown
 from cxrbench.specs import BenchmarkSpec, TargetSpec
 from cxrbench.stats.summary import PROBABILITIES, summarize
@@ -97,6 +98,7 @@ class RunResult:
     encoded: int
     reused: int
     tasks: tuple[str, ...]
+    resumed: bool = False  # stored already with the same settings: kept, nothing trained (ProbeEvaluation.resume)
 
 
 @dataclass
@@ -125,6 +127,7 @@ class ProbeEvaluation:
     tag: str | None = None  # names a variant run (HEAD_TAG/), e.g. other weights or head parameters
     overwrite: bool = False  # replace a stored run of other settings
     metrics: list[str] = field(default_factory=list)  # scored besides the benchmark's own (e.g. a plugin's)
+    resume: bool = False  # keep a stored run of the same settings instead of training it again (`cxrbench reproduce`)
 
     def __post_init__(self) -> None:
         if self.tag is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]*", self.tag):
@@ -147,17 +150,21 @@ class ProbeEvaluation:
     def prepare(self, study: Study, progress: Progress) -> Study:
         return study
 
-    def plan(self, study: Study, encoder: Encoder) -> None:
+    def plan(self, study: Study, encoder: Encoder) -> bool:
         self.plans = [_RunPlan(self, study, encoder, budget) for budget in study.budgets]
         for plan in self.plans:
             plan.check_overwrite()
+        return not all(plan.stored for plan in self.plans)
 
     def request(self, study: Study, encoder: Encoder) -> FeatureRequest:
         needs = {n for group in self.groups for n in self._head(study.spec, group).needs}
         return FeatureRequest(global_embedding=True, patch_tokens="patches" in needs)
 
-    def evaluate(self, study: Study, features: EncoderFeatures, settings: ExtractionSettings, progress: Progress) -> list[RunResult]:
-        return [self._run(study, features, settings, plan, progress) for plan in self.plans]
+    def evaluate(self, study: Study, features: EncoderFeatures | None, settings: ExtractionSettings,
+                 progress: Progress) -> list[RunResult]:
+        tasks = tuple(t.name for t in self.scored_targets(study.data))
+        return [RunResult(plan.encoder, plan.name, plan.folder, plan.stored, 0, 0, tasks, resumed=True) if plan.stored
+                else self._run(study, features, settings, plan, progress) for plan in self.plans]
 
     # -- one run ----------------------------------------------------------------------------------------------
     def _head(self, spec: BenchmarkSpec, group: TargetGroup, device: str | None = None) -> Head:
@@ -179,6 +186,7 @@ class ProbeEvaluation:
         manifests = study.manifests[budget]
         test_rows = manifests["split"].eq("test")
         metrics = {
+            "schema_version": SCHEMA_VERSION,
             "benchmark": spec.name,
             "encoder": encoder_name,
             "head": self.entry.name,
@@ -197,6 +205,7 @@ class ProbeEvaluation:
             "metrics": summary,
             "heads": {str(k): v for k, v in trained.reports.items()},
             "run_identity": plan.identity,
+            "provenance": provenance(features.encoder.weights, data.samples, list(data.tasks), manifests),
         }
         heading = f"# {spec.title}: {encoder_name} / {plan.name}\n\n" + (
             "**Synthetic data** (written by cxrbench): not comparable with any paper.\n\n" if data.synthetic else "")
@@ -288,9 +297,11 @@ class _RunPlan:
 
     def __init__(self, evaluation: ProbeEvaluation, study: Study, encoder: Encoder, budget: LabelBudget | None):
         self.budget = budget
-        parts = [evaluation.entry.name, *([evaluation.tag] if evaluation.tag else []), *([budget.suffix] if budget else [])]
-        self.name = "_".join(parts)
+        self.encoder = encoder.spec.name
+        self.name = run_name(evaluation.entry.name, evaluation.tag, budget)
         self.folder = run_folder(evaluation.out, study.spec.name, encoder.spec.name, self.name)
+        self.resume = evaluation.resume
+        self.stored: dict | None = None  # metrics.json of this very run, when resuming finds it stored
         self.overwrite = evaluation.overwrite
         self.head_params = evaluation.params
         self.identity = json.loads(json.dumps({
@@ -311,6 +322,8 @@ class _RunPlan:
         """
         if not at_write:
             stored = read_metrics(self.folder)
+            same = stored and stored.get("run_identity") == self.identity and stored.get("schema_version") == SCHEMA_VERSION
+            self.stored = stored if self.resume and same else None
         if self.overwrite or stored is None:
             return
         previous = stored.get("run_identity")
@@ -347,17 +360,8 @@ def _resolved_config(study: Study, features: EncoderFeatures, evaluation: ProbeE
         "bootstrap": asdict(study.bootstrap),
         "split_manifest_version": SPLIT_MANIFEST_VERSION,
         "feature_cache": {"folder": str(store.folder), "key": store.manifest["key"]},
-        "environment": versions(),
+        "environment": package_versions(),
     }
-
-
-def versions() -> dict:
-    import sklearn
-    import torch
-    import transformers
-
-    return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
-            "scikit-learn": sklearn.__version__, "numpy": np.__version__, "pandas": pd.__version__}
 
 
 __all__ = ["FeatureSet", "ProbeEvaluation", "RunResult", "TargetGroup", "target_groups"]

@@ -35,8 +35,9 @@ class Metric:
         raise NotImplementedError
 
     def weighted(self, labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray | None:
-        """The metric for each row of `weights` [R, N] (non-negative integers: a resample), or None when the metric
-        has no vectorised form."""
+        """The metric for each row of `weights` [R, N] (non-negative integers: a resample; any integer or float
+        dtype, possibly a transposed view: convert with `astype` before arithmetic), or None when the metric has no
+        vectorised form."""
         return None
 
     def resampled(self, labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:

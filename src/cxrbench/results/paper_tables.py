@@ -23,6 +23,9 @@ import pandas as pd
 
 from cxrbench.errors import CxrbenchError
 from cxrbench.results.efficiency import full_data_runs
+from cxrbench.results.overlap import LEGEND as OVERLAP_LEGEND, MARK as OVERLAP_MARK, pretraining_overlap
+
+VERDICT_MARKS = {"better": "▲", "worse": "▼", "not significant": "≈"}  # cxrbench.results.comparisons verdicts
 from cxrbench.results.published import read_published
 from cxrbench.files import atomic_text
 from cxrbench.results.store import StoredRun, run_label, stored_runs
@@ -72,6 +75,15 @@ _TABLE_3 = PublishedSpec(file="rad-dino_table3_segmentation_dice.csv", model_col
 _RAYDINO_SEG = PublishedSpec(file="raydino_segmentation_mdice.csv", model_column="model", scale=100, metric="dice",
                              source="RayDINO, headline segmentation results (mDice %, point estimates)", task_columns={},
                              encoders={"raydino": "RayDINO"})
+
+
+_RAYDINO_HEADLINE = PublishedSpec(file="raydino_headline_classification.csv", model_column="model", scale=100,
+                                  metric="auroc", source="RayDINO, headline results (%, point estimates)",
+                                  task_columns={}, encoders={"raydino": "RayDINO"})
+
+
+def _raydino_headline(metric: str, column: str) -> dict[str, PublishedSpec]:
+    return {metric: dataclasses.replace(_RAYDINO_HEADLINE, metric=metric, task_columns={MACRO: column})}
 
 
 def _raydino_seg(column: str) -> dict[str, PublishedSpec]:
@@ -138,6 +150,20 @@ LAYOUTS: dict[str, TableLayout] = {
                              ("paxray-to-jsrt", "JSRT from PAXRay++", "jsrt_from_paxray"),
                              ("paxray-to-vindr-ribcxr", "VinDr-RibCXR from PAXRay++", "vindr_ribcxr_from_paxray")))),
         TableLayout(
+            name="raydino-headline",
+            title="RayDINO headline results: classification, multiclass and regression on frozen backbones (%)",
+            model_title="Image encoder / head",
+            heads=("raydino-grid",),
+            groups=(
+                GroupLayout("vindr", title="VinDr-CXR", metrics=("auroc",), aggregate="macro AUROC", per_task=False,
+                            fallback_published=_raydino_headline("auroc", "vindr_auroc")),
+                GroupLayout("polcovid", title="POLCOVID", metrics=("balanced_accuracy",), aggregate="macro accuracy",
+                            per_task=False, fallback_published=_raydino_headline("balanced_accuracy", "polcovid_macro_accuracy")),
+                GroupLayout("scoliosis", title="AASCE scoliosis", metrics=("pearson_r",), aggregate="Pearson r",
+                            per_task=False, fallback_published=_raydino_headline("pearson_r", "scoliosis_pearson")),
+            ),
+        ),
+        TableLayout(
             name="rad-dino-c1",
             title="RAD-DINO Table C.1: PadChest lateral views, linear probing on frozen backbones, AUPRC (%)",
             model_title="Image encoder",
@@ -187,6 +213,8 @@ class Row:
     head: str | None = None
     model: str | None = None  # the paper's model name (published rows; ours when the paper reports the encoder)
     variant: tuple[str, ...] = ()  # ours: how the encoder differs from the released one (StoredRun.variant)
+    overlap: list[tuple[str, ...]] = field(default_factory=list)  # per column: datasets both pre-trained on and tested on
+    verdicts: list[str | None] = field(default_factory=list)  # per column: against the --versus encoder (comparisons)
 
 
 @dataclass
@@ -197,6 +225,7 @@ class PaperTable:
     sources: list[str]
     notes: list[str] = field(default_factory=list)
     frames: dict[tuple, pd.DataFrame] = field(default_factory=dict, repr=False)  # read_published, per block
+    versus: str | None = None  # the reference encoder of the cells' verdicts
 
     def of_kind(self, kind: str) -> list[Row]:
         return [row for row in self.rows if row.kind == kind]
@@ -278,8 +307,11 @@ def build_paper_table(
     runs: Mapping[str, Sequence[StoredRun]],
     spec_lookup: Callable[[str], BenchmarkSpec] | None = None,
     diff: bool = False,
+    versus: str | None = None,
 ) -> PaperTable:
-    """`runs`: benchmark -> stored runs (budget runs are left out here). `spec_lookup` defaults to the registry."""
+    """`runs`: benchmark -> stored runs (budget runs are left out here). `spec_lookup` defaults to the registry.
+    `versus`: mark each of our cells better / worse / not significantly different from this encoder's run of the
+    same head (paired on the same test patients, `cxrbench.results.comparisons`)."""
     if spec_lookup is None:
         from cxrbench.registry import benchmark_spec as spec_lookup
     notes: list[str] = []
@@ -287,14 +319,21 @@ def build_paper_table(
 
     ours: dict[tuple[str, str], list[dict | None]] = {}
     variants: dict[tuple[str, str], tuple[str, ...]] = {}
+    sources: dict[tuple[str, str, int], StoredRun] = {}  # (encoder, head, column) -> the run behind the cell
     for i, column in enumerate(columns):
         for run in full_data_runs(runs.get(column.benchmark, ())):
             key = (run.encoder, run.method)
             cells = ours.setdefault(key, [None] * len(columns))
             cells[i] = _entry(run.metrics.get("metrics", {}).get(column.metric, {}).get(column.task), layout.spread)
+            if cells[i] is not None:
+                sources[(*key, i)] = run
             variants[key] = tuple(dict.fromkeys((*variants.get(key, ()), *run.variant)))
     rows = [Row(OURS, run_label(encoder, head, variants[(encoder, head)]), cells, encoder=encoder, head=head,
                 variant=variants[(encoder, head)]) for (encoder, head), cells in sorted(ours.items())]
+    specs = {c.benchmark: spec_lookup(c.benchmark) for c in columns}
+    for row in rows:  # weights drawn at random were pre-trained on nothing
+        pretrained = "random init" not in row.variant
+        row.overlap = [pretraining_overlap(row.encoder, specs[c.benchmark]) if pretrained else () for c in columns]
     other_heads = sorted({row.head for row in rows if row.head.split(" [")[0] not in layout.heads})
     if other_heads:
         notes.append(f"rows of the heads {', '.join(other_heads)} do not follow the paper's protocol ({', '.join(layout.heads)}).")
@@ -304,11 +343,11 @@ def build_paper_table(
 
     paper: dict[str, list[dict | None]] = {}
     frames: dict[tuple, pd.DataFrame] = {}
-    sources: list[str] = []
+    sources_text: list[str] = []
     for i, column in enumerate(columns):
         if column.published is None:
             continue
-        sources.append(column.published.source)
+        sources_text.append(column.published.source)
         found = _published_frame(column.published, frames)
         found = found[found["task"] == column.task]
         for record in found.to_dict("records"):
@@ -320,7 +359,9 @@ def build_paper_table(
         paper = {model: cells for model, cells in paper.items() if model in wanted}
     elif layout.published_rows == "none":
         paper = {}
-    published_rows = [Row(PUBLISHED, f"{model} (published)", cells, model=model) for model, cells in paper.items()]
+    published_rows = [Row(PUBLISHED, f"{model} (published)", cells, model=model,
+                          overlap=[_published_overlap(c, model, specs[c.benchmark]) for c in columns])
+                      for model, cells in paper.items()]
 
     diff_rows = []
     if diff:
@@ -342,7 +383,40 @@ def build_paper_table(
                                      encoder=row.encoder, head=row.head, model=row.model))
     if diff and not diff_rows:
         notes.append("no difference rows: the paper reports none of these runs' encoders (as released).")
-    return PaperTable(layout, columns, [*rows, *diff_rows, *published_rows], list(dict.fromkeys(sources)), notes, frames)
+    if versus is not None:
+        _add_verdicts(rows, columns, sources, versus, notes)
+    return PaperTable(layout, columns, [*rows, *diff_rows, *published_rows], list(dict.fromkeys(sources_text)), notes,
+                      frames, versus)
+
+
+def _add_verdicts(rows: list[Row], columns: list[Column], sources: dict, versus: str, notes: list[str]) -> None:
+    """Each of our cells against the `versus` encoder's run of the same head and column (its own row gets none)."""
+    from cxrbench.results.comparisons import versus_verdicts
+
+    cells, places = [], []
+    for r, row in enumerate(rows):
+        for i, column in enumerate(columns):
+            run, reference = sources.get((row.encoder, row.head, i)), sources.get((versus, row.head, i))
+            if run is not None and reference is not None and run is not reference:
+                cells.append((run, reference, column.metric, column.task))
+                places.append((r, i))
+    if not any(row.encoder == versus for row in rows):
+        raise CxrbenchError(f"--versus {versus}: no stored run of '{versus}' in this table; choose one of its encoders "
+                            f"({', '.join(sorted({row.encoder for row in rows}))}).")
+    for row in rows:
+        row.verdicts = [None] * len(columns)
+    for (r, i), verdict in zip(places, versus_verdicts(cells)):
+        rows[r].verdicts[i] = verdict
+    unmatched = sorted({row.label for row in rows if row.encoder != versus and not any(row.verdicts)})
+    if unmatched:
+        notes.append(f"no verdict against {versus} for {', '.join(unmatched)}: {versus} has no run of that head.")
+
+
+def _published_overlap(column: Column, model: str, spec: BenchmarkSpec) -> tuple[str, ...]:
+    """A published row's overlap, through the encoder the paper's model name maps to (none for unmapped rows)."""
+    mapping = column.published.encoders if column.published else {}
+    encoder = next((e for e, m in mapping.items() if model == m or model.startswith(f"{m} / ")), None)
+    return pretraining_overlap(encoder, spec) if encoder else ()
 
 
 def _published_cell(frame: pd.DataFrame, model: str, task: str) -> dict | None:
@@ -351,17 +425,25 @@ def _published_cell(frame: pd.DataFrame, model: str, task: str) -> dict | None:
 
 
 def table_from_store(layout: TableLayout, out: Path, spec_lookup: Callable[[str], BenchmarkSpec] | None = None,
-                     diff: bool = False) -> PaperTable:
+                     diff: bool = False, versus: str | None = None) -> PaperTable:
     """The layout's table from every stored full-data run under `out`; an error when there is none."""
     benchmarks = list(dict.fromkeys(group.benchmark for group in layout.groups))
-    runs = {name: stored_runs(out, name) for name in benchmarks}
-    table = build_paper_table(layout, runs, spec_lookup, diff)
+    table = table_from_runs(layout, {name: stored_runs(out, name) for name in benchmarks}, spec_lookup, diff, versus)
     if not table.of_kind(OURS):
         raise CxrbenchError(
             f"No stored full-data runs for layout '{layout.name}' under {out} (benchmarks: {', '.join(benchmarks)}). "
-            f"Run `cxrbench run {benchmarks[0]} --encoder NAME --out {out}` first."
+            f"Run `cxrbench run {benchmarks[0]} --encoder NAME --out {out}` or `cxrbench reproduce {layout.name}` first."
         )
-    missing = [name for name in benchmarks if not full_data_runs(runs[name])]
+    return table
+
+
+def table_from_runs(layout: TableLayout, runs: Mapping[str, Sequence[StoredRun]],
+                    spec_lookup: Callable[[str], BenchmarkSpec] | None = None, diff: bool = False,
+                    versus: str | None = None) -> PaperTable:
+    """The layout's table from these runs (benchmark -> runs), noting the benchmarks that have none."""
+    table = build_paper_table(layout, runs, spec_lookup, diff, versus)
+    benchmarks = list(dict.fromkeys(group.benchmark for group in layout.groups))
+    missing = [name for name in benchmarks if not full_data_runs(runs.get(name, ()))]
     if missing:
         table.notes.append(f"no stored runs of {', '.join(missing)}: those columns show published numbers only.")
     return table
@@ -381,10 +463,15 @@ def _best(table: PaperTable) -> list[set[int]]:
     return best
 
 
-def _parts(row: Row, cell: dict | None, decimals: int, with_ci: bool) -> tuple[str, str, str] | None:
-    """(mean, '± std' or '', '[low, high]' or '') in percent."""
+def _parts(row: Row, cell: dict | None, decimals: int, with_ci: bool, column: int) -> tuple[str, str, str] | None:
+    """(mean, '± std' or '', '[low, high]' or '') in percent; the mean marked when the cell is in-distribution."""
     if cell is None or cell.get("mean") is None:
         return None
+    marks = (OVERLAP_MARK if row.kind != DIFF and row.overlap and row.overlap[column] else "") + (
+        VERDICT_MARKS.get(row.verdicts[column], "") if row.verdicts else "")
+    if marks:
+        mean, std, ci = _parts(dataclasses.replace(row, overlap=[], verdicts=[]), cell, decimals, with_ci, column)
+        return (mean + marks, std, ci)
     if row.kind == DIFF:
         value = 100 * cell["mean"]
         return (f"{'+' if value >= 0 else '−'}{abs(value):.{decimals}f}", "", "")
@@ -412,24 +499,31 @@ def column_titles(table: PaperTable) -> list[str]:
 def display_frame(table: PaperTable, with_ci: bool = True, bold_best: bool = False) -> pd.DataFrame:
     """Rows labelled as in the table, cells as text (bold best per column in Markdown syntax if asked)."""
     best = _best(table) if bold_best else [set()] * len(table.columns)
-    data = [[_plain(_parts(row, cell, table.layout.decimals, with_ci), r in best[i]) for i, cell in enumerate(row.cells)]
+    data = [[_plain(_parts(row, cell, table.layout.decimals, with_ci, i), r in best[i]) for i, cell in enumerate(row.cells)]
             for r, row in enumerate(table.rows)]
     return pd.DataFrame(data, index=[row.label for row in table.rows], columns=column_titles(table))
 
 
-def _legend(table: PaperTable) -> str:
-    text = "Ours: mean ± std over seeds [95% bootstrap CI] of our stored full-data runs (encoder / head)."
+def legend(table: PaperTable) -> str:
+    spread = "test cases with masks" if table.layout.spread == "cases" else "seeds"
+    text = f"Ours: mean ± std over {spread} [95% bootstrap CI] of our stored full-data runs (encoder / head)."
     if table.sources:
         text += f" Published: {'; '.join(table.sources)}."
     if table.of_kind(DIFF):
         text += " Δ rows: our mean minus the published mean."
+    if any(any(row.overlap) for row in table.rows):
+        text += " " + OVERLAP_LEGEND
+    if table.versus:
+        text += (f" {VERDICT_MARKS['better']}/{VERDICT_MARKS['worse']}/{VERDICT_MARKS['not significant']}: better / worse / "
+                 f"not significantly different from {table.versus} (paired patient bootstrap on the same test patients, "
+                 "Holm-adjusted p < 0.05 over the table's cells).")
     return text
 
 
 def to_markdown(table: PaperTable, with_ci: bool = True, bold_best: bool = True) -> str:
     frame = display_frame(table, with_ci, bold_best)
     header = [table.layout.model_title, *frame.columns]
-    lines = [f"# {table.layout.title}", "", _legend(table) + (" Bold: best per column." if bold_best else ""), "",
+    lines = [f"# {table.layout.title}", "", legend(table) + (" Bold: best per column." if bold_best else ""), "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for label, values in zip(frame.index, frame.to_numpy().tolist()):
         lines.append("| " + " | ".join([str(label).replace("|", "\\|"), *(v.replace("|", "\\|") for v in values)]) + " |")
@@ -439,7 +533,7 @@ def to_markdown(table: PaperTable, with_ci: bool = True, bold_best: bool = True)
 
 
 LONG_COLUMNS = ["layout", "group", "column", "source", "model", "encoder", "head", "benchmark", "metric", "task",
-                "mean", "std", "ci_low", "ci_high", "published_model", "published_mean", "diff"]
+                "mean", "std", "ci_low", "ci_high", "published_model", "published_mean", "diff", "in_pretraining", "versus"]
 
 
 def long_frame(table: PaperTable) -> pd.DataFrame:
@@ -454,7 +548,9 @@ def long_frame(table: PaperTable) -> pd.DataFrame:
                 continue
             record = {"layout": table.layout.name, "group": column.group, "column": column.title,
                       "benchmark": column.benchmark, "metric": column.metric, "task": column.task, **cell,
-                      "published_model": None, "published_mean": None, "diff": None}
+                      "published_model": None, "published_mean": None, "diff": None,
+                      "in_pretraining": ";".join(row.overlap[i]) if row.overlap else "",
+                      "versus": row.verdicts[i] if row.verdicts else None}
             if row.kind == OURS:
                 model = column.published.paper_model(row.encoder, row.head) if column.published else None
                 theirs = paper.get(model, [None] * len(table.columns))[i] if model else None
@@ -473,7 +569,8 @@ def long_frame(table: PaperTable) -> pd.DataFrame:
 _LATEX_ESCAPES = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
     "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$", "Δ": r"$\Delta$", "−": r"$-$", "–": "--",
-    "✓": r"\checkmark{}", "✗": r"$\times$", "<": r"\textless{}", ">": r"\textgreater{}",
+    "✓": r"\checkmark{}", "✗": r"$\times$", "†": r"\textsuperscript{\dag}", "▲": r"$^{\blacktriangle}$",
+    "▼": r"$^{\blacktriangledown}$", "≈": r"$^{\approx}$", "<": r"\textless{}", ">": r"\textgreater{}",
 }
 
 
@@ -504,10 +601,10 @@ def to_latex(table: PaperTable, with_ci: bool = True, bold_best: bool = True) ->
             spans[-1][2] = i
         else:
             spans.append([column.group, i, i])
-    caption = _legend(table) + (" Bold: best per column." if bold_best else "")
+    caption = legend(table) + (" Bold: best per column." if bold_best else "")
     lines = [
         f"% {latex_escape(layout.title)}",
-        "% Written by cxrbench (`cxrbench table`); needs \\usepackage{booktabs}.",
+        "% Written by cxrbench (`cxrbench table`); needs \\usepackage{booktabs} (and amssymb for --versus marks).",
         r"\begin{table}[t]",
         r"\centering",
         rf"\caption{{{latex_escape(layout.title)}. {latex_escape(caption)}}}",
@@ -528,7 +625,7 @@ def to_latex(table: PaperTable, with_ci: bool = True, bold_best: bool = True) ->
             lines.append(rf"\multicolumn{{{width}}}{{l}}{{\textit{{{latex_escape(heading)}}}}} \\")
         for r, row in members:
             label = row.model if kind == PUBLISHED else row.label
-            cells = [_latex_cell(_parts(row, cell, layout.decimals, with_ci), r in best[i]) for i, cell in enumerate(row.cells)]
+            cells = [_latex_cell(_parts(row, cell, layout.decimals, with_ci, i), r in best[i]) for i, cell in enumerate(row.cells)]
             lines.append(" & ".join([latex_escape(label), *cells]) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"
@@ -543,6 +640,6 @@ def write_paper_table(table: PaperTable, stem: Path) -> dict[str, Path]:
     return paths
 
 
-def comparison_latex(spec: BenchmarkSpec, runs: Sequence[StoredRun], metric: str) -> str:
+def comparison_latex(spec: BenchmarkSpec, runs: Sequence[StoredRun], metric: str, versus: str | None = None) -> str:
     """The per-benchmark comparison table (`cxrbench table BENCH`) as LaTeX."""
-    return to_latex(build_paper_table(benchmark_layout(spec, metric), {spec.name: runs}, lambda name: spec))
+    return to_latex(build_paper_table(benchmark_layout(spec, metric), {spec.name: runs}, lambda name: spec, versus=versus))

@@ -19,12 +19,19 @@ import yaml
 
 from cxrbench.errors import DataError
 from cxrbench.files import folder_lock, remove_stale, staging_name, storage_errors
+from cxrbench.specs import BootstrapSpec, TargetSpec, parse_spec
 
 RUN_FILES = ("config.yaml", "metrics.json", "predictions.parquet", "splits.parquet", "table.md", "table.csv")
 
 
 def run_folder(out: Path, benchmark: str, encoder: str, head: str) -> Path:
     return out / benchmark / encoder / head
+
+
+def run_name(head: str, tag: str | None = None, budget=None) -> str:
+    """A run folder's name, for people: HEAD[_TAG][_train-F | _shots-N] (`budget`: a `LabelBudget` or None).
+    Tables never parse it back: they read what the run is from its metrics.json."""
+    return "_".join([head, *([tag] if tag else []), *([budget.suffix] if budget else [])])
 
 
 def write_run(folder: Path, writers: dict[str, Callable[[Path], None]],
@@ -128,6 +135,23 @@ class StoredRun:
     @property
     def label(self) -> str:
         return run_label(self.encoder, self.method, self.variant)
+
+    def scored_targets(self) -> list[TargetSpec]:
+        """The targets its summary scored: its targets, a mask target once per structure (as segmentation scores it)."""
+        where = f"{self.folder / 'metrics.json'}: targets"
+        targets = [parse_spec(TargetSpec, dict(t), where) for t in self.metrics.get("targets", [])]
+        return [TargetSpec(s, "mask", structures=(s,), metrics=t.metrics) if t.kind == "mask" else t
+                for t in targets for s in (t.structures if t.kind == "mask" else (t.name,))]
+
+    def bootstrap(self) -> BootstrapSpec:
+        return parse_spec(BootstrapSpec, dict(self.metrics.get("bootstrap", {})), f"{self.folder / 'metrics.json'}: bootstrap")
+
+    def predictions(self) -> pd.DataFrame:
+        path = self.folder / "predictions.parquet"
+        try:
+            return pd.read_parquet(path)
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{path} cannot be read ({exc}); run {self.benchmark} with {self.encoder} again.") from None
 
 
 def encoder_label(encoder: str, variant: Sequence[str] = ()) -> str:

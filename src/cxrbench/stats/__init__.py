@@ -1,1 +1,1 @@
-"""Metrics, seed aggregation and patient-clustered bootstrap confidence intervals."""
+"""Metrics, seed aggregation, patient-clustered bootstrap confidence intervals and paired comparisons of runs."""

@@ -25,6 +25,13 @@ class ClusterBootstrap:
         """[stop - start, N] weights: how often each image's cluster was drawn in each resample."""
         return self.counts[start:stop][:, self._inverse].astype(np.float64)
 
+    def image_counts(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """`weights` as int32 laid out images-major: [N, stop - start], C-ordered. Why: a metric reads the weights of
+        its rows in its own (score) order and sums them over rows; with one contiguous row per image those are row
+        gathers and row sums, and int32 moves half the bytes of float64. `image_counts(...)[rows].T` is the [R, n]
+        weights of the metric contract (`cxrbench.metrics.base.Metric.weighted`)."""
+        return np.ascontiguousarray(self.counts[start:stop].T, dtype=np.int32)[self._inverse]
+
 
 def percentile_interval(samples: np.ndarray, confidence: float) -> tuple[float, float, float]:
     """(low, median, high) of the finite samples; NaNs when none is finite."""

@@ -3,19 +3,26 @@
 For each metric and target it applies to (and their macro average over those targets): the value per seed (the
 metric's own point estimate: scikit-learn / scipy), the seed mean and standard deviation (ddof=1, as
 `numpy.std(ddof=1)`), and a bootstrap CI of the seed mean. The test items are resampled by patient (or image),
-the same resamples for every seed, target and metric (so differences between them are paired).
+the same resamples for every seed, target and metric (so differences between them are paired), and for every run
+scored on the same split: `metric_values` is what `cxrbench.stats.paired` differences between two runs.
+
+Metrics receive each block of resamples as int32 weights laid out images-major (`ClusterBootstrap.image_counts`,
+transposed to the [R, N] of the metric contract), one BLAS thread.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from cxrbench.registry import metric as registered_metric
 from cxrbench.specs import BootstrapSpec, TargetSpec
 from cxrbench.stats.bootstrap import ClusterBootstrap, percentile_interval
+from cxrbench.threads import threads_for
 
 MACRO = "macro"
 PROBABILITIES = "probabilities"  # multiclass rows: one probability per class, in the target's class order
@@ -49,46 +56,89 @@ def metric_arrays(predictions: pd.DataFrame, target: TargetSpec, images: pd.Inde
     return labels, values
 
 
+@dataclass(frozen=True)
+class SplitResamples:
+    """The test split as the bootstrap sees it: the seeds, the test images (sorted ids: the rows of every array) with
+    their patients, and the resamples of those patients (or of the images, `BootstrapSpec.unit`). Every run, metric,
+    seed and target scored on one `SplitResamples` shares its resamples, so their resampled values are paired."""
+
+    seeds: list[int]
+    images: pd.Index
+    patients: np.ndarray
+    resampler: ClusterBootstrap
+
+    @classmethod
+    def of(cls, predictions: pd.DataFrame, bootstrap: BootstrapSpec) -> SplitResamples:
+        """From long-form predictions (one run's, or several runs' rows of the same split stacked)."""
+        seeds = sorted(predictions["seed"].unique().tolist())
+        patients = predictions.drop_duplicates("image_id").set_index("image_id")["patient_id"].sort_index()
+        clusters = patients.to_numpy() if bootstrap.unit == "patient" else patients.index.to_numpy()
+        return cls(seeds, patients.index, patients.to_numpy(), ClusterBootstrap(clusters, bootstrap.resamples, bootstrap.seed))
+
+
+class RunArrays:
+    """One run's predictions as (labels, scores) arrays per seed and target, aligned with the split's images; each
+    built on first use and shared by the metrics scored on it."""
+
+    def __init__(self, predictions: pd.DataFrame, split: SplitResamples):
+        self.split = split
+        self._per_seed = {s: predictions[predictions["seed"] == s] for s in split.seeds}
+        self._arrays: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+
+    def arrays(self, scorer, seed: int, target: TargetSpec) -> tuple[np.ndarray, np.ndarray]:
+        """`metric_arrays` of one seed and target (a mask metric reads its own per-case column and cases)."""
+        key = (seed, target.name, type(scorer) if target.kind == "mask" else None)
+        if key not in self._arrays:
+            self._arrays[key] = metric_arrays(self._per_seed[seed], target, self.split.images, scorer)
+        return self._arrays[key]
+
+
+def metric_values(run: RunArrays, scorer, targets: Sequence[TargetSpec]) -> tuple[np.ndarray, np.ndarray]:
+    """One metric of one run: its point values [seeds, targets] and its values under each resample of the run's
+    `SplitResamples` [R, seeds, targets]. What `summarize` reports and paired comparisons difference."""
+    seeds, resampler = run.split.seeds, run.split.resampler
+    arrays = [[run.arrays(scorer, s, t) for t in targets] for s in seeds]
+    points = np.array([[_point(scorer, *pair) for pair in row] for row in arrays]).reshape(len(seeds), len(targets))
+    samples = np.zeros((len(resampler), len(seeds), len(targets)))
+    chunk = max(1, _CHUNK_CELLS // max(1, len(run.split.images)))
+    # one BLAS thread: the weighted forms are many small matrix-vector products, which extra threads only slow down
+    # on busy cores (accuracy's bootstrap: 1.1 s with 2 threads, 0.74 s with one, on 2 shared cores)
+    with threadpool_limits(limits=threads_for("light")):
+        for start in range(0, len(resampler), chunk):
+            stop = min(len(resampler), start + chunk)
+            counts = resampler.image_counts(start, stop)  # [N, stop - start]: the weights of an image are one row
+            for i, row in enumerate(arrays):
+                for j, (labels, scores) in enumerate(row):
+                    rows = _scored_rows(labels, scores)
+                    weights = counts.T if rows.all() else counts[rows].T
+                    samples[start:stop, i, j] = scorer.resampled(labels[rows], scores[rows], weights)
+    return points, samples
+
+
 def summarize(predictions: pd.DataFrame, targets: Sequence[TargetSpec], metrics_for: Callable[[TargetSpec], Sequence[str]],
               bootstrap: BootstrapSpec) -> dict:
     """`predictions`: columns image_id, patient_id, seed, task, label, score (and `probabilities` for multiclass
     targets; the per-case columns of `metrics.segmentation` for mask structures, each a target here), one split.
     `metrics_for(target)`: the metric names scored on that target."""
-    seeds = sorted(predictions["seed"].unique().tolist())
-    patients = predictions.drop_duplicates("image_id").set_index("image_id")["patient_id"].sort_index()
-    images = patients.index
-    clusters = patients.to_numpy() if bootstrap.unit == "patient" else images.to_numpy()
-    per_seed = {s: predictions[predictions["seed"] == s] for s in seeds}
-    plain = {(s, t.name): target_arrays(per_seed[s], t, images) for s in seeds for t in targets if t.kind != "mask"}
-
-    resampler = ClusterBootstrap(clusters, bootstrap.resamples, bootstrap.seed)
+    split = SplitResamples.of(predictions, bootstrap)
+    run = RunArrays(predictions, split)
     names = list(dict.fromkeys(name for t in targets for name in metrics_for(t)))
     result: dict = {}
     for name in names:
         scorer = registered_metric(name)
         scored = [t for t in targets if name in metrics_for(t)]
-        arrays = {(s, t.name): plain.get((s, t.name)) or metric_arrays(per_seed[s], t, images, scorer) for s in seeds for t in scored}
-        points = np.array([[_point(scorer, *arrays[(s, t.name)]) for t in scored] for s in seeds])
-        samples = np.zeros((bootstrap.resamples, len(seeds), len(scored)))
-        chunk = max(1, _CHUNK_CELLS // max(1, len(images)))
-        for start in range(0, bootstrap.resamples, chunk):
-            stop = min(bootstrap.resamples, start + chunk)
-            weights = resampler.weights(start, stop)
-            for i, s in enumerate(seeds):
-                for j, target in enumerate(scored):
-                    labels, scores = arrays[(s, target.name)]
-                    rows = _scored_rows(labels, scores)
-                    samples[start:stop, i, j] = scorer.resampled(labels[rows], scores[rows], weights[:, rows])
-        entries = {t.name: _entry(points[:, j], samples[:, :, j], seeds, bootstrap) for j, t in enumerate(scored)}
+        points, samples = metric_values(run, scorer, scored)
+        entries = {t.name: _entry(points[:, j], samples[:, :, j], split.seeds, bootstrap) for j, t in enumerate(scored)}
         with np.errstate(invalid="ignore"):
-            entries[MACRO] = _entry(points.mean(axis=1), samples.mean(axis=2), seeds, bootstrap)
+            entries[MACRO] = _entry(points.mean(axis=1), samples.mean(axis=2), split.seeds, bootstrap)
         if getattr(scorer, "averages_cases", False):
-            _add_case_spread(entries, scored, seeds, arrays)
+            _add_case_spread(entries, scored, split.seeds, lambda s, t: run.arrays(scorer, s, t))
         result[name] = entries
     return result
 
 
-def _add_case_spread(entries: dict, scored: Sequence[TargetSpec], seeds: list[int], arrays: dict) -> None:
+def _add_case_spread(entries: dict, scored: Sequence[TargetSpec], seeds: list[int],
+                     arrays: Callable[[int, TargetSpec], tuple[np.ndarray, np.ndarray]]) -> None:
     """`case_std`: the standard deviation (ddof=1) of the per-case values the metric averages, over the test cases
     it selects, averaged over seeds (RAD-DINO's segmentation tables print "mean (std) over test cases"); the macro
     entry averages the targets' values."""
@@ -96,7 +146,7 @@ def _add_case_spread(entries: dict, scored: Sequence[TargetSpec], seeds: list[in
     for target in scored:
         per_seed = []
         for s in seeds:
-            labels, values = arrays[(s, target.name)]
+            labels, values = arrays(s, target)
             kept = values[~np.isnan(labels)]
             per_seed.append(np.std(kept, ddof=1) if len(kept) > 1 else np.nan)
         spreads.append(np.mean(per_seed))

@@ -1,0 +1,171 @@
+"""The report's pictures: PNG files under DEST/figures/, drawn with matplotlib's Agg canvas or copied from the run.
+
+Figures are drawn on `matplotlib.figure.Figure` with an Agg canvas, never through pyplot: no display is needed, no
+global figure state is kept, and nothing depends on the user's backend setting. File names are made here (a
+counter and a slug), never taken from the results folder, so any name a run chose is safe in a URL.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cxrbench.metrics.calibration import ExpectedCalibrationError
+from cxrbench.report.curves import TargetCurves
+from cxrbench.report.html import slug
+from cxrbench.report.reliability import Reliability
+
+FOLDER = "figures"
+PAIRS_PER_ROW = 2  # ROC + PR panel pairs per row of a run's curve figure
+NAME_CHARACTERS = 60  # a forest plot's row names are cut here (the table under the plot has them whole)
+RELIABILITY_PER_ROW = 4
+VERDICT_COLOURS = {"better": "#1a7f37", "worse": "#c62828", "not significant": "#6e6e6e", "not tested": "#9e9e9e"}
+
+
+class FigureFolder:
+    """DEST/figures/ of the report being written: saves drawn figures and copies stored pictures."""
+
+    def __init__(self, report: Path):
+        self.report = report
+        (report / FOLDER).mkdir(parents=True, exist_ok=True)
+        self.count = 0
+
+    def _path(self, hint: str) -> tuple[Path, str]:
+        self.count += 1
+        name = f"{self.count:03d}-{slug(hint)}.png"
+        return self.report / FOLDER / name, f"{FOLDER}/{name}"
+
+    def save(self, png: bytes, hint: str) -> str:
+        """Write PNG bytes; returns the path relative to the report folder (for <img src>)."""
+        path, relative = self._path(hint)
+        path.write_bytes(png)
+        return relative
+
+    def copy(self, source: Path, hint: str) -> str:
+        path, relative = self._path(hint)
+        shutil.copyfile(source, path)
+        return relative
+
+
+def _text(value: object) -> str:
+    """User text for matplotlib: '$' would start mathtext (and fail on a lone one)."""
+    return str(value).replace("$", r"\$")
+
+
+def _png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def _figure(width: float, height: float):
+    """A figure of fixed margins (set by `_axes`): matplotlib's constrained layout costs several times the drawing
+    on a figure of many panels."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _axes(figure, rows: int, columns: int, left: float, bottom: float = 0.5, top: float = 0.6, right: float = 0.2,
+          wspace: float = 0.35, hspace: float = 0.6) -> np.ndarray:
+    """A rows x columns grid of axes with margins in inches (`wspace`, `hspace`: gaps as fractions of a panel)."""
+    width, height = figure.get_size_inches()
+    return figure.subplots(rows, columns, squeeze=False, gridspec_kw={
+        "left": left / width, "right": 1 - right / width, "bottom": bottom / height, "top": 1 - top / height,
+        "wspace": wspace, "hspace": hspace})
+
+
+def _small(ax) -> None:
+    """Few ticks and small labels: the panels are small multiples."""
+    ax.set_xticks([0, 0.5, 1])
+    ax.set_yticks([0, 0.5, 1])
+    ax.tick_params(labelsize="x-small")
+    ax.xaxis.label.set_fontsize("x-small")
+    ax.yaxis.label.set_fontsize("x-small")
+
+
+def forest_plot(rows: pd.DataFrame, names: Sequence[str], title: str, axis_label: str, scale: float) -> bytes:
+    """One line per comparison row: the difference (point) and its CI (bar) on the metric's display `scale`, coloured
+    by verdict, a vertical line at no difference; each row labelled 'name: verdict'."""
+    short = [name if len(name) <= NAME_CHARACTERS else name[:NAME_CHARACTERS - 1] + "…" for name in names]
+    labels = [f"{name}: {verdict}" for name, verdict in zip(short, rows["verdict"])]
+    left = 0.2 + 0.056 * max(len(label) for label in labels)
+    figure = _figure(left + 5.0, 1.1 + 0.3 * len(rows))
+    ax = _axes(figure, 1, 1, left, bottom=0.55, top=0.45, right=0.3)[0, 0]
+    y = np.arange(len(rows))[::-1]
+    for position, (_, row) in zip(y, rows.iterrows()):
+        colour = VERDICT_COLOURS[row["verdict"]]
+        if pd.notna(row["ci_low"]) and pd.notna(row["ci_high"]):
+            ax.plot([scale * row["ci_low"], scale * row["ci_high"]], [position, position], color=colour, linewidth=2)
+        ax.plot([scale * row["diff"]], [position], "o", color=colour, markersize=6)
+    ax.axvline(0.0, color="black", linewidth=1, linestyle="--")
+    ax.set_yticks(y, [_text(label) for label in labels], fontsize="small")
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    ax.set_xlabel(_text(axis_label))
+    ax.grid(True, axis="x", alpha=0.3)
+    ax.set_title(_text(title), fontsize="medium")
+    return _png(figure)
+
+
+def curves_figure(curves: Sequence[TargetCurves], title: str) -> bytes:
+    """A ROC and a PR panel per target (seed-mean curve, bootstrap band, chance line), `PAIRS_PER_ROW` targets a row."""
+    columns = min(PAIRS_PER_ROW, len(curves))
+    rows = math.ceil(len(curves) / columns)
+    figure = _figure(0.3 + 2.7 * 2 * columns, 0.6 + 2.6 * rows)
+    axes = _axes(figure, rows, 2 * columns, left=0.5)
+    for i, item in enumerate(curves):
+        roc_ax, pr_ax = axes[i // columns, 2 * (i % columns)], axes[i // columns, 2 * (i % columns) + 1]
+        _band(roc_ax, item.roc.grid, item.roc, "C0")
+        roc_ax.plot([0, 1], [0, 1], color="grey", linewidth=0.8, linestyle=":")
+        roc_ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="false-positive rate", ylabel="true-positive rate")
+        roc_ax.set_title(_text(f"{item.target}: ROC"), fontsize="small")
+        _band(pr_ax, item.pr.grid, item.pr, "C1")
+        if np.isfinite(item.prevalence):
+            pr_ax.axhline(item.prevalence, color="grey", linewidth=0.8, linestyle=":")
+        pr_ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall", ylabel="precision")
+        pr_ax.set_title(_text(f"{item.target}: PR"), fontsize="small")
+    for ax in axes.flat[2 * len(curves):]:
+        ax.set_visible(False)
+    figure.suptitle(_text(title), fontsize="medium")
+    return _png(figure)
+
+
+def _band(ax, grid: np.ndarray, band, colour: str) -> None:
+    if np.isfinite(band.low).any():
+        ax.fill_between(grid, band.low, band.high, color=colour, alpha=0.25, linewidth=0)
+    ax.plot(grid, band.curve, color=colour, linewidth=1.5)
+    _small(ax)
+
+
+def reliability_figure(items: Sequence[Reliability], title: str) -> bytes:
+    """Observed frequency against mean probability per bin (marker area grows with the bin's rows), the diagonal of
+    perfect calibration, and the ECE in each panel's title."""
+    columns = min(RELIABILITY_PER_ROW, len(items))
+    rows = math.ceil(len(items) / columns)
+    figure = _figure(0.3 + 2.9 * columns, 0.6 + 3.0 * rows)
+    axes = _axes(figure, rows, columns, left=0.5, top=0.85, hspace=0.7)
+    metric = ExpectedCalibrationError
+    for ax, item in zip(axes.flat, items):
+        bins = item.bins
+        ax.plot([0, 1], [0, 1], color="grey", linewidth=0.8, linestyle=":")
+        ax.plot(bins["confidence"], bins["observed"], color="C2", linewidth=1)
+        sizes = 10 + 90 * bins["count"] / bins["count"].max()
+        ax.scatter(bins["confidence"], bins["observed"], s=sizes, color="C2", zorder=3)
+        axis = "top-label confidence" if item.kind == "multiclass" else "mean predicted probability"
+        ax.set(xlim=(0, 1), ylim=(-0.02, 1.02), xlabel=axis, ylabel="observed frequency")
+        _small(ax)
+        ece = f"{metric.scale * item.ece:.{metric.decimals}f}{metric.unit}"
+        ax.set_title(_text(f"{item.target}\nECE {ece} (n={item.rows:,})"), fontsize="small")
+    for ax in axes.flat[len(items):]:
+        ax.set_visible(False)
+    figure.suptitle(_text(title), fontsize="medium")
+    return _png(figure)

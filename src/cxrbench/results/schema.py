@@ -1,0 +1,192 @@
+"""Check a run folder against the documented format of its files (`cxrbench results validate DIR`).
+
+metrics.json is held to `metrics.schema.json` (JSON Schema draft 2020-12, beside this module: the documentation of
+the format) and to what a schema cannot say: the per-seed keys equal the run's seeds, every scored target is one of
+its targets, and predictions.parquet and splits.parquet are there, readable, with their columns and the run's seeds.
+A results tree is checked before it is shared or compared, so every problem names the file and the JSON path (or
+column) at fault, and how to fix what the user can fix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from jsonschema import Draft202012Validator, ValidationError
+
+from cxrbench.errors import DataError
+from cxrbench.results.provenance import SCHEMA_VERSION
+from cxrbench.stats.summary import MACRO
+
+SCHEMA_FILE = Path(__file__).with_name("metrics.schema.json")
+#: columns each parquet file of a run must have (predictions may have more: probabilities, per-case values)
+REQUIRED_COLUMNS = {
+    "predictions.parquet": ("image_id", "patient_id", "seed", "task", "label"),
+    "splits.parquet": ("image_id", "patient_id", "seed", "split"),
+}
+SPLITS = {"train", "val", "test", "unused"}
+#: metrics.json keys holding one entry per seed
+PER_SEED_KEYS = ("n_train_images", "n_test_images", "n_test_patients", "heads")
+
+
+def find_runs(path: Path) -> list[Path]:
+    """The run folders at `path`: itself when it holds metrics.json (or is one), else every folder below it that
+    does, skipping hidden folders (runs being written or left by a killed process) and a run's own subfolders."""
+    if path.is_file() and path.name == "metrics.json":
+        return [path.parent]
+    if not path.is_dir():
+        raise DataError(f"{path}: no such folder. Give a run folder (holding metrics.json) or a results folder (--out of "
+                        "`cxrbench run`).")
+    if (path / "metrics.json").is_file():
+        return [path]
+    runs = []
+    for folder, subfolders, files in os.walk(path):
+        if "metrics.json" in files and folder != str(path):
+            runs.append(Path(folder))
+            subfolders.clear()
+        else:
+            subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
+    return sorted(runs)
+
+
+def validate_run(folder: Path) -> list[str]:
+    """Every problem of the run folder, each as 'FILE: PATH: what is wrong'; empty when the run is valid."""
+    metrics, problems = _read_metrics(folder / "metrics.json")
+    if metrics is None:
+        return problems
+    version = metrics.get("schema_version")
+    if "schema_version" not in metrics:
+        problems.append("metrics.json: schema_version: missing: the run was written by an older cxrbench, before run "
+                        "folders recorded their format and provenance. Run it again with this cxrbench (the same "
+                        "`cxrbench run` command, with --overwrite; cached features are reused).")
+    elif isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
+        return [f"metrics.json: schema_version: {version}: written by a newer cxrbench (this one reads versions up to "
+                f"{SCHEMA_VERSION}). Upgrade cxrbench to check this run."]
+    else:
+        problems += [f"metrics.json: {message}" for message in _schema_problems(metrics)]
+    seeds = metrics.get("seeds")
+    seeds = {str(s) for s in seeds} if isinstance(seeds, list) and all(_is_int(s) for s in seeds) else None
+    names = _target_names(metrics.get("targets"))
+    problems += [f"metrics.json: {message}" for message in _consistency_problems(metrics, seeds, names)]
+    for name, columns in REQUIRED_COLUMNS.items():
+        problems += [f"{name}: {message}" for message in _parquet_problems(folder / name, columns, seeds, names)]
+    return problems
+
+
+# -- metrics.json ---------------------------------------------------------------------------------------------
+def _read_metrics(path: Path) -> tuple[dict | None, list[str]]:
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None, ["metrics.json: missing: not a run folder, or its run did not finish."]
+    except OSError as exc:
+        return None, [f"metrics.json: cannot be read ({exc.strerror or exc})."]
+    except ValueError as exc:
+        return None, [f"metrics.json: not valid JSON ({exc}); the file is damaged: run the benchmark again."]
+    if not isinstance(metrics, dict):
+        return None, [f"metrics.json: (top level): a JSON object is expected, not {type(metrics).__name__}."]
+    return metrics, []
+
+
+@lru_cache(maxsize=1)
+def schema() -> dict:
+    """The JSON Schema of metrics.json (the documentation of its format)."""
+    return json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
+
+
+def _schema_problems(metrics: dict) -> list[str]:
+    """'PATH: message' for each place metrics.json breaks the schema, sorted by path."""
+    errors = sorted(Draft202012Validator(schema()).iter_errors(metrics), key=lambda e: [str(p) for p in e.absolute_path])
+    return list(dict.fromkeys(_describe(error) for error in errors))
+
+
+def _describe(error: ValidationError) -> str:
+    path = list(error.absolute_path)
+    if error.validator == "required":  # name the missing key's own path
+        missing = [k for k in error.validator_value if error.message == f"{k!r} is a required property"]
+        if missing:
+            return f"{json_path([*path, missing[0]])}: missing (required)"
+    return f"{json_path(path)}: {error.message}"
+
+
+def json_path(parts: list) -> str:
+    """metrics.auprc.Cardiomegaly.ci_low, targets[2].kind; '(top level)' for the document itself."""
+    text = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts).lstrip(".")
+    return text or "(top level)"
+
+
+def _consistency_problems(metrics: dict, seeds: set[str] | None, names: set[str] | None) -> list[str]:
+    """What the schema cannot say: per-seed keys are the run's seeds, scored targets are its targets."""
+    problems = []
+    if seeds is not None:
+        for key in PER_SEED_KEYS:
+            if isinstance(metrics.get(key), dict) and set(metrics[key]) != seeds:
+                problems.append(f"{key}: {_seed_mismatch(metrics[key], seeds)}")
+    summaries = metrics.get("metrics")
+    for metric, entries in (summaries.items() if isinstance(summaries, dict) else ()):
+        for target, entry in (entries.items() if isinstance(entries, dict) else ()):
+            where = json_path(["metrics", metric, target])
+            if names is not None and target != MACRO and target not in names:
+                problems.append(f"{where}: '{target}' is not among the run's targets ({', '.join(sorted(names))}) nor "
+                                f"'{MACRO}'.")
+            per_seed = entry.get("per_seed") if isinstance(entry, dict) else None
+            if seeds is not None and isinstance(per_seed, dict) and set(per_seed) != seeds:
+                problems.append(f"{where}.per_seed: {_seed_mismatch(per_seed, seeds)}")
+    return problems
+
+
+def _seed_mismatch(keyed: dict, seeds: set[str]) -> str:
+    return f"has seeds {_listed(set(keyed))}, but the run's seeds are {_listed(seeds)}."
+
+
+def _listed(keys: set) -> str:
+    return ", ".join(sorted((str(k) for k in keys), key=lambda k: (len(k), k))) or "none"
+
+
+def _target_names(targets) -> set[str] | None:
+    """What metrics may be keyed by: each target's name, and each structure of a mask target (scored one by one);
+    None when `targets` is too damaged to tell (the schema reports it)."""
+    if not isinstance(targets, list) or not all(isinstance(t, dict) and isinstance(t.get("name"), str) for t in targets):
+        return None
+    return {t["name"] for t in targets} | {s for t in targets if t.get("kind") == "mask" for s in t.get("structures") or ()
+                                           if isinstance(s, str)}
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# -- parquet files --------------------------------------------------------------------------------------------
+def _parquet_problems(path: Path, columns: tuple[str, ...], seeds: set[str] | None, names: set[str] | None) -> list[str]:
+    """The file is there and readable, has `columns`, holds exactly the run's seeds; predictions only the run's
+    targets, splits only known split names."""
+    if not path.is_file():
+        return ["missing: the run folder is incomplete; run the benchmark again (cached features are reused)."]
+    try:
+        missing = [c for c in columns if c not in pq.read_schema(path).names]
+        if missing:
+            return [f"{', '.join(missing)}: required column(s) missing (it needs {', '.join(columns)})."]
+        table = pq.read_table(path, columns=list(columns))
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        return [f"cannot be read as Parquet ({exc}); the file is damaged: run the benchmark again."]
+    problems = []
+    stored = {str(s) for s in pc.unique(table["seed"]).to_pylist()}
+    if seeds is not None and stored != seeds:
+        problems.append(f"seed: holds seeds {_listed(stored)}, but metrics.json's seeds are {_listed(seeds)}.")
+    if "task" in columns and names is not None:
+        unknown = {str(t) for t in pc.unique(table["task"]).to_pylist()} - names
+        if unknown:
+            problems.append(f"task: {', '.join(sorted(unknown))} not among metrics.json's targets.")
+    if "split" in columns:
+        unknown = {str(s) for s in pc.unique(table["split"]).to_pylist()} - SPLITS
+        if unknown:
+            problems.append(f"split: unknown split name(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(SPLITS))}).")
+    return problems
+
+
+__all__ = ["SCHEMA_FILE", "find_runs", "json_path", "schema", "validate_run"]
