@@ -18,27 +18,18 @@ import time
 from pathlib import Path
 
 from cxrbench.data.synthetic import SyntheticConfig, write_synthetic_vindr
-from cxrbench.data.synthetic_layouts import (
-    write_synthetic_candid, write_synthetic_candid_seg, write_synthetic_mimic_lungs, write_synthetic_padchest,
-    write_synthetic_rsna, write_synthetic_vindr_ribcxr,
-)
+from cxrbench.data.synthetic_layouts import write_synthetic_candid, write_synthetic_padchest, write_synthetic_rsna
 
 DATASETS = {  # benchmark -> how its synthetic folder is written (the demo's VinDr-CXR; small folders otherwise)
     "vindr": lambda root: write_synthetic_vindr(root, SyntheticConfig()),
     "candid-ptx": lambda root: write_synthetic_candid(root, patients=120),
     "rsna-pneumonia": lambda root: write_synthetic_rsna(root, patients=120),
     "padchest-lateral": lambda root: write_synthetic_padchest(root, patients=120),
-    "mimic-lungs": lambda root: write_synthetic_mimic_lungs(root, patients=40),
-    "mimic-lung-zones": lambda root: write_synthetic_mimic_lungs(root, patients=40),
-    "candid-ptx-seg": lambda root: write_synthetic_candid_seg(root, patients=40),
-    "vindr-ribcxr": lambda root: write_synthetic_vindr_ribcxr(root),
 }
-TABLES = [  # (recipe, extra arguments): every row of the classification tables; RAD-DINO's rows of Table 3
-    ("rad-dino-1a", []),
-    ("rad-dino-1b", []),
-    ("rad-dino-c1", []),
-    ("rad-dino-3", ["--encoder", "rad-dino", "--seeds", "2"]),
-]
+#: (recipe, extra arguments): every row of RAD-DINO's classification tables (about 45 minutes on 2 CPU cores, most of
+#: it random ViT-L / ViT-g networks encoding 620 images). The segmentation tables are not committed: their decoders
+#: would take hours on these cores; tests/test_segmentation.py holds a segmentation run to the same check.
+TABLES = [("rad-dino-1a", []), ("rad-dino-1b", []), ("rad-dino-c1", [])]
 
 
 def main() -> int:

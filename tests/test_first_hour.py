@@ -259,5 +259,6 @@ def test_demo_next_steps_name_the_results(monkeypatch, tmp_path):
     text = " ".join(result.output.split())
     assert "not comparable with the papers" in text
     assert f"cxrbench table vindr --out {tmp_path / 'demo/results'}" in text and "Getting the data" in text
+    assert f"cxrbench report --out {tmp_path / 'demo/results'}" in text
     marker = json.loads((tmp_path / "demo/data/cxrbench-synthetic.json").read_text())
     assert marker["synthetic"] is True and marker["settings"]["patients"] == 20

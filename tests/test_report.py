@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 from cxrbench.cli import app
 from cxrbench.errors import CxrbenchError, DataError
 from cxrbench.metrics.calibration import ExpectedCalibrationError
+from cxrbench.registry import benchmark_spec
 from cxrbench.report import write_report
 from cxrbench.report.build import MARKER
 from cxrbench.report.collect import EXPLAIN_FOLDER, HEATMAPS_PER_EXPLAIN, OVERLAYS_PER_RUN
@@ -99,6 +100,9 @@ def store(vindr_root, tmp_path_factory) -> Path:
 
     write_run(run_folder(out, "vindr", "evil", "linear"), {"metrics.json": json_writer(_metrics(
         "vindr", EVIL_ENCODER, "linear", VINDR_TASKS, ("auprc", "auroc"), run_identity={"weights": "random (seed 0)"}))})
+    candid = benchmark_spec("candid-ptx").tasks  # an encoder the paper reports: its overview has the published row
+    write_run(run_folder(out, "candid-ptx", "rad-dino", "linear"), {"metrics.json": json_writer(_metrics(
+        "candid-ptx", "rad-dino", "linear", candid, ("auprc",), run_identity={"weights": "random:seed=0"}))})
     diagnosis = TargetSpec("diagnosis", "multiclass", classes=("normal", "pneumonia", "covid-19"))
     write_run(run_folder(out, "polcovid", "pixels", "linear"), {
         "metrics.json": json_writer(_metrics("polcovid", "pixels", "linear", ["diagnosis"], ("balanced_accuracy",),
@@ -207,6 +211,7 @@ def test_report_shows_tables_curves_comparisons_and_flags(report):
     assert "mean ± std over seeds [95% bootstrap CI]" in plain
     # paper-layout table with its published rows, and the run tables (mean ± std [CI], in %)
     assert "RAD-DINO Table 1a" in plain and "RAD-DINO (published)" in plain
+    assert text.count('<tr class="published">') >= 1  # a benchmark overview with the paper's row (CANDID-PTX)
     assert re.search(r"\d+\.\d ± \d+\.\d \[\d+\.\d, \d+\.\d\]", plain)
     # synthetic-data and random-weight runs are flagged, in the banner and as badges
     assert "pixels (synthetic data) / knn" in plain and "random init" in plain

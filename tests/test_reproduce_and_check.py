@@ -52,7 +52,8 @@ def test_image_size_is_fitted_to_each_patch_size():
     assert fitted_size("rad-dino", 56) == 56  # ViT/14
     assert fitted_size("biomedclip", 56) == 64  # ViT/16: 3.5 patches, half to even
     assert fitted_size("mrm", 44) == 48  # ViT/16
-    assert fitted_size("chexzero", 56) == 64  # ViT/32
+    assert fitted_size("mrm", 56) == 64  # ViT/16
+    assert fitted_size("chexzero", 56) is None  # open_clip ViT/32: its native 224 px only
     assert fitted_size("biovil-t", 56) == 56  # a ResNet: any size
     assert fitted_size("rad-dino", None) is None
 

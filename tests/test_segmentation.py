@@ -79,6 +79,25 @@ def test_stored_dice_equals_monai_recomputed_from_the_saved_masks(jsrt_run, jsrt
         assert summary[structure]["mean"] == pytest.approx(stored.loc[stored["task"] == structure, "dice"].mean(), abs=1e-12)
 
 
+def test_the_ci_check_recomputes_a_segmentation_run_from_its_predictions(jsrt_run, tmp_path):
+    """`cxrbench table --all --check` scores mask targets once per structure, as the run did; an edited per-case Dice
+    is caught."""
+    from cxrbench.results.check import metric_drift, recompute
+    from cxrbench.results.store import stored_runs
+
+    copy = tmp_path / "jsrt" / "dinov2-small" / "upernet"
+    copy.mkdir(parents=True)
+    for name in ("metrics.json", "predictions.parquet"):
+        shutil.copy(jsrt_run / name, copy / name)
+    [run] = stored_runs(tmp_path, "jsrt")
+    assert metric_drift(run, recompute(run)) == []
+    frame = pd.read_parquet(copy / "predictions.parquet")
+    frame.loc[frame["task"] == "heart", "dice"] *= 0.5
+    frame.to_parquet(copy / "predictions.parquet", index=False)
+    drift = metric_drift(run, recompute(run))
+    assert any("metrics.dice.heart.mean" in line for line in drift), drift
+
+
 def test_empty_mask_policies_are_separate_metrics():
     """Dice on cases with the structure, the Kaggle convention over all cases, and the detection rate."""
     from cxrbench.registry import metric

@@ -296,6 +296,8 @@ def demo(
         f"  results of each run:  {results}/vindr/ENCODER/HEAD/" + (f", {results}/jsrt/dinov2-small/seg-linear/overlays/"
                                                                    if segmentation else "") + "\n"
         f"  table them again:     cxrbench table vindr --out {results}\n"
+        f"  compare two encoders: cxrbench compare vindr --encoders pixels,dinov2-small --out {results}\n"
+        f"  an HTML report:       cxrbench report --out {results}\n"
         f"  real data:            README, 'Getting the data'; then\n"
         f"                        cxrbench data check vindr --data-root DIR\n"
         f"                        cxrbench run vindr --encoder rad-dino --data-root DIR")

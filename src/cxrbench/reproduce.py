@@ -76,10 +76,14 @@ def _run_encoder(study: StudyOptions, evaluation, encoders: EncoderOptions, mach
 
 def fitted_size(encoder: str, size: int | None) -> int | None:
     """`size` rounded to the nearest multiple of the encoder's patch size (one patch at least), so that one
-    --image-size serves a table of ViT/14, /16 and /32 encoders; None keeps each encoder's released size."""
+    --image-size serves a table of ViT/14, /16 and /32 encoders; None keeps each encoder's released size (always, for
+    an encoder that cannot take another)."""
     from cxrbench.registry import registry
 
-    patch = registry().get("encoders", encoder).spec.architecture.get("patch_size")
-    if size is None or not patch:
+    entry = registry().get("encoders", encoder)
+    patch = entry.spec.architecture.get("patch_size")
+    if size is None or not getattr(entry.load(), "resizable", True):  # a factory function: resizable encoders
+        return None
+    if not patch:
         return size
     return max(int(patch), int(round(size / int(patch))) * int(patch))

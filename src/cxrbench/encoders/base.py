@@ -58,6 +58,9 @@ class Encoder(ABC):
     it or reads its weights. Subclasses say how to construct the architecture and how to load the release.
     """
 
+    #: whether another input size than the adapter's can be asked for (--image-size)
+    resizable: bool = True
+
     def __init__(self, spec: AdapterSpec, weights: WeightsSource, preprocessing: PreprocessSpec | None = None):
         self.spec = spec
         self.weights = weights

@@ -41,6 +41,8 @@ def _create(model_name: str) -> torch.nn.Module:
 
 
 class OpenClipEncoder(Encoder):
+    resizable = False  # open_clip's ViT keeps the position embeddings of its native input size
+
     def __init__(self, spec: AdapterSpec, weights: WeightsSource, preprocessing: PreprocessSpec | None = None):
         super().__init__(spec, weights, preprocessing)
         arch = spec.architecture

@@ -76,7 +76,7 @@ def overview_section(spec: BenchmarkSpec, runs: Sequence[StoredRun]) -> str:
         return ""
     frame = comparison_table(spec, full, metric)
     ours = {run.label: run for run in full}
-    classes = ["flagged" if ours[label].variant else "" if label in ours else "published" for label in frame.index]
+    classes = ["published" if label not in ours else "flagged" if ours[label].variant else "" for label in frame.index]
     heading = metric_spec(metric).heading
     return (html.heading(3, f"Overview: {heading}") +
             html.paragraph(f"Every full-data run on {spec.title}, {heading}: mean ± std over seeds [95% bootstrap CI]; "
