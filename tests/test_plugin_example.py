@@ -50,6 +50,7 @@ def test_example_plugin_runs_a_benchmark(plugin_path, vindr_root, tmp_path):
     assert metrics["metrics"]["auroc"]["macro"]["mean"] > 0.5  # histograms carry the effusions and opacities
 
 
+@pytest.mark.slow  # about 70 s on 2 cores (CI budget); the plugin's install and encoder stay in the default suite
 def test_example_metric_plugin_is_scored_and_tabled(plugin_path, vindr_root, tmp_path):
     """One entry point adds the Brier score: listed, scored beside the benchmark's metrics, tabled, equal to sklearn."""
     import pandas as pd

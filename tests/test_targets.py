@@ -170,6 +170,7 @@ def test_polcovid_class_not_declared_names_the_row(polcovid_root, tmp_path):
 
 
 # -- AASCE / BoostNet --------------------------------------------------------------------------------------------
+@pytest.mark.slow  # about 50 s on 2 cores (CI budget); regression metrics and losses stay pinned by test_metric_registry / test_targets
 def test_scoliosis_runs_tables_and_curves_and_recovers_the_planted_angles(scoliosis_root, tmp_path):
     _run("scoliosis", scoliosis_root, tmp_path, "--train-fraction", "0.5,1")
     metrics = json.loads((tmp_path / "scoliosis/pixels/linear/metrics.json").read_text())
