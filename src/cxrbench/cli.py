@@ -542,7 +542,7 @@ def table(
 
 
 def _all_layouts(out: Path, check: bool) -> None:
-    from cxrbench.results.check import check_committed, regenerate
+    from cxrbench.results.check import check_committed, layout_tables
     from cxrbench.results.paper_tables import write_paper_table
 
     if check:
@@ -555,7 +555,7 @@ def _all_layouts(out: Path, check: bool) -> None:
         say(f"ok: {report.runs} runs' metrics recomputed from their predictions and {report.tables} tables regenerated "
             f"match {out / 'tables'}")
         return
-    tables, _ = regenerate(out, recomputed=False)
+    tables = layout_tables(out)
     if not tables:
         raise CxrbenchError(f"No stored run under {out} belongs to a paper layout. Run `cxrbench reproduce TABLE` first.")
     for name, table in tables.items():

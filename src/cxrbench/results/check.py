@@ -79,13 +79,12 @@ class CheckReport:
     problems: list[str] = field(default_factory=list)
 
 
-def regenerate(out: Path, recomputed: bool = True) -> tuple[dict[str, PaperTable], CheckReport]:
-    """Every layout's table from the runs under `out` (with metrics recomputed from predictions when `recomputed`);
-    layouts none of whose runs follow their protocol are left out. The report holds the metric drift found."""
-    report = CheckReport()
-    runs = _runs(out, report) if recomputed else benchmark_runs(out)
+def layout_tables(out: Path) -> dict[str, PaperTable]:
+    """Every layout's table from the runs stored under `out` (`cxrbench table --all`); layouts none of whose runs
+    follow their protocol are left out."""
+    runs = benchmark_runs(out)
     tables = {name: _table(name, runs) for name in LAYOUTS}
-    return {name: table for name, table in tables.items() if _filled(table)}, report
+    return {name: table for name, table in tables.items() if _filled(table)}
 
 
 def _filled(table: PaperTable) -> bool:

@@ -10,8 +10,6 @@ p-values of one comparison table are adjusted together (Holm by default) and eac
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
-
 import numpy as np
 import pandas as pd
 
@@ -53,10 +51,9 @@ def compare_runs(reference: StoredRun, others: Sequence[StoredRun], metric: str,
     for other in others:
         pair_check(reference, other)
         for row in paired_differences(other.predictions(), predictions, targets, metric, bootstrap, ttest=ttest):
-            fields = asdict(row)
             records.append({"benchmark": reference.benchmark, "metric": metric, "reference": reference.encoder,
                             "encoder": other.encoder, "head": other.method, "target": row.target,
-                            "mean_reference": fields["mean_b"], "mean_encoder": fields["mean_a"], "diff": row.diff,
+                            "mean_reference": row.mean_b, "mean_encoder": row.mean_a, "diff": row.diff,
                             "ci_low": row.ci_low, "ci_high": row.ci_high, "p_bootstrap": row.p_bootstrap,
                             "p_delong": row.p_delong, "p_ttest": row.p_ttest})
     frame = pd.DataFrame(records, columns=COLUMNS)

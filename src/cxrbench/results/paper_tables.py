@@ -464,14 +464,10 @@ def _best(table: PaperTable) -> list[set[int]]:
 
 
 def _parts(row: Row, cell: dict | None, decimals: int, with_ci: bool, column: int) -> tuple[str, str, str] | None:
-    """(mean, '± std' or '', '[low, high]' or '') in percent; the mean marked when the cell is in-distribution."""
+    """(mean, '± std' or '', '[low, high]' or '') in percent; the mean marked † when the cell is in-distribution and
+    ▲ / ▼ / ≈ with its verdict against the --versus encoder."""
     if cell is None or cell.get("mean") is None:
         return None
-    marks = (OVERLAP_MARK if row.kind != DIFF and row.overlap and row.overlap[column] else "") + (
-        VERDICT_MARKS.get(row.verdicts[column], "") if row.verdicts else "")
-    if marks:
-        mean, std, ci = _parts(dataclasses.replace(row, overlap=[], verdicts=[]), cell, decimals, with_ci, column)
-        return (mean + marks, std, ci)
     if row.kind == DIFF:
         value = 100 * cell["mean"]
         return (f"{'+' if value >= 0 else '−'}{abs(value):.{decimals}f}", "", "")
@@ -479,7 +475,9 @@ def _parts(row: Row, cell: dict | None, decimals: int, with_ci: bool, column: in
     ci = ""
     if with_ci and cell.get("ci_low") is not None and cell.get("ci_high") is not None:
         ci = f"[{100 * cell['ci_low']:.{decimals}f}, {100 * cell['ci_high']:.{decimals}f}]"
-    return (f"{100 * cell['mean']:.{decimals}f}", std, ci)
+    marks = (OVERLAP_MARK if row.overlap and row.overlap[column] else "") + (
+        VERDICT_MARKS.get(row.verdicts[column], "") if row.verdicts else "")
+    return (f"{100 * cell['mean']:.{decimals}f}{marks}", std, ci)
 
 
 def _plain(parts: tuple[str, str, str] | None, bold: bool = False) -> str:
