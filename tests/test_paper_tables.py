@@ -190,8 +190,13 @@ def _braces_balanced(text: str) -> bool:
     return depth == 0
 
 
-# the segmentation layouts (rad-dino-3, raydino-seg) are checked on their own runs in tests/test_segmentation.py
-@pytest.mark.parametrize("name", sorted(n for n in LAYOUTS if n not in ("rad-dino-3", "raydino-seg")))
+# layouts of benchmarks this store does not hold are checked on their own runs: the segmentation ones (rad-dino-3,
+# raydino-seg) in tests/test_segmentation.py, rad-dino-c3 in tests/test_bias_and_stratified.py, dinov2-table4 below,
+# rad-dino-5 and rad-dino-c2 on the committed runs (tests/test_reproduce_and_check.py)
+OWN_RUNS = ("rad-dino-3", "raydino-seg", "rad-dino-c3", "dinov2-table4", "rad-dino-5", "rad-dino-c2")
+
+
+@pytest.mark.parametrize("name", sorted(n for n in LAYOUTS if n not in OWN_RUNS))
 def test_latex_is_structurally_sound_and_escaped(store, name):
     write_stored_run(store, "vindr", "odd_name&co%", "linear", VINDR.tasks, base=0.4)
     table = table_from_store(get_layout(name), store, lookup, diff=True)
@@ -301,3 +306,32 @@ def test_a_run_of_random_weights_or_another_size_is_labelled_and_never_diffed(tm
     assert "rad-dino (random init, 56 px) / logistic" in markdown
     long = pd.read_csv(tmp_path / "vindr/table_auprc.csv")
     assert set(long.loc[long["model"] == "rad-dino", "variant"]) == {"random init, 56 px"}
+
+
+def test_dinov2_table4_lays_knn_and_linear_runs_beside_the_papers_frozen_columns(tmp_path):
+    """NIH ChestX-ray14 and CheXpert (five findings) in their release layouts, an ML-kNN and a linear probe on each:
+    our rows are the runs' macro AUROC, the paper's rows its kNN / linear columns (fine-tuning left out)."""
+    from cxrbench.data.synthetic_nih_chexpert import write_synthetic_chexpert, write_synthetic_nih_cxr14
+
+    roots = {"nih-cxr14": write_synthetic_nih_cxr14(tmp_path / "nih", size=32),
+             "chexpert-5": write_synthetic_chexpert(tmp_path / "chexpert", size=32)}
+    out = tmp_path / "results"
+    for benchmark, root in roots.items():
+        for head, params in (("knn", ["rule=mlknn", "k=[5,10]"]), ("linear", ["epochs=3", "min_steps=10"])):
+            result = runner.invoke(app, ["run", benchmark, "--encoder", "pixels", "--head", head, "--data-root", str(root),
+                                         "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--seeds", "1",
+                                         "--bootstrap", "20", *[x for p in params for x in ("--head-param", p)]])
+            assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["table", "--layout", "dinov2-table4", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out / "tables" / "dinov2-table4.csv")
+    for benchmark in roots:
+        for head in ("knn", "linear"):
+            metrics = json.loads((out / benchmark / "pixels" / head / "metrics.json").read_text())
+            ours = table[(table["source"] == "cxrbench") & (table["benchmark"] == benchmark) & (table["head"] == head)]
+            assert ours["mean"].item() == pytest.approx(metrics["metrics"]["auroc"]["macro"]["mean"])
+    paper = table[table["model"] == "DINOv2 ViT-L/14 / kNN"].set_index("benchmark")["mean"]
+    assert paper["nih-cxr14"] == pytest.approx(0.663) and paper["chexpert-5"] == pytest.approx(0.771)
+    assert "Fine" not in (out / "tables" / "dinov2-table4.md").read_text()
+    latex = (out / "tables" / "dinov2-table4.tex").read_text()
+    assert _braces_balanced(latex) and all(_cells_in(row) == 3 for row in _latex_body_rows(latex))

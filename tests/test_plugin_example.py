@@ -42,6 +42,7 @@ def test_example_plugin_is_listed_with_its_origin(plugin_path):
     assert "cxrbench-example-plugin 0.1.0" in row and " 32 " in row
 
 
+@pytest.mark.slow  # about 30 s on 2 cores (CI budget); the plugin's registration and listing stay in the default suite
 def test_example_plugin_runs_a_benchmark(plugin_path, vindr_root, tmp_path):
     result = cli(plugin_path, "run", "vindr", "--encoder", "histogram", "--data-root", str(vindr_root), "--seeds", "1",
                  "--bootstrap", "50", "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"))

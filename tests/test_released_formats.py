@@ -216,6 +216,7 @@ def test_rad_dino_from_hub_cache_equals_official_package(tmp_path, monkeypatch, 
     assert (end_to_end - cls).abs().max() < 0.05  # only the rare one-level resize differences remain
 
 
+@pytest.mark.slow  # about 20 s on 2 cores (CI budget); the Hub folder format of the same weights stays in the default suite
 def test_rad_dino_backbone_compatible_safetensors(tmp_path, xray_png):
     """microsoft/rad-dino also ships backbone_compatible.safetensors in the DINOv2 repository layout."""
     from safetensors.torch import save_file

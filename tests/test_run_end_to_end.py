@@ -53,7 +53,8 @@ def test_run_writes_every_file_with_the_stated_columns(pixels_run):
     for name in ("config.yaml", "predictions.parquet", "splits.parquet", "metrics.json", "table.md", "table.csv"):
         assert (folder / name).is_file(), name
     predictions = pd.read_parquet(folder / "predictions.parquet")
-    assert list(predictions.columns) == ["image_id", "patient_id", "seed", "task", "label", "score"]
+    # then each patient group's column (benchmarks/vindr.yaml `groups:`), for stratified results
+    assert list(predictions.columns) == ["image_id", "patient_id", "seed", "task", "label", "score", "group:sex", "group:age"]
     assert set(predictions["task"]) == set(TASKS) and set(predictions["seed"]) == {0, 1}
     assert "AUPRC" in result.output and "Macro" in result.output
     table = pd.read_csv(folder / "table.csv")

@@ -137,6 +137,7 @@ def test_multiclass_and_regression_summaries_equal_the_libraries_per_seed():
 
 
 # -- POLCOVID ----------------------------------------------------------------------------------------------------
+@pytest.mark.slow  # about 60 s on 2 cores (CI budget); mimic-demographics (tests/test_mimic_cxr.py) runs multiclass targets end to end
 def test_polcovid_runs_tables_and_curves_and_recovers_the_planted_classes(polcovid_root, tmp_path):
     result = _run("polcovid", polcovid_root, tmp_path, "--train-fraction", "0.5,1")
     assert "Balanced accuracy (%)" in result.output
@@ -145,7 +146,8 @@ def test_polcovid_runs_tables_and_curves_and_recovers_the_planted_classes(polcov
     assert metrics["metrics"]["balanced_accuracy"]["macro"]["mean"] > 0.6  # chance: 1/3
     assert metrics["heads"]["0"]["diagnosis"]["chosen"]["checkpoint"] == "last"
     predictions = pd.read_parquet(folder / "predictions.parquet")
-    assert list(predictions.columns) == ["image_id", "patient_id", "seed", "task", "label", "score", PROBABILITIES]
+    assert list(predictions.columns) == ["image_id", "patient_id", "seed", "task", "label", "score", PROBABILITIES,
+                                         "group:sex", "group:age"]
     row = predictions.iloc[0]
     assert len(row[PROBABILITIES]) == 3 and row["score"] == np.argmax(row[PROBABILITIES])
     splits = pd.read_parquet(folder / "splits.parquet")

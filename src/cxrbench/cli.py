@@ -1,4 +1,4 @@
-"""The `cxrbench` command: run | explain | demo | embed | list | data check | cache ls/clear | results validate | table | reproduce | compare |
+"""The `cxrbench` command: run | bias | explain | demo | embed | list | data check | cache ls/clear | results validate | table | reproduce | compare |
 curve | report.
 
 The only module that prints (through `cxrbench.console`). Errors the user can fix (`CxrbenchError`) become one
@@ -391,26 +391,56 @@ def data_check(
         note(line)
     _print_counts(data.label_counts(), "labels in the dataset" if spec.split.scheme == "random" else "labels per official split")
     split = None
-    if spec.split.scheme == "random":
+    if spec.split.scheme != "official":
         from cxrbench.data.splits import seed_splits
 
         split = seed_splits(data.samples, spec.name, 0, spec.split)["split"].to_numpy()
-        test_note = "the same test patients for every seed" if spec.split.test == "fixed" else "test patients redrawn per seed"
-        _print_counts(data.label_counts(split), f"labels per split, seed 0 ({'/'.join(f'{f:g}' for f in spec.split.fractions)} "
-                      f"of patients; {test_note})")
+        if spec.split.scheme == "kfold":
+            drawn = f"fold 0 of {spec.split.folds}: one part of the patients tests, the others train"
+        else:
+            test_note = "the same test patients for every seed" if spec.split.test == "fixed" else "test patients redrawn per seed"
+            drawn = f"seed 0 ({'/'.join(f'{f:g}' for f in spec.split.fractions)} of patients; {test_note})"
+        _print_counts(data.label_counts(split), f"labels per split, {drawn}")
+    if spec.groups:
+        _print_groups(spec, data)
     for split_name, task, missing in data.learnability_problems(split):
         warn(f"task '{task}' has {missing} in the {split_name} split: `cxrbench run {benchmark}` will refuse it "
              "(its metric is undefined).")
+
+
+_COUNT_TAIL = ("unknown", "images", "patients")  # after a multiclass target's classes
 
 
 def _print_counts(tables: dict, title: str) -> None:
     """One table per target kind: binary (positive / negative / unknown), multiclass (one column per class),
     regression (known, unknown, mean, std, min, max)."""
     for kind, counts in tables.items():
-        numbers = [c for c in counts.columns if c not in ("split", "task")]
-        rows = [[row["split"], row["task"], *(_shown(row[c]) for c in numbers)] for _, row in counts.iterrows()]
-        console.print(text_table(f"{title} ({kind} targets)" if len(tables) > 1 or kind != "binary" else title,
-                                 ["split", "task", *numbers], rows, right=tuple(numbers)))
+        # a multiclass target's classes are its own columns: one table per target (e.g. RAD-DINO Table E.1's bins)
+        parts = counts.groupby("task", sort=False) if kind == "multiclass" else [(None, counts)]
+        for task, part in parts:
+            numbers = [c for c in part.columns if c not in ("split", "task") and part[c].notna().any()]
+            if task is not None:  # the target's classes first (the table holds every multiclass target's columns)
+                numbers = [*(c for c in numbers if c not in _COUNT_TAIL), *(c for c in _COUNT_TAIL if c in numbers)]
+            rows = [[row["split"], row["task"], *(_shown(row[c]) for c in numbers)] for _, row in part.iterrows()]
+            heading = f"{title} ({kind} targets)" if len(tables) > 1 or kind != "binary" else title
+            console.print(text_table(f"{title} ({task}: classes)" if task is not None else heading,
+                                     ["split", "task", *numbers], rows, right=tuple(numbers)))
+
+
+def _print_groups(spec, data) -> None:
+    """Per attribute of the spec's `groups:`: images, patients, share female, age and share with findings per split
+    and group (RayDINO table S2; RAD-DINO Table E.1's counts)."""
+    from cxrbench.data.groups import group_summary
+
+    for attribute, group in spec.groups.items():
+        if group.column not in data.samples:
+            note(f"groups by {attribute}: the loader supplies no '{group.column}' column for this copy; not broken down")
+    summary = group_summary(data, spec)
+    numbers = ["images", "patients", "female_share", "age_mean", "age_std", "finding_share"]
+    for attribute, table in summary.groupby("attribute", sort=False):
+        rows = [[row["split"], row["group"], *(_shown(row[c]) for c in numbers)] for _, row in table.iterrows()]
+        console.print(text_table(f"groups by {attribute} ('{spec.groups[attribute].column}'; per official split)",
+                                 ["split", "group", *numbers], rows, right=tuple(numbers)))
 
 
 def _shown(value) -> str:
@@ -513,7 +543,7 @@ def table(
     out: Path = typer.Option(DEFAULT_OUT, help="Results folder holding the stored runs."),
     metric: Optional[str] = typer.Option(None, help="Metric (default: the benchmark's primary metric)."),
     layout: Optional[str] = typer.Option(
-        None, help="A paper table's layout instead of one benchmark: rad-dino-1a | rad-dino-1b | rad-dino-3 | rad-dino-c1 | "
+        None, help="A paper table's layout instead of one benchmark: rad-dino-1a | rad-dino-1b | rad-dino-3 | rad-dino-5 | rad-dino-c1 | rad-dino-c2 | rad-dino-c3 | dinov2-table4 | "
                    "raydino-headline | raydino-seg; writes OUT/tables/LAYOUT.{md,csv,tex}."),
     diff: bool = typer.Option(False, "--diff", help="With --layout: add rows 'ours − published mean' for encoders the paper reports."),
     versus: Optional[str] = typer.Option(None, "--versus", help="Mark each cell better / worse / not significantly different from this encoder's run of the same head (paired patient bootstrap, Holm-adjusted); files get _vs_ENCODER."),
@@ -724,6 +754,66 @@ def report(
     with progress_bar() as bar:
         index = write_report(out, dest or out / "report", RichProgress(bar))
     say(f"report: {index}")
+
+
+@app.command()
+@user_errors
+def bias(
+    benchmark: str = typer.Argument(..., help="Benchmark name (one whose spec declares `groups:`)."),
+    attribute: str = typer.Option(..., help="The patient attribute whose groups train and test (a name under the benchmark's `groups:`, e.g. sex or age)."),
+    encoder: str = Encoders,
+    head: Optional[str] = typer.Option(None, help="Head name (default: the benchmark's)."),
+    folds: int = typer.Option(20, help="Folds: each draws new training patients per group (and a new validation split)."),
+    group_patients: Optional[int] = typer.Option(None, help="Training patients drawn from every group in each fold (default: 80% of the smallest group's)."),
+    metric: Optional[str] = typer.Option(None, help="Metric per test group (default: auroc where the benchmark scores it, else its primary metric)."),
+    data_root: Optional[Path] = DataRoot,
+    dataset_option: list[str] = DatasetOptions,
+    weights: Optional[str] = Weights,
+    revision: Optional[str] = Revision,
+    image_size: Optional[int] = ImageSize,
+    head_param: list[str] = HeadParams,
+    tag: Optional[str] = typer.Option(None, help="Name this variant (results in HEAD_TAG_group-.../)."),
+    overwrite: bool = typer.Option(False, help="Replace stored bias runs made with other settings."),
+    bootstrap: Optional[int] = typer.Option(None, help="Bootstrap resamples of each run's own table (default: the benchmark's)."),
+    out: Path = Out,
+    cache_dir: Optional[Path] = CacheDir,
+    batch_size: int = BatchSize,
+    workers: Optional[int] = Workers,
+    device: str = Device,
+    threads: Optional[int] = Threads,
+) -> None:
+    """Bias protocol (RayDINO Fig. 4c/4d): per fold, a head trained on an equal number of patients of each group of
+    ATTRIBUTE and one on their union (All), each scored on every test group; Mann-Whitney U between same-group and
+    cross-group folds. Runs resume; writes OUT/BENCHMARK/bias_ATTRIBUTE{_folds.csv,_tests.csv,.md,.png}."""
+    from cxrbench.data.splits import ALL_GROUPS, GroupBudget
+    from cxrbench.evaluations.probe import ProbeEvaluation
+    from cxrbench.pipeline import EncoderOptions, MachineOptions, evaluate
+    from cxrbench.registry import benchmark_spec
+    from cxrbench.results.bias import write_bias
+    from cxrbench.results.store import stored_runs
+    from cxrbench.study import StudyOptions
+
+    spec = benchmark_spec(benchmark)
+    group = spec.groups.get(attribute)
+    if group is None:
+        raise CxrbenchError(f"--attribute {attribute}: benchmark '{benchmark}' declares no such group (it has: "
+                            f"{', '.join(spec.groups) or 'none'}; see `groups:` in benchmarks/{benchmark}.yaml).")
+    if not group.names:
+        raise CxrbenchError(f"--attribute {attribute}: its groups are not named in benchmarks/{benchmark}.yaml; list them "
+                            "under `labels:` so that every fold trains the same groups.")
+    if folds < 2:
+        raise CxrbenchError(f"--folds {folds}: the Mann-Whitney test needs at least 2 folds (the protocol uses 20).")
+    chosen = metric or ("auroc" if "auroc" in spec.metrics else spec.primary_metric)
+    budgets = [GroupBudget(attribute, name, group_patients) for name in (*group.names, ALL_GROUPS)]
+    machine = MachineOptions(_cache_root(cache_dir), batch_size, 512, workers, _machine(device, threads))
+    study = StudyOptions(benchmark, data_root, _key_values("--dataset-option", dataset_option), folds, budgets, bootstrap)
+    evaluation = ProbeEvaluation(out, head, _key_values("--head-param", head_param), tag, overwrite, resume=True)
+    with progress_bar() as bar:
+        evaluate(study, evaluation, EncoderOptions(_names(encoder), weights, revision, image_size), machine, RichProgress(bar))
+    title = f"{spec.title}: heads trained on one {attribute} group, scored on each"
+    _, _, table, paths = write_bias(out, benchmark, stored_runs(out, benchmark), attribute, chosen, group.names, title)
+    print_table(table, f"{title}\nmean ± std over folds", "model · training group")
+    say(f"bias: {paths['md']}, {paths['png']}")
 
 
 @app.command()

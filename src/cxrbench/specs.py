@@ -105,10 +105,14 @@ class SplitSpec:
     random:   for datasets without an official split; `fractions` of the patients go to train / val / test.
               `test: fixed` draws the test patients once, independent of the seed, so every seed and encoder is
               scored on the same images (seeds then redraw train/val); `per_seed` redraws the test set too.
+    kfold:    cross-validation over the patients (RAD-DINO's demographic probes): one seeded partition of the
+              patients into `folds` parts, drawn once; seed k tests on part k and trains on the others (less
+              `val_fraction` of them for validation, 0 for none). Seeds are folds: at most `folds` of them.
     """
 
-    scheme: Literal["official", "random"] = "official"
+    scheme: Literal["official", "random", "kfold"] = "official"
     val_fraction: float = 0.1
+    folds: int = 5
     fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
     test: Literal["fixed", "per_seed"] = "fixed"
     by: Literal["patient"] = "patient"
@@ -146,6 +150,39 @@ class PublishedSpec:
             return model
         decoder = self.heads.get((head or "").split(" [")[0])
         return None if decoder is None else f"{model} / {decoder}"
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    """A patient attribute that results are broken down by (stratified reporting, the bias protocol).
+
+    `column` is one of the loader's demographic columns (`sex`, `age_years`, `race`, ...). With `bins` (edges,
+    ascending) the groups are the left-closed intervals [b_i, b_i+1), named by `labels` (one per interval); a value
+    outside every interval belongs to no group. Without bins the column is categorical: `labels` lists the values
+    that form groups, in the order they are shown (empty: every value present, sorted). Images whose value is
+    unknown or in no group are counted as such and left out of the breakdown, never put in a group.
+    """
+
+    column: str
+    bins: tuple[float, ...] = ()
+    labels: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.bins:
+            if len(self.bins) < 2 or any(b >= c for b, c in zip(self.bins, self.bins[1:])):
+                raise SpecError(f"group on '{self.column}': `bins` must be two or more ascending edges, got {list(self.bins)}.")
+            if self.labels and len(self.labels) != len(self.bins) - 1:
+                raise SpecError(f"group on '{self.column}': {len(self.bins) - 1} bins need as many `labels`, got "
+                                f"{len(self.labels)}.")
+        if len(set(self.labels)) != len(self.labels):
+            raise SpecError(f"group on '{self.column}': `labels` must be distinct, got {list(self.labels)}.")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The groups' names where they are fixed by the spec (bins, or listed values); () for 'every value'."""
+        if self.bins and not self.labels:
+            return tuple(f"{a:g}-{b:g}" for a, b in zip(self.bins, self.bins[1:]))
+        return self.labels
 
 
 TargetKind = Literal["binary", "multiclass", "regression", "mask"]
@@ -209,6 +246,13 @@ class BenchmarkSpec:
     # The public datasets its test images come from (ids as adapters' `pretraining_data` name them): RSNA-Pneumonia
     # and SIIM-ACR images are ChestX-ray14 images, so they are `nih-cxr14`.
     source_datasets: tuple[str, ...] = ()
+    # Patient attributes results are broken down by (stratified tables, `cxrbench bias`), by name; a group with
+    # fewer test patients than `min_group_patients` is reported as too small, not as a number.
+    groups: dict[str, GroupSpec] = field(default_factory=dict)
+    min_group_patients: int = 20
+    # How each seed's decision threshold of a binary target is chosen on its validation split, for the
+    # underdiagnosis (false-negative) rate per group: `f1` (maximum F1) or `youden` (maximum TPR - FPR).
+    operating_point: Literal["f1", "youden"] = "f1"
     notes: str = ""
 
     def __post_init__(self) -> None:
@@ -339,6 +383,8 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise SpecError(f"{where}: expected a mapping, found {value!r}.")
+        if len(args) == 2 and dataclasses.is_dataclass(args[1]):
+            return {key: parse_spec(args[1], item, f"{where}.{key}") for key, item in value.items()}
         return dict(value)
     if hint is Any:
         return value

@@ -17,7 +17,8 @@ from typing import Any
 import pandas as pd
 
 from cxrbench.data.samples import BenchmarkData
-from cxrbench.data.splits import LabelBudget, apply_label_budget, seed_splits
+from cxrbench.data.groups import group_labels, group_order
+from cxrbench.data.splits import ALL_GROUPS, GroupBudget, LabelBudget, apply_group_budget, apply_label_budget, seed_splits
 from cxrbench.data.synthetic import SYNTHETIC_MARKER, synthetic_settings
 from cxrbench.errors import DataError
 from cxrbench.heads.params import check_params
@@ -32,8 +33,8 @@ class StudyOptions:
     data_root: Path | None = None
     dataset_options: dict[str, Any] = field(default_factory=dict)
     seeds: int | None = None
-    # label budgets to train with (None = the whole training split); each is its own run
-    budgets: list[LabelBudget | None] = field(default_factory=lambda: [None])
+    # label budgets or patient groups to train on (None = the whole training split); each is its own run
+    budgets: list[LabelBudget | GroupBudget | None] = field(default_factory=lambda: [None])
     bootstrap_resamples: int | None = None
 
 
@@ -44,14 +45,14 @@ class Study:
     seeds: list[int]
     bootstrap: BootstrapSpec
     #: per label budget, the manifest of every seed: image_id, patient_id, seed, split (train / val / test / unused)
-    manifests: dict[LabelBudget | None, pd.DataFrame]
+    manifests: dict[LabelBudget | GroupBudget | None, pd.DataFrame]
     dataset_options: dict[str, Any]
 
     @property
-    def budgets(self) -> list[LabelBudget | None]:
+    def budgets(self) -> list[LabelBudget | GroupBudget | None]:
         return list(self.manifests)
 
-    def split(self, budget: LabelBudget | None, seed: int):
+    def split(self, budget: LabelBudget | GroupBudget | None, seed: int):
         """One seed's split name per image (in sample order)."""
         manifest = self.manifests[budget]
         return manifest.loc[manifest["seed"] == seed, "split"].to_numpy()
@@ -102,7 +103,7 @@ def prepare_study(options: StudyOptions, progress: Progress = SilentProgress()) 
         raise DataError("--seeds must be at least 1.")
     bootstrap = spec.bootstrap if options.bootstrap_resamples is None else replace(spec.bootstrap, resamples=options.bootstrap_resamples)
     manifests = pd.concat([seed_splits(data.samples, spec.name, s, spec.split) for s in seeds], ignore_index=True)
-    budgeted = {budget: _apply_budget(manifests, data, budget, spec.name) for budget in options.budgets}
+    budgeted = {budget: _apply_budget(manifests, data, budget, spec) for budget in options.budgets}
     study = Study(spec, data, seeds, bootstrap, budgeted, dict(options.dataset_options))
     check_learnable(study)
     return study
@@ -116,16 +117,34 @@ def check_learnable(study: Study) -> None:
                                          _class_fixes(study.spec, budget))
 
 
-def _class_fixes(spec: BenchmarkSpec, budget: LabelBudget | None) -> str:
+def _class_fixes(spec: BenchmarkSpec, budget: LabelBudget | GroupBudget | None) -> str:
     """What the user can change when a split lacks a class: the budget, the label rule where the benchmark has one."""
-    fixes = ["Use a larger --train-fraction or --shots (or leave out this budget)"] if budget is not None else []
+    fixes = []
+    if isinstance(budget, GroupBudget):
+        fixes.append("Draw more patients per group (--group-patients)")
+    elif budget is not None:
+        fixes.append("Use a larger --train-fraction or --shots (or leave out this budget)")
     if "label_rule" in spec.dataset:
         fixes.append("choose another label rule (--dataset-option label_rule=..., training labels only)")
     return ", ".join(fixes)
 
 
-def _apply_budget(manifests: pd.DataFrame, data: BenchmarkData, budget: LabelBudget | None, benchmark: str) -> pd.DataFrame:
+def _apply_budget(manifests: pd.DataFrame, data: BenchmarkData, budget: LabelBudget | GroupBudget | None,
+                  spec: BenchmarkSpec) -> pd.DataFrame:
     if budget is None:
         return manifests
-    parts = [apply_label_budget(part, data.labels(), budget, benchmark, data.targets) for _, part in manifests.groupby("seed", sort=True)]
+    if isinstance(budget, GroupBudget):
+        group = spec.groups.get(budget.attribute)
+        if group is None:
+            raise DataError(f"benchmark '{spec.name}' declares no group '{budget.attribute}' (it has: "
+                            f"{', '.join(spec.groups) or 'none'}; see `groups:` in benchmarks/{spec.name}.yaml).")
+        labels = group_labels(data.samples, budget.attribute, group, spec.name)
+        order = group_order(labels, group)
+        if budget.group not in (*order, ALL_GROUPS):
+            raise DataError(f"benchmark '{spec.name}': group '{budget.attribute}' has no group '{budget.group}' (it has: "
+                            f"{', '.join(order)}).")
+        parts = [apply_group_budget(part, labels, order, budget, spec.name) for _, part in manifests.groupby("seed", sort=True)]
+    else:
+        parts = [apply_label_budget(part, data.labels(), budget, spec.name, data.targets)
+                 for _, part in manifests.groupby("seed", sort=True)]
     return pd.concat(parts, ignore_index=True)

@@ -43,7 +43,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from cxrbench.data.csvs import first_existing, read_csv
+from cxrbench.data.csvs import first_existing
+from cxrbench.data.mimic_cxr import image_path, jpg_folder, read_metadata, study_dates
+from cxrbench.data.mimic_iv import link_demographics
 from cxrbench.data.samples import BenchmarkData
 from cxrbench.data.settings import data_folder, dataset_settings, require_masks
 from cxrbench.data.splits import POOL, seed_splits
@@ -57,6 +59,7 @@ DEFAULTS: dict[str, Any] = {
     "mask_glob": "**/*.png",
     "mask_threshold": 0,
     "allow_resized_masks": False,
+    "mimic_iv_dir": "mimic-iv",
 }
 ZONE_DEFAULTS: dict[str, Any] = {
     "scene_graph_dir": "chest-imagenome/silver_dataset/scene_graph",
@@ -76,11 +79,6 @@ _SHOWN = 5
 
 
 # ---------------------------------------------------------------------------------------------- files
-
-
-def image_path(folder: Path, subject_id: str, study_id: str, dicom_id: str) -> Path:
-    """MIMIC-CXR-JPG's path of an image: files/p<2 digits>/p<subject>/s<study>/<dicom_id>.jpg."""
-    return folder / "files" / f"p{subject_id[:2]}" / f"p{subject_id}" / f"s{study_id}" / f"{dicom_id}.jpg"
 
 
 def index_masks(folder: Path, pattern: str) -> dict[str, Path]:
@@ -230,20 +228,21 @@ def _settings(spec: BenchmarkSpec, options: Mapping[str, Any], extra: Mapping[st
 
 
 def _metadata(folder: Path, names: list[str]) -> pd.DataFrame:
-    """dicom_id (lower case) -> subject_id, study_id, ViewPosition, from MIMIC-CXR-JPG's metadata CSV."""
-    if not folder.is_dir():
-        raise DataError(f"MIMIC-CXR-JPG folder {folder} is missing. Place MIMIC-CXR-JPG (its metadata CSV and files/) there, "
-                        "or name its folder with --dataset-option images_dir=<folder relative to the data root>.")
-    path = first_existing(folder, names, "MIMIC-CXR-JPG metadata (dicom_id, subject_id, study_id)")
-    ids = ["dicom_id", "subject_id", "study_id"]
-    frame = read_csv(path, ids, "MIMIC-CXR-JPG metadata", text_columns=ids, only=[*ids, "ViewPosition"],
-                     file_name_columns=ids)
-    frame = frame.assign(**{c: frame[c].fillna("").astype(str).str.strip() for c in ids})
-    frame["dicom_id"] = frame["dicom_id"].str.lower()
-    if "ViewPosition" not in frame:
-        frame["ViewPosition"] = ""
-    frame["ViewPosition"] = frame["ViewPosition"].fillna("").astype(str)
-    return frame.drop_duplicates("dicom_id").set_index("dicom_id")
+    """dicom_id (lower case) -> subject_id, study_id, ViewPosition, StudyDate, position, from MIMIC-CXR-JPG's metadata."""
+    jpg_folder(folder.parent, folder.name)
+    return read_metadata(folder, names)[0].drop_duplicates("dicom_id").set_index("dicom_id")
+
+
+def lung_demographics(root: Path, samples: pd.DataFrame, settings: dict[str, Any]) -> tuple[pd.DataFrame, list[str]]:
+    """`samples` with MIMIC-IV's sex, age_years and race (for stratified results); unknown, with a note, when the
+    mimic_iv_dir folder does not exist (StudyDate is then not read)."""
+    folder = root / settings["mimic_iv_dir"]
+    dates = pd.Series(pd.NaT, index=samples.index, dtype="datetime64[ns]")
+    if folder.is_dir():
+        path = first_existing(root / settings["images_dir"], list(settings["metadata_csv"]), "MIMIC-CXR-JPG metadata")
+        dates = study_dates(samples, path)
+    demographics, notes = link_demographics(samples["patient_id"], dates, folder, 0.0, ("sex", "age_years", "race"))
+    return pd.concat([samples, demographics], axis=1), notes
 
 
 def _lung_images(root: Path, settings: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Path], list[str]]:
@@ -274,7 +273,8 @@ def _lung_images(root: Path, settings: dict[str, Any]) -> tuple[pd.DataFrame, di
                         "Download them (only the images with a mask are needed), or move their masks out of "
                         f"{masks_dir} to leave them out.")
     samples = pd.DataFrame({"image_id": known, "patient_id": list(rows["subject_id"]), "path": [str(p) for p in paths],
-                            "study_id": list(rows["study_id"]), "view": list(rows["ViewPosition"])})
+                            "study_id": list(rows["study_id"]), "view": list(rows["ViewPosition"]),
+                            "dicom_id": known, "StudyDate": list(rows["StudyDate"]), "position": list(rows["position"])})
     notes = [f"lung masks: {len(masks)} file(s) matching {settings['mask_glob']!r} under {masks_dir.name}/; a pixel above "
              f"{settings['mask_threshold']:g} is lung; left / right: the field's connected parts (image left = right lung)"]
     if unknown:
@@ -282,7 +282,9 @@ def _lung_images(root: Path, settings: dict[str, Any]) -> tuple[pd.DataFrame, di
                      f"e.g. {', '.join(unknown[:3])}")
     views = samples["view"].replace("", "unknown").value_counts()
     notes.append("views: " + ", ".join(f"{v} {int(n)}" for v, n in views.items()))
-    return samples.sort_values("image_id", kind="stable").reset_index(drop=True), masks, notes
+    samples, demographic_notes = lung_demographics(root, samples, settings)
+    samples = samples.drop(columns=["dicom_id", "StudyDate", "position"])
+    return samples.sort_values("image_id", kind="stable").reset_index(drop=True), masks, notes + demographic_notes
 
 
 def _lung_structures(spec: BenchmarkSpec) -> dict[str, tuple[str, ...]]:

@@ -31,6 +31,14 @@ def require_masks(spec: BenchmarkSpec, dataset: str) -> None:
         raise DataError(f"benchmark '{spec.name}': target(s) {others} are not masks; {dataset} provides masks only.")
 
 
+def require_labels(spec: BenchmarkSpec, labels: Sequence[str], what: str) -> None:
+    """Refuse a spec whose targets are not among the labels its dataset releases (`what`: e.g. 'CheXpert label')."""
+    unknown = [t for t in spec.tasks if t not in labels]
+    if unknown:
+        raise DataError(f"benchmark '{spec.name}': target '{unknown[0]}' is not a {what}; the targets must be among "
+                        f"{', '.join(labels)}.")
+
+
 def check_choice(spec: BenchmarkSpec, key: str, value: Any, allowed: Sequence[str]) -> str:
     if value not in allowed:
         raise DataError(f"benchmark '{spec.name}': {key} must be one of {tuple(allowed)}, got '{value}'.")

@@ -1,7 +1,8 @@
 """Patient-disjoint, seeded splits, saved beside results as versioned manifests.
 
-Two schemes (see `SplitSpec`): the official train/test split with a validation split carved from the training
-patients per seed, or a random train/val/test split of the patients for datasets without an official one.
+Three schemes (see `SplitSpec`): the official train/test split with a validation split carved from the training
+patients per seed, a random train/val/test split of the patients for datasets without an official one, or k-fold
+cross-validation over the patients (a seed is a fold).
 A label budget (a fraction of the training patients, or N patients per class) then thins the training split of
 each seed; the images left out are marked `unused` in the manifest, so the manifest says exactly what trained.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -37,6 +39,8 @@ def seed_splits(samples: pd.DataFrame, benchmark: str, seed: int, spec: SplitSpe
     patient = samples["patient_id"].astype(str)
     if spec.scheme == "official":
         split = _official(samples["split"].astype(str), patient, benchmark, seed, spec.val_fraction)
+    elif spec.scheme == "kfold":
+        split = _kfold(patient, benchmark, seed, spec)
     else:
         split = _random(patient, benchmark, seed, spec)
     manifest = pd.DataFrame({"image_id": samples["image_id"], "patient_id": samples["patient_id"], "seed": seed, "split": split})
@@ -73,6 +77,23 @@ def _random(patient: pd.Series, benchmark: str, seed: int, spec: SplitSpec) -> p
     rest = np.array([p for p in patients if p not in test])
     val = _draw(rest, n_val, _rng(benchmark, seed))
     return pd.Series(np.where(patient.isin(test), "test", np.where(patient.isin(val), "val", "train")), index=patient.index)
+
+
+def _kfold(patient: pd.Series, benchmark: str, seed: int, spec: SplitSpec) -> pd.Series:
+    """Seed k tests on part k of one seeded partition of the patients (the same for every seed and encoder), and
+    validates on `val_fraction` of the other parts' patients (drawn per seed; none when 0)."""
+    if spec.folds < 2:
+        raise DataError(f"benchmark '{benchmark}': split.folds must be at least 2, got {spec.folds}.")
+    if not 0 <= seed < spec.folds:
+        raise DataError(f"benchmark '{benchmark}' cross-validates over {spec.folds} folds: seeds are folds, so at most "
+                        f"--seeds {spec.folds} (asked for seed {seed}).")
+    patients = np.sort(patient.unique())
+    if len(patients) < spec.folds:
+        raise DataError(f"benchmark '{benchmark}': {len(patients)} patient(s) cannot be split into {spec.folds} folds.")
+    order = _rng(benchmark, 0, "kfold").permutation(patients)
+    test = set(np.array_split(order, spec.folds)[seed].tolist())
+    split = pd.Series(np.where(patient.isin(test), "test", "train"), index=patient.index)
+    return _official(split, patient, benchmark, seed, spec.val_fraction) if spec.val_fraction > 0 else split
 
 
 @dataclass(frozen=True)
@@ -141,6 +162,73 @@ def apply_label_budget(manifest: pd.DataFrame, labels: np.ndarray, budget: Label
                 keep |= set(candidates[: budget.shots].tolist())
     out = manifest.copy()
     out.loc[train & ~patients.isin(keep).to_numpy(), "split"] = "unused"
+    return out
+
+
+#: the group name of a `GroupBudget` that trains on every group's subset together (the bias protocol's topline)
+ALL_GROUPS = "All"
+
+
+@dataclass(frozen=True)
+class GroupBudget:
+    """Train on one patient group (the bias protocol, after Larrazabal et al. 2020 and RayDINO Fig. 4c/4d): per seed
+    (a fold), `patients` training patients drawn from each group of `attribute`, the same number for every group so
+    that no group trains on more data; `group` names the group trained on, or `ALL_GROUPS` for the union of every
+    group's draw (the topline). `patients` None: `share` of the smallest group's training patients, so that every
+    fold draws a different subset even of the smallest group."""
+
+    attribute: str
+    group: str
+    patients: int | None = None
+    share: float = 0.8
+
+    def __post_init__(self) -> None:
+        if self.patients is not None and self.patients < 1:
+            raise DataError(f"--group-patients {self.patients}: give a whole number of patients per group, at least 1.")
+        if not 0.0 < self.share <= 1.0:
+            raise DataError(f"group share {self.share}: give a value in (0, 1].")
+
+    @property
+    def suffix(self) -> str:
+        return f"group-{self.attribute}-{re.sub(r'[^A-Za-z0-9.-]+', '-', self.group).strip('-')}"
+
+    def describe(self) -> dict:
+        return {"train_group": {"attribute": self.attribute, "group": self.group, "patients": self.patients,
+                                "share": self.share}}
+
+
+def apply_group_budget(manifest: pd.DataFrame, groups: pd.Series, order: Sequence[str], budget: GroupBudget,
+                       benchmark: str) -> pd.DataFrame:
+    """Mark every training image outside the budget's group draw `unused` (one seed's manifest; `groups`: each image's
+    group of the budget's attribute, aligned with the manifest's rows; `order`: the attribute's groups).
+
+    A patient is drawn for a group when one of its training images is in that group, and only those images train;
+    each group's draw is seeded by (benchmark, seed, attribute, group), so the `All` run of a fold trains on exactly
+    the union of that fold's group runs. Test and validation images are kept whatever their group: results are
+    broken down by test group afterwards (`cxrbench bias`)."""
+    seed = int(manifest["seed"].iloc[0])
+    train = manifest["split"].eq("train").to_numpy()
+    patients = manifest["patient_id"].astype(str).to_numpy()
+    labels = groups.to_numpy(dtype=object)
+    members = {name: np.sort(np.unique(patients[train & (labels == name)])) for name in order}
+    smallest = min(members, key=lambda name: len(members[name]))
+    wanted = budget.patients if budget.patients is not None else int(math.floor(budget.share * len(members[smallest])))
+    short = {name: len(found) for name, found in members.items() if len(found) < max(wanted, 1)}
+    if short:
+        name = next(iter(short))
+        raise DataError(
+            f"benchmark '{benchmark}', seed {seed}: group '{name}' of '{budget.attribute}' has {short[name]} training "
+            f"patient(s), fewer than the {max(wanted, 1)} drawn from every group (training patients per group: "
+            f"{', '.join(f'{k} {len(v)}' for k, v in members.items())}). Pass --group-patients N with N at most "
+            f"{min(len(v) for v in members.values())}, or add data."
+        )
+    chosen = [budget.group] if budget.group != ALL_GROUPS else list(order)
+    keep = np.zeros(len(manifest), dtype=bool)
+    for name in chosen:
+        drawn = _rng(benchmark, seed, f"group/{budget.attribute}/{name}").choice(members[name], size=wanted, replace=False)
+        keep |= train & (labels == name) & np.isin(patients, drawn)
+    out = manifest.copy()
+    out.loc[train & ~keep, "split"] = "unused"
     return out
 
 

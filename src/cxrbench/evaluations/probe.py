@@ -27,7 +27,8 @@ import numpy as np
 import pandas as pd
 
 import cxrbench
-from cxrbench.data.splits import SPLIT_MANIFEST_VERSION, LabelBudget
+from cxrbench.data.groups import group_frame
+from cxrbench.data.splits import SPLIT_MANIFEST_VERSION, GroupBudget, LabelBudget
 from cxrbench.encoders.base import Encoder, FeatureRequest
 from cxrbench.errors import DataError, SpecError
 from cxrbench.features.extract import EncoderFeatures, ExtractionSettings
@@ -39,7 +40,10 @@ from cxrbench.results.store import (json_writer, parquet_writer, read_metrics, r
                                     yaml_writer)
 from cxrbench.results.tables import bootstrap_caveats, run_display_table, run_long_table, to_markdown
 from cxrbench.specs import BenchmarkSpec, TargetSpec
+from cxrbench.results.stratified_tables import stratified_long_table, stratified_markdown
+from cxrbench.stats.stratified import stratify
 from cxrbench.stats.summary import PROBABILITIES, summarize
+from cxrbench.stats.thresholds import choose_threshold
 from cxrbench.study import Study
 from cxrbench.threads import use_threads
 
@@ -109,6 +113,7 @@ class Trained:
     reports: dict = field(default_factory=dict)  # seed -> group -> what the head chose and its final losses
     selections: list[dict] = field(default_factory=list)  # one row per configuration a head tried (selection.csv)
     n_train: dict = field(default_factory=dict)  # seed -> training images
+    thresholds: dict = field(default_factory=dict)  # seed -> binary target -> decision threshold chosen on validation
     files: dict = field(default_factory=dict)  # further files of the run folder: name -> writer
 
     def record(self, seed: int, group: str, report: FitReport, source=None) -> None:
@@ -179,10 +184,11 @@ class ProbeEvaluation:
         spec, data, budget = study.spec, study.data, plan.budget
         encoder_name = features.encoder.spec.name
         trained = self._train(study, features, settings, plan, progress)
-        frame = trained.predictions
+        frame = trained.predictions.merge(group_frame(data.samples, spec.groups, spec.name), on="image_id", how="left")
         scored = self.scored_targets(data)
         tasks = tuple(t.name for t in scored)
         summary = summarize(frame, scored, self.metrics_for(spec), study.bootstrap)
+        stratified = stratify(frame, spec, scored, self.metrics_for(spec), study.bootstrap, trained.thresholds) if spec.groups else None
         manifests = study.manifests[budget]
         test_rows = manifests["split"].eq("test")
         metrics = {
@@ -204,6 +210,8 @@ class ProbeEvaluation:
             "primary_metric": spec.primary_metric,
             "metrics": summary,
             "heads": {str(k): v for k, v in trained.reports.items()},
+            "thresholds": {str(k): v for k, v in trained.thresholds.items()},
+            **({"stratified": stratified} if stratified is not None else {}),
             "run_identity": plan.identity,
             "provenance": provenance(features.encoder.weights, data.samples, list(data.tasks), manifests),
         }
@@ -215,8 +223,10 @@ class ProbeEvaluation:
             "splits.parquet": parquet_writer(manifests),
             "metrics.json": json_writer(metrics),
             "table.md": text_writer(heading + to_markdown(run_display_table(metrics, tasks), "metric")
-                                    + "".join(f"\nNote: {caveat}\n" for caveat in bootstrap_caveats(metrics))),
+                                    + "".join(f"\nNote: {caveat}\n" for caveat in bootstrap_caveats(metrics))
+                                    + (stratified_markdown(metrics) if stratified else "")),
             "table.csv": lambda path: run_long_table(metrics, tasks).to_csv(path, index=False),
+            **({"stratified.csv": lambda path: stratified_long_table(metrics).to_csv(path, index=False)} if stratified else {}),
             **trained.files,
         }
         if trained.selections:
@@ -243,13 +253,18 @@ class ProbeEvaluation:
             for group in self.groups:
                 labels = group.labels(values[:, [columns[t.name] for t in group.targets]])
                 parts = {name: features.rows(labels, split == name) for name in ("train", "val", "test")}
-                if budget is not None:  # standardise with the whole training split (labelled or not), not the few budgeted images
+                if isinstance(budget, LabelBudget):  # standardise with the whole training split (labelled or not), not the few budgeted images
+                    # (a group budget standardises on its own group: the other groups' images are what it must not see)
                     parts["train"].standardise_on = features.rows(labels, np.isin(split, ["train", "unused"]))
                 head = self._head(spec, group, settings.device)
                 source = self._online_source(head, features, samples["path"].to_numpy()[split == "train"], seed, settings, progress)
                 with use_threads("heavy" if source is not None else head.work):
                     report = head.fit(parts["train"], parts["val"], seed, progress, source)
                     scores = head.predict(parts["test"])
+                    if group.kind == "binary":
+                        trained.thresholds.setdefault(seed, {}).update(
+                            _thresholds(group, parts["val"].labels, head.predict(parts["val"]) if len(parts["val"].labels) else None,
+                                        spec.operating_point))
                 trained.record(seed, group.name, report, source)
                 predictions += _long_form(test, seed, group, parts["test"].labels, scores, values[split == "test"], columns)
             advance(1)
@@ -295,7 +310,7 @@ def _long_form(test: pd.DataFrame, seed: int, group: TargetGroup, labels: np.nda
 class _RunPlan:
     """Where one run goes and what identifies its settings; a stored run of other settings is never replaced silently."""
 
-    def __init__(self, evaluation: ProbeEvaluation, study: Study, encoder: Encoder, budget: LabelBudget | None):
+    def __init__(self, evaluation: ProbeEvaluation, study: Study, encoder: Encoder, budget: LabelBudget | GroupBudget | None):
         self.budget = budget
         self.encoder = encoder.spec.name
         self.name = run_name(evaluation.entry.name, evaluation.tag, budget)
@@ -336,6 +351,13 @@ class _RunPlan:
             f"{self.folder} holds a run with other settings ({', '.join(differing)} differ){meanwhile}. Name this run "
             "with --tag NAME, write to another --out, or pass --overwrite to replace it."
         )
+
+
+def _thresholds(group: TargetGroup, labels: np.ndarray, scores: np.ndarray | None, rule: str) -> dict[str, float | None]:
+    """Each binary target's decision threshold on this seed's validation predictions (None without validation
+    images, or without both classes among them)."""
+    return {t.name: None if scores is None else choose_threshold(labels[:, j], scores[:, j], rule)
+            for j, t in enumerate(group.targets)}
 
 
 def _last(values: list[float] | None) -> float | None:

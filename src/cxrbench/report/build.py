@@ -25,7 +25,7 @@ from cxrbench.report import html
 from cxrbench.report.collect import BenchmarkResults, collect
 from cxrbench.report.figures import FigureFolder
 from cxrbench.report.sections import (
-    benchmark_spec_or_none, comparison_section, efficiency_section, explain_section, overview_section,
+    benchmark_spec_or_none, bias_section, comparison_section, efficiency_section, explain_section, overview_section,
     paper_layouts, paper_table_section, run_section, run_title,
 )
 
@@ -76,7 +76,7 @@ def _replace(staging: Path, dest: Path) -> None:
 def _write(out: Path, benchmarks: list[BenchmarkResults], folder: Path, progress: Progress) -> None:
     figures = FigureFolder(folder)
     layouts = paper_layouts(benchmarks)
-    total = len(layouts) + sum(2 + len(b.comparisons) + len(b.runs) + len(b.explains) for b in benchmarks)
+    total = len(layouts) + sum(3 + len(b.comparisons) + len(b.runs) + len(b.explains) for b in benchmarks)
     advance = progress.task(f"writing the report of {out}", total)
 
     def part(what: str, build: Callable[[], str]) -> str:
@@ -106,6 +106,7 @@ def _write(out: Path, benchmarks: list[BenchmarkResults], folder: Path, progress
         body += [part(path.name, lambda: comparison_section(path, results.runs, figures))
                  for path in results.comparisons]
         body.append(part("label efficiency", lambda: efficiency_section(results, spec, figures)))
+        body.append(part("bias", lambda: bias_section(results, figures)))
         if results.runs:
             body.append(html.heading(3, f"Runs ({len(results.runs)})"))
         body += [part(f"run {run.label}", lambda: run_section(run, out, figures)) for run in results.runs]

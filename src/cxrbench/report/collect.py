@@ -52,11 +52,13 @@ class BenchmarkResults:
     comparisons: list[Path] = field(default_factory=list)
     explains: list[ExplainRun] = field(default_factory=list)
     efficiency_images: list[Path] = field(default_factory=list)
+    bias_images: list[Path] = field(default_factory=list)  # bias_ATTRIBUTE.png of `cxrbench bias`
     problems: list[str] = field(default_factory=list)  # what could not be read, shown on the page
 
     @property
     def empty(self) -> bool:
-        return not (self.runs or self.comparisons or self.explains or self.efficiency_images or self.problems)
+        return not (self.runs or self.comparisons or self.explains or self.efficiency_images or self.bias_images
+                    or self.problems)
 
 
 def collect(out: Path, exclude: Sequence[Path] = ()) -> list[BenchmarkResults]:
@@ -68,7 +70,8 @@ def collect(out: Path, exclude: Sequence[Path] = ()) -> list[BenchmarkResults]:
         if folder.resolve() in skipped:
             continue
         results = BenchmarkResults(folder.name, folder, comparisons=comparison_files(folder),
-                                   efficiency_images=sorted(folder.glob("efficiency_*.png")))
+                                   efficiency_images=sorted(folder.glob("efficiency_*.png")),
+                                   bias_images=sorted(folder.glob("bias_*.png")))
         try:
             results.runs = stored_runs(out, folder.name)
         except CxrbenchError as exc:  # one damaged metrics.json: say so, show the rest

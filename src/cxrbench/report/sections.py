@@ -23,10 +23,11 @@ from cxrbench.report.curves import RESAMPLES, binary_curves
 from cxrbench.report.figures import FigureFolder, curves_figure, forest_plot, reliability_figure
 from cxrbench.report.reliability import KINDS as CLASSIFICATION, run_reliability
 from cxrbench.results.efficiency import (
-    efficiency_display_table, efficiency_long_table, full_data_runs, plot_efficiency, run_budget,
+    GROUP, efficiency_display_table, efficiency_long_table, full_data_runs, plot_efficiency, run_budget,
 )
 from cxrbench.results.paper_tables import LAYOUTS, PUBLISHED, TableLayout, display_frame, legend, table_from_store
 from cxrbench.results.store import StoredRun, encoder_label
+from cxrbench.results.stratified_tables import stratified_frames
 from cxrbench.results.tables import MACRO_TITLE, bootstrap_caveats, comparison_table, run_display_table
 from cxrbench.registry import benchmark_spec, metric_spec
 from cxrbench.specs import BenchmarkSpec, BootstrapSpec, parse_spec
@@ -145,7 +146,7 @@ def efficiency_section(results: BenchmarkResults, spec: BenchmarkSpec | None, fi
     """The label-efficiency curve of the primary metric, drawn from the stored budget runs, and any efficiency_*.png
     `cxrbench curve` left for other metrics. The results folder is only read: the curve is drawn into the report."""
     parts, drawn = [], None
-    if spec is not None and any(not run_budget(run).full for run in results.runs):
+    if spec is not None and any(run_budget(run).on_curve and not run_budget(run).full for run in results.runs):
         long = efficiency_long_table(spec, results.runs, spec.primary_metric)
         if not long.empty:
             drawn = spec.primary_metric
@@ -166,11 +167,35 @@ def efficiency_section(results: BenchmarkResults, spec: BenchmarkSpec | None, fi
     return html.heading(3, "Label efficiency") + "".join(parts) if parts else ""
 
 
+def bias_section(results: BenchmarkResults, figures: FigureFolder) -> str:
+    """The bias protocol's figures and Mann-Whitney tests, as `cxrbench bias` wrote them in the benchmark's folder."""
+    parts = []
+    for path in results.bias_images:
+        attribute = path.stem.removeprefix("bias_")
+        src = figures.copy(path, f"bias-{results.name}-{attribute}")
+        parts.append(html.figure(src, f"Box plots of the metric per fold for heads trained on each {attribute} group of "
+                                      f"{results.name}, scored on each test group",
+                                 f"{path.name} (written by `cxrbench bias --attribute {attribute}`): one box per training "
+                                 "group within each test group, every fold a point."))
+        tests = path.with_name(f"bias_{attribute}_tests.csv")
+        if tests.is_file():
+            frame = pd.read_csv(tests)
+            shown = frame[["model", "test_group", "other_group", "same_mean", "other_mean", "p"]].round(
+                {"same_mean": 4, "other_mean": 4}).assign(p=frame["p"].map(lambda v: f"{v:.2g}"))
+            parts.append(html.paragraph("Mann-Whitney U (two-sided), folds trained on the tested group against folds "
+                                        "trained on another group:", "meta"))
+            parts.append(html.table(shown.set_index("model"), "model"))
+    return html.heading(3, "Bias by patient group") + "".join(parts) if parts else ""
+
+
 # ---------------------------------------------------------------- runs
 
 def run_title(run: StoredRun) -> str:
     """'encoder (variant) / head', with the label budget of a label-efficiency run (its head is the full run's)."""
     budget = run_budget(run)
+    if budget.kind == GROUP:
+        group = run.metrics["label_budget"]["train_group"]
+        return run.label + f" · trained on {group['attribute']} group {group['group']}"
     return run.label + ("" if budget.full else f" · {budget.label} of the training labels")
 
 
@@ -179,6 +204,11 @@ def run_section(run: StoredRun, out: Path, figures: FigureFolder) -> str:
     targets = run_targets(run)
     parts.append(html.table(run_display_table(run.metrics, result_columns(run, targets)), "metric"))
     parts.append(html.notes(bootstrap_caveats(run.metrics)))
+    if run.metrics.get("stratified"):
+        parts.append(html.paragraph(f"By patient group (macro; groups under {run.metrics['stratified']['min_group_patients']} "
+                                    "test patients are not reported):", "meta"))
+        for title, frame, line in stratified_frames(run.metrics):
+            parts += [html.paragraph(title, "meta"), html.table(frame, "group"), html.notes([line] if line else [])]
     predictions_path = run.folder / "predictions.parquet"
     if predictions_path.is_file() and any(t.kind in CLASSIFICATION for t in targets):  # not a segmentation run's
         predictions = pd.read_parquet(predictions_path)

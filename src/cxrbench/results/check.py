@@ -2,7 +2,8 @@
 
 Two links can break between a number in a paper table and the model outputs behind it:
 - a run's metrics.json no longer matches its predictions.parquet (hand-edited, or written by other code): every
-  metric is recomputed from the stored predictions with the run's own bootstrap settings and compared;
+  metric, and every per-group number of its `stratified` block, is recomputed from the stored predictions with the
+  run's own bootstrap settings and compared;
 - a committed table (OUT/tables/LAYOUT.{md,csv,tex}) no longer matches the runs (hand-edited, a run added or
   removed, the layout changed): every table is regenerated from the recomputed metrics and compared cell by cell.
 Every problem names the file, and the run, metric and target, or the table's row and column, with both values.
@@ -58,6 +59,43 @@ def metric_drift(run: StoredRun, recomputed: dict) -> list[str]:
     return problems
 
 
+def recompute_stratified(run: StoredRun) -> dict | None:
+    """The run's `stratified` block recomputed from its predictions' group columns, with its stored thresholds,
+    minimum group size and operating point and the benchmark's groups; None for a run without one."""
+    stored = run.metrics.get("stratified")
+    if not stored:
+        return None
+    from cxrbench.registry import benchmark_spec
+    from cxrbench.stats.stratified import stratify
+
+    spec = replace(benchmark_spec(run.benchmark), min_group_patients=stored["min_group_patients"],
+                   operating_point=stored.get("operating_point", "f1"))
+    metrics = run.metrics.get("metrics", {})
+    return stratify(run.predictions(), spec, run.scored_targets(), lambda t: [m for m in metrics if t.name in metrics[m]],
+                    run.bootstrap(), run.metrics.get("thresholds"))
+
+
+def stratified_drift(run: StoredRun, recomputed: dict | None) -> list[str]:
+    """Every number of metrics.json's `stratified` block that its predictions do not give back."""
+    stored = run.metrics.get("stratified")
+    if recomputed is None or stored is None:
+        return []
+    ours, theirs = _leaves(stored), _leaves(recomputed)
+    where = run.folder / "metrics.json"
+    return [f"{where}: stratified.{key} is {ours.get(key)!r}, the predictions give {theirs.get(key)!r}."
+            for key in sorted(set(ours) | set(theirs)) if not _same(ours.get(key), theirs.get(key))]
+
+
+def _leaves(value, prefix: str = "") -> dict:
+    """A nested block as {dotted path: leaf}; list items by index, or by their `group` name."""
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() for k, v in _leaves(item, f"{prefix}{key}.").items()}
+    if isinstance(value, list):
+        return {k: v for i, item in enumerate(value)
+                for k, v in _leaves(item, f"{prefix}{item.get('group', i) if isinstance(item, dict) else i}.").items()}
+    return {prefix.rstrip("."): value}
+
+
 def _flat(entry: dict) -> dict:
     flat = {k: v for k, v in entry.items() if k != "per_seed"}
     flat.update({f"per_seed.{s}": v for s, v in (entry.get("per_seed") or {}).items()})
@@ -101,6 +139,7 @@ def _runs(out: Path, report: CheckReport) -> dict[str, list[StoredRun]]:
         for run in found:
             metrics = recompute(run)
             report.problems += metric_drift(run, metrics)
+            report.problems += stratified_drift(run, recompute_stratified(run))
             fresh.append(replace(run, metrics={**run.metrics, "metrics": metrics}))
             report.runs += 1
         runs[name] = fresh

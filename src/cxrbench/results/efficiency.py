@@ -30,6 +30,7 @@ from cxrbench.stats.summary import MACRO
 
 FRACTION = "fraction"
 SHOTS = "shots"
+GROUP = "group"  # a bias-protocol run on one patient group (`cxrbench bias`): not on a label-efficiency curve
 
 LONG_COLUMNS = ["encoder", "head", "budget_kind", "budget_value", "budget", "full_data", "metric", "task",
                 "mean", "std", "ci_low", "ci_high", "seeds", "n_train_images"]
@@ -44,7 +45,14 @@ class Budget:
     full: bool = False
 
     @property
+    def on_curve(self) -> bool:
+        """A label budget (a fraction or shots); a group run is another protocol's."""
+        return self.kind in (FRACTION, SHOTS)
+
+    @property
     def label(self) -> str:
+        if self.kind == GROUP:
+            return "one patient group"
         if self.kind == SHOTS:
             return f"{int(self.value)} shot" + ("" if self.value == 1 else "s")
         return "100%" if self.full else f"{100 * self.value:g}%"
@@ -60,6 +68,8 @@ FULL = Budget(FRACTION, 1.0, full=True)
 def _parse_budget(value, where: str) -> Budget:
     if value is None:
         return FULL
+    if isinstance(value, dict) and set(value) == {"train_group"}:
+        return Budget(GROUP, 0.0)
     if not isinstance(value, dict) or len(value) != 1 or not set(value) <= {"train_fraction", "shots"}:
         raise CxrbenchError(f"{where}: label_budget must be null, {{\"train_fraction\": F}} or {{\"shots\": N}}; found {value!r}.")
     if "train_fraction" in value:
@@ -96,6 +106,8 @@ def efficiency_long_table(spec: BenchmarkSpec, runs: Sequence[StoredRun], metric
     chosen: dict[tuple[str, str, Budget], StoredRun] = {}
     for run in runs:
         budget = run_budget(run)
+        if not budget.on_curve:
+            continue
         key = (encoder_label(run.encoder, run.variant), run.method, budget)  # a random-init run is its own curve
         if key not in chosen or run.metrics.get("label_budget") is None:  # the full-data run wins over an explicit fraction 1
             chosen[key] = run

@@ -49,6 +49,10 @@ class GroupLayout:
     titles: Mapping[str, str] = field(default_factory=dict)  # task name or published column -> column title, in paper order
     aggregate: str | None = "Agg."  # title of the macro column; None: no macro column
     per_task: bool = True  # False: the macro column only (e.g. "Lungs", the mean over left and right)
+    only: tuple[str, ...] = ()  # the tasks shown, when the paper splits a benchmark's tasks over tables (default all)
+    # a statistic over patient groups instead of the metric itself (RAD-DINO Table C.3): (attribute, "average" or
+    # "worst"), read from each run's metrics.json `stratified` summary (`cxrbench.stats.stratified`)
+    by_group: tuple[str, str] | None = None
     fallback_published: Mapping[str, PublishedSpec] = field(default_factory=dict)  # metric -> block, when the spec's is for another metric
 
 
@@ -72,6 +76,18 @@ _TABLE_3 = PublishedSpec(file="rad-dino_table3_segmentation_dice.csv", model_col
                          heads={"seg-linear": "Linear", "vitdet": "ViTDet", "upernet": "UPerNet"})
 
 
+_TABLE_C3 = dataclasses.replace(
+    _TABLE_3, file="rad-dino_tableC3_segmentation_by_ethnicity.csv", heads={"seg-linear": "Linear"},
+    source="RAD-DINO, Table C.3 (Dice %, linear decoder: average over ethnicity groups and worst group)")
+
+
+_DINOV2_TABLE4 = PublishedSpec(
+    file="dinov2-radiology_table4_frozen_auroc.csv", model_column="model", scale=1, metric="auroc", task_columns={},
+    source="DINOv2-radiology, Table 4 (macro AUROC, kNN and linear probing; point values)",
+    encoders={"dinov2-large": "DINOv2 ViT-L/14", "dinov2-giant": "DINOv2 ViT-g/14", "clip-l14": "CLIP ViT-L/14"},
+    heads={"knn": "kNN", "linear": "Linear"})
+
+
 _RAYDINO_SEG = PublishedSpec(file="raydino_segmentation_mdice.csv", model_column="model", scale=100, metric="dice",
                              source="RayDINO, headline segmentation results (mDice %, point estimates)", task_columns={},
                              encoders={"raydino": "RayDINO"})
@@ -90,8 +106,22 @@ def _raydino_seg(column: str) -> dict[str, PublishedSpec]:
     return {"dice": dataclasses.replace(_RAYDINO_SEG, task_columns={MACRO: column})}
 
 
+def _table_c3(task_columns: dict[str, str]) -> dict[str, PublishedSpec]:
+    return {"dice": dataclasses.replace(_TABLE_C3, task_columns=task_columns)}
+
+
 def _table3(task_columns: dict[str, str]) -> dict[str, PublishedSpec]:
     return {"dice": dataclasses.replace(_TABLE_3, task_columns=task_columns)}
+
+
+def _demographics(name: str, title: str, tasks: tuple[str, ...]) -> TableLayout:
+    """RAD-DINO's demographic tables: some of `mimic-demographics`' targets, the logistic probe of the paper."""
+    return TableLayout(
+        name=name, model_title="Encoder", heads=("logistic-default",),
+        title=f"RAD-DINO {title} from frozen backbones, logistic regression, accuracy (%), mean (std) over 5 folds",
+        groups=(GroupLayout("mimic-demographics", title="MIMIC-CXR, no findings (accuracy)", metrics=("accuracy",),
+                            aggregate=None, only=tasks, titles={task: task for task in tasks}),),
+    )
 
 
 LAYOUTS: dict[str, TableLayout] = {
@@ -163,6 +193,33 @@ LAYOUTS: dict[str, TableLayout] = {
                             per_task=False, fallback_published=_raydino_headline("pearson_r", "scoliosis_pearson")),
             ),
         ),
+        _demographics("rad-dino-5", "Table 5: patient demographics", ("Sex", "Age", "Weight", "BMI")),
+        _demographics("rad-dino-c2", "Table C.2: ethnicity", ("Ethnicity",)),
+        TableLayout(
+            name="rad-dino-c3",
+            title=("RAD-DINO Table C.3: MIMIC-CXR lung segmentation by ethnicity, linear decoder on frozen backbones, "
+                   "Dice (%): average over the ethnicity groups and the worst group"),
+            model_title="Image encoder / decoder",
+            heads=("seg-linear",),
+            groups=tuple(GroupLayout(benchmark, title=title, metrics=("dice",), aggregate=statistic, per_task=False,
+                                     by_group=("ethnicity", {"avg": "average", "worst": "worst"}[statistic]),
+                                     fallback_published=_table_c3({MACRO: f"{column}_{statistic}"}))
+                         for benchmark, title, column in (("mimic-lungs", "Lungs", "lungs"),
+                                                          ("mimic-lung-zones", "Lung zones", "lung_zones"))
+                         for statistic in ("avg", "worst")),
+        ),
+        TableLayout(
+            name="dinov2-table4",
+            title=("DINOv2-radiology Table 4: NIH ChestX-ray14 and CheXpert (5 findings), kNN and linear probes on frozen "
+                   "backbones, macro AUROC"),
+            model_title="Method / probe",
+            heads=("knn", "linear"),
+            decimals=3,
+            groups=(GroupLayout("nih-cxr14", title="NIH ChestX-ray14", metrics=("auroc",), aggregate="macro AUROC",
+                                per_task=False, fallback_published={"auroc": dataclasses.replace(_DINOV2_TABLE4, task_columns={MACRO: "nih"})}),
+                    GroupLayout("chexpert-5", title="CheXpert", metrics=("auroc",), aggregate="macro AUROC",
+                                per_task=False, fallback_published={"auroc": dataclasses.replace(_DINOV2_TABLE4, task_columns={MACRO: "chexpert"})})),
+        ),
         TableLayout(
             name="rad-dino-c1",
             title="RAD-DINO Table C.1: PadChest lateral views, linear probing on frozen backbones, AUPRC (%)",
@@ -202,6 +259,7 @@ class Column:
     metric: str
     task: str  # a task name or MACRO
     published: PublishedSpec | None
+    by_group: tuple[str, str] | None = None  # (attribute, statistic): GroupLayout.by_group
 
 
 @dataclass
@@ -279,17 +337,17 @@ def resolve_columns(layout: TableLayout, spec_lookup: Callable[[str], BenchmarkS
             results = spec.result_columns
             keys = {task: [task, _column_key(published, task), _column_key(spec.published, task)] for task in results}
             ordered = [task for key in group.titles for task in results if key in keys[task]]
-            tasks = list(dict.fromkeys([*ordered, *results])) if group.per_task else []
+            tasks = [t for t in dict.fromkeys([*ordered, *results]) if not group.only or t in group.only] if group.per_task else []
             for task in tasks:
                 title = next((group.titles[k] for k in keys[task] if k in group.titles), None)
                 if title is None:  # the paper's abbreviation (the published column) when there is one
                     title = published.task_columns[task] if published and task in published.task_columns else task
                 if len(metrics) > 1:
                     title = metric_spec(metric).title if len(tasks) == 1 else f"{title} {metric_spec(metric).title}"
-                columns.append(Column(group_title, title, spec.name, metric, task, published))
+                columns.append(Column(group_title, title, spec.name, metric, task, published, group.by_group))
             if group.aggregate and (len(tasks) > 1 or not group.per_task):
                 title = group.aggregate if len(metrics) == 1 else f"{group.aggregate} {metric_spec(metric).title}"
-                columns.append(Column(group_title, title, spec.name, metric, MACRO, published))
+                columns.append(Column(group_title, title, spec.name, metric, MACRO, published, group.by_group))
     return columns
 
 
@@ -300,6 +358,17 @@ def _entry(entry: dict | None, spread: str = "seeds") -> dict | None:
     if spread == "cases":
         cell["std"] = entry.get("case_std")
     return cell
+
+
+def _group_statistic(metrics: dict, column: Column) -> dict | None:
+    """A run's average over groups, or its worst group's value, of the column's metric and task (no spread: the
+    groups' own CIs are in the run's stratified.csv)."""
+    attribute, statistic = column.by_group
+    summary = (((metrics.get("stratified") or {}).get("attributes", {}).get(attribute) or {}).get("summary", {})
+               .get(column.metric, {}).get(column.task))
+    if not summary:
+        return None
+    return {"mean": summary[statistic], "std": None, "ci_low": None, "ci_high": None}
 
 
 def build_paper_table(
@@ -324,7 +393,8 @@ def build_paper_table(
         for run in full_data_runs(runs.get(column.benchmark, ())):
             key = (run.encoder, run.method)
             cells = ours.setdefault(key, [None] * len(columns))
-            cells[i] = _entry(run.metrics.get("metrics", {}).get(column.metric, {}).get(column.task), layout.spread)
+            cells[i] = (_group_statistic(run.metrics, column) if column.by_group
+                        else _entry(run.metrics.get("metrics", {}).get(column.metric, {}).get(column.task), layout.spread))
             if cells[i] is not None:
                 sources[(*key, i)] = run
             variants[key] = tuple(dict.fromkeys((*variants.get(key, ()), *run.variant)))
@@ -397,7 +467,7 @@ def _add_verdicts(rows: list[Row], columns: list[Column], sources: dict, versus:
     for r, row in enumerate(rows):
         for i, column in enumerate(columns):
             run, reference = sources.get((row.encoder, row.head, i)), sources.get((versus, row.head, i))
-            if run is not None and reference is not None and run is not reference:
+            if column.by_group is None and run is not None and reference is not None and run is not reference:
                 cells.append((run, reference, column.metric, column.task))
                 places.append((r, i))
     if not any(row.encoder == versus for row in rows):

@@ -29,7 +29,8 @@ def run_folder(out: Path, benchmark: str, encoder: str, head: str) -> Path:
 
 
 def run_name(head: str, tag: str | None = None, budget=None) -> str:
-    """A run folder's name, for people: HEAD[_TAG][_train-F | _shots-N] (`budget`: a `LabelBudget` or None).
+    """A run folder's name, for people: HEAD[_TAG][_train-F | _shots-N | _group-ATTRIBUTE-GROUP] (`budget`: a
+    `LabelBudget`, a `GroupBudget` or None).
     Tables never parse it back: they read what the run is from its metrics.json."""
     return "_".join([head, *([tag] if tag else []), *([budget.suffix] if budget else [])])
 

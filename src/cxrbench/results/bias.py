@@ -1,0 +1,228 @@
+"""The bias protocol's analysis (RayDINO Fig. 4c/4d, after Larrazabal et al. 2020), read from stored runs.
+
+`cxrbench bias` trains, per fold (a seed), one head on each group of an attribute (equal numbers of patients, a
+`GroupBudget`) and one on their union ("All", the topline), and scores every head on the whole test split. Here the
+stored predictions are broken down by the test images' group (the `group:<attribute>` column written beside them):
+
+- fold scores: the metric per fold, training group and test group (fairlearn's `MetricFrame` per target, then the
+  macro average over targets; a target without both classes in a test group makes that cell undefined);
+- Mann-Whitney U tests (scipy, two-sided): for each test group, the folds of the head trained on that same group
+  against the folds of each head trained on another group: is a head better on the group it was trained on?;
+- the table: mean ± std over folds per training and test group, and per training group its worst test group.
+
+Written to OUT/BENCHMARK/ as bias_ATTRIBUTE_folds.csv, bias_ATTRIBUTE_tests.csv, bias_ATTRIBUTE.md and .png, for
+every encoder and head with bias runs of that attribute.
+"""
+
+from __future__ import annotations
+
+import io
+import textwrap
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cxrbench.data.groups import group_column
+from cxrbench.data.splits import ALL_GROUPS
+from cxrbench.errors import CxrbenchError
+from cxrbench.files import atomic_bytes, atomic_text
+from cxrbench.registry import metric as registered_metric
+from cxrbench.registry import metric_spec
+from cxrbench.results.store import StoredRun, encoder_label
+from cxrbench.results.tables import to_markdown
+from cxrbench.stats.summary import target_arrays
+
+FOLD_COLUMNS = ["model", "train_group", "test_group", "fold", "value"]
+
+
+@dataclass(frozen=True)
+class BiasRuns:
+    """One encoder and head's bias runs of one attribute: the training group -> its stored run."""
+
+    model: str
+    runs: dict[str, StoredRun]
+
+
+def train_group(run: StoredRun) -> dict | None:
+    """The run's `label_budget.train_group` (attribute, group, patients, share), None for any other run."""
+    budget = run.metrics.get("label_budget")
+    return budget.get("train_group") if isinstance(budget, dict) else None
+
+
+def bias_runs(runs: Sequence[StoredRun], attribute: str) -> list[BiasRuns]:
+    """The stored runs trained on one group of `attribute`, gathered per model (encoder label and head)."""
+    models: dict[str, dict[str, StoredRun]] = {}
+    for run in runs:
+        group = train_group(run)
+        if group is None or group["attribute"] != attribute:
+            continue
+        model = f"{encoder_label(run.encoder, run.variant)} / {run.method}"
+        models.setdefault(model, {})[group["group"]] = run
+    return [BiasRuns(model, found) for model, found in sorted(models.items())]
+
+
+def fold_scores(models: Sequence[BiasRuns], attribute: str, metric: str) -> pd.DataFrame:
+    """model, train_group, test_group, fold, value: the macro metric of each head on each test group, per fold."""
+    from fairlearn.metrics import MetricFrame
+
+    scorer = registered_metric(metric)
+    column = group_column(attribute)
+    rows = []
+    for model in models:
+        for trained_on, run in model.runs.items():
+            predictions = run.predictions()
+            if column not in predictions:
+                raise CxrbenchError(f"{run.folder / 'predictions.parquet'} has no '{column}' column: the run was not made "
+                                    f"with the benchmark's group '{attribute}'. Run `cxrbench bias` again with --overwrite.")
+            targets = [t for t in run.scored_targets() if t.kind in scorer.kinds]
+            for fold, part in predictions.groupby("seed", sort=True):
+                images = pd.Index(part["image_id"].drop_duplicates().sort_values())
+                groups = part.drop_duplicates("image_id").set_index("image_id").loc[images, column].to_numpy(dtype=object)
+                per_target = []
+                for target in targets:
+                    labels, scores = target_arrays(part, target, images)
+                    known = ~np.isnan(labels) & (groups != None)  # noqa: E711 - object array of names and None
+                    frame = MetricFrame(metrics=_defined(scorer.score), y_true=labels[known], y_pred=scores[known],
+                                        sensitive_features=groups[known])
+                    per_target.append(frame.by_group)
+                macro = pd.concat(per_target, axis=1).mean(axis=1, skipna=False)
+                rows += [{"model": model.model, "train_group": trained_on, "test_group": name, "fold": int(fold),
+                          "value": float(value)} for name, value in macro.items()]
+    return pd.DataFrame(rows, columns=FOLD_COLUMNS)
+
+
+def _defined(score):
+    """The metric, NaN where a group's labels have one class (AUROC and AUPRC are undefined there)."""
+    def scored(labels: np.ndarray, scores: np.ndarray) -> float:
+        return score(labels, scores) if len(np.unique(labels)) > 1 else float("nan")
+    return scored
+
+
+def mann_whitney(scores: pd.DataFrame) -> pd.DataFrame:
+    """Per model and test group, the folds of the head trained on that group against those of each head trained on
+    another group (not All): U, two-sided p (scipy.stats.mannwhitneyu), both means and their difference."""
+    from scipy.stats import mannwhitneyu
+
+    rows = []
+    for (model, tested), part in scores.groupby(["model", "test_group"], sort=False):
+        same = part.loc[part["train_group"] == tested, "value"].dropna().to_numpy()
+        if len(same) == 0:
+            continue
+        for other_group in part["train_group"].unique():
+            if other_group in (tested, ALL_GROUPS):
+                continue
+            other = part.loc[part["train_group"] == other_group, "value"].dropna().to_numpy()
+            if len(other) == 0:
+                continue
+            result = mannwhitneyu(same, other, alternative="two-sided")
+            rows.append({"model": model, "test_group": tested, "same_group": tested, "other_group": other_group,
+                         "n_same": len(same), "n_other": len(other), "same_mean": float(same.mean()),
+                         "other_mean": float(other.mean()), "difference": float(same.mean() - other.mean()),
+                         "u": float(result.statistic), "p": float(result.pvalue)})
+    return pd.DataFrame(rows, columns=["model", "test_group", "same_group", "other_group", "n_same", "n_other",
+                                       "same_mean", "other_mean", "difference", "u", "p"])
+
+
+def bias_table(scores: pd.DataFrame, tests: pd.DataFrame, metric: str, order: Sequence[str]) -> pd.DataFrame:
+    """Rows model / trained on; columns each test group ('mean ± std' over folds, on the metric's scale, with the
+    same-vs-other p-value under the cross-group cells) and the worst test group."""
+    spec = metric_spec(metric)
+    rows = {}
+    for (model, trained_on), part in scores.groupby(["model", "train_group"], sort=False):
+        means = part.groupby("test_group")["value"].agg(["mean", "std", "count"])
+        cells = {}
+        for tested in order:
+            if tested not in means.index:  # no test image of that group: say so rather than leave the column out
+                cells[f"test {tested}"] = "no test images"
+                continue
+            mean, std = means.loc[tested, "mean"], means.loc[tested, "std"]
+            text = "n/a" if pd.isna(mean) else f"{spec.scale * mean:.{spec.decimals}f} ± {spec.scale * (std if pd.notna(std) else 0):.{spec.decimals}f}"
+            test = tests[(tests["model"] == model) & (tests["test_group"] == tested) & (tests["other_group"] == trained_on)]
+            if len(test):
+                text += f" (p={test['p'].iloc[0]:.2g} vs {tested})"
+            cells[f"test {tested}"] = text
+        defined = means["mean"].dropna()
+        cells["worst test group"] = (f"{defined.idxmin()} {spec.scale * defined.min():.{spec.decimals}f}"
+                                     if len(defined) else "n/a")
+        rows[f"{model} · trained on {trained_on}"] = cells
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def train_order(scores: pd.DataFrame, order: Sequence[str]) -> pd.DataFrame:
+    """Rows in the attribute's group order, All last."""
+    rank = {name: k for k, name in enumerate([*order, ALL_GROUPS])}
+    return scores.sort_values(["model", "train_group", "test_group", "fold"],
+                              key=lambda c: c.map(rank) if c.name in ("train_group", "test_group") else c,
+                              kind="stable").reset_index(drop=True)
+
+
+def plot_bias(scores: pd.DataFrame, metric: str, order: Sequence[str], title: str):
+    """Fig. 4c/4d as a figure: per model a panel, per test group a cluster of box plots (one per training group),
+    every fold drawn as a point."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    spec = metric_spec(metric)
+    models = list(dict.fromkeys(scores["model"]))
+    trained = [g for g in [*order, ALL_GROUPS] if g in set(scores["train_group"])]
+    figure, axes = plt.subplots(1, len(models), figsize=(max(6.0, 0.8 * len(order) * len(trained)) * len(models), 4.4),
+                                squeeze=False, sharey=True)
+    colours = plt.get_cmap("tab10")
+    width = 0.8 / max(1, len(trained))
+    for axis, model in zip(axes[0], models):
+        part = scores[scores["model"] == model]
+        for k, group in enumerate(trained):
+            positions, values = [], []
+            for x, tested in enumerate(order):
+                folds = part[(part["train_group"] == group) & (part["test_group"] == tested)]["value"].dropna()
+                if len(folds):
+                    positions.append(x - 0.4 + width * (k + 0.5))
+                    values.append(spec.scale * folds.to_numpy())
+            if not values:
+                continue
+            boxes = axis.boxplot(values, positions=positions, widths=width * 0.85, patch_artist=True, showfliers=False)
+            for box in boxes["boxes"]:
+                box.set(facecolor=colours(k), alpha=0.35)
+            for position, folds in zip(positions, values):
+                axis.scatter(np.full(len(folds), position), folds, s=8, color=colours(k), zorder=3)
+            axis.plot([], [], color=colours(k), linewidth=6, alpha=0.5, label=f"trained on {group}")
+        axis.set_xticks(range(len(order)), [f"test {g}" for g in order])
+        axis.set_title(model, fontsize=9)
+        axis.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel(spec.heading)
+    axes[0][-1].legend(fontsize=8, loc="lower right")
+    figure.suptitle(textwrap.fill(title, 90), fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
+def write_bias(out: Path, benchmark: str, runs: Sequence[StoredRun], attribute: str, metric: str,
+               order: Sequence[str], title: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, Path]]:
+    """Fold scores, tests, table and figure of every model's bias runs of `attribute`, written under OUT/BENCHMARK/."""
+    models = bias_runs(runs, attribute)
+    if not models:
+        raise CxrbenchError(f"No bias runs of '{attribute}' for {benchmark} under {out}: run `cxrbench bias {benchmark} "
+                            f"--attribute {attribute} --encoder NAME` first.")
+    scores = train_order(fold_scores(models, attribute, metric), order)
+    tests = mann_whitney(scores)
+    table = bias_table(scores, tests, metric, order)
+    folder = out / benchmark
+    paths = {kind: folder / f"bias_{attribute}{suffix}" for kind, suffix in
+             (("folds", "_folds.csv"), ("tests", "_tests.csv"), ("md", ".md"), ("png", ".png"))}
+    atomic_text(paths["folds"], scores.to_csv(index=False))
+    atomic_text(paths["tests"], tests.to_csv(index=False))
+    folds = int(scores["fold"].nunique())
+    atomic_text(paths["md"], f"# {title}\n\n{metric_spec(metric).heading}, mean ± std over {folds} folds; p: Mann-Whitney "
+                             "U (two-sided) of the head trained on the tested group against this one, over folds.\n\n"
+                             + to_markdown(table, "model · training group"))
+    figure = plot_bias(scores, metric, order, title)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120)
+    figure.clf()
+    atomic_bytes(paths["png"], buffer.getvalue())
+    return scores, tests, table, paths
