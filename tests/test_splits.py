@@ -65,3 +65,19 @@ def test_fraction_budgets_are_nested_and_shots_cover_every_class():
         apply_label_budget(manifest, labels, LabelBudget(shots=500), "b", [TargetSpec("A"), TargetSpec("B")])
     with pytest.raises(DataError):
         LabelBudget(train_fraction=0.0)
+
+
+def test_kfold_tests_each_patient_once_and_refuses_more_seeds_than_folds():
+    samples = pd.DataFrame({"image_id": [f"i{k}" for k in range(60)], "patient_id": [f"p{k // 3}" for k in range(60)],
+                            "split": "pool"})
+    spec = SplitSpec(scheme="kfold", folds=4, val_fraction=0.25)
+    manifests = [seed_splits(samples, "cv", fold, spec) for fold in range(4)]
+    tested = [set(m.loc[m["split"] == "test", "patient_id"]) for m in manifests]
+    assert sorted(p for part in tested for p in part) == sorted(samples["patient_id"].unique())  # once each
+    assert {len(part) for part in tested} == {5}
+    for manifest, test in zip(manifests, tested):
+        val = set(manifest.loc[manifest["split"] == "val", "patient_id"])
+        assert len(val) == 4 and not val & test  # 25% of the 15 training patients, never a test patient
+    assert seed_splits(samples, "cv", 1, spec)["split"].tolist() == manifests[1]["split"].tolist()  # drawn once
+    with pytest.raises(DataError, match="at most --seeds 4"):
+        seed_splits(samples, "cv", 4, spec)

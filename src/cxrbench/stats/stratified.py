@@ -42,8 +42,9 @@ def stratify(predictions: pd.DataFrame, spec: BenchmarkSpec, targets: Sequence[T
         if column not in predictions:
             continue
         labels = predictions[column]
-        groups = [_group(predictions[labels.eq(name).to_numpy()], name, spec.min_group_patients, targets, metrics_for, bootstrap)
-                  for name in group_order(labels, group)]
+        seeds = sorted(predictions["seed"].unique().tolist())
+        groups = [_group(predictions[labels.eq(name).to_numpy()], name, seeds, spec.min_group_patients, targets,
+                         metrics_for, bootstrap) for name in group_order(labels, group)]
         unknown = predictions[labels.isna().to_numpy()]
         attributes[attribute] = {
             "column": group.column,
@@ -56,9 +57,11 @@ def stratify(predictions: pd.DataFrame, spec: BenchmarkSpec, targets: Sequence[T
             "attributes": attributes}
 
 
-def _group(rows: pd.DataFrame, name: str, min_patients: int, targets: Sequence[TargetSpec],
+def _group(rows: pd.DataFrame, name: str, seeds: list, min_patients: int, targets: Sequence[TargetSpec],
            metrics_for: Callable[[TargetSpec], Sequence[str]], bootstrap: BootstrapSpec) -> dict:
-    per_seed = rows.groupby("seed")["patient_id"].nunique()
+    """One group's counts, and its metrics unless it has fewer than `min_patients` test patients in some seed (a
+    seed whose test split has none of the group counts as zero: cross-validation folds test different patients)."""
+    per_seed = rows.groupby("seed")["patient_id"].nunique().reindex(seeds, fill_value=0)
     patients = int(per_seed.min()) if len(per_seed) else 0
     entry = {"group": name, "images": int(rows["image_id"].nunique()), "patients": patients,
              "too_small": patients < min_patients}
