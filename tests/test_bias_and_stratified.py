@@ -321,3 +321,12 @@ def test_bias_by_age_group_on_mimic_cxr_with_mimic_iv(tmp_path, no_finding_only)
         assert len(sizes) == 1 and sizes.pop() > 0
     tests = pd.read_csv(out / "mimic-cxr" / "bias_age_tests.csv")
     assert len(tests) == 3 * 2  # each test group against the two other training groups
+
+
+def test_the_report_shows_groups_and_bias(base, tmp_path):
+    from cxrbench.report import write_report
+
+    index = write_report(base / "results", tmp_path / "report")
+    html = index.read_text()
+    assert "Bias by patient group" in html and "By patient group" in html and "too few patients" in html
+    assert any(p.name.endswith("-bias-vindr-sex.png") for p in (tmp_path / "report").rglob("*.png"))
