@@ -94,6 +94,7 @@ def test_splits_are_patient_disjoint_and_saved(pixels_run, vindr_root):
     assert val0 != val1  # a new validation draw per seed
 
 
+@pytest.mark.slow  # about 35 s on 2 cores (CI budget); cache reuse stays in tests/test_cache.py, head determinism in test_linear_probe
 def test_second_run_reuses_cache_and_reproduces_metrics(pixels_run, vindr_root):
     base, _ = pixels_run
     before = (base / "out/vindr/pixels/linear/metrics.json").read_text()

@@ -466,18 +466,28 @@ def extract(
     threads: Optional[int] = Threads,
 ) -> None:
     """Fill the feature cache for every image of BENCHMARK with each encoder (a later `run` or `explain` finds the
-    features there and runs no encoder)."""
+    features there and runs no encoder). Under torchrun (`torchrun --nproc-per-node N -m cxrbench extract ...`) the
+    ranks share the images, each on its own GPU (cuda:LOCAL_RANK) or CPU process; rank 0 reports."""
     from cxrbench.encoders.base import FeatureRequest
+    from cxrbench.features.distributed import launched_ranks, rank_device
     from cxrbench.pipeline import EncoderOptions, MachineOptions, extract as extract_pipeline
+    from cxrbench.progress import SilentProgress
 
     device = _machine(device, threads)
+    ranks = launched_ranks(device)
     encoders = EncoderOptions(_names(encoder), weights, revision, image_size)
-    machine = MachineOptions(_cache_root(cache_dir), batch_size, shard_size, workers, device)
+    machine = MachineOptions(_cache_root(cache_dir), batch_size, shard_size, workers, rank_device(device, ranks), ranks)
+    request = FeatureRequest(patch_tokens=patches)
+    options = _key_values("--dataset-option", dataset_option)
+    if ranks.rank:
+        extract_pipeline(benchmark, encoders, machine, request, data_root, options, SilentProgress())
+        return
     with progress_bar() as bar:
-        done = extract_pipeline(benchmark, encoders, machine, FeatureRequest(patch_tokens=patches), data_root,
-                                _key_values("--dataset-option", dataset_option), RichProgress(bar))
+        done = extract_pipeline(benchmark, encoders, machine, request, data_root, options, RichProgress(bar))
     for features in done:
-        say(f"{features.encoder.spec.name}: {len(features.extraction.keys)} images cached at {features.extraction.store.folder}")
+        across = f" by {ranks.world} ranks" if ranks.distributed else ""
+        say(f"{features.encoder.spec.name}: {len(features.extraction.keys)} images cached{across} at "
+            f"{features.extraction.store.folder}")
 
 
 @cache_app.command("ls")

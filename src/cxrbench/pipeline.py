@@ -16,6 +16,7 @@ from typing import Any
 from cxrbench.encoders.base import FeatureRequest
 from cxrbench.encoders.factory import build_encoder
 from cxrbench.evaluations.base import Evaluation
+from cxrbench.features.distributed import SINGLE, Ranks
 from cxrbench.features.extract import EncoderFeatures, study_features
 from cxrbench.progress import Progress, SilentProgress
 from cxrbench.registry import registry
@@ -39,6 +40,7 @@ class MachineOptions:
     shard_size: int = 512
     num_workers: int | None = None
     device: str = "cpu"
+    ranks: Ranks = SINGLE  # data-parallel extraction under torchrun (`cxrbench extract` only)
 
 
 def evaluate(study: StudyOptions, evaluation: Evaluation, encoders: EncoderOptions, machine: MachineOptions,

@@ -23,6 +23,7 @@ from cxrbench.encoders.base import Encoder, FeatureRequest
 from cxrbench.encoders.preprocessing import Preprocessor
 from cxrbench.errors import CxrbenchError, ImageReadError
 from cxrbench.features.cache import FeatureStore, image_key
+from cxrbench.features.distributed import SINGLE, Ranks
 from cxrbench.heads.base import LAYER_PREFIX, FeatureSet
 from cxrbench.progress import Progress, SilentProgress
 from cxrbench.threads import use_threads
@@ -32,12 +33,14 @@ from cxrbench.threads import use_threads
 class ExtractionResult:
     store: FeatureStore
     keys: list[str]
-    encoded: int
+    encoded: int  # by this process
     seconds: float = 0.0  # spent encoding (0 when everything was cached)
+    by_other_ranks: int = 0  # encoded meanwhile by the other ranks of a data-parallel extraction
 
     @property
     def reused(self) -> int:
-        return len(self.keys) - self.encoded
+        """Found in the cache (not encoded by this run's ranks)."""
+        return len(self.keys) - self.encoded - self.by_other_ranks
 
 
 class ExtractionSettings(Protocol):
@@ -48,6 +51,7 @@ class ExtractionSettings(Protocol):
     shard_size: int
     num_workers: int | None
     device: str
+    ranks: Ranks  # the data-parallel ranks of `cxrbench extract` under torchrun (SINGLE otherwise)
 
 
 @dataclass
@@ -74,13 +78,15 @@ def study_features(encoder: Encoder, paths: Sequence[str], request: FeatureReque
     with use_threads("heavy"):
         extraction = extract_features(encoder, request, paths, settings.cache_root, batch_size=settings.batch_size,
                                       shard_size=settings.shard_size, num_workers=settings.num_workers,
-                                      device=settings.device, progress=progress)
+                                      device=settings.device, progress=progress, ranks=settings.ranks)
     name = encoder.spec.name
-    if extraction.encoded == 0:
+    if extraction.encoded == 0 and not extraction.by_other_ranks:
         progress.note(f"{name}: all {len(extraction.keys)} images found in the feature cache; no encoder forward pass.")
     else:
+        others = f" (and the other ranks {extraction.by_other_ranks})" if extraction.by_other_ranks else ""
         progress.note(f"{name}: encoded {extraction.encoded} images in {extraction.seconds:.1f} s "
-                      f"({extraction.encoded / max(extraction.seconds, 1e-9):.1f} images/s), reused {extraction.reused} from the cache.")
+                      f"({extraction.encoded / max(extraction.seconds, 1e-9):.1f} images/s){others}, reused "
+                      f"{extraction.reused} from the cache.")
         dropped = encoder.load_report.dropped
         if dropped:
             progress.note(f"{name}: checkpoint keys left out on purpose: {', '.join(dropped[:8])}"
@@ -156,31 +162,67 @@ def extract_features(
     shard_size: int = 512,
     device: str = "cpu",
     progress: Progress = SilentProgress(),
+    ranks: Ranks = SINGLE,
 ) -> ExtractionResult:
     """Encode only what the store lacks; the encoder's network is built only if something is missing.
 
     Processes sharing a store take turns: the one holding its lock encodes, the others wait and then reuse its
-    shards. Shards that fail their checksums are deleted and their images encoded again.
+    shards. Shards that fail their checksums are deleted and their images encoded again. The ranks of one
+    data-parallel extraction (`features.distributed`) share the work instead; `encoded` is then this rank's count.
     """
     keys = [image_key(p) for p in paths]
     unique = list(dict.fromkeys(keys))
+    if ranks.distributed:
+        return _extract_ranked(encoder, request, keys, unique, dict(zip(keys, map(str, paths))), cache_root, batch_size,
+                               num_workers, shard_size, device, progress, ranks)
     store = FeatureStore.open(cache_root, encoder.identity(request))
     if not store.missing(unique) and not store.check(unique):
         return ExtractionResult(store, keys, 0)
     with store.lock(progress.note):
-        store.refresh()
-        store.remove_stale_work()
-        damaged = store.check(unique)
-        for shard in damaged:
-            progress.note(f"feature cache: shard {shard.path} is damaged ({shard.reason}); encoding its "
-                          f"{shard.images or 'unknown number of'} images again.")
-        store.discard(damaged)
+        _clear_for_work(store, unique, progress)
         missing = store.missing(unique)
         started = time.perf_counter()
         if missing:
             _encode_missing(encoder, request, store, missing, dict(zip(keys, map(str, paths))), batch_size,
                             num_workers, shard_size, device, progress)
     return ExtractionResult(store, keys, len(missing), time.perf_counter() - started if missing else 0.0)
+
+
+def _clear_for_work(store: FeatureStore, unique: list[str], progress: Progress) -> None:
+    """Under the store's lock: reread its shards, remove killed runs' leftovers and discard damaged shards (their
+    images are then missing, so they are encoded again)."""
+    store.refresh()
+    store.remove_stale_work()
+    damaged = store.check(unique)
+    for shard in damaged:
+        progress.note(f"feature cache: shard {shard.path} is damaged ({shard.reason}); encoding its "
+                      f"{shard.images or 'unknown number of'} images again.")
+    store.discard(damaged)
+
+
+def _extract_ranked(encoder, request, keys: list[str], unique: list[str], path_of: dict[str, str], cache_root: Path,
+                    batch_size: int, num_workers: int | None, shard_size: int, device: str, progress: Progress,
+                    ranks: Ranks) -> ExtractionResult:
+    """One rank's part of a data-parallel extraction: rank 0 creates the store and clears damaged shards and killed
+    runs' leftovers (under the store's lock, so a single-process run is never raced); then every rank encodes its
+    chunks of the missing keys, and all reread the shard list once every rank is done."""
+    if ranks.rank == 0:
+        store = FeatureStore.open(cache_root, encoder.identity(request))
+        with store.lock(progress.note):
+            _clear_for_work(store, unique, progress)
+    ranks.barrier()
+    store = FeatureStore.open(cache_root, encoder.identity(request), create=False) if ranks.rank else store
+    store.refresh()
+    missing = store.missing(unique)
+    chunks = [missing[start:start + shard_size] for start in range(0, len(missing), shard_size)]
+    mine = [key for number, chunk in enumerate(chunks) if ranks.owns(number) for key in chunk]
+    started = time.perf_counter()
+    if mine:
+        _encode_missing(encoder, request, store, mine, path_of, batch_size, num_workers, shard_size, device, progress)
+    seconds = time.perf_counter() - started
+    ranks.barrier()
+    store.refresh()
+    return ExtractionResult(store, keys, len(mine), seconds if mine else 0.0, len(missing) - len(mine))
 
 
 def _encode_missing(encoder, request, store: FeatureStore, missing: list[str], path_of: dict[str, str], batch_size: int,
