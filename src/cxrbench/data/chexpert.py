@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cxrbench.data.csvs import check_unique, read_csv, row_error
+from cxrbench.data.csvs import MISSING_FILES, ages, check_unique, present_files, read_csv, row_error
 from cxrbench.data.samples import BenchmarkData
 from cxrbench.data.settings import data_folder, dataset_settings, require_labels
 from cxrbench.errors import DataError
@@ -34,7 +34,7 @@ UNCERTAIN = {"ignore": np.nan, "positive": 1.0, "negative": 0.0}  # U-Ignore, U-
 BLANK = {"negative": 0.0, "unknown": np.nan}
 VIEWS = {"frontal": ("Frontal",), "lateral": ("Lateral",), "all": ("Frontal", "Lateral")}
 CHOICES = {"uncertain": tuple(UNCERTAIN), "blank": tuple(BLANK), "views": tuple(VIEWS),
-           "test_set": ("valid", "test"), "missing_images": ("error", "drop")}
+           "test_set": ("valid", "test"), "missing_images": MISSING_FILES}
 DEFAULTS: dict[str, Any] = {
     "folder": ["CheXpert-v1.0", "CheXpert-v1.0-small"],
     "uncertain": "ignore",
@@ -108,15 +108,8 @@ def label_values(raw: pd.DataFrame, csv: Path, columns: tuple[str, ...], uncerta
 def _demographics(raw: pd.DataFrame, csv: Path) -> pd.DataFrame:
     """`sex` (F / M / "": Unknown or absent) and `age_years` (NaN when absent); refuses an age that is not a number."""
     sex = raw["Sex"].fillna("").astype(str).str.strip() if "Sex" in raw else pd.Series("", index=raw.index)
-    age_text = raw["Age"] if "Age" in raw else pd.Series(np.nan, index=raw.index)
-    age = pd.to_numeric(age_text, errors="coerce")
-    bad = (age.isna() & age_text.notna() & age_text.astype(str).str.strip().ne("")) | (age < 0)
-    if bad.any():
-        position = int(np.flatnonzero(bad.to_numpy())[0])
-        raise row_error(csv, position, "Age", f"is {str(age_text.iloc[position])!r}, not an age in years",
-                        "Correct it, or leave the cell empty (unknown).", f"Path {raw['Path'].iloc[position]}")
-    return pd.DataFrame({"sex": sex.map({"Female": "F", "Male": "M"}).fillna(""), "age_years": age.astype("float64")},
-                        index=raw.index)
+    age = ages(raw, "Age", csv, "Path") if "Age" in raw else pd.Series(np.nan, index=raw.index)
+    return pd.DataFrame({"sex": sex.map({"Female": "F", "Male": "M"}).fillna(""), "age_years": age}, index=raw.index)
 
 
 def _views(raw: pd.DataFrame, paths: list[str]) -> pd.Series:
@@ -178,13 +171,7 @@ def load_chexpert(root: Path, spec: BenchmarkSpec, options: Mapping[str, Any]) -
     root = data_folder(root, "CheXpert", "CheXpert-v1.0/ (train.csv, valid.csv and the images)")
     settings = _settings(spec, options)
     frame, notes = chexpert_samples(root, spec, options)
-    missing = np.array([not Path(p).is_file() for p in frame["path"]], dtype=bool)
-    if missing.any():
-        shown = "\n  ".join(frame["path"][missing].iloc[:5])
-        if settings["missing_images"] == "error":
-            raise DataError(f"{int(missing.sum())} of {len(frame)} CheXpert images listed in the CSVs are missing, e.g.:\n"
-                            f"  {shown}\nComplete the download, or set dataset.missing_images: drop to leave them out.")
-        notes.append(f"{int(missing.sum())} image(s) whose file is missing were left out (missing_images: drop)")
-        frame = frame[~missing]
+    frame, missing = present_files(frame, settings["missing_images"], "CheXpert images listed in the CSVs")
+    notes += missing
     columns = ["image_id", "patient_id", "path", "split", "sex", "age_years", "no_finding", *LABELS]
     return BenchmarkData(spec.name, root, spec.targets, frame[columns], notes)

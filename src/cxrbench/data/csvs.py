@@ -94,6 +94,37 @@ def check_files_exist(paths: pd.Series, what: str) -> None:
         )
 
 
+MISSING_FILES = ("error", "drop")  # the values of a loader's `missing_images` option
+
+
+def present_files(frame: pd.DataFrame, policy: str, what: str, shown: str = "path") -> tuple[pd.DataFrame, list[str]]:
+    """The rows of `frame` whose `path` is a file. `policy` (a loader's `missing_images` option): `error` refuses any
+    missing one, naming a few by their `shown` column; `drop` leaves them out, counted in the returned note."""
+    present = np.array([Path(p).is_file() for p in frame["path"]], dtype=bool)
+    if present.all():
+        return frame, []
+    names = ", ".join(map(str, frame.loc[~present, shown].iloc[:5]))
+    if policy == "error":
+        raise DataError(f"{int((~present).sum())} of {len(frame)} {what} are missing, e.g. {names}. Complete the "
+                        "download, or set dataset.missing_images: drop (--dataset-option missing_images=drop) to leave "
+                        "them out.")
+    return frame[present], [f"{int((~present).sum())} selected image(s) missing from disk are left out "
+                            f"(missing_images: drop), e.g. {names}"]
+
+
+def ages(frame: pd.DataFrame, column: str, path: Path, ident: str) -> pd.Series:
+    """A patient's age in years per row (float; an empty cell is unknown), refusing text or a negative age by its row,
+    named by the `ident` column (e.g. the image)."""
+    raw = frame[column]
+    age = pd.to_numeric(raw, errors="coerce")
+    bad = (age.isna() & raw.notna() & raw.astype(str).str.strip().ne("")) | (age < 0)
+    if bad.any():
+        position = int(np.flatnonzero(bad.to_numpy())[0])
+        raise row_error(path, position, column, f"is {str(raw.iloc[position])!r}, not an age in years",
+                        "Correct it, or leave the cell empty (unknown).", f"{ident} {frame[ident].iloc[position]}")
+    return age.astype("float64")
+
+
 def csv_row(position: int) -> int:
     """The row a spreadsheet shows for the data record at 0-based `position` (the header is row 1)."""
     return position + 2

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cxrbench.data.csvs import check_unique, first_existing, read_csv, row_error
+from cxrbench.data.csvs import MISSING_FILES, check_unique, first_existing, present_files, read_csv, row_error
 from cxrbench.data.mimic_iv import RACE_GROUPS, link_demographics
 from cxrbench.data.samples import BenchmarkData
 from cxrbench.data.settings import check_choice, data_folder, dataset_settings
@@ -42,7 +42,6 @@ SPLIT = "mimic-cxr-2.0.0-split.csv"
 OFFICIAL_SPLITS = {"train": "train", "validate": "train", "test": "test"}
 UNCERTAIN = {"ignore": np.nan, "positive": 1.0, "negative": 0.0}
 BLANK = {"negative": 0.0, "unknown": np.nan}
-MISSING_IMAGES = ("error", "drop")
 COMMON: dict[str, Any] = {
     "images_dir": "mimic-cxr-jpg",
     "mimic_iv_dir": "mimic-iv",
@@ -61,7 +60,6 @@ DEMOGRAPHICS_DEFAULTS: dict[str, Any] = {
 DEMOGRAPHIC_TARGETS = {"Sex": ("sex", None), "Age": ("age_years", "age_bins"), "Weight": ("weight_kg", "weight_bins"),
                        "BMI": ("bmi", "bmi_bins"), "Ethnicity": ("race", None)}
 DEMOGRAPHIC_COLUMNS = ["sex", "age_years", "race", "weight_kg", "bmi"]
-_SHOWN = 5
 
 
 # ---------------------------------------------------------------------------------------------- files
@@ -164,7 +162,7 @@ def _settings(spec: BenchmarkSpec, options: Mapping[str, Any], defaults: Mapping
         if isinstance(settings[key], str):
             settings[key] = [v.strip() for v in settings[key].split(",")]
     settings["views"] = [str(v).strip().upper() for v in settings["views"]]
-    check_choice(spec, "missing_images", settings["missing_images"], MISSING_IMAGES)
+    check_choice(spec, "missing_images", settings["missing_images"], MISSING_FILES)
     window = settings["omr_window_days"]
     if isinstance(window, bool) or not isinstance(window, (int, float)) or not window >= 0:
         raise DataError(f"benchmark '{spec.name}': omr_window_days must be a number of days (0 or more), got {window!r}.")
@@ -172,19 +170,6 @@ def _settings(spec: BenchmarkSpec, options: Mapping[str, Any], defaults: Mapping
 
 
 # ---------------------------------------------------------------------------------------------- images
-
-
-def _present(frame: pd.DataFrame, missing_images: str) -> tuple[pd.DataFrame, list[str]]:
-    """The rows whose image file exists (missing_images: drop, counted) or all of them (error: any missing is named)."""
-    exists = np.array([Path(p).is_file() for p in frame["path"]], dtype=bool)
-    if exists.all():
-        return frame, []
-    missing = frame.loc[~exists, "path"].tolist()
-    if missing_images == "error":
-        shown = "\n  ".join(missing[:_SHOWN])
-        raise DataError(f"{len(missing)} of {len(frame)} selected MIMIC-CXR-JPG images are missing, e.g.:\n  {shown}\n"
-                        "Complete the download, or run on the images present with --dataset-option missing_images=drop.")
-    return frame[exists], [f"{len(missing)} selected image(s) missing from files/ are left out (missing_images: drop)"]
 
 
 def frontal_images(root: Path, settings: Mapping[str, Any]) -> tuple[pd.DataFrame, list[str]]:
@@ -210,7 +195,7 @@ def frontal_images(root: Path, settings: Mapping[str, Any]) -> tuple[pd.DataFram
         "official": official.reindex(chosen["dicom_id"]).to_numpy(), "view": chosen["ViewPosition"].str.upper(),
         "study_date": study_dates(chosen, path),
     })
-    frame, missing = _present(frame, settings["missing_images"])
+    frame, missing = present_files(frame, settings["missing_images"], "selected MIMIC-CXR-JPG images")
     return frame.sort_values("image_id", kind="stable").reset_index(drop=True), notes + missing
 
 

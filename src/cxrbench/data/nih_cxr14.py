@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cxrbench.data.csvs import check_unique, csv_row, first_existing, read_csv, row_error
+from cxrbench.data.csvs import MISSING_FILES, ages, check_unique, csv_row, first_existing, present_files, read_csv, row_error
 from cxrbench.data.samples import BenchmarkData
 from cxrbench.data.settings import check_choice, data_folder, dataset_settings, require_labels
 from cxrbench.errors import DataError
@@ -32,7 +32,6 @@ FINDINGS = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "
             "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia")
 NO_FINDING = "No Finding"
 CSV_NAMES = ["Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv"]
-MISSING_IMAGES = ("error", "drop")
 DEFAULTS: dict[str, Any] = {
     "labels_csv": CSV_NAMES,
     "train_list": "train_val_list.txt",
@@ -48,7 +47,7 @@ REQUIRED = ["Image Index", "Finding Labels", "Patient ID", "Patient Age", "Patie
 def _settings(spec: BenchmarkSpec, options: Mapping[str, Any]) -> dict[str, Any]:
     settings = dataset_settings(spec, options, DEFAULTS)
     require_labels(spec, FINDINGS, "ChestX-ray14 finding")
-    check_choice(spec, "missing_images", settings["missing_images"], MISSING_IMAGES)
+    check_choice(spec, "missing_images", settings["missing_images"], MISSING_FILES)
     for key in ("labels_csv", "image_folders", "views"):
         if isinstance(settings[key], str):
             settings[key] = [settings[key]]
@@ -117,12 +116,7 @@ def demographics(raw: pd.DataFrame, csv: Path, max_age: float) -> tuple[pd.DataF
     """`sex` (F / M / "") and `age_years` (NaN above `max_age`: the first release's ages above 100 are typing errors,
     e.g. 412, that the v2020 CSV corrected); a note naming the rows whose age was set unknown."""
     raw_age = raw["Patient Age"]
-    age = pd.to_numeric(raw_age, errors="coerce")
-    bad = (age.isna() & raw_age.notna() & raw_age.astype(str).str.strip().ne("")) | (age < 0)
-    if bad.any():
-        position = int(np.flatnonzero(bad.to_numpy())[0])
-        raise row_error(csv, position, "Patient Age", f"is {str(raw_age.iloc[position])!r}, not an age in years",
-                        "Correct it, or leave the cell empty (unknown).", f"Image Index {raw['Image Index'].iloc[position]}")
+    age = ages(raw, "Patient Age", csv, "Image Index")
     notes = []
     implausible = age > max_age
     if implausible.any():
@@ -155,18 +149,10 @@ def image_index(root: Path, patterns: list[str]) -> dict[str, str]:
 def _paths(root: Path, frame: pd.DataFrame, settings: Mapping[str, Any]) -> tuple[pd.DataFrame, list[str]]:
     """The rows with their image paths; missing images refused (or dropped with a note, `missing_images: drop`)."""
     index = image_index(root, settings["image_folders"])
-    folders = frame["image_id"].map(index)
-    missing = folders.isna()
-    notes = []
-    if missing.any():
-        shown = ", ".join(frame.loc[missing, "image_id"].iloc[:5])
-        if settings["missing_images"] == "error":
-            raise DataError(f"{int(missing.sum())} of {len(frame)} ChestX-ray14 images listed in the CSV are not in "
-                            f"{', '.join(settings['image_folders'])} under {root}, e.g. {shown}. Complete the download, or "
-                            "set dataset.missing_images: drop to leave them out.")
-        notes.append(f"{int(missing.sum())} image(s) whose file is missing were left out (missing_images: drop), e.g. {shown}")
-        frame, folders = frame[~missing], folders[~missing]
-    return frame.assign(path=folders + os.sep + frame["image_id"]), notes
+    folders = frame["image_id"].map(index).fillna(str(root / "images"))  # an image in no folder: where NIH unpacks it
+    return present_files(frame.assign(path=folders + os.sep + frame["image_id"]), settings["missing_images"],
+                         f"ChestX-ray14 images listed in the CSV (looked for in {', '.join(settings['image_folders'])})",
+                         shown="image_id")
 
 
 def load_nih_cxr14(root: Path, spec: BenchmarkSpec, options: Mapping[str, Any]) -> BenchmarkData:
