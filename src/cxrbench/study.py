@@ -17,8 +17,7 @@ from typing import Any
 import pandas as pd
 
 from cxrbench.data.samples import BenchmarkData
-from cxrbench.data.groups import group_labels, group_order
-from cxrbench.data.splits import ALL_GROUPS, GroupBudget, LabelBudget, apply_group_budget, apply_label_budget, seed_splits
+from cxrbench.data.splits import GroupBudget, LabelBudget, seed_splits
 from cxrbench.data.synthetic import SYNTHETIC_MARKER, synthetic_settings
 from cxrbench.errors import DataError
 from cxrbench.heads.params import check_params
@@ -119,11 +118,7 @@ def check_learnable(study: Study) -> None:
 
 def _class_fixes(spec: BenchmarkSpec, budget: LabelBudget | GroupBudget | None) -> str:
     """What the user can change when a split lacks a class: the budget, the label rule where the benchmark has one."""
-    fixes = []
-    if isinstance(budget, GroupBudget):
-        fixes.append("Draw more patients per group (--group-patients)")
-    elif budget is not None:
-        fixes.append("Use a larger --train-fraction or --shots (or leave out this budget)")
+    fixes = [budget.fix] if budget is not None else []
     if "label_rule" in spec.dataset:
         fixes.append("choose another label rule (--dataset-option label_rule=..., training labels only)")
     return ", ".join(fixes)
@@ -133,18 +128,4 @@ def _apply_budget(manifests: pd.DataFrame, data: BenchmarkData, budget: LabelBud
                   spec: BenchmarkSpec) -> pd.DataFrame:
     if budget is None:
         return manifests
-    if isinstance(budget, GroupBudget):
-        group = spec.groups.get(budget.attribute)
-        if group is None:
-            raise DataError(f"benchmark '{spec.name}' declares no group '{budget.attribute}' (it has: "
-                            f"{', '.join(spec.groups) or 'none'}; see `groups:` in benchmarks/{spec.name}.yaml).")
-        labels = group_labels(data.samples, budget.attribute, group, spec.name)
-        order = group_order(labels, group)
-        if budget.group not in (*order, ALL_GROUPS):
-            raise DataError(f"benchmark '{spec.name}': group '{budget.attribute}' has no group '{budget.group}' (it has: "
-                            f"{', '.join(order)}).")
-        parts = [apply_group_budget(part, labels, order, budget, spec.name) for _, part in manifests.groupby("seed", sort=True)]
-    else:
-        parts = [apply_label_budget(part, data.labels(), budget, spec.name, data.targets)
-                 for _, part in manifests.groupby("seed", sort=True)]
-    return pd.concat(parts, ignore_index=True)
+    return pd.concat([budget.apply(part, data, spec) for _, part in manifests.groupby("seed", sort=True)], ignore_index=True)

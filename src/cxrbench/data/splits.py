@@ -14,12 +14,18 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import pandas as pd
 
+from cxrbench.data.groups import group_labels, group_order
 from cxrbench.errors import DataError
 from cxrbench.specs import SplitSpec, TargetSpec
+
+if TYPE_CHECKING:
+    from cxrbench.data.samples import BenchmarkData
+    from cxrbench.specs import BenchmarkSpec
 
 SPLIT_MANIFEST_VERSION = 2
 POOL = "pool"  # the loader's split value for datasets split by cxrbench (scheme random)
@@ -118,6 +124,15 @@ class LabelBudget:
     def describe(self) -> dict:
         return {"train_fraction": self.train_fraction} if self.train_fraction is not None else {"shots": self.shots}
 
+    #: what a user can change when the budget leaves a target unlearnable
+    fix: ClassVar[str] = "Use a larger --train-fraction or --shots (or leave out this budget)"
+    #: heads standardise features with the whole training split (labelled or not), not the few budgeted images
+    standardise_on_unused: ClassVar[bool] = True
+
+    def apply(self, manifest: pd.DataFrame, data: BenchmarkData, spec: BenchmarkSpec) -> pd.DataFrame:
+        """One seed's manifest with the training images outside the budget marked `unused`."""
+        return apply_label_budget(manifest, data.labels(), self, spec.name, data.targets)
+
 
 def apply_label_budget(manifest: pd.DataFrame, labels: np.ndarray, budget: LabelBudget, benchmark: str,
                        targets: Sequence[TargetSpec]) -> pd.DataFrame:
@@ -195,6 +210,23 @@ class GroupBudget:
     def describe(self) -> dict:
         return {"train_group": {"attribute": self.attribute, "group": self.group, "patients": self.patients,
                                 "share": self.share}}
+
+    fix: ClassVar[str] = "Draw more patients per group (--group-patients)"
+    #: the other groups' images are what a group run must not see, not even to standardise its features
+    standardise_on_unused: ClassVar[bool] = False
+
+    def apply(self, manifest: pd.DataFrame, data: BenchmarkData, spec: BenchmarkSpec) -> pd.DataFrame:
+        """One seed's manifest with every training image outside this group's draw marked `unused`."""
+        group = spec.groups.get(self.attribute)
+        if group is None:
+            raise DataError(f"benchmark '{spec.name}' declares no group '{self.attribute}' (it has: "
+                            f"{', '.join(spec.groups) or 'none'}; see `groups:` in benchmarks/{spec.name}.yaml).")
+        labels = group_labels(data.samples, self.attribute, group, spec.name)
+        order = group_order(labels, group)
+        if self.group not in (*order, ALL_GROUPS):
+            raise DataError(f"benchmark '{spec.name}': group '{self.attribute}' has no group '{self.group}' (it has: "
+                            f"{', '.join(order)}).")
+        return apply_group_budget(manifest, labels, order, self, spec.name)
 
 
 def apply_group_budget(manifest: pd.DataFrame, groups: pd.Series, order: Sequence[str], budget: GroupBudget,

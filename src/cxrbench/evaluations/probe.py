@@ -253,8 +253,7 @@ class ProbeEvaluation:
             for group in self.groups:
                 labels = group.labels(values[:, [columns[t.name] for t in group.targets]])
                 parts = {name: features.rows(labels, split == name) for name in ("train", "val", "test")}
-                if isinstance(budget, LabelBudget):  # standardise with the whole training split (labelled or not), not the few budgeted images
-                    # (a group budget standardises on its own group: the other groups' images are what it must not see)
+                if budget is not None and budget.standardise_on_unused:
                     parts["train"].standardise_on = features.rows(labels, np.isin(split, ["train", "unused"]))
                 head = self._head(spec, group, settings.device)
                 source = self._online_source(head, features, samples["path"].to_numpy()[split == "train"], seed, settings, progress)
