@@ -118,11 +118,11 @@ def mann_whitney(scores: pd.DataFrame) -> pd.DataFrame:
             if len(other) == 0:
                 continue
             result = mannwhitneyu(same, other, alternative="two-sided")
-            rows.append({"model": model, "test_group": tested, "same_group": tested, "other_group": other_group,
+            rows.append({"model": model, "test_group": tested, "other_group": other_group,
                          "n_same": len(same), "n_other": len(other), "same_mean": float(same.mean()),
                          "other_mean": float(other.mean()), "difference": float(same.mean() - other.mean()),
                          "u": float(result.statistic), "p": float(result.pvalue)})
-    return pd.DataFrame(rows, columns=["model", "test_group", "same_group", "other_group", "n_same", "n_other",
+    return pd.DataFrame(rows, columns=["model", "test_group", "other_group", "n_same", "n_other",
                                        "same_mean", "other_mean", "difference", "u", "p"])
 
 

@@ -33,12 +33,12 @@ def benchmark_runs(out: Path) -> dict[str, list[StoredRun]]:
     return {name: stored_runs(out, name) for name in found if not name.startswith(".")}
 
 
-def recompute(run: StoredRun) -> dict:
-    """The run's `metrics` block recomputed from its predictions.parquet, with the metrics, targets and bootstrap
-    settings its metrics.json names."""
+def recompute(run: StoredRun, predictions: pd.DataFrame | None = None) -> dict:
+    """The run's `metrics` block recomputed from its predictions.parquet (or `predictions`, read from it already),
+    with the metrics, targets and bootstrap settings its metrics.json names."""
     stored = run.metrics.get("metrics", {})
-    return summarize(run.predictions(), run.scored_targets(), lambda t: [m for m in stored if t.name in stored[m]],
-                     run.bootstrap())
+    return summarize(run.predictions() if predictions is None else predictions, run.scored_targets(),
+                     lambda t: [m for m in stored if t.name in stored[m]], run.bootstrap())
 
 
 def metric_drift(run: StoredRun, recomputed: dict) -> list[str]:
@@ -59,7 +59,7 @@ def metric_drift(run: StoredRun, recomputed: dict) -> list[str]:
     return problems
 
 
-def recompute_stratified(run: StoredRun) -> dict | None:
+def recompute_stratified(run: StoredRun, predictions: pd.DataFrame | None = None) -> dict | None:
     """The run's `stratified` block recomputed from its predictions' group columns, with its stored thresholds,
     minimum group size and operating point and the benchmark's groups; None for a run without one."""
     stored = run.metrics.get("stratified")
@@ -71,8 +71,8 @@ def recompute_stratified(run: StoredRun) -> dict | None:
     spec = replace(benchmark_spec(run.benchmark), min_group_patients=stored["min_group_patients"],
                    operating_point=stored.get("operating_point", "f1"))
     metrics = run.metrics.get("metrics", {})
-    return stratify(run.predictions(), spec, run.scored_targets(), lambda t: [m for m in metrics if t.name in metrics[m]],
-                    run.bootstrap(), run.metrics.get("thresholds"))
+    return stratify(run.predictions() if predictions is None else predictions, spec, run.scored_targets(),
+                    lambda t: [m for m in metrics if t.name in metrics[m]], run.bootstrap(), run.metrics.get("thresholds"))
 
 
 def stratified_drift(run: StoredRun, recomputed: dict | None) -> list[str]:
@@ -137,9 +137,10 @@ def _runs(out: Path, report: CheckReport) -> dict[str, list[StoredRun]]:
     for name, found in runs.items():
         fresh = []
         for run in found:
-            metrics = recompute(run)
+            predictions = run.predictions()  # read once for both recomputations
+            metrics = recompute(run, predictions)
             report.problems += metric_drift(run, metrics)
-            report.problems += stratified_drift(run, recompute_stratified(run))
+            report.problems += stratified_drift(run, recompute_stratified(run, predictions))
             fresh.append(replace(run, metrics={**run.metrics, "metrics": metrics}))
             report.runs += 1
         runs[name] = fresh
