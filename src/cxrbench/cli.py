@@ -389,7 +389,8 @@ def data_check(
                                 f"{data.samples['patient_id'].nunique()} patients"), highlight=False)
     for line in data.notes:
         note(line)
-    _print_counts(data.label_counts(), "labels in the dataset" if spec.split.scheme == "random" else "labels per official split")
+    _print_counts(data.label_counts(), "labels in the dataset" if spec.split.scheme == "random" else "labels per official split",
+                  data)
     split = None
     if spec.split.scheme != "official":
         from cxrbench.data.splits import seed_splits
@@ -400,7 +401,7 @@ def data_check(
         else:
             test_note = "the same test patients for every seed" if spec.split.test == "fixed" else "test patients redrawn per seed"
             drawn = f"seed 0 ({'/'.join(f'{f:g}' for f in spec.split.fractions)} of patients; {test_note})"
-        _print_counts(data.label_counts(split), f"labels per split, {drawn}")
+        _print_counts(data.label_counts(split), f"labels per split, {drawn}", data)
     if spec.groups:
         _print_groups(spec, data)
     for split_name, task, missing in data.learnability_problems(split):
@@ -408,19 +409,14 @@ def data_check(
              "(its metric is undefined).")
 
 
-_COUNT_TAIL = ("unknown", "images", "patients")  # after a multiclass target's classes
-
-
-def _print_counts(tables: dict, title: str) -> None:
-    """One table per target kind: binary (positive / negative / unknown), multiclass (one column per class),
-    regression (known, unknown, mean, std, min, max)."""
+def _print_counts(tables: dict, title: str, data) -> None:
+    """One table per target kind: binary (positive / negative / unknown), regression (known, unknown, mean, std, min,
+    max); one per multiclass target, its classes as columns (e.g. RAD-DINO Table E.1's bins)."""
     for kind, counts in tables.items():
-        # a multiclass target's classes are its own columns: one table per target (e.g. RAD-DINO Table E.1's bins)
         parts = counts.groupby("task", sort=False) if kind == "multiclass" else [(None, counts)]
         for task, part in parts:
-            numbers = [c for c in part.columns if c not in ("split", "task") and part[c].notna().any()]
-            if task is not None:  # the target's classes first (the table holds every multiclass target's columns)
-                numbers = [*(c for c in numbers if c not in _COUNT_TAIL), *(c for c in _COUNT_TAIL if c in numbers)]
+            numbers = ([*data.target(task).classes, "unknown", "images", "patients"] if task is not None
+                       else [c for c in part.columns if c not in ("split", "task")])
             rows = [[row["split"], row["task"], *(_shown(row[c]) for c in numbers)] for _, row in part.iterrows()]
             heading = f"{title} ({kind} targets)" if len(tables) > 1 or kind != "binary" else title
             console.print(text_table(f"{title} ({task}: classes)" if task is not None else heading,
