@@ -6,8 +6,13 @@ target in one head. Per seed and label budget each group's head trains on the tr
 settings on the validation split where it has several) and scores the test split; the long-form predictions of all
 groups are summarised with the benchmark's metrics and written as one run folder:
 
-    OUT/BENCHMARK/ENCODER/HEAD[_TAG][_train-F | _shots-N]/   (names for people; metrics.json says what the run is)
-        config.yaml  predictions.parquet  splits.parquet  metrics.json  table.md  table.csv  [selection.csv]
+    OUT/BENCHMARK/ENCODER/HEAD[_TAG][_train-F | _shots-N | _group-A-G]/   (names for people; metrics.json says what
+        config.yaml  predictions.parquet  splits.parquet  metrics.json       the run is)
+        table.md  table.csv  [selection.csv]  [stratified.csv]
+
+A benchmark with `groups:` also gets its results per patient group (`stats.stratified`), each binary target's
+decision threshold chosen on validation (for the false-negative rate per group), and a group column per attribute
+beside the predictions.
 
 A head with `features: online` (e.g. `linear-augmented`, RAD-DINO's own probe) trains on the frozen encoder's
 features of augmented views (`cxrbench.training.online`); everything else is the same.
@@ -39,8 +44,8 @@ from cxrbench.results.provenance import SCHEMA_VERSION, package_versions, proven
 from cxrbench.results.store import (json_writer, parquet_writer, read_metrics, run_folder, run_name, text_writer, write_run,
                                     yaml_writer)
 from cxrbench.results.tables import bootstrap_caveats, run_display_table, run_long_table, to_markdown
-from cxrbench.specs import BenchmarkSpec, TargetSpec
 from cxrbench.results.stratified_tables import stratified_long_table, stratified_markdown
+from cxrbench.specs import BenchmarkSpec, TargetSpec
 from cxrbench.stats.stratified import stratify
 from cxrbench.stats.summary import PROBABILITIES, summarize
 from cxrbench.stats.thresholds import choose_threshold
