@@ -98,11 +98,25 @@ ImageSize = typer.Option(None, help="Override the encoder's input resolution (re
 DatasetOptions = typer.Option([], "--dataset-option", help="Set one of the benchmark's dataset options (its spec's `dataset:` block), KEY=VALUE, e.g. label_rule=any (VinDr-CXR); repeatable.")
 HeadParams = typer.Option([], "--head-param", help="Override a head parameter, KEY=VALUE (VALUE read as YAML, e.g. epochs=5 or 'lr=[1e-2, 1e-1]'); repeatable.")
 Out = typer.Option(DEFAULT_OUT, help="Results folder.")
-BatchSize = typer.Option(32, help="Images per encoder forward pass.")
+def _batch_size(text: str) -> Optional[int]:
+    """--batch-size N or auto (None), checked while the command line is read."""
+    from cxrbench.features.batch_size import parse_batch_size
+
+    try:
+        return parse_batch_size(text)
+    except CxrbenchError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+BatchSize = typer.Option("32", parser=_batch_size, metavar="N|auto", help="Images per encoder forward pass; auto: the largest power of two up to 256 whose forward pass fits the GPU (32 on CPU and MPS).")
+Precision = typer.Option("fp32", "--precision", help="Encoder forward precision: fp32, bf16 or fp16 (torch autocast; every adapter allows it). Features are cached as float16 either way, each precision in a store of its own.")
+PixelCache = typer.Option(False, "--pixel-cache/--no-pixel-cache", help="Keep decoded images (uint16, under the cache dir's pixels/) so that further encoders decode no image again. DICOMs are quantised to 1/65535 of their window, so features read through it are stored apart.")
 ShardSize = typer.Option(512, help="Images per feature-cache shard: an interrupted run resumes from the last complete shard.")
 Workers = typer.Option(None, help="Image-decoding worker processes (default: 0 on CPU, up to 8 with a GPU).")
 Device = typer.Option("auto", help="Torch device: auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps.")
 Threads = typer.Option(None, "--threads", help="CPU threads at most (default: $OMP_NUM_THREADS, else the cores this process may use); heads on global embeddings train on one.")
+Launcher = typer.Option("local", "--launcher", help="Where the jobs run: local (here, one after the other), ray (tasks on this machine's Ray cluster, or a local one), slurm (a job array through submitit).")
+LauncherParams = typer.Option([], "--launcher-param", help="A launcher setting, KEY=VALUE: ray: address, cpus, gpus, retries; slurm: submitit's timeout_min, gpus_per_node, cpus_per_task, mem_gb, slurm_partition, ..., logs=DIR, cluster=local. Repeatable.")
 
 
 @app.command()
@@ -124,24 +138,58 @@ def run(
     train_fraction: Optional[str] = typer.Option(None, help="Label efficiency: train on these fractions of the training patients, e.g. 0.01,0.1,1 (one run each)."),
     shots: Optional[str] = typer.Option(None, help="Few-shot: train on N patients per class (each class of every target), e.g. 1,2,4,8."),
     bootstrap: Optional[int] = typer.Option(None, help="Bootstrap resamples (default: the benchmark's, 1000)."),
+    launcher: str = typer.Option("local", "--launcher", help="With several encoders, where their jobs run (one per encoder): local, ray or slurm (see `cxrbench reproduce --help`)."),
+    launcher_param: list[str] = LauncherParams,
     out: Path = Out,
     cache_dir: Optional[Path] = CacheDir,
-    batch_size: int = BatchSize,
+    batch_size: Optional[int] = BatchSize,
     shard_size: int = ShardSize,
     workers: Optional[int] = Workers,
     device: str = Device,
     threads: Optional[int] = Threads,
+    precision: str = Precision,
+    pixel_cache: bool = PixelCache,
 ) -> None:
     """Run BENCHMARK with one or more encoders and write results under OUT/BENCHMARK/ENCODER/HEAD/."""
     from cxrbench.evaluations import run_evaluation
     from cxrbench.pipeline import EncoderOptions, MachineOptions
     from cxrbench.study import StudyOptions
 
-    machine = MachineOptions(_cache_root(cache_dir), batch_size, shard_size, workers, _machine(device, threads))
     study = StudyOptions(benchmark, data_root, _key_values("--dataset-option", dataset_option), seeds,
                          _budgets(train_fraction, shots), bootstrap)
     evaluation = run_evaluation(benchmark)(out, head, _key_values("--head-param", head_param), tag, overwrite, list(metric))
-    _run_and_show(study, evaluation, EncoderOptions(_names(encoder), weights, revision, image_size), machine)
+    encoders = EncoderOptions(_names(encoder), weights, revision, image_size)
+    if launcher == "local" and not launcher_param:
+        machine = MachineOptions(_cache_root(cache_dir), batch_size, shard_size, workers, _machine(device, threads),
+                                 precision=precision, pixel_cache=pixel_cache)
+        _run_and_show(study, evaluation, encoders, machine)
+        return
+    machine = MachineOptions(_cache_root(cache_dir), batch_size, shard_size, workers, device, precision=precision,
+                             pixel_cache=pixel_cache)
+    _run_jobs_and_show(study, evaluation, encoders, machine, _launcher(launcher, launcher_param), threads)
+
+
+def _launcher(name: str, params: list[str]):
+    from cxrbench.launchers import make_launcher
+
+    return make_launcher(name, _key_values("--launcher-param", params))
+
+
+def _run_jobs_and_show(study, evaluation, encoders, machine, launcher, threads: Optional[int]) -> None:
+    """One job per encoder on `launcher`; each finished job's tables are shown, and failed jobs are listed last."""
+    from cxrbench.pipeline import evaluate_each
+
+    with progress_bar() as bar:
+        outcomes = evaluate_each(study, evaluation, encoders, machine, launcher, threads, RichProgress(bar))
+    for outcome in outcomes:
+        if outcome.error is None:
+            _show_results(study.benchmark, outcome.value)
+    failed = [outcome for outcome in outcomes if outcome.error is not None]
+    for outcome in failed:
+        error(f"{outcome.label}: {outcome.error}" + (f" (log: {outcome.log})" if outcome.log else ""))
+    if failed:
+        raise CxrbenchError(f"{len(failed)} of {len(outcomes)} job(s) failed; fix what is said above and run the same "
+                            "command again (finished runs are kept; add --overwrite only to replace them).")
 
 
 def _names(text: str) -> list[str]:
@@ -182,18 +230,23 @@ def _budgets(train_fraction: Optional[str], shots: Optional[str]) -> list:
 
 def _run_and_show(study, evaluation, encoders, machine) -> list:
     from cxrbench.pipeline import evaluate
-    from cxrbench.results.tables import bootstrap_caveats, run_display_table
 
     with progress_bar() as bar:
         results = evaluate(study, evaluation, encoders, machine, RichProgress(bar))
+    _show_results(study.benchmark, results)
+    return results
+
+
+def _show_results(benchmark: str, results: list) -> None:
+    from cxrbench.results.tables import bootstrap_caveats, run_display_table
+
     for result in results:
         synthetic = " · SYNTHETIC DATA" if result.metrics["run_identity"].get("synthetic_data") else ""
         print_table(run_display_table(result.metrics, result.tasks).T,
-                    f"{study.benchmark} · {result.encoder} · {result.head}{synthetic}\n{VALUES}", "task")
+                    f"{benchmark} · {result.encoder} · {result.head}{synthetic}\n{VALUES}", "task")
         for caveat in bootstrap_caveats(result.metrics):
             warn(caveat)
         say(f"results: {result.folder}")
-    return results
 
 
 @app.command()
@@ -216,11 +269,13 @@ def explain(
     bootstrap: Optional[int] = typer.Option(None, help="Bootstrap resamples for the macro accuracy's CI (default: the benchmark's)."),
     out: Path = Out,
     cache_dir: Optional[Path] = CacheDir,
-    batch_size: int = BatchSize,
+    batch_size: Optional[int] = BatchSize,
     shard_size: int = ShardSize,
     workers: Optional[int] = Workers,
     device: str = Device,
     threads: Optional[int] = Threads,
+    precision: str = Precision,
+    pixel_cache: bool = PixelCache,
 ) -> None:
     """RayDINO's explainability: attentive probes per finding; is the most-attended patch on the radiologist's box?
     Writes OUT/BENCHMARK/ENCODER/explain/ (explain.json, explain.csv, heatmaps/)."""
@@ -228,7 +283,8 @@ def explain(
     from cxrbench.pipeline import EncoderOptions, MachineOptions, evaluate
     from cxrbench.study import StudyOptions
 
-    machine = MachineOptions(_cache_root(cache_dir), batch_size, shard_size, workers, _machine(device, threads))
+    machine = MachineOptions(_cache_root(cache_dir), batch_size, shard_size, workers, _machine(device, threads),
+                             precision=precision, pixel_cache=pixel_cache)
     study = StudyOptions(benchmark, data_root, _key_values("--dataset-option", dataset_option), seeds,
                          bootstrap_resamples=bootstrap)
     evaluation = LocalisationEvaluation(out, findings, images_per_finding, min_overlap, head,
@@ -455,11 +511,13 @@ def extract(
     revision: Optional[str] = Revision,
     image_size: Optional[int] = ImageSize,
     cache_dir: Optional[Path] = CacheDir,
-    batch_size: int = BatchSize,
+    batch_size: Optional[int] = BatchSize,
     shard_size: int = ShardSize,
     workers: Optional[int] = Workers,
     device: str = Device,
     threads: Optional[int] = Threads,
+    precision: str = Precision,
+    pixel_cache: bool = PixelCache,
 ) -> None:
     """Fill the feature cache for every image of BENCHMARK with each encoder (a later `run` or `explain` finds the
     features there and runs no encoder). Under torchrun (`torchrun --nproc-per-node N -m cxrbench extract ...`) the
@@ -472,7 +530,8 @@ def extract(
     device = _machine(device, threads)
     ranks = launched_ranks(device)
     encoders = EncoderOptions(_names(encoder), weights, revision, image_size)
-    machine = MachineOptions(_cache_root(cache_dir), batch_size, shard_size, workers, rank_device(device, ranks), ranks)
+    machine = MachineOptions(_cache_root(cache_dir), batch_size, shard_size, workers, rank_device(device, ranks), ranks,
+                             precision=precision, pixel_cache=pixel_cache)
     request = FeatureRequest(patch_tokens=patches)
     options = _key_values("--dataset-option", dataset_option)
     if ranks.rank:
@@ -492,14 +551,20 @@ def cache_ls(
     cache_dir: Optional[Path] = CacheDir,
     verify: bool = typer.Option(False, "--verify", help="Also check every shard against its checksums (reads the whole cache)."),
 ) -> None:
-    """List cached feature stores, damaged ones included (their status says what is wrong)."""
+    """List cached feature stores, damaged ones included (their status says what is wrong), and the pixel cache."""
     from cxrbench.features.cache import list_stores
+    from cxrbench.features.pixel_cache import pixel_summary
 
     root = _cache_root(cache_dir)
     stores = list_stores(root, verify=verify)
     rows = [[s.encoder, s.weights, s.size, s.arrays, s.images, f"{s.bytes / 1e6:.1f}", s.status, s.folder.name] for s in stores]
     console.print(text_table(f"feature cache at {root}", ["encoder", "weights", "input px", "arrays", "images", "MB", "status", "folder"],
                              rows, right=("images", "MB")))
+    pixels = pixel_summary(root)
+    if pixels is not None:
+        unfinished = f", {pixels.leftovers} unfinished file(s) of running or killed runs" if pixels.leftovers else ""
+        say(f"pixel cache (--pixel-cache) at {pixels.folder}: {pixels.images} decoded images, "
+            f"{pixels.bytes / 1e6:.1f} MB{unfinished}")
     if any(s.status != "ok" for s in stores):
         warn("stores whose status is not ok: rerun (damaged shards are encoded again) or `cxrbench cache clear --encoder NAME`.")
 
@@ -508,17 +573,25 @@ def cache_ls(
 @user_errors
 def cache_clear(
     encoder: Optional[str] = typer.Option(None, help="Only this encoder's stores."),
+    pixels: bool = typer.Option(False, "--pixels", help="Only the pixel cache (the decoded images of --pixel-cache)."),
     cache_dir: Optional[Path] = CacheDir,
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
 ) -> None:
-    """Delete cached features (all, or one encoder's)."""
+    """Delete cached features and decoded images (all, one encoder's stores, or only the pixel cache)."""
     from cxrbench.features.cache import clear_stores
+    from cxrbench.features.pixel_cache import clear_pixels
 
+    if encoder and pixels:
+        raise CxrbenchError("--encoder and --pixels: choose one (the pixel cache is shared by every encoder).")
     root = _cache_root(cache_dir)
-    what = f"{encoder}'s cached features" if encoder else "every cached feature store"
+    what = (f"{encoder}'s cached features" if encoder else "the pixel cache" if pixels
+            else "every cached feature store and the pixel cache")
     if not yes and not typer.confirm(f"Delete {what} under {root}?"):
         raise typer.Exit(1)
-    say(f"removed {clear_stores(root, encoder)} store(s) from {root}")
+    if not pixels:
+        say(f"removed {clear_stores(root, encoder)} store(s) from {root}")
+    if not encoder:
+        say(f"removed the pixel cache's {clear_pixels(root)} decoded image(s) from {root}")
 
 
 @results_app.command("validate")
@@ -695,13 +768,17 @@ def reproduce(
     bootstrap: Optional[int] = typer.Option(None, help="Bootstrap resamples (default: each benchmark's, 1000)."),
     plan: bool = typer.Option(False, "--plan", help="Only print which runs are stored and which remain."),
     overwrite: bool = typer.Option(False, help="Replace stored runs made with other settings (default: refuse them)."),
+    launcher: str = Launcher,
+    launcher_param: list[str] = LauncherParams,
     out: Path = Out,
     cache_dir: Optional[Path] = CacheDir,
-    batch_size: int = BatchSize,
+    batch_size: Optional[int] = BatchSize,
     shard_size: int = ShardSize,
     workers: Optional[int] = Workers,
     device: str = Device,
     threads: Optional[int] = Threads,
+    precision: str = Precision,
+    pixel_cache: bool = PixelCache,
 ) -> None:
     """Run what a paper table needs and is not stored yet (resumable: stored runs of the same settings are kept),
     then write the table to OUT/tables/TABLE.{md,csv,tex}."""
@@ -717,9 +794,11 @@ def reproduce(
                              [[p.label, str(p.folder), "stored" if p.stored else "to run"] for p in planned]))
     if plan:
         return
-    machine = MachineOptions(_cache_root(cache_dir), batch_size, shard_size, workers, _machine(device, threads))
+    jobs = _launcher(launcher, launcher_param)
+    machine = MachineOptions(_cache_root(cache_dir), batch_size, shard_size, workers, device, precision=precision,
+                             pixel_cache=pixel_cache)  # resolved by each job
     with progress_bar() as bar:
-        outcome = run_recipe(recipe, options, machine, RichProgress(bar))
+        outcome = run_recipe(recipe, options, machine, jobs, threads, RichProgress(bar))
     say(f"{len(outcome.ran)} run(s) trained, {len(outcome.kept)} kept as stored, {len(outcome.remaining)} remaining")
     if any(p.stored for p in planned):
         _show_layout(recipe.table, out, diff=False)
@@ -783,10 +862,12 @@ def bias(
     bootstrap: Optional[int] = typer.Option(None, help="Bootstrap resamples of each run's own table (default: the benchmark's)."),
     out: Path = Out,
     cache_dir: Optional[Path] = CacheDir,
-    batch_size: int = BatchSize,
+    batch_size: Optional[int] = BatchSize,
     workers: Optional[int] = Workers,
     device: str = Device,
     threads: Optional[int] = Threads,
+    precision: str = Precision,
+    pixel_cache: bool = PixelCache,
 ) -> None:
     """Bias protocol (RayDINO Fig. 4c/4d): per fold, a head trained on an equal number of patients of each group of
     ATTRIBUTE and one on their union (All), each scored on every test group; Mann-Whitney U between same-group and
@@ -811,7 +892,8 @@ def bias(
         raise CxrbenchError(f"--folds {folds}: the Mann-Whitney test needs at least 2 folds (the protocol uses 20).")
     chosen = metric or ("auroc" if "auroc" in spec.metrics else spec.primary_metric)
     budgets = [GroupBudget(attribute, name, group_patients) for name in (*group.names, ALL_GROUPS)]
-    machine = MachineOptions(_cache_root(cache_dir), batch_size, 512, workers, _machine(device, threads))
+    machine = MachineOptions(_cache_root(cache_dir), batch_size, 512, workers, _machine(device, threads),
+                             precision=precision, pixel_cache=pixel_cache)
     study = StudyOptions(benchmark, data_root, _key_values("--dataset-option", dataset_option), folds, budgets, bootstrap)
     evaluation = ProbeEvaluation(out, head, _key_values("--head-param", head_param), tag, overwrite, resume=True)
     with progress_bar() as bar:

@@ -125,11 +125,12 @@ def storage_errors(path: Path, fix: str = "") -> Iterator[None]:
         ) from None
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
-    """Call `write(temporary path)` and rename the result over `path`: readers see the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def atomic_write(path: Path, write: Callable[[Path], None], fix: str = "") -> Path:
+    """Call `write(temporary path)` and rename the result over `path`: readers see the old file or the new one.
+    `fix` says what to do when the disk refuses (`storage_errors`)."""
     tmp = path.with_name(staging_name(path.name))
-    with storage_errors(path):
+    with storage_errors(path, fix):
+        path.parent.mkdir(parents=True, exist_ok=True)
         try:
             write(tmp)
             os.replace(tmp, path)

@@ -9,7 +9,7 @@ half. The CLI is a thin shell around this module:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,9 @@ from cxrbench.encoders.factory import build_encoder
 from cxrbench.evaluations.base import Evaluation
 from cxrbench.features.distributed import SINGLE, Ranks
 from cxrbench.features.extract import EncoderFeatures, study_features
+from cxrbench.features.forward import DEFAULT_PRECISION, check_precision
+from cxrbench.launchers.base import Job, JobOutcome, Launcher
+from cxrbench.memory import peak_memory
 from cxrbench.progress import Progress, SilentProgress
 from cxrbench.registry import registry
 from cxrbench.study import StudyOptions, load_benchmark, prepare_study
@@ -36,11 +39,16 @@ class MachineOptions:
     """Where features are cached and how images are encoded (an `ExtractionSettings`)."""
 
     cache_root: Path
-    batch_size: int = 32
+    batch_size: int | None = 32  # None: the largest that fits the GPU (`features.batch_size`)
     shard_size: int = 512
     num_workers: int | None = None
     device: str = "cpu"
     ranks: Ranks = SINGLE  # data-parallel extraction under torchrun (`cxrbench extract` only)
+    precision: str = DEFAULT_PRECISION  # fp32 | bf16 | fp16: the encoder forward under autocast (`features.forward`)
+    pixel_cache: bool = False  # decode each image once for every encoder (`features.pixel_cache`)
+
+    def __post_init__(self) -> None:
+        check_precision(self.precision)  # before any data is read
 
 
 def evaluate(study: StudyOptions, evaluation: Evaluation, encoders: EncoderOptions, machine: MachineOptions,
@@ -56,10 +64,11 @@ def evaluate(study: StudyOptions, evaluation: Evaluation, encoders: EncoderOptio
     for name in encoders.names:
         encoder = build_encoder(name, encoders.weights, encoders.revision, encoders.image_size)
         features = None
-        if evaluation.plan(prepared, encoder):
+        if evaluation.plan(prepared, encoder, machine):
             features = study_features(encoder, prepared.data.samples["path"].tolist(), evaluation.request(prepared, encoder),
                                       machine, progress)
         results += evaluation.evaluate(prepared, features, machine, progress)
+        progress.note(f"{name}: evaluated; {peak_memory()} so far.")
     return results
 
 
@@ -76,3 +85,38 @@ def extract(benchmark: str, encoders: EncoderOptions, machine: MachineOptions, r
     paths = data.samples["path"].tolist()
     return [study_features(build_encoder(name, encoders.weights, encoders.revision, encoders.image_size), paths, request,
                            machine, progress) for name in encoders.names]
+
+
+def evaluate_each(study: StudyOptions, evaluation: Evaluation, encoders: EncoderOptions, machine: MachineOptions,
+                  launcher: Launcher, threads: int | None = None, progress: Progress = SilentProgress()) -> list[JobOutcome]:
+    """`evaluate`, one job per encoder, run by `launcher` (a multi-encoder `cxrbench run --launcher ray|slurm`): each
+    job prepares the study itself, so jobs need no shared memory, only shared disks. The outcome of each job holds
+    its `evaluate` results, or why it failed."""
+    anywhere = replace(study, data_root=study.data_root.resolve() if study.data_root else None)
+    placed = replace(machine, cache_root=machine.cache_root.resolve())
+    jobs = [Job(f"{study.benchmark} · {name}", _evaluate_job,
+                (anywhere, evaluation, replace(encoders, names=[name]), placed, threads), gpu=wants_gpu(machine.device))
+            for name in encoders.names]
+    return launcher.run(jobs, progress)
+
+
+def _evaluate_job(study: StudyOptions, evaluation: Evaluation, encoders: EncoderOptions, machine: MachineOptions,
+                  threads: int | None, progress: Progress = SilentProgress()) -> list[Any]:
+    return evaluate(study, evaluation, encoders, on_this_host(machine, threads, progress), progress)
+
+
+def on_this_host(machine: MachineOptions, threads: int | None, progress: Progress = SilentProgress()) -> MachineOptions:
+    """`machine` with its device resolved where the job runs (`--device auto` on a login node without a GPU must not
+    send a GPU job to the CPU) and this process's thread cap set to `threads`."""
+    from cxrbench.device import resolve_device
+    from cxrbench.threads import set_thread_cap, thread_cap
+
+    set_thread_cap(threads)
+    device, why = resolve_device(machine.device)
+    progress.note(f"{why}; up to {thread_cap()} CPU threads")
+    return replace(machine, device=device)
+
+
+def wants_gpu(device: str) -> bool:
+    """Whether a job on `device` should be given a GPU by a cluster launcher ('auto' takes one where there is one)."""
+    return device == "auto" or device.startswith("cuda")

@@ -1,21 +1,26 @@
 """`cxrbench reproduce TABLE`: the runs of a table's recipe that are not stored yet, then the table.
 
-Each encoder of a recipe entry is one call of the pipeline (`cxrbench.pipeline.evaluate`) with `resume` on: a run
-stored with the same settings is kept without computing anything, and a run stored with other settings is refused
-(never silently replaced). A run that cannot be made (no data on this machine, weights missing, other settings
-stored) does not stop the others: what remains, and why, is returned for the caller to print.
+Each encoder of a recipe entry is one job (`cxrbench.launchers`: here, on Ray or on Slurm), one call of the pipeline
+(`cxrbench.pipeline.evaluate`) with `resume` on: a run stored with the same settings is kept without computing
+anything, and a run stored with other settings is refused (never silently replaced). A run that cannot be made (no
+data on that host, weights missing, other settings stored) does not stop the others: what remains, and why, is
+returned for the caller to print. Jobs sharing an encoder and a benchmark meet at the feature cache: the first
+extracts, the others wait on the store's lock and reuse its shards.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from cxrbench.errors import CxrbenchError
 from cxrbench.evaluations import run_evaluation
-from cxrbench.pipeline import EncoderOptions, MachineOptions, evaluate
+from cxrbench.launchers import Job, Launcher
+from cxrbench.launchers.local import LocalLauncher
+from cxrbench.pipeline import EncoderOptions, MachineOptions, evaluate, on_this_host, wants_gpu
 from cxrbench.progress import Progress, SilentProgress
 from cxrbench.results.recipes import PlannedRun, Recipe, plan_runs
+from cxrbench.results.store import run_name
 from cxrbench.study import StudyOptions
 
 
@@ -38,40 +43,50 @@ class Outcome:
     remaining: list[tuple[PlannedRun, str]] = field(default_factory=list)  # not run, and why
 
 
-def reproduce(recipe: Recipe, options: ReproduceOptions, machine: MachineOptions,
-              progress: Progress = SilentProgress()) -> Outcome:
+def reproduce(recipe: Recipe, options: ReproduceOptions, machine: MachineOptions, launcher: Launcher | None = None,
+              threads: int | None = None, progress: Progress = SilentProgress()) -> Outcome:
+    """One job per (recipe entry, encoder), run by `launcher` (default: here, one after the other); `machine.device`
+    may be 'auto', resolved where each job lands, and `threads` caps each job's CPU threads there."""
     planned = plan_runs(recipe, options.out, options.encoders)
+    units = [[p for p in planned if p.entry is entry and p.encoder == name]
+             for entry in recipe.runs for name in dict.fromkeys(p.encoder for p in planned if p.entry is entry)]
+    anywhere = replace(options, out=options.out.resolve(),  # a job may start in another working directory
+                       data_roots={name: root.resolve() for name, root in options.data_roots.items()})
+    placed = replace(machine, cache_root=machine.cache_root.resolve())
+    jobs = [Job(f"{runs[0].entry.benchmark} · {runs[0].encoder} · {run_name(runs[0].head, runs[0].entry.tag)}",
+                reproduce_encoder, (tuple(replace(run, folder=run.folder.resolve()) for run in runs), anywhere, placed,
+                                    threads), gpu=wants_gpu(machine.device)) for runs in units]
     outcome = Outcome()
-    for entry in recipe.runs:
-        mine = [p for p in planned if p.entry is entry]
-        if not mine:
-            continue
-        study = StudyOptions(entry.benchmark, options.data_roots.get(entry.benchmark), dict(entry.dataset_options),
-                             options.seeds, entry.budgets, options.bootstrap_resamples)
-        for name in dict.fromkeys(p.encoder for p in mine):  # one call per encoder: one failing does not stop the others
-            evaluation = run_evaluation(entry.benchmark)(options.out, entry.head, dict(entry.head_params), entry.tag,
-                                                         options.overwrite, [], resume=True)
-            encoders = EncoderOptions([name], "random" if options.random_init else entry.weights, None,
-                                      fitted_size(name, options.image_size))
-            _run_encoder(study, evaluation, encoders, machine, progress, [p for p in mine if p.encoder == name], outcome)
+    for runs, result in zip(units, (launcher or LocalLauncher({})).run(jobs, progress)):
+        statuses = result.value if result.error is None else [("remaining", result.error)] * len(runs)
+        for run, (status, why) in zip(runs, statuses):
+            if status == "remaining":
+                outcome.remaining.append((run, why))
+            else:
+                (outcome.kept if status == "kept" else outcome.ran).append(run)
     return outcome
 
 
-def _run_encoder(study: StudyOptions, evaluation, encoders: EncoderOptions, machine: MachineOptions, progress: Progress,
-                 mine: list[PlannedRun], outcome: Outcome) -> None:
-    before = {p.folder for p in mine if p.stored}
+def reproduce_encoder(runs: tuple[PlannedRun, ...], options: ReproduceOptions, machine: MachineOptions,
+                      threads: int | None, progress: Progress = SilentProgress()) -> list[tuple[str, str]]:
+    """One encoder's runs of one recipe entry (a launcher's job): ('ran' | 'kept' | 'remaining', why) per run.
+
+    A run that cannot be made (no data on this host, weights missing, other settings stored) is 'remaining' with
+    the reason; a budget written before such a failure counts as run."""
+    entry, name = runs[0].entry, runs[0].encoder
+    study = StudyOptions(entry.benchmark, options.data_roots.get(entry.benchmark), dict(entry.dataset_options),
+                         options.seeds, entry.budgets, options.bootstrap_resamples)
+    evaluation = run_evaluation(entry.benchmark)(options.out, entry.head, dict(entry.head_params), entry.tag,
+                                                 options.overwrite, [], resume=True)
+    encoders = EncoderOptions([name], "random" if options.random_init else entry.weights, None,
+                              fitted_size(name, options.image_size))
+    before = {run.folder for run in runs if run.stored}
     try:
-        results = evaluate(study, evaluation, encoders, machine, progress)
-    except CxrbenchError as exc:  # a budget written before the failure is done; a run stored before it is not confirmed
-        for p in mine:
-            if p.stored and p.folder not in before:
-                outcome.ran.append(p)
-            else:
-                outcome.remaining.append((p, str(exc)))
-        return
+        results = evaluate(study, evaluation, encoders, on_this_host(machine, threads, progress), progress)
+    except CxrbenchError as exc:
+        return [("ran", "") if run.stored and run.folder not in before else ("remaining", str(exc)) for run in runs]
     resumed = {result.folder for result in results if result.resumed}
-    for p in mine:
-        (outcome.kept if p.folder in resumed else outcome.ran).append(p)
+    return [("kept" if run.folder in resumed else "ran", "") for run in runs]
 
 
 def fitted_size(encoder: str, size: int | None) -> int | None:

@@ -17,10 +17,8 @@ is compared: on shared cores single timings vary by 2x or more):
 3. memory:  peak RSS of the fit in a fresh (spawned) process, on a store whose patch grids total several times what
             the head keeps in memory (`--ram-images`, with `--ram-lrs` learning rates). Before the fit the child
             resets VmHWM (`echo 5 > /proc/self/clear_refs`, Linux >= 4.0), so VmHWM after it is the fit's exact peak.
-            After every read the shards' pages are dropped from the child's memory maps (MADV_DONTNEED; they stay in
-            the page cache): otherwise RSS also counts every shard page the fit has read through its maps, page
-            cache that the kernel reclaims under pressure, and the peak approaches the RSS before the fit plus the
-            store's size whatever the head keeps (see it with `--keep-mapped`, which is not bounded).
+            The store's rows are read by position into each batch (not through memory maps, whose pages would stay
+            resident and count in RSS), so the peak is what the head keeps, not the part of the store read so far.
             A control fit in another fresh process on 5 batches of images spread over the store (3 to train, 2 to
             validate: each loop holds the previous batch while it reads the next; spread, because the kernel maps
             shard pages in large blocks around each row read, so a batch's reads map more when its rows lie in
@@ -53,7 +51,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import mmap
 import multiprocessing as mp
 import os
 import sys
@@ -266,19 +263,8 @@ def reset_peak() -> bool:
         return False
 
 
-class ReleasingRows(CachedRows):
-    """Cached rows that, after each read, drop the shards' pages from this process's mappings (MADV_DONTNEED: they
-    stay in the page cache), so that RSS counts what the process holds, not the page cache it has read through."""
-
-    def __getitem__(self, indices):
-        rows = super().__getitem__(indices)
-        for array in self._open.values():
-            array._mmap.madvise(mmap.MADV_DONTNEED)  # noqa: SLF001 - np.memmap's mapping
-        return rows
-
-
 def memory_child(root: str, images: np.ndarray, n_train: int, args: argparse.Namespace, threads: int,
-                 release: bool, queue) -> None:
+                 queue) -> None:
     """Fit on these images of the store (the first `n_train` to train, the rest to validate) and report the peak
     RSS it reached."""
     torch.set_num_threads(threads)
@@ -287,11 +273,6 @@ def memory_child(root: str, images: np.ndarray, n_train: int, args: argparse.Nam
     head = make_head(args)
     train, val = feature_sets(Path(root), keys, labels, head.needs, n_train, counting=False)
     del labels  # the splits hold their own copies
-    if release:
-        for split in (train, val):
-            for rows in [split.patches, *split.layers.values()]:
-                if rows is not None:
-                    rows.__class__ = ReleasingRows
     gc.collect()
     reset = reset_peak()
     before = status_kb()
@@ -302,10 +283,10 @@ def memory_child(root: str, images: np.ndarray, n_train: int, args: argparse.Nam
                "labels": train.labels.nbytes + val.labels.nbytes, "decoder_parameters": trainable_parameters(head.decoder)})
 
 
-def run_child(root: Path, images: np.ndarray, n_train: int, args: argparse.Namespace, threads: int, release: bool) -> dict:
+def run_child(root: Path, images: np.ndarray, n_train: int, args: argparse.Namespace, threads: int) -> dict:
     context = mp.get_context("spawn")  # a fresh process: a forked one would start with this one's pages
     queue = context.Queue()
-    child = context.Process(target=memory_child, args=(str(root), images, n_train, args, threads, release, queue))
+    child = context.Process(target=memory_child, args=(str(root), images, n_train, args, threads, queue))
     before = os.environ.get(MALLOC_ENV)
     if not args.default_malloc:
         os.environ[MALLOC_ENV] = str(MALLOC_MMAP_THRESHOLD)  # read by glibc when the child starts
@@ -332,7 +313,6 @@ def measure_memory(args: argparse.Namespace, threads: int, failures: list[str]) 
     control = np.concatenate([np.linspace(0, n_train - 1, 3 * args.batch).astype(int),
                               np.linspace(n_train, images - 1, 2 * args.batch).astype(int)])
     arrays = store_arrays(args)
-    release = not args.keep_mapped
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         start = time.perf_counter()
@@ -343,8 +323,8 @@ def measure_memory(args: argparse.Namespace, threads: int, failures: list[str]) 
               f"({2 * size / MB:.0f} MB as float32); labels {labels.nbytes / MB:.0f} MB; written in "
               f"{time.perf_counter() - start:.0f} s; {args.lrs} learning rates")
         del labels
-        control = run_child(root, control, 3 * args.batch, args, threads, release)
-        full = run_child(root, np.arange(images), n_train, args, threads, release)
+        control = run_child(root, control, 3 * args.batch, args, threads)
+        full = run_child(root, np.arange(images), n_train, args, threads)
     parameters = full["decoder_parameters"]
     batch_f32 = args.batch * args.side**2 * args.dim * 4 * len(arrays)
     decoders = args.lrs * parameters * 4 * 4 + 2 * parameters * 4  # weights, gradients, Adam's 2 moments; best copies
@@ -362,15 +342,11 @@ def measure_memory(args: argparse.Namespace, threads: int, failures: list[str]) 
     print(f"  full ({images} images): RSS {full['before'] / MB:.0f} MB before the fit, peak {full['peak'] / MB:.0f} MB "
           f"(+{(full['peak'] - full['before']) / MB:.0f} MB); store / working memory = {size / max(kept, 1):.1f}x; "
           f"mapped file pages after the fit {(full['after_file'] - full['before_file']) / MB:+.0f} MB "
-          f"({'shard pages released after each read' if release else 'shard pages kept mapped'}; "
-          f"{'glibc default malloc' if args.default_malloc else f'{MALLOC_ENV}={MALLOC_MMAP_THRESHOLD}'})")
-    if release:
-        print(f"  bound: before the fit (labels included) + the control's working memory + max(2 batches, "
-              f"{SLACK // MB} MB) = {bound / MB:.0f} MB -> {'ok' if full['peak'] <= bound else 'EXCEEDED'}")
-        if full["peak"] > bound:
-            failures.append(f"peak RSS {full['peak'] / MB:.0f} MB > bound {bound / MB:.0f} MB")
-    else:
-        print("  not bounded: the peak counts the page cache of every shard the fit read through its memory maps")
+          f"({'glibc default malloc' if args.default_malloc else f'{MALLOC_ENV}={MALLOC_MMAP_THRESHOLD}'})")
+    print(f"  bound: before the fit (labels included) + the control's working memory + max(2 batches, "
+          f"{SLACK // MB} MB) = {bound / MB:.0f} MB -> {'ok' if full['peak'] <= bound else 'EXCEEDED'}")
+    if full["peak"] > bound:
+        failures.append(f"peak RSS {full['peak'] / MB:.0f} MB > bound {bound / MB:.0f} MB")
 
 
 # -- main ---------------------------------------------------------------------------------------------------------
@@ -393,8 +369,6 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="grid and compute timings, interleaved; fastest kept")
     parser.add_argument("--default-malloc", action="store_true",
                         help="memory part: glibc's dynamic mmap threshold (RSS then wanders by a few batches)")
-    parser.add_argument("--keep-mapped", action="store_true",
-                        help="memory part: keep the shards' pages mapped (the peak then counts their page cache)")
     args = parser.parse_args()
     threads = args.threads or threads_for(SegmentationHead.work)
     torch.set_num_threads(threads)

@@ -18,7 +18,7 @@ class Evaluation(Protocol):
     def prepare(self, study: Study, progress: Progress) -> Study:
         """The study this evaluation scores (the same, or with other targets)."""
 
-    def plan(self, study: Study, encoder: Encoder) -> bool:
+    def plan(self, study: Study, encoder: Encoder, settings: ExtractionSettings) -> bool:
         """Checks for one encoder before its features are computed (e.g. a stored run of other settings). False when
         every run it would write is stored already with these settings (resuming): then no feature is computed and
         `evaluate` receives None and returns the stored results."""

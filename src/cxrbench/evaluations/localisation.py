@@ -82,7 +82,7 @@ class LocalisationEvaluation:
             raise DataError(f"None of the findings {findings} has a positive training image in {data.root}; nothing to explain.")
         return study.with_targets([TargetSpec(f) for f in self.trainable])
 
-    def plan(self, study: Study, encoder: Encoder) -> bool:
+    def plan(self, study: Study, encoder: Encoder, settings: ExtractionSettings) -> bool:
         return True
 
     def request(self, study: Study, encoder: Encoder) -> FeatureRequest:

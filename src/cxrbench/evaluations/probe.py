@@ -36,7 +36,7 @@ from cxrbench.data.groups import group_frame
 from cxrbench.data.splits import SPLIT_MANIFEST_VERSION, GroupBudget, LabelBudget
 from cxrbench.encoders.base import Encoder, FeatureRequest
 from cxrbench.errors import DataError, SpecError
-from cxrbench.features.extract import EncoderFeatures, ExtractionSettings
+from cxrbench.features.extract import EncoderFeatures, ExtractionSettings, feature_numerics
 from cxrbench.heads.base import FeatureSet, FitReport, Head
 from cxrbench.progress import Progress
 from cxrbench.registry import Entry, metric_spec, registry
@@ -160,8 +160,9 @@ class ProbeEvaluation:
     def prepare(self, study: Study, progress: Progress) -> Study:
         return study
 
-    def plan(self, study: Study, encoder: Encoder) -> bool:
-        self.plans = [_RunPlan(self, study, encoder, budget) for budget in study.budgets]
+    def plan(self, study: Study, encoder: Encoder, settings: ExtractionSettings) -> bool:
+        numerics = feature_numerics(settings.precision, settings.pixel_cache)
+        self.plans = [_RunPlan(self, study, encoder, budget, numerics) for budget in study.budgets]
         for plan in self.plans:
             plan.check_overwrite()
         return not all(plan.stored for plan in self.plans)
@@ -314,7 +315,8 @@ def _long_form(test: pd.DataFrame, seed: int, group: TargetGroup, labels: np.nda
 class _RunPlan:
     """Where one run goes and what identifies its settings; a stored run of other settings is never replaced silently."""
 
-    def __init__(self, evaluation: ProbeEvaluation, study: Study, encoder: Encoder, budget: LabelBudget | GroupBudget | None):
+    def __init__(self, evaluation: ProbeEvaluation, study: Study, encoder: Encoder, budget: LabelBudget | GroupBudget | None,
+                 numerics: dict):
         self.budget = budget
         self.encoder = encoder.spec.name
         self.name = run_name(evaluation.entry.name, evaluation.tag, budget)
@@ -331,6 +333,7 @@ class _RunPlan:
             "label_budget": None if budget is None else budget.describe(), "seeds": study.seeds,
             "bootstrap": asdict(study.bootstrap), "synthetic_data": study.data.synthetic,
             "metrics": sorted({m for t in study.data.targets for m in evaluation.metrics_for(study.spec)(t)}),
+            **({"features": numerics} if numerics else {}),  # only when not fp32 from the originals: stored ids stay
         }, default=str))
 
     def check_overwrite(self, stored: dict | None = None, at_write: bool = False) -> None:

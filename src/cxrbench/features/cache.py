@@ -16,12 +16,16 @@ Why each piece:
   checksum once per process before it is read (xxh3 runs at several GB/s: cheap next to decoding and encoding);
   `extract_features` re-encodes the images of a damaged shard, a reader that meets one says how to repair it.
 - Non-finite features (an encoder's NaN, a float16 overflow) are refused when written.
+- Rows are read with positioned reads of just the rows asked for (`ShardArray`), not through memory maps: pages a
+  map has touched stay in the process's resident set until it is unmapped, so one pass over a patch-grid cache
+  larger than RAM grew RSS to the cache's size. Read bytes pass through the page cache, which the kernel reclaims.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import uuid
@@ -263,10 +267,11 @@ class FeatureStore:
         return self.rows(keys, array)[np.arange(len(keys))]
 
     def rows(self, keys: Sequence[str], array: str = "global") -> "CachedRows":
-        """Rows of `array` for `keys`, read from the memory-mapped shards only when indexed.
+        """Rows of `array` for `keys`, read from the shards only when indexed, and then only those rows.
 
         Patch grids rarely fit in memory (VinDr at 518 px: 18,000 x 37 x 37 x 768 float16 = 38 GB); heads read
-        them a batch at a time, once per epoch. Each shard is checked against its checksums when first opened.
+        them a batch at a time, once per epoch, and memory holds the batch, not what was read before. Each shard is
+        checked against its checksums when first opened.
         """
         missing = self.missing(keys)
         if missing:
@@ -276,12 +281,12 @@ class FeatureStore:
         locations = np.array([self._index[key] for key in keys], dtype=np.int64).reshape(len(keys), 2)
         return CachedRows(self, [shard.path for shard in self._shards], array, locations, tuple(self.manifest["arrays"][array]))
 
-    def open_array(self, shard: Path, array: str) -> np.ndarray:
-        """A shard's array, memory-mapped, after its checksum (and that of its keys) is confirmed."""
+    def open_array(self, shard: Path, array: str) -> "ShardArray":
+        """A shard's array, located in its file, after its checksum (and that of its keys) is confirmed."""
         reason = verify_shard(shard, _array_files(self.manifest, [array]))
         if reason is not None:
             raise CacheError(f"Feature cache shard {shard} is damaged: {reason}. {self.repair_hint}")
-        return np.load(shard / f"{array}.npy", mmap_mode="r")
+        return ShardArray.locate(shard / f"{array}.npy")
 
 
 _CACHE_FIX = "Free some space, or point --cache-dir (or $CXRBENCH_CACHE) at a disk with room, then rerun."
@@ -297,10 +302,12 @@ def _refuse_non_finite(store: FeatureStore, array_name: str, array: np.ndarray, 
     flat = np.asarray(array, dtype=np.float64).reshape(len(array), -1)
     bad = np.flatnonzero(~(np.isfinite(flat) & (np.abs(flat) <= _FLOAT16_MAX)).all(axis=1))
     shown = ", ".join(str(names[i]) for i in bad[:3])
+    fp16 = (" --precision fp16 overflows beyond 65504 inside some networks: use --precision bf16 or fp32."
+            if store.manifest["identity"].get("precision") == "fp16" else "")
     raise CacheError(
         f"Encoder '{store.encoder}' produced non-finite or out-of-float16-range '{array_name}' features for "
         f"{len(bad)} image(s), e.g. {shown}; nothing was cached for them. Check the weights (a damaged checkpoint "
-        "gives NaN) and these images."
+        f"gives NaN) and these images.{fp16}"
     )
 
 
@@ -314,22 +321,72 @@ def _read_manifest(path: Path) -> dict | None:
     return manifest
 
 
+_NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+_READ_BYTES = 1 << 24  # bytes read at once at most (whole rows, one at least): the staging buffer stays small
+
+
+@dataclass(frozen=True)
+class ShardArray:
+    """Where a shard's `.npy` array lies in its file, from its header: rows are then read by position.
+
+    Holds no open file: a store of 750 shards would otherwise keep 750 descriptors open."""
+
+    path: Path
+    offset: int  # bytes before the first row
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @classmethod
+    def locate(cls, path: Path) -> "ShardArray":
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            if version not in _NPY_HEADERS:
+                raise CacheError(f"{path} is a .npy file of version {version}, which cxrbench does not write.")
+            shape, fortran_order, dtype = _NPY_HEADERS[version](handle)
+            if fortran_order:
+                raise CacheError(f"{path} holds a Fortran-ordered array, which cxrbench does not write.")
+            return cls(path, handle.tell(), shape, dtype)
+
+    def read_into(self, rows: np.ndarray, out: np.ndarray, at: np.ndarray) -> None:
+        """out[at[i]] = this array's row rows[i], for ascending `rows`: a run of consecutive rows is one read."""
+        row_bytes = self.dtype.itemsize * math.prod(self.shape[1:])
+        chunk = max(1, _READ_BYTES // max(row_bytes, 1))
+        buffer = np.empty((min(chunk, len(rows)), *self.shape[1:]), dtype=self.dtype)
+        breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+        with open(self.path, "rb", buffering=0) as handle:
+            for start, stop in zip([0, *breaks], [*breaks, len(rows)]):
+                for first in range(start, stop, chunk):
+                    count = min(chunk, stop - first)
+                    handle.seek(self.offset + int(rows[first]) * row_bytes)
+                    self._read_exactly(handle, buffer[:count])
+                    out[at[first:first + count]] = buffer[:count]
+
+    def _read_exactly(self, handle, target: np.ndarray) -> None:
+        view = memoryview(target.reshape(-1).view(np.uint8))
+        while view:
+            count = handle.readinto(view)
+            if not count:
+                raise CacheError(f"{self.path} ends before the rows its header promises (truncated after it was "
+                                 "checked?). Rerun the command.")
+            view = view[count:]
+
+
 class CachedRows:
     """A read-only, array-like view of cached rows: `rows[indices]` reads those rows as float32."""
 
     def __init__(self, store: FeatureStore, shards: list[Path], array: str, locations: np.ndarray, row_shape: tuple[int, ...]):
         self._store, self._shards, self._array = store, shards, array
         self._locations = locations  # [N, 2]: shard number, row within the shard
-        self._open: dict[int, np.ndarray] = {}
+        self._arrays: dict[int, ShardArray] = {}  # shard number -> its array, checked and located once
         self.shape = (len(locations), *row_shape)
 
     def __len__(self) -> int:
         return len(self._locations)
 
     def select(self, mask_or_indices: np.ndarray) -> "CachedRows":
-        """A lazy subset (a boolean mask or indices), sharing the open shards."""
+        """A lazy subset (a boolean mask or indices), sharing the located shards."""
         subset = CachedRows(self._store, self._shards, self._array, self._locations[mask_or_indices], self.shape[1:])
-        subset._open = self._open
+        subset._arrays = self._arrays
         return subset
 
     def __getitem__(self, indices) -> np.ndarray:
@@ -338,12 +395,12 @@ class CachedRows:
         wanted = wanted.reshape(-1, 2)
         out = np.empty((len(wanted), *self.shape[1:]), dtype=np.float32)
         for shard in np.unique(wanted[:, 0]):
-            if shard not in self._open:
-                self._open[shard] = self._store.open_array(self._shards[shard], self._array)
+            if shard not in self._arrays:
+                self._arrays[shard] = self._store.open_array(self._shards[shard], self._array)
             targets = np.flatnonzero(wanted[:, 0] == shard)
             rows = wanted[targets, 1]
-            order = np.argsort(rows, kind="stable")  # ascending reads from the memory map
-            out[targets[order]] = self._open[shard][rows[order]]
+            order = np.argsort(rows, kind="stable")  # ascending: consecutive rows are read together
+            self._arrays[shard].read_into(rows[order], out, targets[order])
         return out[0] if single else out
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:

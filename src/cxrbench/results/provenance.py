@@ -17,7 +17,8 @@ import re
 import shlex
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
@@ -41,6 +42,9 @@ PACKAGES = ("torch", "torchvision", "numpy", "scipy", "pandas", "scikit-learn", 
 DATA_DIGEST_FORMAT = "cxrbench-data-digest-v1"
 
 _GIT_TIMEOUT_S = 5
+#: the arguments typed on the submitting host, while this process runs a job sent from there (a Ray task, a Slurm
+#: job): the worker's own argv names the engine's worker, not what the user ran
+_submitted_argv: tuple[str, ...] | None = None
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
@@ -56,7 +60,7 @@ def provenance(encoder_weights: WeightsSource, samples: pd.DataFrame, target_nam
         "git": git_info(),
         "packages": package_versions(),
         "platform": platform.platform(),
-        "command": shlex.join(["cxrbench", *sys.argv[1:]]),
+        "command": command_line(),
         "weights": weights_provenance(encoder_weights),
         "data": {
             "manifest_sha256": data_digest(samples, target_names, manifests),
@@ -65,6 +69,22 @@ def provenance(encoder_weights: WeightsSource, samples: pd.DataFrame, target_nam
             "targets": list(target_names),
         },
     }
+
+
+def command_line() -> str:
+    """The cxrbench command that made this process's runs, as typed (on the submitting host for a launched job)."""
+    return shlex.join(["cxrbench", *(_submitted_argv or sys.argv)[1:]])
+
+
+@contextmanager
+def submitted_as(argv: Sequence[str]) -> Iterator[None]:
+    """Record `argv` (the submitting command line) as the command of the runs made inside the block."""
+    global _submitted_argv
+    before, _submitted_argv = _submitted_argv, tuple(argv)
+    try:
+        yield
+    finally:
+        _submitted_argv = before
 
 
 # -- software -------------------------------------------------------------------------------------------------

@@ -1,0 +1,85 @@
+"""What a launcher runs: independent jobs, each a picklable call, and what each one gave back.
+
+A job is one (benchmark, encoder, head) unit of a sweep: `cxrbench reproduce` makes one per recipe entry and
+encoder, a multi-encoder `cxrbench run` one per encoder. Jobs never talk to each other: the feature cache is their
+rendezvous (a job finding another's store locked waits, then reuses its shards) and each writes its own run folder,
+so a launcher only has to start them, wait, and hand back values or errors in the order it was given.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from cxrbench.errors import CxrbenchError
+from cxrbench.progress import Progress
+from cxrbench.results.provenance import submitted_as
+
+
+@dataclass(frozen=True)
+class Job:
+    """`function(*args, progress=...)`, where `function` is importable (a module-level name) so that it pickles."""
+
+    label: str  # for people: "vindr · rad-dino · linear"
+    function: Callable[..., Any]
+    args: tuple = ()
+    gpu: bool = False  # whether the job's device asks for a GPU (--device cuda, or auto on a cluster with GPUs)
+    argv: tuple[str, ...] = field(default_factory=lambda: tuple(sys.argv))  # the submitting command, for provenance
+
+
+@dataclass
+class JobOutcome:
+    label: str
+    value: Any = None
+    error: str | None = None  # why the job failed: the user's message, or a traceback's tail for a bug
+    log: str | None = None  # where the job's own output went (cluster launchers)
+
+
+class Launcher(Protocol):
+    name: str
+
+    def run(self, jobs: Sequence[Job], progress: Progress) -> list[JobOutcome]:
+        """Run every job; one outcome per job, in the order given. A failed job never stops the others."""
+
+
+@dataclass
+class JobLog:
+    """Progress of a job running away from the terminal (a Ray worker, a Slurm job): plain lines on stdout, which
+    the engine collects (Ray prints them prefixed with the worker; submitit keeps one log file per job)."""
+
+    label: str
+    _tasks: dict[str, list] = field(default_factory=dict)
+
+    def task(self, description: str, total: int, transient: bool = False) -> Callable[[int], None]:
+        started, done = time.perf_counter(), [0]
+        self._line(f"{description}: 0/{total}")
+        step = max(1, total // 10)
+
+        def advance(n: int) -> None:
+            before, done[0] = done[0], done[0] + n
+            if done[0] >= total or done[0] // step > before // step:
+                self._line(f"{description}: {done[0]}/{total} ({time.perf_counter() - started:.0f} s)")
+
+        return advance if not transient else (lambda n: None)
+
+    def note(self, message: str) -> None:
+        self._line(message)
+
+    def _line(self, text: str) -> None:
+        print(f"[{self.label}] {text}", file=sys.stdout, flush=True)
+
+
+def run_job(job: Job) -> JobOutcome:
+    """Run one job where it landed. A user's error (no data here, weights missing) is the job's outcome, not a crash,
+    so that the caller can list what remains; anything else is a bug, reported with its traceback's tail."""
+    try:
+        with submitted_as(job.argv):
+            return JobOutcome(job.label, job.function(*job.args, progress=JobLog(job.label)))
+    except CxrbenchError as exc:
+        return JobOutcome(job.label, error=str(exc))
+    except Exception:  # noqa: BLE001 -- a bug in one job must not lose the other jobs' results
+        return JobOutcome(job.label, error="".join(traceback.format_exc(limit=-8)))
