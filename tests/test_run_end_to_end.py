@@ -234,6 +234,8 @@ def test_killed_run_resumes_with_identical_results(vindr_root, tmp_path):
     assert clean.returncode == 0, clean.stderr
     resumed_metrics = json.loads((killed_out / "vindr/dinov2-small/linear/metrics.json").read_text())
     clean_metrics = json.loads((clean_out / "vindr/dinov2-small/linear/metrics.json").read_text())
+    commands = [m["provenance"].pop("command") for m in (resumed_metrics, clean_metrics)]
+    assert [str(killed_out) in commands[0], str(clean_out) in commands[1]] == [True, True]  # each its own --out
     assert resumed_metrics == clean_metrics
     shutil.rmtree(tmp_path / "clean-cache")
 

@@ -3,8 +3,9 @@
 A fixed 32 leaves most of a large GPU idle at 224 px and does not fit a ViT-g at 518 px on a small one. On CUDA,
 `auto` tries powers of two from `AUTO_CAP` down (capped by the number of images to encode) with a dummy batch
 through the very forward pass extraction runs (same request, same precision) and keeps the first that fits; the
-device's cache is emptied after each failure so that the next try starts clean. Batches beyond 256 gain nothing
-measurable on throughput. On the CPU and MPS (whose memory is the host's), `auto` means `CPU_BATCH`.
+device's cache is emptied after each failure so that the next try starts clean. The cap of 256 is a choice, not a
+measurement (no GPU was at hand when this was written): give `--batch-size N` for larger batches. On the CPU and MPS
+(whose memory is the host's), `auto` means `CPU_BATCH`.
 """
 
 from __future__ import annotations
