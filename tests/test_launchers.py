@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from cxrbench.cli import app
 from cxrbench.data.synthetic_mimic import write_synthetic_mimic_cxr
 from cxrbench.errors import CxrbenchError
-from cxrbench.launchers import Job, make_launcher, run_job
+from cxrbench.launchers import Job, JobLog, make_launcher, run_job
 from cxrbench.launchers.local import LocalLauncher
 from cxrbench.progress import SilentProgress
 from cxrbench.results.provenance import command_line
@@ -173,3 +173,15 @@ def test_a_preempted_slurm_job_is_resubmitted_with_the_same_job():
     again = RequeuedJob().checkpoint(job)
     assert isinstance(again.function, RequeuedJob) and again.args == (job,)
     assert again.result().value == "cxrbench reproduce rad-dino-1a"
+
+
+def test_a_jobs_progress_is_a_few_labelled_lines(capsys):
+    log = JobLog("vindr · pixels · linear")
+    advance = log.task("encoding with pixels", 100)
+    for _ in range(100):
+        advance(1)
+    log.task("epochs", 4000, transient=True)(4000)
+    log.note("pixels: encoded 100 images")
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 12 and all(line.startswith("[vindr · pixels · linear] ") for line in lines)
+    assert lines[0].endswith("encoding with pixels: 0/100") and "100/100" in lines[10] and "epochs" not in "".join(lines)

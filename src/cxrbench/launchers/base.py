@@ -52,9 +52,12 @@ class JobLog:
     the engine collects (Ray prints them prefixed with the worker; submitit keeps one log file per job)."""
 
     label: str
-    _tasks: dict[str, list] = field(default_factory=dict)
 
     def task(self, description: str, total: int, transient: bool = False) -> Callable[[int], None]:
+        """A line at the start and at each tenth done; none for a transient bar (one seed's epochs), whose lines
+        would bury the others in a log."""
+        if transient:
+            return lambda n: None
         started, done = time.perf_counter(), [0]
         self._line(f"{description}: 0/{total}")
         step = max(1, total // 10)
@@ -64,7 +67,7 @@ class JobLog:
             if done[0] >= total or done[0] // step > before // step:
                 self._line(f"{description}: {done[0]}/{total} ({time.perf_counter() - started:.0f} s)")
 
-        return advance if not transient else (lambda n: None)
+        return advance
 
     def note(self, message: str) -> None:
         self._line(message)
