@@ -77,13 +77,11 @@ def _cache_root(cache_dir: Optional[Path]) -> Path:
 
 
 def _machine(device: str, threads: Optional[int]) -> str:
-    """Apply --threads and resolve --device; says which device was chosen. Returns the device."""
-    from cxrbench.device import resolve_device
-    from cxrbench.threads import set_thread_cap, thread_cap
+    """Apply --threads and resolve --device here; says which device was chosen. Returns the device."""
+    from cxrbench.device import settle_here
 
-    set_thread_cap(threads)
-    chosen, why = resolve_device(device)
-    note(f"{why}; up to {thread_cap()} CPU threads (--threads)")
+    chosen, line = settle_here(device, threads)
+    note(line)
     return chosen
 
 
@@ -159,14 +157,15 @@ def run(
                          _budgets(train_fraction, shots), bootstrap)
     evaluation = run_evaluation(benchmark)(out, head, _key_values("--head-param", head_param), tag, overwrite, list(metric))
     encoders = EncoderOptions(_names(encoder), weights, revision, image_size)
-    if launcher == "local" and not launcher_param:
+    jobs = _launcher(launcher, launcher_param)
+    if jobs.name == "local":  # here, with the terminal's bars and a bug's full traceback
         machine = MachineOptions(_cache_root(cache_dir), batch_size, shard_size, workers, _machine(device, threads),
                                  precision=precision, pixel_cache=pixel_cache)
         _run_and_show(study, evaluation, encoders, machine)
         return
     machine = MachineOptions(_cache_root(cache_dir), batch_size, shard_size, workers, device, precision=precision,
-                             pixel_cache=pixel_cache)
-    _run_jobs_and_show(study, evaluation, encoders, machine, _launcher(launcher, launcher_param), threads)
+                             pixel_cache=pixel_cache)  # resolved by each job
+    _run_jobs_and_show(study, evaluation, encoders, machine, jobs, threads)
 
 
 def _launcher(name: str, params: list[str]):

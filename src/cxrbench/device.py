@@ -5,6 +5,17 @@ from __future__ import annotations
 from cxrbench.errors import CxrbenchError
 
 
+def settle_here(requested: str, threads: int | None) -> tuple[str, str]:
+    """Apply the thread cap (`--threads`) and resolve the device in this process: the terminal's command or a
+    launcher's job (`--device auto` on a login node without a GPU must not send a GPU job to the CPU). Returns the
+    device and the line that tells the user which, and why."""
+    from cxrbench.threads import set_thread_cap, thread_cap
+
+    set_thread_cap(threads)
+    device, why = resolve_device(requested)
+    return device, f"{why}; up to {thread_cap()} CPU threads (--threads)"
+
+
 def resolve_device(requested: str) -> tuple[str, str]:
     """The device to use and a line saying why (shown to the user). Anything but 'auto' is checked, not changed."""
     import torch

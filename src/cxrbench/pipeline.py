@@ -106,14 +106,11 @@ def _evaluate_job(study: StudyOptions, evaluation: Evaluation, encoders: Encoder
 
 
 def on_this_host(machine: MachineOptions, threads: int | None, progress: Progress = SilentProgress()) -> MachineOptions:
-    """`machine` with its device resolved where the job runs (`--device auto` on a login node without a GPU must not
-    send a GPU job to the CPU) and this process's thread cap set to `threads`."""
-    from cxrbench.device import resolve_device
-    from cxrbench.threads import set_thread_cap, thread_cap
+    """`machine` with its device resolved where the job runs, and this process's thread cap set (`settle_here`)."""
+    from cxrbench.device import settle_here
 
-    set_thread_cap(threads)
-    device, why = resolve_device(machine.device)
-    progress.note(f"{why}; up to {thread_cap()} CPU threads")
+    device, line = settle_here(machine.device, threads)
+    progress.note(line)
     return replace(machine, device=device)
 
 
