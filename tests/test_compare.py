@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from cxrbench.cli import app
 from cxrbench.registry import benchmark_spec
-from cxrbench.results.comparisons import COLUMNS, compare_runs, pair_check
+from cxrbench.results.comparisons import COLUMNS, TEST_NOTES, compare_runs, pair_check
 from cxrbench.results.overlap import pretraining_overlap
 from cxrbench.results.store import stored_runs
 from cxrbench.stats.multiplicity import adjust_p_values
@@ -56,13 +56,23 @@ def test_compare_writes_paired_differences_that_match_each_run(two_runs):
     for row in frame.to_dict("records"):
         significant = row["p_adjusted"] < 0.05
         assert row["verdict"] == ("not significant" if not significant else "better" if row["diff"] > 0 else "worse")
+    markdown = (two_runs / "vindr/comparisons/auprc_vs_pixels.md").read_text(encoding="utf-8")
+    assert all(note in markdown for note in TEST_NOTES)  # what each p-value measures, under the table
 
 
 def test_delong_and_ttest_columns_for_auroc(two_runs):
     reference, other = sorted(stored_runs(two_runs, "vindr"), key=lambda run: run.encoder != "pixels")
     frame = compare_runs(reference, [other], "auroc", correction="bh", test="delong")
     tasks = frame[frame["target"] != "macro"]
-    assert tasks["p_delong"].notna().all() and tasks["p_ttest"].notna().all()
+    assert tasks["p_ttest"].notna().all()
+    # DeLong, clustered by patient, is defined where every seed's test split has two patients with a positive (and
+    # two with a negative): the between-patient spread of their components is its variance
+    known = reference.predictions().dropna(subset=["label"])
+    patients = known.groupby(["task", "seed", "label"])["patient_id"].nunique().groupby(["task", "label"]).min()
+    defined = {task: patients.get((task, 1.0), 0) >= 2 and patients.get((task, 0.0), 0) >= 2 for task in tasks["target"]}
+    assert any(defined.values())
+    for row in tasks.to_dict("records"):
+        assert np.isnan(row["p_delong"]) != defined[row["target"]], row["target"]
     assert frame.loc[frame["target"] == "macro", "p_delong"].isna().all()
     assert (frame.loc[frame["target"] == "macro", "verdict"] == "not tested").all()
 

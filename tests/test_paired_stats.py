@@ -1,6 +1,7 @@
 """Paired comparisons of two runs: the paired bootstrap against a plain loop over the same resamples calling
-scikit-learn, DeLong's test against its O(m n) definition, the seed t-tests against scipy, and p-value adjustment
-against scipy (and statsmodels where installed)."""
+scikit-learn, DeLong's test against its O(m n) definition (plain and clustered by patient, Obuchowski 1997) and
+against a null simulation with several images per patient, the sign-aware combination of seeds, the seed t-tests
+against scipy, and p-value adjustment against scipy and statsmodels."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from cxrbench.errors import CxrbenchError, DataError
 from cxrbench.specs import BootstrapSpec, TargetSpec
 from cxrbench.stats.bootstrap import ClusterBootstrap, percentile_interval
 from cxrbench.stats.paired import (
-    PairedDifference, adjust_p_values, bootstrap_p_value, delong_test, paired_differences, seed_ttest,
+    DeLongResult, PairedDifference, adjust_p_values, bootstrap_p_value, combine_seed_p, delong_test, paired_differences,
+    seed_ttest,
 )
 from cxrbench.stats.summary import MACRO, summarize
 
@@ -112,13 +114,15 @@ def test_paired_difference_fields_tests_and_counts(runs):
     assert first.images == part["image_id"].nunique() and first.patients == part["patient_id"].nunique()
     known = a[a["label"].notna()]
     assert result[-1].images == known["image_id"].nunique() and result[-1].patients == known["patient_id"].nunique()
-    # DeLong: per seed on the seed's rows, and the largest p
+    # DeLong: per seed on the seed's rows, clustered by the rows' patients, and the seeds combined by sign
     per_seed = []
     for s in (0, 1, 2):
         rows_a = a[(a["seed"] == s) & (a["task"] == TASKS[0]) & a["label"].notna()].sort_values("image_id")
         rows_b = b[(b["seed"] == s) & (b["task"] == TASKS[0]) & b["label"].notna()].sort_values("image_id")
-        per_seed.append(delong_test(rows_a["label"], rows_a["score"], rows_b["score"]).p)
-    assert first.p_delong == pytest.approx(max(per_seed), abs=1e-12)
+        per_seed.append(delong_test(rows_a["label"], rows_a["score"], rows_b["score"], clusters=rows_a["patient_id"]))
+    assert first.p_delong == pytest.approx(combine_seed_p(per_seed), abs=1e-12)
+    assert all(np.sign(r.diff) == np.sign(per_seed[0].diff) for r in per_seed)  # the seeds agree on these runs:
+    assert first.p_delong == pytest.approx(max(r.p for r in per_seed), abs=1e-12)  # the largest two-sided p
     assert result[-1].p_delong is None  # not for the macro average
     # the t-test over the seeds' values, paired by seed
     seed_a = [roc_auc_score(*_seed_rows(a, s)) for s in (0, 1, 2)]
@@ -223,6 +227,116 @@ def test_delong_edge_cases():
         delong_test(np.array([0, np.nan, 1]), np.arange(3.0), np.arange(3.0))
 
 
+def _clustered_delong_reference(labels: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray,
+                                clusters: np.ndarray) -> float:
+    """Var(AUC_a - AUC_b) by Obuchowski (1997) written out from the O(m n) kernel, one patient at a time."""
+    positive = labels == 1
+    m, n = int(positive.sum()), int((~positive).sum())
+    patients = sorted(set(clusters.tolist()))
+    aucs, v10, v01 = [], [], []
+    for scores in (scores_a, scores_b):
+        x, y = scores[positive], scores[~positive]
+        psi = np.array([[1.0 if xi > yj else 0.5 if xi == yj else 0.0 for yj in y] for xi in x])  # [m, n]
+        aucs.append(psi.sum() / (m * n))
+        per_positive, per_negative = psi.sum(axis=1) / n, psi.sum(axis=0) / m
+        v10.append({p: per_positive[clusters[positive] == p].sum() for p in patients})
+        v01.append({p: per_negative[clusters[~positive] == p].sum() for p in patients})
+    m_i = {p: int((clusters[positive] == p).sum()) for p in patients}
+    n_i = {p: int((clusters[~positive] == p).sum()) for p in patients}
+    i10, i01, i_all = sum(v > 0 for v in m_i.values()), sum(v > 0 for v in n_i.values()), len(patients)
+
+    def cov(k: int, l: int) -> float:
+        s10 = sum((v10[k][p] - m_i[p] * aucs[k]) * (v10[l][p] - m_i[p] * aucs[l]) for p in patients if m_i[p])
+        s01 = sum((v01[k][p] - n_i[p] * aucs[k]) * (v01[l][p] - n_i[p] * aucs[l]) for p in patients if n_i[p])
+        s11_kl = sum((v10[k][p] - m_i[p] * aucs[k]) * (v01[l][p] - n_i[p] * aucs[l]) for p in patients)
+        s11_lk = sum((v10[l][p] - m_i[p] * aucs[l]) * (v01[k][p] - n_i[p] * aucs[k]) for p in patients)
+        s10 *= i10 / ((i10 - 1) * m)
+        s01 *= i01 / ((i01 - 1) * n)
+        return s10 / m + s01 / n + i_all / (i_all - 1) * (s11_kl + s11_lk) / (m * n)
+
+    return cov(0, 0) + cov(1, 1) - 2 * cov(0, 1)
+
+
+@pytest.mark.parametrize("trial", range(3))
+def test_clustered_delong_equals_its_definition(trial):
+    rng = np.random.default_rng(70 + trial)
+    patients = 40 + 10 * trial
+    clusters = np.repeat(np.arange(patients), rng.integers(1, 5, patients))  # 1-4 images each, mixed labels
+    n = clusters.size
+    labels = (rng.random(n) < 0.25 + 0.5 * rng.random(patients)[clusters]).astype(np.float64)
+    scores_a = np.round(labels + rng.normal(size=patients)[clusters] + rng.normal(size=n), 1)
+    scores_b = np.round(0.5 * scores_a + labels * 0.4 + rng.normal(scale=0.8, size=n), 1)
+    ids = np.array([f"patient-{c:03d}" for c in clusters])  # strings: ids as predictions.parquet holds them
+    got = delong_test(labels, scores_a, scores_b, clusters=ids)
+    variance = _clustered_delong_reference(labels, scores_a, scores_b, ids)
+    assert got.variance == pytest.approx(variance, abs=1e-12)
+    assert got.z == pytest.approx(got.diff / math.sqrt(variance), abs=1e-10)
+    assert got.auc_a == pytest.approx(roc_auc_score(labels, scores_a), abs=1e-12)
+    # several images per patient: the clustered variance differs from the image-level one
+    assert abs(got.variance - delong_test(labels, scores_a, scores_b).variance) > 1e-6
+
+
+def test_clustered_delong_with_one_image_per_patient_is_delong():
+    rng = np.random.default_rng(5)
+    labels = (rng.random(150) < 0.3).astype(np.float64)
+    scores_a, scores_b = np.round(labels + rng.normal(size=150), 1), np.round(labels * 0.6 + rng.normal(size=150), 1)
+    plain = delong_test(labels, scores_a, scores_b)
+    clustered = delong_test(labels, scores_a, scores_b, clusters=rng.permutation(150) + 1000)
+    for field in ("auc_a", "auc_b", "diff", "variance", "z", "p"):
+        assert getattr(clustered, field) == pytest.approx(getattr(plain, field), abs=1e-12), field
+    reference = _delong_reference(labels, scores_a, scores_b)
+    assert clustered.variance == pytest.approx(reference["variance"], abs=1e-12)
+    with pytest.raises(ValueError, match="one patient per row"):
+        delong_test(labels, scores_a, scores_b, clusters=np.arange(10))
+
+
+def test_clustered_delong_keeps_its_level_when_patients_have_several_images():
+    """A null simulation (equal true AUROCs, 120 patients x 4 images, each encoder with its own per-patient error):
+    the clustered test rejects near 5% at alpha 0.05; the image-level test, which treats the 480 images as
+    independent, rejects far more often."""
+    rng = np.random.default_rng(2024)
+    trials, patients, images = 400, 120, 4
+    clusters = np.repeat(np.arange(patients), images)
+    rejected = {"clustered": 0, "images": 0}
+    for _ in range(trials):
+        labels = (rng.random(patients) < 0.3)[clusters].astype(np.float64)  # follow-ups mostly share the finding
+        flipped = rng.random(labels.size) < 0.1
+        labels[flipped] = 1.0 - labels[flipped]
+        scores = [labels + rng.normal(scale=1.0, size=patients)[clusters] + rng.normal(scale=0.3, size=labels.size)
+                  for _ in range(2)]  # the same signal, each encoder its own patient-level error
+        rejected["clustered"] += delong_test(labels, *scores, clusters=clusters).p < 0.05
+        rejected["images"] += delong_test(labels, *scores).p < 0.05
+    assert 0.02 <= rejected["clustered"] / trials <= 0.08, rejected
+    assert rejected["images"] / trials > 0.15, rejected
+
+
+def _result(diff: float, z: float) -> DeLongResult:
+    return DeLongResult(0.5 + diff, 0.5, diff, 0.01, z, float(2 * stats.norm.sf(abs(z))))
+
+
+def test_seed_p_values_combine_by_sign():
+    agree = [_result(0.05, 2.5), _result(0.03, 2.1), _result(0.04, 3.0)]
+    assert combine_seed_p(agree) == pytest.approx(2 * stats.norm.sf(2.1), abs=1e-15)  # the largest one-sided, doubled
+    assert combine_seed_p([_result(-d.diff, -d.z) for d in agree]) == pytest.approx(2 * stats.norm.sf(2.1), abs=1e-15)
+    # the seeds disagree on which model is better: two seeds strongly favour A, one strongly favours B. The largest
+    # two-sided p (the former rule) would call it significant at 0.05; no direction is supported.
+    disagree = [_result(0.05, 3.0), _result(0.06, 3.2), _result(-0.04, -2.4)]
+    assert max(r.p for r in disagree) < 0.05
+    assert combine_seed_p(disagree) == 1.0
+    assert combine_seed_p([_result(0.0, 0.0), _result(0.02, 2.5)]) == 1.0  # a seed with no difference
+    assert math.isnan(combine_seed_p([_result(0.02, 2.5), DeLongResult(*[float("nan")] * 6)]))
+
+
+def test_paired_comparison_delong_is_one_when_seeds_disagree(runs):
+    """End to end: seed 1 of B is made better than A on the first target, seeds 0 and 2 worse."""
+    a, b = runs
+    b = b.copy()
+    flip = (b["seed"] == 1) & (b["task"] == TASKS[0])
+    b.loc[flip, "score"] = b.loc[flip, "label"].fillna(0.5) * 5 + b.loc[flip, "score"] * 0.01
+    first = paired_differences(a, b, TARGETS, "auroc", BootstrapSpec(resamples=10))[0]
+    assert first.p_delong == 1.0
+
+
 # ------------------------------------------------------------------------------------------- seed t-tests
 
 
@@ -275,7 +389,7 @@ def test_adjusted_p_values():
 
 
 def test_adjusted_p_values_equal_statsmodels():
-    multitest = pytest.importorskip("statsmodels.stats.multitest")
+    from statsmodels.stats import multitest  # a test dependency: the cross-check must run in CI, never skip
     values = _p_values(np.random.default_rng(10))
     as_array = np.array([np.nan if v is None else v for v in values], dtype=float)
     defined = ~np.isnan(as_array)

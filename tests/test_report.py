@@ -27,6 +27,7 @@ from cxrbench.report import write_report
 from cxrbench.report.build import MARKER
 from cxrbench.report.collect import EXPLAIN_FOLDER, HEATMAPS_PER_EXPLAIN, OVERLAYS_PER_RUN
 from cxrbench.report.comparisons import COLUMNS, read_comparison
+from cxrbench.results.comparisons import TEST_NOTES
 from cxrbench.report.curves import FPR_GRID, RECALL_GRID, binary_curves
 from cxrbench.report.reliability import run_reliability
 from cxrbench.results.store import json_writer, parquet_writer, run_folder, write_run
@@ -227,6 +228,7 @@ def test_report_shows_tables_curves_comparisons_and_flags(report):
     assert "pixels (synthetic data) / knn · Macro" in plain  # the compared encoder's run is flagged too
     # the forest plot table shows diff [CI] on the metric's scale (percentage points)
     assert "5.0 [1.0, 9.0]" in plain
+    assert all(" ".join(note.split()) in plain for note in TEST_NOTES)  # what each p-value measures
 
 
 def test_user_text_is_escaped(report):

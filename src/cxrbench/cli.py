@@ -703,7 +703,7 @@ def compare(
     writes OUT/BENCHMARK/comparisons/METRIC_vs_REFERENCE.{csv,md}."""
     from cxrbench.files import atomic_text
     from cxrbench.registry import benchmark_spec, metric_spec
-    from cxrbench.results.comparisons import compare_runs, reference_run
+    from cxrbench.results.comparisons import TEST_NOTES, compare_runs, reference_run
     from cxrbench.results.efficiency import full_data_runs
     from cxrbench.results.store import stored_runs
     from cxrbench.results.tables import to_markdown
@@ -728,7 +728,8 @@ def compare(
     print_table(shown, title, "comparison")
     stem = out / benchmark / "comparisons" / f"{metric}_vs_{names[0]}"
     atomic_text(stem.with_suffix(".csv"), frame.to_csv(index=False))
-    atomic_text(stem.with_suffix(".md"), f"# {title}\n\n" + to_markdown(shown, "comparison"))
+    notes = "".join(f"- {note}\n" for note in TEST_NOTES)
+    atomic_text(stem.with_suffix(".md"), f"# {title}\n\n" + to_markdown(shown, "comparison") + f"\n\n{notes}")
     say(f"comparisons: {stem}.csv, {stem}.md")
 
 

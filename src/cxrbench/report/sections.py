@@ -22,6 +22,7 @@ from cxrbench.report.comparisons import read_comparison
 from cxrbench.report.curves import RESAMPLES, binary_curves
 from cxrbench.report.figures import FigureFolder, curves_figure, forest_plot, reliability_figure
 from cxrbench.report.reliability import KINDS as CLASSIFICATION, run_reliability
+from cxrbench.results.comparisons import TEST_NOTES
 from cxrbench.results.efficiency import (
     GROUP, efficiency_display_table, efficiency_long_table, full_data_runs, plot_efficiency, run_budget,
 )
@@ -115,6 +116,7 @@ def comparison_section(path: Path, runs: Sequence[StoredRun], figures: FigureFol
         parts.append(html.notes([f"the plot shows the first {FOREST_ROWS} of {len(frame)} rows; the table lists all."]))
     parts.append(html.table(_comparison_frame(frame, names, scale, spec.decimals if spec else 3), "comparison",
                             [f"verdict-{html.slug(v)}" for v in frame["verdict"]]))
+    parts.append(html.notes(list(TEST_NOTES)))
     return "".join(parts)
 
 

@@ -21,6 +21,17 @@ from cxrbench.stats.paired import paired_differences
 
 COLUMNS = ["benchmark", "metric", "reference", "encoder", "head", "target", "mean_reference", "mean_encoder", "diff",
            "ci_low", "ci_high", "p_bootstrap", "p_delong", "p_ttest", "p_adjusted", "correction", "verdict"]
+#: What each p-value of a comparison measures, printed under every comparison table (Markdown and report): they
+#: answer different questions, and a reader choosing one for a paper must know which.
+TEST_NOTES = (
+    "p (bootstrap) and the CI: test-set sampling. Test patients are resampled (all images of a patient together) "
+    "with the trained heads fixed; the statistic is the mean over training seeds. p cannot fall below 2/(B+1) "
+    "with B resamples.",
+    "p (DeLong), AUROC on binary targets: test-set sampling too, analytic, clustered by patient (Obuchowski 1997); "
+    "per seed, then combined: 1 when the seeds disagree on which model is better, else twice the largest one-sided p.",
+    "p (t-test): training variability. The seeds' metric values of the two runs are compared on the one fixed test "
+    "set (RayDINO's test); it says nothing about a new test set.",
+)
 TESTS = {"bootstrap": "p_bootstrap", "delong": "p_delong", "ttest": "p_ttest"}
 BETTER, WORSE, SAME, UNTESTED = "better", "worse", "not significant", "not tested"
 

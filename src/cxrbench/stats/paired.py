@@ -4,12 +4,18 @@ Why paired: both runs score the same images of the same patients, so most of wha
 another is shared; the difference A - B varies much less across resamples than either metric does, and two CIs that
 overlap say little about it. So the difference is bootstrapped with the same patient resamples for both runs (the
 summary's `SplitResamples`: every seed, target and run drawn from one `ClusterBootstrap`), each resample giving the
-seed-mean metric of A minus that of B. Three tests go with it:
+seed-mean metric of A minus that of B.
 
-- the bootstrap p-value, read off the same resampled differences (formula at `bootstrap_p_value`);
-- for AUROC on binary targets, DeLong's test (`delong_test`), per seed;
-- a t-test over seeds (`seed_ttest`), the comparison RayDINO reports: it asks whether training seeds of A and B
-  differ, the test set held fixed.
+What each test measures (they answer different questions; a table should say which one it shows):
+
+- the paired bootstrap CI and p (`bootstrap_p_value`): uncertainty from sampling the TEST SET. The training seeds are
+  held fixed (their mean is the statistic), and patients are resampled, so images of one patient move together. It
+  says whether another test set of the same population would likely reverse the difference of these trained heads.
+- DeLong's test (`delong_test`, AUROC on binary targets): also test-set sampling, per seed, analytic instead of
+  resampled, clustered by patient (Obuchowski 1997); the seeds' p-values are combined sign-aware (`combine_seed_p`).
+- the t-test over seeds (`seed_ttest`), the comparison RayDINO reports: uncertainty from TRAINING (head
+  initialisation, data order, and in k-fold benchmarks the fold), the test set held fixed. With few seeds it has
+  little power, and it says nothing about a new test set.
 
 `adjust_p_values` corrects a table of them for multiple comparisons.
 """
@@ -22,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.stats import ttest_ind, ttest_rel
+from scipy.stats import norm, ttest_ind, ttest_rel
 
 from cxrbench.errors import CxrbenchError, DataError
 from cxrbench.metrics.classification import AUROC
@@ -35,7 +41,7 @@ from cxrbench.stats.multiplicity import adjust_p_values
 from cxrbench.stats.summary import MACRO, RunArrays, SplitResamples, metric_values
 from cxrbench.stats.summary import _num
 
-__all__ = ["DeLongResult", "PairedDifference", "adjust_p_values", "bootstrap_p_value", "delong_test",
+__all__ = ["DeLongResult", "PairedDifference", "adjust_p_values", "bootstrap_p_value", "combine_seed_p", "delong_test",
            "paired_differences", "seed_ttest"]
 
 TTESTS = ("independent", "paired", "welch")
@@ -53,7 +59,7 @@ class PairedDifference:
     ci_low: float | None  # percentile CI of the paired bootstrap difference
     ci_high: float | None
     p_bootstrap: float | None  # two-sided bootstrap p of diff == 0 (`bootstrap_p_value`)
-    p_delong: float | None  # AUROC on a binary target: the largest per-seed DeLong p; None otherwise
+    p_delong: float | None  # AUROC on a binary target: the seeds' clustered DeLong p-values combined (`combine_seed_p`)
     p_ttest: float | None  # t-test over seeds; None with fewer than 2 seeds
     seeds: int
     images: int  # test images with a known label for the target (for macro: for any of the targets)
@@ -69,9 +75,8 @@ def paired_differences(predictions_a: pd.DataFrame, predictions_b: pd.DataFrame,
     the union of both runs' test patients with `bootstrap`'s seed, as `summarize` does for either run alone, so mean_a
     and mean_b are exactly what `summarize` reports, and A's and B's resampled values come from the same resamples.
 
-    p_delong (AUROC, binary targets): DeLong's test on each seed's test rows, and the largest of the per-seed
-    p-values: conservative, the difference counts as significant only if it is for every seed's pair of models.
-    Undefined (None) if any seed's test is. `ttest`: "independent" (Student), "paired" (by seed) or "welch".
+    p_delong (AUROC, binary targets): DeLong's test on each seed's test rows, clustered by patient, and the seeds'
+    p-values combined by `combine_seed_p`. Undefined (None) if any seed's test is. `ttest`: "independent" (Student), "paired" (by seed) or "welch".
     """
     if ttest not in TTESTS:
         raise CxrbenchError(f"Unknown t-test '{ttest}': use one of {', '.join(TTESTS)}.")
@@ -117,13 +122,34 @@ def bootstrap_p_value(differences: np.ndarray) -> float:
         p = min(1, 2 * min(1 + #{d_r <= 0}, 1 + #{d_r >= 0}) / (B + 1))
 
     the smallest alpha at which 0 falls outside the percentile interval of the d_r (the inversion of the CI this
-    module reports), with the +1 of Davison & Hinkley (1997) so that a finite bootstrap never claims p = 0. NaN
-    without finite resamples."""
+    module reports). It measures test-set sampling only (see the module doc). The +1 in numerator and denominator
+    (Davison & Hinkley 1997, ch. 4) counts the observed sample among the resamples; all it changes here is that p is
+    never below 2 / (B + 1), so a finite bootstrap never prints p = 0: with B = 500, nothing under 0.004 can be
+    resolved. NaN without finite resamples."""
     finite = differences[np.isfinite(differences)]
     if finite.size == 0:
         return float("nan")
     tail = min((finite <= 0).sum(), (finite >= 0).sum())
     return float(min(1.0, 2.0 * (1 + tail) / (finite.size + 1)))
+
+
+def combine_seed_p(results: Sequence[DeLongResult]) -> float:
+    """One two-sided p-value from per-seed tests of the same pair of models, respecting the sign of each difference.
+
+    Rule: take the direction of the mean difference over seeds; if any seed's difference is zero or points the other
+    way, p = 1 (the seeds do not agree on which model is better, so no direction is supported); otherwise p is twice
+    the largest one-sided p in that direction, capped at 1. This is an intersection-union test: it rejects only if
+    every seed rejects in the same direction, so it keeps its level whatever the dependence between seeds (they share
+    the test set). The former rule, the largest two-sided p whatever each sign, could call a difference significant
+    when one seed favoured A and another B. NaN if any seed's test is undefined."""
+    if not results or any(not np.isfinite(r.p) for r in results):
+        return float("nan")
+    diffs = np.array([r.diff for r in results])
+    direction = np.sign(diffs.mean())
+    if direction == 0 or np.any(np.sign(diffs) != direction):
+        return 1.0
+    one_sided = max(norm.sf(direction * r.z) for r in results)  # z is finite, or infinite with a zero variance
+    return float(min(1.0, 2.0 * one_sided))
 
 
 def seed_ttest(values_a: Sequence[float] | np.ndarray, values_b: Sequence[float] | np.ndarray,
@@ -144,14 +170,15 @@ def seed_ttest(values_a: Sequence[float] | np.ndarray, values_b: Sequence[float]
 
 
 def _delong_p(run_a: RunArrays, run_b: RunArrays, scorer, target: TargetSpec) -> float | None:
-    """The largest per-seed DeLong p-value of the target (None if any seed's is undefined)."""
-    p_values = []
+    """The seeds' DeLong tests of the target, clustered by patient, combined by `combine_seed_p` (None if any seed's
+    is undefined)."""
+    results = []
     for seed in run_a.split.seeds:
         labels, scores_a = run_a.arrays(scorer, seed, target)
         _, scores_b = run_b.arrays(scorer, seed, target)
         rows = ~np.isnan(labels) & np.isfinite(scores_a) & np.isfinite(scores_b)
-        p_values.append(delong_test(labels[rows], scores_a[rows], scores_b[rows]).p)
-    return _num(max(p_values)) if not np.isnan(p_values).any() else None
+        results.append(delong_test(labels[rows], scores_a[rows], scores_b[rows], clusters=run_a.split.patients[rows]))
+    return _num(combine_seed_p(results))
 
 
 def _check_same_rows(predictions_a: pd.DataFrame, predictions_b: pd.DataFrame, targets: Sequence[TargetSpec]) -> None:
