@@ -100,7 +100,7 @@ def test_group_metrics_and_worst_group_equal_a_direct_recomputation(base):
     summary = block["summary"]["auroc"]["macro"]
     worst = min(direct, key=direct.get)
     assert summary["worst_group"] == worst and summary["worst"] == pytest.approx(direct[worst], abs=1e-9)
-    assert summary["average"] == pytest.approx(np.mean(list(direct.values())), abs=1e-9)
+    assert summary["group_mean"] == pytest.approx(np.mean(list(direct.values())), abs=1e-9)
     assert summary["gap"] == pytest.approx(max(direct.values()) - min(direct.values()), abs=1e-9)
     assert set(tasks) <= set(block["summary"]["auroc"])
     stratified = pd.read_csv(base / "results" / "vindr" / "pixels" / "logistic" / "stratified.csv")
@@ -141,8 +141,10 @@ def test_small_groups_are_reported_as_too_small_not_as_numbers(base):
     for group in groups:
         patients = predictions[predictions["group:age"] == group["group"]].groupby("seed")["patient_id"].nunique().min()
         assert group["too_small"] == (patients < minimum)
-        assert ("metrics" in group) == (not group["too_small"])
+        assert "metrics" in group  # kept for paper layouts that report every group, with a mark
     assert any(g["too_small"] for g in groups) and not all(g["too_small"] for g in groups)
+    reported = [g for g in groups if not g["too_small"]]
+    assert metrics["stratified"]["attributes"]["age"]["summary"]["auroc"]["macro"]["groups"] == len(reported)
     assert "too few patients" in (base / "results" / "vindr" / "pixels" / "logistic" / "table.md").read_text()
 
 
@@ -241,14 +243,22 @@ def small_groups(monkeypatch):
 
 
 def test_segmentation_dice_by_ethnicity_and_the_table_c3_layout(tmp_path, small_groups):
+    """Table C.3's avg is the mean over test cases (the run's top line, as the paper's equals its Table 3), not the
+    mean of the group means: the groups here differ in size, so the two differ. A worst group under
+    min_group_patients is shown with its patient count and a mark, never dropped."""
+    from dataclasses import replace
+
     from cxrbench.data.synthetic_layouts import write_synthetic_mimic_lungs
     from cxrbench.data.synthetic_mimic import write_mimic_iv
+    from cxrbench.results.check import recompute_stratified
+    from cxrbench.results.paper_tables import SMALL_GROUP_MARK, get_layout, table_from_runs, to_latex, to_markdown
+    from cxrbench.results.store import stored_runs
 
     root = write_synthetic_mimic_lungs(tmp_path / "lungs", patients=60, size=32, seed=2)
     subjects = sorted({p.name[1:] for p in (root / "mimic-cxr-jpg" / "files").glob("p*/p*")})
-    races = ["WHITE", "ASIAN - CHINESE", "BLACK/AFRICAN AMERICAN"]
+    races = ["WHITE"] * 6 + ["ASIAN - CHINESE"] * 3 + ["BLACK/AFRICAN AMERICAN"]  # groups of unequal size
     people = [{"subject_id": s, "gender": "FM"[k % 2], "anchor_age": 50, "anchor_year": 2149} for k, s in enumerate(subjects)]
-    admissions = [{"subject_id": s, "hadm_id": k, "race": races[k % 3]} for k, s in enumerate(subjects)]
+    admissions = [{"subject_id": s, "hadm_id": k, "race": races[k % len(races)]} for k, s in enumerate(subjects)]
     write_mimic_iv(root / "mimic-iv", people, admissions, [])
     out = tmp_path / "results"
     result = runner.invoke(app, ["run", "mimic-lungs", "--encoder", "pixels", "--data-root", str(root), "--out", str(out),
@@ -259,23 +269,42 @@ def test_segmentation_dice_by_ethnicity_and_the_table_c3_layout(tmp_path, small_
     metrics = json.loads((folder / "metrics.json").read_text())
     predictions = pd.read_parquet(folder / "predictions.parquet")
     block = metrics["stratified"]["attributes"]["ethnicity"]
-    direct = {}
+    direct, sizes = {}, {}
     for group, rows in predictions.groupby("group:ethnicity"):
         cases = rows[rows["label"] == 1]  # `dice` averages the test cases whose reference has the structure
         direct[group] = float(np.mean([part["dice"].mean() for _, part in cases.groupby("task")]))
+        sizes[group] = rows["image_id"].nunique()
         entry = next(g for g in block["groups"] if g["group"] == group)
         assert entry["metrics"]["dice"]["macro"]["mean"] == pytest.approx(direct[group], abs=1e-9)
+    assert len(set(sizes.values())) > 1  # unequal groups
+    cases = predictions[predictions["label"] == 1]
+    case_mean = float(np.mean([part["dice"].mean() for _, part in cases.groupby("task")]))  # over every test case
     summary = block["summary"]["dice"]["macro"]
     assert summary["worst"] == pytest.approx(min(direct.values()), abs=1e-9)
-    assert summary["average"] == pytest.approx(np.mean(list(direct.values())), abs=1e-9)
+    assert summary["group_mean"] == pytest.approx(np.mean(list(direct.values())), abs=1e-9)
+    assert abs(case_mean - summary["group_mean"]) > 1e-4  # the two averages really differ on this fixture
     assert block["underdiagnosis"] == {}  # masks have no decision threshold
     result = runner.invoke(app, ["table", "--layout", "rad-dino-c3", "--out", str(out)])
     assert result.exit_code == 0, result.output
     table = pd.read_csv(out / "tables" / "rad-dino-c3.csv")
     ours = table[(table["source"] == "cxrbench") & (table["benchmark"] == "mimic-lungs")].set_index("column")["mean"]
-    assert ours["avg"] == pytest.approx(summary["average"]) and ours["worst"] == pytest.approx(summary["worst"])
+    assert ours["avg"] == pytest.approx(case_mean, abs=1e-9) and ours["worst"] == pytest.approx(summary["worst"])
+    assert ours["avg"] == pytest.approx(metrics["metrics"]["dice"]["macro"]["mean"], abs=1e-12)  # Table 3's number
     published = table[(table["model"] == "RAD-DINO / Linear") & (table["benchmark"] == "mimic-lungs")].set_index("column")["mean"]
     assert published["avg"] == pytest.approx(0.959) and published["worst"] == pytest.approx(0.956)
+    # every group under min_group_patients: the worst cell still shows the worst group, marked with its count
+    run = next(r for r in stored_runs(out, "mimic-lungs"))
+    tiny = json.loads(json.dumps(run.metrics))
+    tiny["stratified"]["min_group_patients"] = 10**6
+    tiny["stratified"] = recompute_stratified(replace(run, metrics=tiny))
+    assert all(g["too_small"] for g in tiny["stratified"]["attributes"]["ethnicity"]["groups"])
+    paper = table_from_runs(get_layout("rad-dino-c3"), {"mimic-lungs": [replace(run, metrics=tiny)]})
+    worst = min(direct, key=direct.get)
+    patients = next(g["patients"] for g in tiny["stratified"]["attributes"]["ethnicity"]["groups"] if g["group"] == worst)
+    markdown = to_markdown(paper)
+    assert f"{100 * direct[worst]:.1f}{SMALL_GROUP_MARK} (n={patients})" in markdown
+    assert "fewer than the benchmark's min_group_patients" in markdown
+    assert r"\textsuperscript{\ddag} (n=" in to_latex(paper)
 
 
 # ------------------------------------------------------------------------------------------------ MIMIC age groups

@@ -26,6 +26,7 @@ from cxrbench.results.efficiency import full_data_runs
 from cxrbench.results.overlap import LEGEND as OVERLAP_LEGEND, MARK as OVERLAP_MARK, pretraining_overlap
 
 VERDICT_MARKS = {"better": "▲", "worse": "▼", "not significant": "≈"}  # cxrbench.results.comparisons verdicts
+SMALL_GROUP_MARK = "‡"  # a worst-group cell whose group has fewer test patients than min_group_patients
 from cxrbench.results.published import read_published
 from cxrbench.files import atomic_text
 from cxrbench.results.store import StoredRun, run_label, stored_runs
@@ -50,8 +51,8 @@ class GroupLayout:
     aggregate: str | None = "Agg."  # title of the macro column; None: no macro column
     per_task: bool = True  # False: the macro column only (e.g. "Lungs", the mean over left and right)
     only: tuple[str, ...] = ()  # the tasks shown, when the paper splits a benchmark's tasks over tables (default all)
-    # a statistic over patient groups instead of the metric itself (RAD-DINO Table C.3): (attribute, "average" or
-    # "worst"), read from each run's metrics.json `stratified` summary (`cxrbench.stats.stratified`)
+    # a statistic over patient groups instead of the metric itself (RAD-DINO Table C.3): (attribute, "case_mean" or
+    # "worst"), read from each run's metrics.json (`cxrbench.stats.stratified`; `_group_statistic`)
     by_group: tuple[str, str] | None = None
     fallback_published: Mapping[str, PublishedSpec] = field(default_factory=dict)  # metric -> block, when the spec's is for another metric
 
@@ -202,7 +203,7 @@ LAYOUTS: dict[str, TableLayout] = {
             model_title="Image encoder / decoder",
             heads=("seg-linear",),
             groups=tuple(GroupLayout(benchmark, title=title, metrics=("dice",), aggregate=statistic, per_task=False,
-                                     by_group=("ethnicity", {"avg": "average", "worst": "worst"}[statistic]),
+                                     by_group=("ethnicity", {"avg": "case_mean", "worst": "worst"}[statistic]),
                                      fallback_published=_table_c3({MACRO: f"{column}_{statistic}"}))
                          for benchmark, title, column in (("mimic-lungs", "Lungs", "lungs"),
                                                           ("mimic-lung-zones", "Lung zones", "lung_zones"))
@@ -360,15 +361,32 @@ def _entry(entry: dict | None, spread: str = "seeds") -> dict | None:
     return cell
 
 
-def _group_statistic(metrics: dict, column: Column) -> dict | None:
-    """A run's average over groups, or its worst group's value, of the column's metric and task (no spread: the
-    groups' own CIs are in the run's stratified.csv)."""
+def _group_statistic(metrics: dict, column: Column, spread: str) -> dict | None:
+    """A run's statistic over the patient groups of an attribute, for the column's metric and task.
+
+    "case_mean": the mean over the test cases, i.e. the run's own top-line entry (with its spread). RAD-DINO's Table
+    C.3 "avg" is this (its values equal the Table 3 overall ones in five of six cells), not the mean of the group
+    means, which `stratified` keeps as `group_mean`. "worst": the worst group's mean over EVERY group with a number,
+    including groups under `min_group_patients` (the paper reports every group); when such a group is the worst, the
+    cell carries its patient count (`small_group`), shown with SMALL_GROUP_MARK, so that it neither vanishes nor
+    passes for a well-measured group."""
     attribute, statistic = column.by_group
-    summary = (((metrics.get("stratified") or {}).get("attributes", {}).get(attribute) or {}).get("summary", {})
-               .get(column.metric, {}).get(column.task))
-    if not summary:
+    if statistic == "case_mean":
+        return _entry(metrics.get("metrics", {}).get(column.metric, {}).get(column.task), spread)
+    block = ((metrics.get("stratified") or {}).get("attributes", {}).get(attribute) or {})
+    higher = metric_spec(column.metric).higher_is_better
+    candidates = []
+    for group in block.get("groups", ()):
+        entry = (group.get("metrics") or {}).get(column.metric, {}).get(column.task) or {}
+        if entry.get("mean") is not None:
+            candidates.append((entry["mean"] if higher else -entry["mean"], group))
+    if not candidates:
         return None
-    return {"mean": summary[statistic], "std": None, "ci_low": None, "ci_high": None}
+    value, group = min(candidates, key=lambda pair: pair[0])
+    cell = {"mean": value if higher else -value, "std": None, "ci_low": None, "ci_high": None}
+    if group["too_small"]:
+        cell["small_group"] = {"group": group["group"], "patients": group["patients"]}
+    return cell
 
 
 def build_paper_table(
@@ -393,7 +411,7 @@ def build_paper_table(
         for run in full_data_runs(runs.get(column.benchmark, ())):
             key = (run.encoder, run.method)
             cells = ours.setdefault(key, [None] * len(columns))
-            cells[i] = (_group_statistic(run.metrics, column) if column.by_group
+            cells[i] = (_group_statistic(run.metrics, column, layout.spread) if column.by_group
                         else _entry(run.metrics.get("metrics", {}).get(column.metric, {}).get(column.task), layout.spread))
             if cells[i] is not None:
                 sources[(*key, i)] = run
@@ -547,6 +565,8 @@ def _parts(row: Row, cell: dict | None, decimals: int, with_ci: bool, column: in
         ci = f"[{100 * cell['ci_low']:.{decimals}f}, {100 * cell['ci_high']:.{decimals}f}]"
     marks = (OVERLAP_MARK if row.overlap and row.overlap[column] else "") + (
         VERDICT_MARKS.get(row.verdicts[column], "") if row.verdicts else "")
+    if cell.get("small_group"):
+        marks += f"{SMALL_GROUP_MARK} (n={cell['small_group']['patients']})"
     return (f"{100 * cell['mean']:.{decimals}f}{marks}", std, ci)
 
 
@@ -581,6 +601,9 @@ def legend(table: PaperTable) -> str:
         text += " Δ rows: our mean minus the published mean."
     if any(any(row.overlap) for row in table.rows):
         text += " " + OVERLAP_LEGEND
+    if any(cell and cell.get("small_group") for row in table.rows for cell in row.cells):
+        text += (f" {SMALL_GROUP_MARK} (n=K): the worst group has only K test patients, fewer than the benchmark's "
+                 "min_group_patients; its value is shown because the paper reports every group, but it is noisy.")
     if table.versus:
         text += (f" {VERDICT_MARKS['better']}/{VERDICT_MARKS['worse']}/{VERDICT_MARKS['not significant']}: better / worse / "
                  f"not significantly different from {table.versus} (paired patient bootstrap on the same test patients, "
@@ -637,7 +660,7 @@ def long_frame(table: PaperTable) -> pd.DataFrame:
 _LATEX_ESCAPES = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
     "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$", "Δ": r"$\Delta$", "−": r"$-$", "–": "--",
-    "✓": r"\checkmark{}", "✗": r"$\times$", "†": r"\textsuperscript{\dag}", "▲": r"$^{\blacktriangle}$",
+    "✓": r"\checkmark{}", "✗": r"$\times$", "†": r"\textsuperscript{\dag}", "‡": r"\textsuperscript{\ddag}", "▲": r"$^{\blacktriangle}$",
     "▼": r"$^{\blacktriangledown}$", "≈": r"$^{\approx}$", "<": r"\textless{}", ">": r"\textgreater{}",
 }
 

@@ -3,12 +3,15 @@
 For every attribute of the benchmark's `groups:` (sex, age group, ethnicity, ...), the test predictions are split
 by the group column written beside them (`cxrbench.data.groups`) and each group is summarised as the whole run is
 (`stats.summary.summarize`: value per seed, mean, std, and a bootstrap CI that resamples the group's own patients).
-A group with fewer test patients than the benchmark's `min_group_patients` (in any seed) is reported as too small,
-with its counts and no number: a CI over a handful of patients is noise that reads like evidence.
+A group with fewer test patients than the benchmark's `min_group_patients` (in any seed) is flagged `too_small`: run
+tables show it as too small (a CI over a handful of patients is noise that reads like evidence) and it stays out of
+the summary below, but its metrics are kept, so that a paper layout that reports every group (RAD-DINO Table C.3's
+worst group) can show its number with its patient count and a mark instead of letting it vanish.
 
-Over the groups large enough to report, per metric and target: `average` (the unweighted mean of the group means,
-RAD-DINO Table C.3's "avg"), `worst` and `worst_group` (the lowest mean, or the highest for a lower-is-better
-metric), `best` and `gap` (best - worst, in the metric's direction: always >= 0).
+Over the groups large enough to report, per metric and target: `group_mean` (the unweighted mean of the group
+means), `worst` and `worst_group` (the lowest mean, or the highest for a lower-is-better metric), `best` and `gap`
+(best - worst, in the metric's direction: always >= 0). The group mean is not Table C.3's "avg": that is the mean
+over test cases (it equals the paper's Table 3 overall values), i.e. the run's own top-line metric.
 
 Underdiagnosis (binary targets): each seed's threshold, chosen on its validation split (`stats.thresholds`), turns
 test scores into calls; fairlearn's `MetricFrame` gives the false-negative rate per group, averaged over seeds, and
@@ -59,19 +62,20 @@ def stratify(predictions: pd.DataFrame, spec: BenchmarkSpec, targets: Sequence[T
 
 def _group(rows: pd.DataFrame, name: str, seeds: list, min_patients: int, targets: Sequence[TargetSpec],
            metrics_for: Callable[[TargetSpec], Sequence[str]], bootstrap: BootstrapSpec) -> dict:
-    """One group's counts, and its metrics unless it has fewer than `min_patients` test patients in some seed (a
-    seed whose test split has none of the group counts as zero: cross-validation folds test different patients)."""
+    """One group's counts and metrics, flagged `too_small` when it has fewer than `min_patients` test patients in
+    some seed (a seed whose test split has none of the group counts as zero: cross-validation folds test different
+    patients)."""
     per_seed = rows.groupby("seed")["patient_id"].nunique().reindex(seeds, fill_value=0)
     patients = int(per_seed.min()) if len(per_seed) else 0
     entry = {"group": name, "images": int(rows["image_id"].nunique()), "patients": patients,
              "too_small": patients < min_patients}
-    if not entry["too_small"]:
+    if len(rows):
         entry["metrics"] = summarize(rows, targets, metrics_for, bootstrap)
     return entry
 
 
 def _summary(groups: list[dict], targets: Sequence[TargetSpec], metrics_for) -> dict:
-    """Per metric and target (and macro): average, worst and best group over the groups reported."""
+    """Per metric and target (and macro): mean of the group means, worst and best group over the groups reported."""
     reported = [g for g in groups if not g["too_small"]]
     names = list(dict.fromkeys(name for t in targets for name in metrics_for(t)))
     out: dict = {}
@@ -86,7 +90,7 @@ def _summary(groups: list[dict], targets: Sequence[TargetSpec], metrics_for) -> 
                 continue
             order = sorted(means, key=means.get, reverse=higher)  # best first
             best, worst = order[0], order[-1]
-            out[name][column] = {"average": float(np.mean(list(means.values()))), "worst": means[worst],
+            out[name][column] = {"group_mean": float(np.mean(list(means.values()))), "worst": means[worst],
                                  "worst_group": worst, "best": means[best], "best_group": best,
                                  "gap": abs(means[best] - means[worst]), "groups": len(means)}
     return out
