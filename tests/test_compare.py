@@ -165,3 +165,18 @@ def test_a_committed_versus_table_is_checked_too(two_runs, tmp_path):
     result = invoke("table", "--all", "--check", "--out", str(out))
     assert result.exit_code == 2
     assert "rad-dino-1a_vs_pixels.md: row 'dinov2-small" in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_compare_is_readable_in_a_narrow_terminal(two_runs, monkeypatch, width):
+    """One short table per compared pair, every line within the terminal's width, no "(continued)" blocks."""
+    from cxrbench import console as terminal
+
+    monkeypatch.setattr(terminal.console, "width", width)
+    with terminal.console.capture() as captured:
+        result = invoke("compare", "vindr", "--encoders", "pixels,dinov2-small", "--head", "knn", "--out", str(two_runs))
+    assert result.exit_code == 0, result.output
+    text = captured.get()
+    assert "(continued)" not in text
+    assert "dinov2-small" in text and "Pleural effusion" in text and "verdict" in text
+    assert max(len(line) for line in text.splitlines()) <= width, text

@@ -334,11 +334,15 @@ def test_reliability_pools_seeds_and_its_ece_is_the_metrics():
 
 # ---------------------------------------------------------------- a real browser
 
+WINDOW = (1400, 900)  # a laptop browser window: every table must fit its width
+
+
 def browser_problems(index: Path, profile: Path) -> list[str]:
     """What headless Chromium reports opening the page from file://: console messages (the page writes none, so any
     is a problem: Chromium logs every level as INFO), uncaught exceptions, images not loaded and errors the page's
     own load check recorded (data-* attributes on <body> in the dumped DOM)."""
     done = subprocess.run([CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
+                           f"--window-size={WINDOW[0]},{WINDOW[1]}",
                            f"--user-data-dir={profile}", "--no-first-run", "--virtual-time-budget=5000", "--dump-dom",
                            index.as_uri()], capture_output=True, text=True, timeout=90)
     problems = [line for line in done.stderr.splitlines() if re.search(r":CONSOLE[:(]", line) or "Uncaught" in line]
@@ -350,6 +354,8 @@ def browser_problems(index: Path, profile: Path) -> list[str]:
         problems.append(f"images not loaded: {body['data-images-broken']}")
     if body.get("data-page-errors"):
         problems.append(f"errors while loading: {body['data-page-errors']}")
+    if body.get("data-wide-tables") not in ("0", None):
+        problems.append(f"{body['data-wide-tables']} tables wider than a {WINDOW[0]} px window")
     return problems
 
 
@@ -363,14 +369,40 @@ def test_page_loads_in_headless_chromium(report, tmp_path):
     ("image", "images not loaded: figures/"),
     ("throw", "Uncaught Error: deliberate"),
     ("console", "deliberate console error"),
+    ("wide", "tables wider than a 1400 px window"),
 ])
 def test_browser_check_fails_on_a_broken_page(report, tmp_path, damage, expected):
     copy = Path(shutil.copytree(report[0].parent, tmp_path / "copy"))
     index = copy / "index.html"
     if damage == "image":
         next((copy / "figures").glob("*.png")).write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    elif damage == "wide":
+        index.write_text(index.read_text().replace("</body>", '<table style="width:3000px"><tr><td>x</td></tr></table></body>'))
     else:
         script = {"throw": 'throw new Error("deliberate");', "console": 'console.error("deliberate console error");'}[damage]
         index.write_text(index.read_text().replace("</body>", f"<script>{script}</script></body>"))
     problems = browser_problems(index, tmp_path / "profile")
     assert any(expected in problem for problem in problems), problems
+
+
+# ---------------------------------------------------------------- figures readable at any name length
+
+def test_forest_plot_labels_are_whole_and_inside_the_figure():
+    """Two rows that differ only at the end of a long label stay apart (no label is cut), and no label's first
+    letters fall off the figure's left edge."""
+    from cxrbench.report.figures import forest_figure
+
+    encoder = "rad-dino (random init, 56 px, synthetic data) / raydino-grid [tag: lr-sweep-with-a-long-name]"
+    names = [f"{encoder} · Pleural effusion", f"{encoder} · Pleural thickening", "pixels / knn · Macro"]
+    rows = pd.DataFrame({"diff": [0.01, -0.02, 0.0], "ci_low": [-0.01, -0.04, -0.02], "ci_high": [0.03, 0.0, 0.02],
+                         "verdict": ["not significant", "worse", "not significant"]})
+    figure = forest_figure(rows, names, "AUPRC: difference from pixels", "AUPRC difference (points)", 100.0)
+    renderer = figure.canvas.get_renderer()
+    labels = figure.axes[0].get_yticklabels()
+    shown = [" ".join(label.get_text().split()) for label in labels]
+    for name, verdict in zip(names, rows["verdict"]):
+        assert f"{name}: {verdict}".replace(" ", "") in {text.replace(" ", "") for text in shown}
+    assert len(set(shown)) == 3
+    for label in labels:
+        box = label.get_window_extent(renderer)
+        assert box.x0 >= 0 and box.x1 <= figure.bbox.width, label.get_text()

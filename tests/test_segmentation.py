@@ -335,3 +335,23 @@ def test_a_structure_in_two_mask_targets_is_refused_when_the_spec_is_parsed():
     targets = (TargetSpec("a", "mask", structures=("lung", "heart")), TargetSpec("b", "mask", structures=("heart",)))
     with pytest.raises(SpecError, match="structure 'heart' is listed twice"):
         BenchmarkSpec("x", "x", {}, targets, metrics=("dice",), primary_metric="dice")
+
+
+def test_overlays_give_each_structure_its_own_colour_and_a_legend():
+    """Twenty ribs drawn in one colour cannot be told apart: each structure's outlines take its own colour, the
+    reference solid and the prediction dashed, and the legend names every structure and both line styles."""
+    from matplotlib.colors import to_hex
+
+    from cxrbench.evaluations.segmentation import overlay_figure, overlay_png
+
+    size, names = 96, [f"rib_{k}" for k in range(12)]
+    yy, xx = np.mgrid[:size, :size]
+    references = np.stack([(yy - 8 - 7 * (k // 4)) ** 2 + (xx - 12 - 22 * (k % 4)) ** 2 < 20 for k in range(12)])
+    predicted = np.roll(references, 1, axis=2)
+    figure = overlay_figure(np.full((size, size), 0.5), references, predicted, names)
+    legend = [text.get_text() for text in figure.legends[0].get_texts()]
+    assert legend == [*names, "reference", "predicted"]
+    contours = [c for c in figure.axes[0].collections]
+    colours = {to_hex(c.get_edgecolor()[0]) for c in contours}
+    assert len(contours) == 2 * len(names) and len(colours) == len(names)
+    assert overlay_png(np.zeros((size, size)), references, predicted, names)[:8] == b"\x89PNG\r\n\x1a\n"

@@ -725,7 +725,13 @@ def compare(
     ).set_index("comparison")[["difference", "p_bootstrap", "p_delong", "p_ttest", "p_adjusted", "verdict"]]
     title = (f"{spec.title}: {metric_spec(metric).title}, {method} heads, paired on the same test patients\n"
              f"difference [95% paired-bootstrap CI]; p adjusted by {correction} over {len(frame)} comparisons; verdict from {test}")
-    print_table(shown, title, "comparison")
+    say(title)
+    for encoder, rows in frame.groupby("encoder", sort=False):  # one short table per pair: fits 80 columns
+        terminal = shown.loc[[f"{encoder} − {r} · {t}" for r, t in zip(rows["reference"], rows["target"])]]
+        terminal.index = rows["target"].tolist()
+        terminal.columns = ["difference [CI]", "p boot", "p DeLong", "p t", "p adj", "verdict"]
+        terminal = terminal.loc[:, (terminal != "–").any()]  # a test that does not apply (DeLong off AUROC) is left out
+        print_table(terminal, f"{encoder} − {rows['reference'].iloc[0]}", "target")
     stem = out / benchmark / "comparisons" / f"{metric}_vs_{names[0]}"
     atomic_text(stem.with_suffix(".csv"), frame.to_csv(index=False))
     notes = "".join(f"- {note}\n" for note in TEST_NOTES)

@@ -10,7 +10,8 @@ structure there (`metrics.segmentation.per_case_values`, MONAI). The run folder 
 
     masks/seed-S.npz     the predicted test masks of seed S (bit-packed, one [S, H, W] entry per image id), from
                          which the stored per-case values can be recomputed
-    overlays/*.png       reference (green) and predicted (magenta) outlines on the first test images of the first seed
+    overlays/*.png       each structure's reference (solid) and predicted (dashed) outline in its own colour, with a
+                         legend, on the first test images of the first seed
 
 Predictions hold one row per test image, structure and seed: `label` 1 where the reference has the structure,
 and the per-case columns `metrics.segmentation.CASE_COLUMNS`.
@@ -308,17 +309,52 @@ def _file_name(image_id: str) -> str:
 
 def _overlay_writer(data, structures: list[_Structure], row: int, predicted: np.ndarray):
     def write(path: Path) -> None:
-        from PIL import Image
-        from skimage.segmentation import find_boundaries
         from skimage.transform import resize
 
         from cxrbench.data.images import read_image
 
         references = np.concatenate([_read_mask(data, t, row) for t in data.targets if t.kind == "mask"])
         image = resize(read_image(data.samples["path"].iloc[row]), references.shape[1:], order=1, anti_aliasing=True)
-        rgb = np.repeat(image[..., None], 3, axis=2)
-        for k in range(len(structures)):
-            rgb[find_boundaries(references[k], mode="inner")] = (0.1, 0.9, 0.2)
-            rgb[find_boundaries(predicted[k], mode="inner")] = (0.95, 0.1, 0.85)
-        Image.fromarray((np.clip(rgb, 0, 1) * 255).astype(np.uint8)).save(path, format="PNG")
+        path.write_bytes(overlay_png(image, references, predicted, [s.structure for s in structures]))
     return write
+
+
+def overlay_png(image: np.ndarray, references: np.ndarray, predicted: np.ndarray, names: list[str]) -> bytes:
+    """`overlay_figure` as PNG bytes: what overlays/*.png holds."""
+    buffer = io.BytesIO()
+    overlay_figure(image, references, predicted, names).savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def overlay_figure(image: np.ndarray, references: np.ndarray, predicted: np.ndarray, names: list[str]):
+    """An image [H, W] in [0, 1] with each structure's reference (solid) and predicted (dashed) outline in the
+    structure's own colour (tab10, or tab20 beyond ten structures: VinDr-RibCXR's 20 ribs each get their own), and a
+    legend naming every structure and the two line styles: with one colour for all structures, twenty ribs or a heart
+    against a lung could not be told apart."""
+    from matplotlib import colormaps
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    height, width = image.shape
+    inches = 6.0
+    legend_rows = -(-len(names) // 4)  # four structures to a legend row
+    legend_inches = 0.3 + 0.22 * (legend_rows + 1)
+    figure = Figure(figsize=(inches, inches * height / width + legend_inches), dpi=100)
+    FigureCanvasAgg(figure)
+    total = inches * height / width + legend_inches
+    ax = figure.add_axes((0.0, legend_inches / total, 1.0, 1.0 - legend_inches / total))
+    ax.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, interpolation="bilinear")
+    palette = colormaps["tab10" if len(names) <= 10 else "tab20"]
+    handles = []
+    for k, name in enumerate(names):
+        colour = palette(k % palette.N)
+        for mask, style in ((references[k], "solid"), (predicted[k], "dashed")):
+            if mask.any() and not mask.all():
+                ax.contour(mask.astype(np.float32), levels=[0.5], colors=[colour], linewidths=1.2, linestyles=style)
+        handles.append(Line2D([], [], color=colour, linewidth=2, label=name))
+    handles += [Line2D([], [], color="black", linestyle="solid", label="reference"),
+                Line2D([], [], color="black", linestyle="dashed", label="predicted")]
+    ax.set_axis_off()
+    figure.legend(handles=handles, loc="lower center", ncol=min(4, len(handles)), fontsize="small", frameon=False)
+    return figure

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import math
 import shutil
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from cxrbench.report.reliability import Reliability
 
 FOLDER = "figures"
 PAIRS_PER_ROW = 2  # ROC + PR panel pairs per row of a run's curve figure
-NAME_CHARACTERS = 60  # a forest plot's row names are cut here (the table under the plot has them whole)
+LABEL_CHARACTERS = 48  # a forest plot's row labels wrap onto lines of this many characters (never cut)
 RELIABILITY_PER_ROW = 4
 VERDICT_COLOURS = {"better": "#1a7f37", "worse": "#c62828", "not significant": "#6e6e6e", "not tested": "#9e9e9e"}
 
@@ -94,26 +95,43 @@ def _small(ax) -> None:
 
 
 def forest_plot(rows: pd.DataFrame, names: Sequence[str], title: str, axis_label: str, scale: float) -> bytes:
+    """The forest plot of `forest_figure` as PNG bytes."""
+    return _png(forest_figure(rows, names, title, axis_label, scale))
+
+
+def forest_figure(rows: pd.DataFrame, names: Sequence[str], title: str, axis_label: str, scale: float):
     """One line per comparison row: the difference (point) and its CI (bar) on the metric's display `scale`, coloured
-    by verdict, a vertical line at no difference; each row labelled 'name: verdict'."""
-    short = [name if len(name) <= NAME_CHARACTERS else name[:NAME_CHARACTERS - 1] + "…" for name in names]
-    labels = [f"{name}: {verdict}" for name, verdict in zip(short, rows["verdict"])]
-    left = 0.2 + 0.056 * max(len(label) for label in labels)
-    figure = _figure(left + 5.0, 1.1 + 0.3 * len(rows))
-    ax = _axes(figure, 1, 1, left, bottom=0.55, top=0.45, right=0.3)[0, 0]
-    y = np.arange(len(rows))[::-1]
-    for position, (_, row) in zip(y, rows.iterrows()):
+    by verdict, a vertical line at no difference; each row labelled 'name: verdict'.
+
+    Labels are never cut: two rows that differ only at the end of a long name ("Pleural effusion" and "Pleural
+    thickening" after a long encoder label) must stay apart. A long label wraps at word boundaries onto
+    `LABEL_CHARACTERS`-wide lines, and the left margin is measured from the rendered text, not estimated from a
+    character count (which clipped the first letters of wide labels)."""
+    labels = [textwrap.fill(f"{name}: {verdict}", LABEL_CHARACTERS, break_long_words=True, break_on_hyphens=False)
+              for name, verdict in zip(names, rows["verdict"])]
+    lines = [label.count("\n") + 1 for label in labels]
+    heights = np.array([0.16 + 0.18 * n for n in lines])  # inches per row
+    centres = heights.sum() - (np.cumsum(heights) - heights / 2)  # first row on top
+    figure = _figure(8.0, 1.1 + heights.sum())
+    ax = figure.add_axes((0.0, 0.0, 1.0, 1.0))
+    for position, (_, row) in zip(centres, rows.iterrows()):
         colour = VERDICT_COLOURS[row["verdict"]]
         if pd.notna(row["ci_low"]) and pd.notna(row["ci_high"]):
             ax.plot([scale * row["ci_low"], scale * row["ci_high"]], [position, position], color=colour, linewidth=2)
         ax.plot([scale * row["diff"]], [position], "o", color=colour, markersize=6)
     ax.axvline(0.0, color="black", linewidth=1, linestyle="--")
-    ax.set_yticks(y, [_text(label) for label in labels], fontsize="small")
-    ax.set_ylim(-0.7, len(rows) - 0.3)
+    ax.set_yticks(centres, [_text(label) for label in labels], fontsize="small")
+    ax.set_ylim(0.0, heights.sum())
     ax.set_xlabel(_text(axis_label))
     ax.grid(True, axis="x", alpha=0.3)
     ax.set_title(_text(title), fontsize="medium")
-    return _png(figure)
+    renderer = figure.canvas.get_renderer()
+    widest = max(label.get_window_extent(renderer).width for label in ax.get_yticklabels()) / figure.dpi
+    left, right, bottom, top = widest + 0.25, 0.3, 0.55, 0.45
+    figure.set_size_inches(left + 5.0 + right, bottom + heights.sum() + top)
+    width, height = figure.get_size_inches()
+    ax.set_position((left / width, bottom / height, 5.0 / width, heights.sum() / height))
+    return figure
 
 
 def curves_figure(curves: Sequence[TargetCurves], title: str) -> bytes:

@@ -30,8 +30,10 @@ nav ul { columns: 2; } .meta { color: #555; font-size: 0.9rem; }
         font-size: 0.8rem; margin-left: 0.3rem; vertical-align: middle; }
 .table-wrap { overflow-x: auto; }
 table { border-collapse: collapse; font-size: 0.85rem; margin: 0.5rem 0; }
-th, td { border: 1px solid #ccc; padding: 0.2rem 0.5rem; text-align: right; white-space: nowrap; }
-th:first-child, td:first-child { text-align: left; }
+th, td { border: 1px solid #ccc; padding: 0.2rem 0.5rem; text-align: right; white-space: normal;
+         overflow-wrap: anywhere; }
+td { min-width: 4.5rem; }
+th:first-child, td:first-child { text-align: left; min-width: 9rem; max-width: 22rem; }
 thead th { background: #f3f3f3; }
 tr.published td { color: #555; font-style: italic; }
 tr.flagged td:first-child { color: #a55a14; font-weight: 600; }
@@ -57,6 +59,10 @@ SCRIPT = """
     document.body.setAttribute("data-images", String(images.length));
     document.body.setAttribute("data-images-broken", broken.map(function (image) { return image.getAttribute("src"); }).join(" "));
     document.body.setAttribute("data-page-errors", problems.join(" | "));
+    var wide = Array.prototype.slice.call(document.querySelectorAll("table")).filter(function (table) {
+      return table.getBoundingClientRect().width > document.documentElement.clientWidth;
+    });
+    document.body.setAttribute("data-wide-tables", String(wide.length));
   });
 })();
 """

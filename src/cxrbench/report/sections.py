@@ -221,7 +221,7 @@ def run_section(run: StoredRun, out: Path, figures: FigureFolder) -> str:
                             path.stem)
                 for path in overlays(run)]
     if pictures:
-        parts.append(html.paragraph("Overlays (first seed): reference outlines green, predicted magenta.", "meta"))
+        parts.append(html.paragraph("Overlays (first seed): each structure in its own colour, reference outlines solid, predicted dashed (legend under each image).", "meta"))
         parts.append(html.gallery(pictures))
     return "".join(parts)
 
