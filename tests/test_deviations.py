@@ -8,6 +8,8 @@ import dataclasses
 import html
 import io
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -110,7 +112,7 @@ def test_a_table_without_deviations_or_without_recipe_says_so(monkeypatch):
     table.rows.insert(0, Row(OURS, "x / linear", [{"mean": 0.5, "std": None, "ci_low": None, "ci_high": None}]
                              * len(table.columns), encoder="x", head="linear", overlap=[()] * len(table.columns)))
     assert table.deviations is None
-    assert "- **not declared**: no recipe (recipes/vindr.yaml)" in to_markdown(table)
+    assert "- **not declared**: no recipe (results/recipes/vindr.yaml)" in to_markdown(table)
     assert set(long_frame(table).query("source == 'cxrbench'")["deviations"]) == {"null"}
 
 
@@ -137,8 +139,6 @@ def test_reproduce_plan_prints_the_deviations(tmp_path):
 
 
 def test_table_layout_prints_the_deviations(tmp_path):
-    import shutil
-
     out = tmp_path / "results"
     shutil.copytree(COMMITTED / "mimic-demographics", out / "mimic-demographics")
     result = runner.invoke(app, ["table", "--layout", "rad-dino-c2", "--out", str(out)], catch_exceptions=False)
@@ -154,3 +154,15 @@ def test_report_section_shows_the_deviations_beside_the_table():
     assert section.index("</table>") < section.index(DEVIATIONS_TITLE)
     for deviation in load_recipe("rad-dino-c2").deviations:
         assert f"<li><strong>{html.escape(deviation.what)}</strong>: {html.escape(deviation.why)}</li>" in section
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="no pdflatex on PATH (Debian: texlive-latex-recommended)")
+@pytest.mark.parametrize("name", sorted(LAYOUTS))
+def test_latex_with_its_deviations_compiles(name, tmp_path):
+    document = "\n".join([r"\documentclass{article}", r"\usepackage{booktabs}", r"\usepackage{amssymb}",
+                          r"\usepackage[landscape,margin=1cm]{geometry}", r"\begin{document}",
+                          to_latex(_table_with_one_row_of_ours(name)), r"\end{document}"])
+    (tmp_path / "table.tex").write_text(document, encoding="utf-8")
+    result = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "table.tex"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-2000:]

@@ -65,9 +65,10 @@ def paper_layouts(benchmarks: Sequence[BenchmarkResults]) -> list[TableLayout]:
 def paper_table_section(layout: TableLayout, out: Path) -> str:
     table = table_from_store(layout, out)
     classes = ["published" if row.kind == PUBLISHED else "flagged" if row.variant else "" for row in table.rows]
+    deviations = html.definitions(deviation_items(table.deviations, layout.name), "deviations")
     return (html.heading(3, layout.title, f"layout-{html.slug(layout.name)}") + html.paragraph(legend(table), "meta") +
             html.table(display_frame(table), layout.model_title, classes) + html.notes(table.notes) +
-            html.heading(4, DEVIATIONS_TITLE) + html.definitions(deviation_items(table.deviations, layout.name), "deviations"))
+            html.heading(4, DEVIATIONS_TITLE) + deviations)
 
 
 # ---------------------------------------------------------------- benchmark overview and comparisons

@@ -35,6 +35,7 @@ VERDICT_MARKS = {"better": "▲", "worse": "▼", "not significant": "≈"}  # c
 from cxrbench.results.published import read_published
 from cxrbench.results.recipes import Deviation, recipe_deviations, recipes_dir
 from cxrbench.files import atomic_text
+from cxrbench.resources import project_root
 from cxrbench.results.store import StoredRun, run_label, stored_runs
 from cxrbench.specs import BenchmarkSpec, PublishedSpec
 from cxrbench.registry import metric_spec
@@ -603,8 +604,9 @@ def deviation_items(deviations: tuple[Deviation, ...] | None, name: str) -> list
     """(what, why) for each deviation of table `name`; one item saying so when there is none, or when no recipe
     declares them: a table never shows its numbers without saying how they were made relative to the paper."""
     if deviations is None:
-        return [("not declared", f"no recipe ({recipes_dir().name}/{name}.yaml) lists how these runs differ from the "
-                                 "paper; read the benchmark's and head's notes before comparing.")]
+        recipe = (recipes_dir() / f"{name}.yaml").relative_to(project_root())
+        return [("not declared", f"no recipe ({recipe}) lists how these runs differ from the paper; read the "
+                                 "benchmark's and head's notes before comparing.")]
     if not deviations:
         return [("none", "these runs follow the paper's protocol as published.")]
     return [(d.what, d.why) for d in deviations]
@@ -629,7 +631,8 @@ def to_markdown(table: PaperTable, with_ci: bool = True, bold_best: bool = True)
 
 
 LONG_COLUMNS = ["layout", "group", "column", "source", "model", "encoder", "head", "benchmark", "metric", "task",
-                "mean", "std", "ci_low", "ci_high", "published_model", "published_mean", "diff", "in_pretraining", "versus", "deviations"]
+                "mean", "std", "ci_low", "ci_high", "published_model", "published_mean", "diff", "in_pretraining", "versus",
+                "deviations"]
 
 
 def long_frame(table: PaperTable) -> pd.DataFrame:
@@ -738,7 +741,8 @@ def _latex_deviations(table: PaperTable) -> list[str]:
     items = deviation_items(table.deviations, table.layout.name)
     return [r"\par\smallskip", r"\begin{minipage}{\linewidth}\footnotesize\raggedright",
             rf"\textit{{{DEVIATIONS_TITLE}.}}\par",
-            *(rf"({n})~\textbf{{{latex_escape(what)}}}: {latex_escape(why)}\par" for n, (what, why) in enumerate(items, 1)),
+            *(rf"({n})~\textbf{{{latex_escape(what)}}}: {latex_escape(why)}\par"
+              for n, (what, why) in enumerate(items, 1)),
             r"\end{minipage}"]
 
 

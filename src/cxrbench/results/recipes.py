@@ -56,9 +56,10 @@ class Deviation:
     why: str
 
     def __post_init__(self) -> None:
-        for name in ("what", "why"):
+        wanted = {"what": "what differs from the paper", "why": "why, citing the paper and its section"}
+        for name, text in wanted.items():
             if not getattr(self, name).strip():
-                raise SpecError(f"`{name}` is empty: say {'what differs from the paper' if name == 'what' else 'why, citing the paper and section'}.")
+                raise SpecError(f"`{name}` is empty: say {text}.")
 
 
 @dataclass(frozen=True)
