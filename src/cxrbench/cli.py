@@ -681,8 +681,18 @@ def _show_layout(name: str, out: Path, diff: bool, versus: Optional[str] = None)
                 paper_layout.model_title)
     for line in result.notes:
         note(line)
+    _show_deviations(result.deviations, name)
     paths = write_paper_table(result, out / "tables" / (f"{name}_vs_{versus}" if versus else name))
     say("tables: " + ", ".join(str(path) for path in paths.values()))
+
+
+def _show_deviations(deviations, name: str) -> None:
+    """The table's deviations from the paper (its recipe's), printed beside its plan or its numbers."""
+    from cxrbench.results.paper_tables import DEVIATIONS_TITLE, deviation_items
+
+    say(f"{DEVIATIONS_TITLE} ({name}):", "bold")
+    for what, why in deviation_items(deviations, name):
+        say(f"  - {what}: {why}")
 
 
 @app.command()
@@ -798,6 +808,7 @@ def reproduce(
     planned = plan_runs(recipe, out, options.encoders)
     console.print(text_table(f"{recipe.source}: {len(planned)} runs", ["run", "folder", "status"],
                              [[p.label, str(p.folder), "stored" if p.stored else "to run"] for p in planned]))
+    _show_deviations(recipe.deviations, recipe.table)
     if plan:
         return
     jobs = _launcher(launcher, launcher_param)

@@ -43,6 +43,7 @@ figcaption { font-size: 0.85rem; color: #555; }
 .gallery { display: flex; flex-wrap: wrap; gap: 0.5rem; }
 .gallery figure { margin: 0; width: 220px; } .gallery img { width: 100%; }
 ul.notes { font-size: 0.85rem; color: #555; }
+ul.deviations { font-size: 0.85rem; border-left: 3px solid #d97706; padding-left: 1.6rem; }
 """
 
 SCRIPT = """
@@ -96,6 +97,12 @@ def paragraph(text: str, css: str | None = None) -> str:
 def notes(lines: Iterable[str]) -> str:
     items = "".join(f"<li>{esc(line)}</li>" for line in lines)
     return f'<ul class="notes">{items}</ul>\n' if items else ""
+
+
+def definitions(items: Iterable[tuple[str, str]], css: str) -> str:
+    """A list of (term, explanation) pairs, the term in bold: e.g. each deviation from a paper and its reason."""
+    entries = "".join(f"<li><strong>{esc(term)}</strong>: {esc(text)}</li>" for term, text in items)
+    return f'<ul class="{esc(css)}">{entries}</ul>\n' if entries else ""
 
 
 def table(frame: pd.DataFrame, index_title: str = "", row_classes: Sequence[str] | None = None,

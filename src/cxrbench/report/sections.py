@@ -26,7 +26,9 @@ from cxrbench.results.comparisons import TEST_NOTES
 from cxrbench.results.efficiency import (
     GROUP, efficiency_display_table, efficiency_long_table, full_data_runs, plot_efficiency, run_budget,
 )
-from cxrbench.results.paper_tables import LAYOUTS, PUBLISHED, TableLayout, display_frame, legend, table_from_store
+from cxrbench.results.paper_tables import (
+    DEVIATIONS_TITLE, LAYOUTS, PUBLISHED, TableLayout, deviation_items, display_frame, legend, table_from_store,
+)
 from cxrbench.results.store import StoredRun, encoder_label
 from cxrbench.results.stratified_tables import stratified_frames
 from cxrbench.results.tables import MACRO_TITLE, bootstrap_caveats, comparison_table, run_display_table
@@ -64,8 +66,10 @@ def paper_layouts(benchmarks: Sequence[BenchmarkResults]) -> list[TableLayout]:
 def paper_table_section(layout: TableLayout, out: Path) -> str:
     table = table_from_store(layout, out)
     classes = ["published" if row.kind == PUBLISHED else "flagged" if row.variant else "" for row in table.rows]
+    deviations = html.definitions(deviation_items(table.deviations, layout.name), "deviations")
     return (html.heading(3, layout.title, f"layout-{html.slug(layout.name)}") + html.paragraph(legend(table), "meta") +
-            html.table(display_frame(table), layout.model_title, classes) + html.notes(table.notes))
+            html.table(display_frame(table), layout.model_title, classes) + html.notes(table.notes) +
+            html.heading(4, DEVIATIONS_TITLE) + deviations)
 
 
 # ---------------------------------------------------------------- benchmark overview and comparisons

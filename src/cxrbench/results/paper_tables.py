@@ -8,12 +8,18 @@ and, for a metric the spec's `published:` block does not cover (a block holds on
 Our rows are the full-data runs (label budget null) as 'encoder / head', cells `mean ± std [95% CI]` in percent;
 the published rows follow (`mean ± std` as printed in the paper). Optional difference rows give ours minus the
 published mean for encoders the paper reports. The CSV is long form with raw fractions.
+
+Under every table come its deviations from the paper, as the layout's recipe declares them
+(`results/recipes/LAYOUT.yaml`, `cxrbench.results.recipes.Deviation`): a "Deviations from the paper" section in
+Markdown, a footnote-size note block in LaTeX, a `deviations` column in the CSV (on our rows: a JSON list of
+{what, why}, `[]` when the runs follow the paper, `null` when no recipe declares them).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +34,9 @@ from cxrbench.results.overlap import LEGEND as OVERLAP_LEGEND, MARK as OVERLAP_M
 VERDICT_MARKS = {"better": "▲", "worse": "▼", "not significant": "≈"}  # cxrbench.results.comparisons verdicts
 SMALL_GROUP_MARK = "‡"  # a worst-group cell whose group has fewer test patients than min_group_patients
 from cxrbench.results.published import read_published
+from cxrbench.results.recipes import Deviation, recipe_deviations, recipes_dir
 from cxrbench.files import atomic_text
+from cxrbench.resources import project_root
 from cxrbench.results.store import StoredRun, run_label, stored_runs
 from cxrbench.specs import BenchmarkSpec, PublishedSpec
 from cxrbench.registry import metric_spec
@@ -285,6 +293,7 @@ class PaperTable:
     notes: list[str] = field(default_factory=list)
     frames: dict[tuple, pd.DataFrame] = field(default_factory=dict, repr=False)  # read_published, per block
     versus: str | None = None  # the reference encoder of the cells' verdicts
+    deviations: tuple[Deviation, ...] | None = None  # the layout's recipe's; None: no recipe declares them
 
     def of_kind(self, kind: str) -> list[Row]:
         return [row for row in self.rows if row.kind == kind]
@@ -474,7 +483,7 @@ def build_paper_table(
     if versus is not None:
         _add_verdicts(rows, columns, sources, versus, notes)
     return PaperTable(layout, columns, [*rows, *diff_rows, *published_rows], list(dict.fromkeys(sources_text)), notes,
-                      frames, versus)
+                      frames, versus, recipe_deviations(layout.name) if layout.name in LAYOUTS else None)
 
 
 def _add_verdicts(rows: list[Row], columns: list[Column], sources: dict, versus: str, notes: list[str]) -> None:
@@ -611,6 +620,26 @@ def legend(table: PaperTable) -> str:
     return text
 
 
+DEVIATIONS_TITLE = "Deviations from the paper"
+
+
+def deviation_items(deviations: tuple[Deviation, ...] | None, name: str) -> list[tuple[str, str]]:
+    """(what, why) for each deviation of table `name`; one item saying so when there is none, or when no recipe
+    declares them: a table never shows its numbers without saying how they were made relative to the paper."""
+    if deviations is None:
+        recipe = (recipes_dir() / f"{name}.yaml").relative_to(project_root())
+        return [("not declared", f"no recipe ({recipe}) lists how these runs differ from the paper; read the "
+                                 "benchmark's and head's notes before comparing.")]
+    if not deviations:
+        return [("none", "these runs follow the paper's protocol as published.")]
+    return [(d.what, d.why) for d in deviations]
+
+
+def _markdown_deviations(table: PaperTable) -> list[str]:
+    items = deviation_items(table.deviations, table.layout.name)
+    return ["", f"## {DEVIATIONS_TITLE}", "", *(f"- **{what}**: {why}" for what, why in items)]
+
+
 def to_markdown(table: PaperTable, with_ci: bool = True, bold_best: bool = True) -> str:
     frame = display_frame(table, with_ci, bold_best)
     header = [table.layout.model_title, *frame.columns]
@@ -620,16 +649,22 @@ def to_markdown(table: PaperTable, with_ci: bool = True, bold_best: bool = True)
         lines.append("| " + " | ".join([str(label).replace("|", "\\|"), *(v.replace("|", "\\|") for v in values)]) + " |")
     if table.notes:
         lines += ["", *(f"- {note}" for note in table.notes)]
+    lines += _markdown_deviations(table)
     return "\n".join(lines) + "\n"
 
 
 LONG_COLUMNS = ["layout", "group", "column", "source", "model", "encoder", "head", "benchmark", "metric", "task",
-                "mean", "std", "ci_low", "ci_high", "published_model", "published_mean", "diff", "in_pretraining", "versus"]
+                "mean", "std", "ci_low", "ci_high", "published_model", "published_mean", "diff", "in_pretraining", "versus",
+                "deviations"]
 
 
 def long_frame(table: PaperTable) -> pd.DataFrame:
-    """One row per (row, column) with a value; raw fractions. Our rows carry the matching published mean and the difference."""
+    """One row per (row, column) with a value; raw fractions. Our rows carry the matching published mean and the
+    difference, and the table's deviations from the paper as JSON (a list of {what, why}; `null`: no recipe declares
+    them): one column keeps the long form one row per number, and each number keeps how it was made beside it."""
     paper = {row.model: row.cells for row in table.of_kind(PUBLISHED)}
+    deviations = json.dumps(None if table.deviations is None else [dataclasses.asdict(d) for d in table.deviations],
+                            ensure_ascii=False)
     records = []
     for row in table.rows:
         if row.kind == DIFF:
@@ -647,7 +682,8 @@ def long_frame(table: PaperTable) -> pd.DataFrame:
                 theirs = paper.get(model, [None] * len(table.columns))[i] if model else None
                 if theirs is None and model:
                     theirs = _published_cell(_published_frame(column.published, table.frames), model, column.task)
-                record.update(source="cxrbench", model=row.encoder, encoder=row.encoder, head=row.head)
+                record.update(source="cxrbench", model=row.encoder, encoder=row.encoder, head=row.head,
+                              deviations=deviations)
                 if theirs is not None:
                     record.update(published_model=model, published_mean=theirs["mean"], diff=cell["mean"] - theirs["mean"])
             else:
@@ -718,8 +754,19 @@ def to_latex(table: PaperTable, with_ci: bool = True, bold_best: bool = True) ->
             label = row.model if kind == PUBLISHED else row.label
             cells = [_latex_cell(_parts(row, cell, layout.decimals, with_ci, i), r in best[i]) for i, cell in enumerate(row.cells)]
             lines.append(" & ".join([latex_escape(label), *cells]) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    lines += [r"\bottomrule", r"\end{tabular}", *_latex_deviations(table), r"\end{table}"]
     return "\n".join(lines) + "\n"
+
+
+def _latex_deviations(table: PaperTable) -> list[str]:
+    """The deviations as a footnote-size block under the tabular, inside the float (a \\footnote does not work in a
+    table float); numbered, so that the text may cite them."""
+    items = deviation_items(table.deviations, table.layout.name)
+    return [r"\par\smallskip", r"\begin{minipage}{\linewidth}\footnotesize\raggedright",
+            rf"\textit{{{DEVIATIONS_TITLE}.}}\par",
+            *(rf"({n})~\textbf{{{latex_escape(what)}}}: {latex_escape(why)}\par"
+              for n, (what, why) in enumerate(items, 1)),
+            r"\end{minipage}"]
 
 
 def write_paper_table(table: PaperTable, stem: Path) -> dict[str, Path]:

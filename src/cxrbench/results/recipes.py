@@ -5,6 +5,11 @@ encoders x head x protocol (head parameters, dataset options, weights) x label b
 expands it into run folders, runs the ones not stored yet through the one pipeline (`cxrbench.pipeline.evaluate`,
 resuming: a run stored with the same settings is kept, one stored with other settings is refused) and writes the
 table. Nothing here knows a benchmark or a paper: the YAML does.
+
+Every recipe also declares, in a required `deviations:` list, how its runs differ from the paper's protocol and why
+(a detail the paper does not publish, data that is not available, a deliberate choice): the tables, the report and
+`cxrbench reproduce --plan` print that list beside the numbers, so that no difference hides behind a number laid
+next to a published one. `deviations: []` says the runs follow the paper as published.
 """
 
 from __future__ import annotations
@@ -43,10 +48,26 @@ class RecipeRun:
 
 
 @dataclass(frozen=True)
+class Deviation:
+    """One way a recipe's runs differ from the paper's protocol (`what`), and the reason, citing the paper's section
+    (`why`): one typed form, so that every table can print both halves and a test can find them in its output."""
+
+    what: str
+    why: str
+
+    def __post_init__(self) -> None:
+        wanted = {"what": "what differs from the paper", "why": "why, citing the paper and its section"}
+        for name, text in wanted.items():
+            if not getattr(self, name).strip():
+                raise SpecError(f"`{name}` is empty: say {text}.")
+
+
+@dataclass(frozen=True)
 class Recipe:
     table: str  # the layout this recipe's runs fill (cxrbench.results.paper_tables.LAYOUTS)
     source: str  # the paper and table, for people
     runs: tuple[RecipeRun, ...]
+    deviations: tuple[Deviation, ...]  # required; () when the runs follow the paper as published
     notes: str = ""
 
     @property
@@ -89,10 +110,20 @@ def load_recipe(name: str) -> Recipe:
         close = difflib.get_close_matches(name, names, n=1)
         hint = f" Did you mean {close[0]}?" if close else ""
         raise CxrbenchError(f"No recipe '{name}' in {recipes_dir()}.{hint} Recipes: {', '.join(names)}.")
-    recipe = parse_spec(Recipe, load_yaml(path), str(path))
+    data = load_yaml(path)
+    if "deviations" not in data:
+        raise SpecError(f"{path}: the `deviations:` key is missing. List how these runs differ from the paper and why, "
+                        "one `{what: ..., why: ...}` mapping per difference (citing the paper's section), or write "
+                        "`deviations: []` when they follow the paper as published.")
+    recipe = parse_spec(Recipe, data, str(path))
     if recipe.table != name:
         raise SpecError(f"{path}: `table: {recipe.table}` must be the file's name ({name}).")
     return recipe
+
+
+def recipe_deviations(name: str) -> tuple[Deviation, ...] | None:
+    """The deviations declared by the recipe of table `name`; None when no recipe makes that table."""
+    return load_recipe(name).deviations if (recipes_dir() / f"{name}.yaml").is_file() else None
 
 
 def plan_runs(recipe: Recipe, out: Path, encoders: list[str] | None = None) -> list[PlannedRun]:
