@@ -94,6 +94,7 @@ Weights = typer.Option(None, help="Local weights file/folder, or 'random[:SEED]'
 Revision = typer.Option(None, help="Hugging Face revision overriding the adapter's pinned one.")
 ImageSize = typer.Option(None, help="Override the encoder's input resolution (resize and crop).")
 DatasetOptions = typer.Option([], "--dataset-option", help="Set one of the benchmark's dataset options (its spec's `dataset:` block), KEY=VALUE, e.g. label_rule=any (VinDr-CXR); repeatable.")
+SplitOptions = typer.Option([], "--split", help="Replace a field of the benchmark's `split:`, KEY=VALUE, e.g. scheme=random for a fixed test set where the benchmark cross-validates (CANDID-PTX, RSNA-Pneumonia); repeatable.")
 HeadParams = typer.Option([], "--head-param", help="Override a head parameter, KEY=VALUE (VALUE read as YAML, e.g. epochs=5 or 'lr=[1e-2, 1e-1]'); repeatable.")
 Out = typer.Option(DEFAULT_OUT, help="Results folder.")
 def _batch_size(text: str) -> Optional[int]:
@@ -126,6 +127,7 @@ def run(
     seeds: Optional[int] = Seeds,
     data_root: Optional[Path] = DataRoot,
     dataset_option: list[str] = DatasetOptions,
+    split: list[str] = SplitOptions,
     weights: Optional[str] = Weights,
     revision: Optional[str] = Revision,
     image_size: Optional[int] = ImageSize,
@@ -154,7 +156,7 @@ def run(
     from cxrbench.study import StudyOptions
 
     study = StudyOptions(benchmark, data_root, _key_values("--dataset-option", dataset_option), seeds,
-                         _budgets(train_fraction, shots), bootstrap)
+                         _budgets(train_fraction, shots), bootstrap, _key_values("--split", split))
     evaluation = run_evaluation(benchmark)(out, head, _key_values("--head-param", head_param), tag, overwrite, list(metric))
     encoders = EncoderOptions(_names(encoder), weights, revision, image_size)
     jobs = _launcher(launcher, launcher_param)
