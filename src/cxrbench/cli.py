@@ -842,13 +842,17 @@ def report(
     say(f"report: {index}")
 
 
+#: the bias protocol's head: RayDINO (methods, "Bias analysis") trains its usual classification protocol, the grid
+BIAS_HEAD = "raydino-grid"
+
+
 @app.command()
 @user_errors
 def bias(
     benchmark: str = typer.Argument(..., help="Benchmark name (one whose spec declares `groups:`)."),
     attribute: str = typer.Option(..., help="The patient attribute whose groups train and test (a name under the benchmark's `groups:`, e.g. sex or age)."),
     encoder: str = Encoders,
-    head: Optional[str] = typer.Option(None, help="Head name (default: the benchmark's)."),
+    head: str = typer.Option(BIAS_HEAD, help="Head name (default: RayDINO's grid of decoders, which its bias protocol trains; each group's head chooses its configuration on that group's validation images)."),
     folds: int = typer.Option(20, help="Folds: each draws new training patients per group (and a new validation split)."),
     group_patients: Optional[int] = typer.Option(None, help="Training patients drawn from every group in each fold (default: 80% of the smallest group's)."),
     metric: Optional[str] = typer.Option(None, help="Metric per test group (default: auroc where the benchmark scores it, else its primary metric)."),
@@ -872,7 +876,8 @@ def bias(
 ) -> None:
     """Bias protocol (RayDINO Fig. 4c/4d): per fold, a head trained on an equal number of patients of each group of
     ATTRIBUTE and one on their union (All), each scored on every test group; Mann-Whitney U between same-group and
-    cross-group folds. Runs resume; writes OUT/BENCHMARK/bias_ATTRIBUTE{_folds.csv,_tests.csv,.md,.png}."""
+    cross-group folds, and between models. The folds share the benchmark's test split. Runs resume; writes
+    OUT/BENCHMARK/bias_ATTRIBUTE{_folds.csv,_tests.csv,_models.csv,.md,.png}."""
     from cxrbench.data.splits import ALL_GROUPS, GroupBudget
     from cxrbench.evaluations.probe import ProbeEvaluation
     from cxrbench.pipeline import EncoderOptions, MachineOptions, evaluate
