@@ -215,9 +215,9 @@ LAYOUTS: dict[str, TableLayout] = {
             model_title="Method / probe",
             heads=("knn", "linear"),
             decimals=3,
-            groups=(GroupLayout("nih-cxr14", title="NIH ChestX-ray14", metrics=("auroc",), aggregate="macro AUROC",
+            groups=(GroupLayout("nih-cxr14-15", title="NIH ChestX-ray14", metrics=("auroc",), aggregate="macro AUROC",
                                 per_task=False, fallback_published={"auroc": dataclasses.replace(_DINOV2_TABLE4, task_columns={MACRO: "nih"})}),
-                    GroupLayout("chexpert-5", title="CheXpert", metrics=("auroc",), aggregate="macro AUROC",
+                    GroupLayout("chexpert-5-dinov2", title="CheXpert", metrics=("auroc",), aggregate="macro AUROC",
                                 per_task=False, fallback_published={"auroc": dataclasses.replace(_DINOV2_TABLE4, task_columns={MACRO: "chexpert"})})),
         ),
         TableLayout(
