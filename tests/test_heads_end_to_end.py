@@ -190,7 +190,7 @@ def test_knn_k_is_selected_on_validation_unless_told_test_and_then_labelled(vind
         metrics = json.loads((folder / "metrics.json").read_text())
         for seed in (0, 1):
             chosen = metrics["heads"][str(seed)]["binary"]["chosen"]["k"]
-            rows = selection[selection["seed"] == seed].set_index("k")["val_auprc"]
+            rows = selection[selection["seed"] == seed].set_index("k")["test_auprc" if on_test else "val_auprc"]
             assert chosen == rows.idxmax()
             # the selection scores are the test split's exactly when selecting on test
             assert (abs(rows[chosen] - _macro_auprc(predictions, seed)) < 1e-9) == on_test

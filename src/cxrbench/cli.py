@@ -454,7 +454,8 @@ def data_check(
 
         split = seed_splits(data.samples, spec.name, 0, spec.split)["split"].to_numpy()
         if spec.split.scheme == "kfold":
-            drawn = f"fold 0 of {spec.split.folds}: one part of the patients tests, the others train"
+            drawn = (f"fold 0 of {spec.split.folds}: one part of the patients tests, the others train"
+                     + (f" ({spec.split.val_fraction:g} of them validate)" if spec.split.val_fraction else ""))
         else:
             test_note = "the same test patients for every seed" if spec.split.test == "fixed" else "test patients redrawn per seed"
             drawn = f"seed 0 ({'/'.join(f'{f:g}' for f in spec.split.fractions)} of patients; {test_note})"

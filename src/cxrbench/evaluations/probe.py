@@ -266,7 +266,11 @@ class ProbeEvaluation:
                 head = self._head(spec, group, settings.device)
                 source = self._online_source(head, features, samples["path"].to_numpy()[split == "train"], seed, settings, progress)
                 with use_threads("heavy" if source is not None else head.work):
-                    report = head.fit(parts["train"], parts[selection_split(head)], seed, progress, source)
+                    chooser = selection_split(head)
+                    report = head.fit(parts["train"], parts[chooser], seed, progress, source)
+                    if chooser != "val":  # the selection table's scores are the test split's: name them so
+                        report.table = [{k.replace("val_", f"{chooser}_", 1) if k.startswith("val_") else k: v
+                                         for k, v in row.items()} for row in report.table]
                     scores = head.predict(parts["test"])
                     if group.kind == "binary":
                         trained.thresholds.setdefault(seed, {}).update(
