@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -118,6 +119,23 @@ def test_fixed_test_option_shares_one_test_set(candid_root):
     assert len(tests) == 1 and spec.split.fractions == (0.6, 0.2, 0.2)
     with pytest.raises(Exception, match="--split for benchmark 'candid-ptx'"):
         with_split(SPEC, {"schema": "random"})
+
+
+def test_run_with_split_option_records_the_fixed_test_split(candid_root, tmp_path):
+    """`cxrbench run --split scheme=random`: one test set for every seed, and the run records the split it used."""
+    result = CliRunner().invoke(app, ["run", "candid-ptx", "--encoder", "pixels", "--head", "logistic", "--data-root",
+                                      str(candid_root), "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"),
+                                      "--seeds", "2", "--bootstrap", "20", "--split", "scheme=random"])
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "out/candid-ptx/pixels/logistic"
+    manifest = pd.read_parquet(folder / "splits.parquet")
+    tests = [set(part.loc[part["split"] == "test", "patient_id"]) for _, part in manifest.groupby("seed")]
+    assert tests[0] == tests[1]
+    identity = json.loads((folder / "metrics.json").read_text())["run_identity"]
+    assert identity["split"]["scheme"] == "random" and identity["split"]["fractions"] == [0.6, 0.2, 0.2]
+    result = CliRunner().invoke(app, ["run", "candid-ptx", "--encoder", "pixels", "--data-root", str(candid_root),
+                                      "--split", "scheme=fixed"])
+    assert result.exit_code == 2 and "--split for benchmark 'candid-ptx'" in result.output
 
 
 def test_images_are_jpegs_that_decode(candid_root):
