@@ -40,7 +40,7 @@ def write_data(folder: Path) -> dict[str, Path]:
              "padchest-lateral": folder / "padchest"}
     if not (roots["vindr"] / "annotations").is_dir():
         write_synthetic_vindr(roots["vindr"], SyntheticConfig(patients=300))  # the demo's data
-        write_synthetic_candid(roots["candid-ptx"], patients=80)
+        write_synthetic_candid(roots["candid-ptx"], patients=120)  # every cross-validation fold holds each finding
         write_synthetic_rsna(roots["rsna-pneumonia"], patients=80)
         write_synthetic_padchest(roots["padchest-lateral"], patients=80)
     return roots

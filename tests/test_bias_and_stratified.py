@@ -22,6 +22,8 @@ from cxrbench.data.groups import group_labels
 from cxrbench.data.synthetic import SyntheticConfig, write_synthetic_vindr
 from cxrbench.errors import DataError, SpecError
 from cxrbench.registry import benchmark_spec
+from cxrbench.results.bias import model_mann_whitney
+from cxrbench.study import load_benchmark
 from cxrbench.specs import GroupSpec
 from cxrbench.stats.thresholds import choose_threshold
 
@@ -192,6 +194,46 @@ def test_fold_scores_equal_a_direct_recomputation_and_mann_whitney_equals_scipy(
         assert row["u"] == pytest.approx(expected.statistic, abs=1e-12)
     assert (base / "results" / "vindr" / "bias_sex.png").stat().st_size > 5000
     assert "trained on All" in (base / "results" / "vindr" / "bias_sex.md").read_text()
+
+
+def test_each_group_head_selects_on_its_own_groups_validation_images(base):
+    """A head trained on one group sees only that group's validation images (the All head every group's); the test
+    split is shared by every fold, and the Markdown says so."""
+    plain = pd.read_parquet(base / "results" / "vindr" / "pixels" / "logistic" / "splits.parquet")
+    predictions = pd.read_parquet(_bias_folder(base, "F") / "predictions.parquet")
+    samples = load_benchmark("vindr", base / "vindr", {})[1].samples.set_index("image_id")
+    sex = samples["sex"].astype(str)
+    plain_val = set(plain.loc[(plain["seed"] == 0) & (plain["split"] == "val"), "image_id"])  # fold 0 = seed 0
+    for group in ("F", "M", "All"):
+        manifest = pd.read_parquet(_bias_folder(base, group) / "splits.parquet")
+        val = set(manifest.loc[(manifest["seed"] == 0) & (manifest["split"] == "val"), "image_id"])
+        expected = plain_val if group == "All" else {i for i in plain_val if sex[i] == group}
+        assert val == expected and val
+    assert predictions["image_id"].nunique() == len(set(plain.loc[plain["split"] == "test", "image_id"]))
+    assert "Every fold is scored on the same test images" in (base / "results" / "vindr" / "bias_sex.md").read_text()
+
+
+def test_bias_defaults_to_the_raydino_grid():
+    result = runner.invoke(app, ["bias", "--help"], env={"COLUMNS": "300"})
+    assert "[default: raydino-grid]" in result.output
+
+
+def test_model_against_model_mann_whitney_equals_scipy():
+    rng = np.random.default_rng(3)
+    rows = [{"model": model, "train_group": trained, "test_group": tested, "fold": fold,
+             "value": rng.normal(0.7 + 0.02 * m, 0.01)}
+            for m, model in enumerate(["a / raydino-grid", "b / raydino-grid", "c / raydino-grid"])
+            for trained in ("F", "M", "All") for tested in ("F", "M") for fold in range(6)]
+    scores = pd.DataFrame(rows)
+    scores.loc[3, "value"] = np.nan  # an undefined fold is left out, not counted
+    versus = model_mann_whitney(scores)
+    assert len(versus) == 3 * 2 * 3  # every pair of the 3 models, per training and test group
+    for _, row in versus.iterrows():
+        pick = lambda model: scores[(scores["model"] == model) & (scores["train_group"] == row["train_group"])
+                                    & (scores["test_group"] == row["test_group"])]["value"].dropna()
+        expected = mannwhitneyu(pick(row["model"]), pick(row["other_model"]), alternative="two-sided")
+        assert row["u"] == expected.statistic and row["p"] == pytest.approx(expected.pvalue, abs=1e-15)
+        assert row["difference"] == pytest.approx(pick(row["model"]).mean() - pick(row["other_model"]).mean(), abs=1e-15)
 
 
 def test_bias_runs_resume_and_are_kept_off_tables_and_curves(base):

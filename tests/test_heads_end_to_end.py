@@ -165,3 +165,36 @@ def test_online_probe_on_a_budget_standardises_with_the_whole_training_split(vin
         test = manifests[(manifests["seed"] == seed) & (manifests["split"] == "test")]
         assert metrics["n_test_patients"][str(seed)] == test["patient_id"].nunique()
     assert len(seen) == 2
+
+
+def _macro_auprc(predictions: pd.DataFrame, seed: int) -> float:
+    """Macro AUPRC of one seed's stored test predictions over the tasks with both classes (scikit-learn)."""
+    from sklearn.metrics import average_precision_score
+
+    rows = predictions[predictions["seed"] == seed].dropna(subset=["label"])
+    values = [average_precision_score(part["label"], part["score"]) for _, part in rows.groupby("task")
+              if part["label"].nunique() == 2]
+    return sum(values) / len(values)
+
+
+def test_knn_k_is_selected_on_validation_unless_told_test_and_then_labelled(vindr_root, base):
+    """DINOv2-radiology Table 4 chose k on the test set: `select_on: test` reproduces it, the default does not, and the
+    tables mark the test-selected run."""
+    grid = ["--head", "knn", "--head-param", "k=[1, 3, 10, 30]"]
+    run(vindr_root, base, *grid, "--tag", "grid")
+    run(vindr_root, base, *grid, "--tag", "grid", "--head-param", "select_on=test", "--out", str(base / "on-test"))
+    for out, on_test in ((base / "out", False), (base / "on-test", True)):
+        folder = out / "vindr/pixels/knn_grid"
+        selection = pd.read_csv(folder / "selection.csv")
+        predictions = pd.read_parquet(folder / "predictions.parquet")
+        metrics = json.loads((folder / "metrics.json").read_text())
+        for seed in (0, 1):
+            chosen = metrics["heads"][str(seed)]["binary"]["chosen"]["k"]
+            rows = selection[selection["seed"] == seed].set_index("k")["test_auprc" if on_test else "val_auprc"]
+            assert chosen == rows.idxmax()
+            # the selection scores are the test split's exactly when selecting on test
+            assert (abs(rows[chosen] - _macro_auprc(predictions, seed)) < 1e-9) == on_test
+        result = runner.invoke(app, ["table", "vindr", "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        assert ("knn [grid; selected on test]" in result.output) == on_test
+        assert ("Settings selected on the test split" in (folder / "table.md").read_text()) == on_test

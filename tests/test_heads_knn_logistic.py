@@ -66,3 +66,22 @@ def test_logistic_equals_a_manual_sklearn_sweep():
         best = max(scores, key=scores.get)
         assert report.chosen[f"C[{t}]"] == best
         np.testing.assert_allclose(ours[:, t], fitted[best].predict_proba(scaler.transform(test.global_))[:, 1], atol=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["binary", "multiclass"])
+def test_logistic_default_is_sklearn_defaults_on_raw_features(kind):
+    """`logistic-default` (RAD-DINO Table 5's "default settings") is `LogisticRegression()` on the unscaled features."""
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal((300, 16)) * rng.uniform(0.1, 20, 16) + rng.uniform(-5, 5, 16)).astype(np.float32)
+    test_x = (rng.standard_normal((80, 16)) * 5).astype(np.float32)
+    if kind == "binary":
+        y = (x[:, 0] + x[:, 3] > 0).astype(np.float32)[:, None]
+        target = y[:, 0]
+    else:
+        target = np.digitize(x[:, 1] - x[:, 2], [-5.0, 5.0])
+        y = np.eye(3, dtype=np.float32)[target]
+    head = LogisticHead(head_spec("logistic-default"), None, kind, "auprc" if kind == "binary" else "accuracy")
+    head.fit(FeatureSet(x, y), FeatureSet(np.zeros((0, 16), np.float32), np.zeros((0, y.shape[1]), np.float32)), seed=0)
+    reference = LogisticRegression().fit(x, target).predict_proba(test_x)
+    expected = reference[:, 1:2] if kind == "binary" else reference
+    np.testing.assert_allclose(head.predict(FeatureSet(test_x, np.zeros((80, y.shape[1])))), expected, atol=1e-9)

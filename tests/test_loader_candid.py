@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from cxrbench.data.splits import POOL, seed_splits
 from cxrbench.data.synthetic import _write_dicom
 from cxrbench.data.synthetic_layouts import relative_rle, write_synthetic_candid
 from cxrbench.errors import DataError
-from cxrbench.study import load_benchmark
+from cxrbench.study import load_benchmark, with_split
 from cxrbench.registry import benchmark_spec
 
 SPEC = benchmark_spec("candid-ptx")
@@ -88,6 +89,55 @@ def test_random_split_is_by_patient(candid_root):
     assert patients.to_dict() == {"train": 18, "val": 6, "test": 6}
 
 
+def test_default_split_is_rad_dino_five_fold_cross_validation(candid_root):
+    """RAD-DINO Table 1b: seed k tests on fold k; over the 5 seeds every patient is tested exactly once; a quarter of
+    the other patients validate (60/20/20 per fold), never sharing a patient with train or test."""
+    _, data = load_benchmark("candid-ptx", candid_root, {})
+    manifests = [seed_splits(data.samples, SPEC.name, seed, SPEC.split) for seed in range(SPEC.seeds)]
+    patients = sorted(data.samples["patient_id"].astype(str).unique())
+    tested = [sorted(set(m.loc[m["split"] == "test", "patient_id"].astype(str))) for m in manifests]
+    assert sorted(p for fold in tested for p in fold) == patients  # each patient in exactly one test fold
+    for manifest, test in zip(manifests, tested):
+        per_patient = manifest.groupby("patient_id")["split"].agg(set)
+        assert all(len(s) == 1 for s in per_patient)  # patient-disjoint
+        split = per_patient.map(lambda s: next(iter(s)))
+        rest = len(patients) - len(test)
+        assert len(test) in (len(patients) // 5, -(-len(patients) // 5))
+        assert (split == "val").sum() == round(rest / 4) and (split == "train").sum() == rest - round(rest / 4)
+    vals = [set(m.loc[m["split"] == "val", "patient_id"]) for m in manifests]
+    assert len({frozenset(v) for v in vals}) == SPEC.seeds  # one draw per fold
+    with pytest.raises(DataError, match="at most --seeds 5"):
+        seed_splits(data.samples, SPEC.name, 5, SPEC.split)
+
+
+def test_fixed_test_option_shares_one_test_set(candid_root):
+    """`--split scheme=random`: the 60/20/20 split with one test set for every seed."""
+    _, data = load_benchmark("candid-ptx", candid_root, {})
+    spec = with_split(SPEC, {"scheme": "random"})
+    tests = {frozenset(seed_splits(data.samples, spec.name, s, spec.split).query("split == 'test'")["patient_id"])
+             for s in range(3)}
+    assert len(tests) == 1 and spec.split.fractions == (0.6, 0.2, 0.2)
+    with pytest.raises(Exception, match="--split for benchmark 'candid-ptx'"):
+        with_split(SPEC, {"schema": "random"})
+
+
+def test_run_with_split_option_records_the_fixed_test_split(candid_root, tmp_path):
+    """`cxrbench run --split scheme=random`: one test set for every seed, and the run records the split it used."""
+    result = CliRunner().invoke(app, ["run", "candid-ptx", "--encoder", "pixels", "--head", "logistic", "--data-root",
+                                      str(candid_root), "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"),
+                                      "--seeds", "2", "--bootstrap", "20", "--split", "scheme=random"])
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "out/candid-ptx/pixels/logistic"
+    manifest = pd.read_parquet(folder / "splits.parquet")
+    tests = [set(part.loc[part["split"] == "test", "patient_id"]) for _, part in manifest.groupby("seed")]
+    assert tests[0] == tests[1]
+    identity = json.loads((folder / "metrics.json").read_text())["run_identity"]
+    assert identity["split"]["scheme"] == "random" and identity["split"]["fractions"] == [0.6, 0.2, 0.2]
+    result = CliRunner().invoke(app, ["run", "candid-ptx", "--encoder", "pixels", "--data-root", str(candid_root),
+                                      "--split", "scheme=fixed"])
+    assert result.exit_code == 2 and "--split for benchmark 'candid-ptx'" in result.output
+
+
 def test_images_are_jpegs_that_decode(candid_root):
     _, data = load_benchmark("candid-ptx", candid_root, {})
     assert all(path.endswith(".jpg") for path in data.samples["path"])
@@ -130,7 +180,7 @@ def test_published_columns_map_every_task():
     assert published.task_columns == {"Pneumothorax": "PTX_auprc", "Chest tube": "chest_tube_auprc",
                                       "Rib fracture": "rib_fracture_auprc"}
     assert published.encoders["rad-dino"] == "RAD-DINO" and SPEC.metrics == ("auprc",)
-    assert SPEC.split.scheme == "random" and SPEC.split.fractions == (0.6, 0.2, 0.2)
+    assert (SPEC.split.scheme, SPEC.split.folds, SPEC.split.val_fraction) == ("kfold", 5, 0.25)
 
 
 def test_relative_rle_round_trip():

@@ -110,6 +110,23 @@ def test_nih_real_view_filter_and_data_check(nih_real_root):
     assert "112120 images, 30805 patients" in " ".join(result.output.split())
 
 
+def test_nih_15_classes_of_dinov2_radiology_on_the_real_metadata(nih_real_root):
+    """nih-cxr14-15 (DINOv2-radiology Table 4, public code): every value of Finding Labels is a binary class, so
+    "No Finding" is the 15th; counted with pandas string matching on the real CSV."""
+    raw = pd.read_csv(nih_real_root / NIH_CSV)
+    spec, data = load_benchmark("nih-cxr14-15", nih_real_root, {})
+    assert spec.tasks == (*FINDINGS, "No Finding") and len(spec.tasks) == 15
+    values = sorted({v for text in raw["Finding Labels"] for v in text.split("|")})
+    assert values == sorted(spec.tasks)  # every value of the column is a class, and nothing else
+    labels = data.labels()
+    order = data.samples["image_id"].to_numpy()
+    text = raw.set_index("Image Index").loc[order, "Finding Labels"]
+    for t, task in enumerate(spec.tasks):
+        expected = text.str.split("|").map(lambda names: task in names).to_numpy()
+        assert (labels[:, t] == expected).all() and not np.isnan(labels[:, t]).any(), task
+    assert int(labels[:, -1].sum()) == int((raw["Finding Labels"] == "No Finding").sum()) == 60361
+
+
 # -------------------------------------------------------------------------- CheXpert, real metadata
 
 
@@ -166,6 +183,26 @@ def test_chexpert_real_metadata_counts_match_pandas(chexpert_real_csv):
         assert counts.loc[counts["split"] == split, "patients"].eq(patients).all()
 
 
+def test_chexpert_dinov2_trains_on_frontal_ap_with_u_zeros_and_tests_on_every_frontal_image(chexpert_real_csv):
+    """chexpert-5-dinov2 (DINOv2-radiology Table 4, public code): train.csv's frontal AP images with -1 and blank as
+    0 (U-Zeros); the test set (valid.csv) keeps every frontal image. Counted directly from the real CSV."""
+    root, raw = chexpert_real_csv
+    spec = benchmark_spec("chexpert-5-dinov2")
+    frame, _ = chexpert_samples(root, spec, {})
+    frontal = raw["Frontal/Lateral"] == "Frontal"
+    train = raw[frontal & (raw["split"] == "train") & (raw["AP/PA"] == "AP")]
+    test = raw[frontal & (raw["split"] == "test")]
+    assert len(train) == 161590 - int((frontal & (raw["split"] == "test") & (raw["AP/PA"] == "AP")).sum())
+    assert (frame["split"] == "train").sum() == len(train) and (frame["split"] == "test").sum() == len(test)
+    data = BenchmarkData(spec.name, root, spec.targets, frame)
+    counts = data.label_counts()["binary"].set_index(["split", "task"])
+    for split, part in (("train", train), ("test", test)):
+        for task in spec.tasks:
+            positive = int((part[task] == 1).sum())  # U-Zeros: only 1.0 is positive, -1 / blank / 0 are negative
+            assert (counts.loc[(split, task), "positive"], counts.loc[(split, task), "negative"],
+                    counts.loc[(split, task), "unknown"]) == (positive, len(part) - positive, 0), (split, task)
+
+
 @pytest.fixture(scope="module")
 def chexpert_real_root(tmp_path_factory) -> tuple[Path, pd.DataFrame]:
     """The real CSV's first 3,000 patients (about 10,000 images) with empty placeholder images."""
@@ -214,6 +251,21 @@ def test_chexpert_real_uncertain_policies_move_exactly_the_minus_ones(chexpert_r
 
 
 # --------------------------------------------------------------------------------------------- synthetic
+
+
+def test_chexpert_dinov2_keeps_pa_test_images_and_drops_pa_training_images(chexpert_root):
+    """Only the training images are limited to AP (the real validation subset above happens to be all AP)."""
+    folder = chexpert_root / "CheXpert-v1.0"
+    if not folder.is_dir():
+        folder = chexpert_root / "CheXpert-v1.0-small"
+    train, valid = (pd.read_csv(folder / name) for name in ("train.csv", "valid.csv"))
+    frontal_train, frontal_valid = (part[part["Frontal/Lateral"] == "Frontal"] for part in (train, valid))
+    assert set(frontal_valid["AP/PA"]) == {"AP", "PA"}
+    _, data = load_benchmark("chexpert-5-dinov2", chexpert_root, {})
+    split = data.samples["split"].value_counts()
+    assert split["train"] == int((frontal_train["AP/PA"] == "AP").sum()) < len(frontal_train)
+    assert split["test"] == len(frontal_valid)
+
 
 
 @pytest.fixture(scope="module")

@@ -313,8 +313,8 @@ def test_dinov2_table4_lays_knn_and_linear_runs_beside_the_papers_frozen_columns
     our rows are the runs' macro AUROC, the paper's rows its kNN / linear columns (fine-tuning left out)."""
     from cxrbench.data.synthetic_nih_chexpert import write_synthetic_chexpert, write_synthetic_nih_cxr14
 
-    roots = {"nih-cxr14": write_synthetic_nih_cxr14(tmp_path / "nih", size=32),
-             "chexpert-5": write_synthetic_chexpert(tmp_path / "chexpert", size=32)}
+    roots = {"nih-cxr14-15": write_synthetic_nih_cxr14(tmp_path / "nih", size=32),
+             "chexpert-5-dinov2": write_synthetic_chexpert(tmp_path / "chexpert", size=32)}
     out = tmp_path / "results"
     for benchmark, root in roots.items():
         for head, params in (("knn", ["rule=mlknn", "k=[5,10]"]), ("linear", ["epochs=3", "min_steps=10"])):
@@ -331,7 +331,7 @@ def test_dinov2_table4_lays_knn_and_linear_runs_beside_the_papers_frozen_columns
             ours = table[(table["source"] == "cxrbench") & (table["benchmark"] == benchmark) & (table["head"] == head)]
             assert ours["mean"].item() == pytest.approx(metrics["metrics"]["auroc"]["macro"]["mean"])
     paper = table[table["model"] == "DINOv2 ViT-L/14 / kNN"].set_index("benchmark")["mean"]
-    assert paper["nih-cxr14"] == pytest.approx(0.663) and paper["chexpert-5"] == pytest.approx(0.771)
+    assert paper["nih-cxr14-15"] == pytest.approx(0.663) and paper["chexpert-5-dinov2"] == pytest.approx(0.771)
     # no fine-tuning column (its deviations below the table say why)
     assert "Fine" not in (out / "tables" / "dinov2-table4.md").read_text().split("## Deviations from the paper")[0]
     latex = (out / "tables" / "dinov2-table4.tex").read_text()

@@ -47,7 +47,7 @@ def test_the_study_is_prepared_once_for_every_budget(vindr_root):
 
 
 def test_explain_runs_on_any_benchmark_whose_loader_supplies_boxes(tmp_path):
-    root = write_synthetic_rsna(tmp_path / "rsna", patients=12)
+    root = write_synthetic_rsna(tmp_path / "rsna", patients=30, size=32)  # enough for every fold to hold both classes
     result = runner.invoke(app, ["explain", "rsna-pneumonia", "--encoder", "pixels", "--data-root", str(root),
                                  "--out", str(tmp_path / "out")])
     assert result.exit_code == 2 and "has no radiologists' test boxes" in " ".join(result.output.split())

@@ -94,6 +94,7 @@ Weights = typer.Option(None, help="Local weights file/folder, or 'random[:SEED]'
 Revision = typer.Option(None, help="Hugging Face revision overriding the adapter's pinned one.")
 ImageSize = typer.Option(None, help="Override the encoder's input resolution (resize and crop).")
 DatasetOptions = typer.Option([], "--dataset-option", help="Set one of the benchmark's dataset options (its spec's `dataset:` block), KEY=VALUE, e.g. label_rule=any (VinDr-CXR); repeatable.")
+SplitOptions = typer.Option([], "--split", help="Replace a field of the benchmark's `split:`, KEY=VALUE, e.g. scheme=random for a fixed test set where the benchmark cross-validates (CANDID-PTX, RSNA-Pneumonia); repeatable.")
 HeadParams = typer.Option([], "--head-param", help="Override a head parameter, KEY=VALUE (VALUE read as YAML, e.g. epochs=5 or 'lr=[1e-2, 1e-1]'); repeatable.")
 Out = typer.Option(DEFAULT_OUT, help="Results folder.")
 def _batch_size(text: str) -> Optional[int]:
@@ -126,6 +127,7 @@ def run(
     seeds: Optional[int] = Seeds,
     data_root: Optional[Path] = DataRoot,
     dataset_option: list[str] = DatasetOptions,
+    split: list[str] = SplitOptions,
     weights: Optional[str] = Weights,
     revision: Optional[str] = Revision,
     image_size: Optional[int] = ImageSize,
@@ -154,7 +156,7 @@ def run(
     from cxrbench.study import StudyOptions
 
     study = StudyOptions(benchmark, data_root, _key_values("--dataset-option", dataset_option), seeds,
-                         _budgets(train_fraction, shots), bootstrap)
+                         _budgets(train_fraction, shots), bootstrap, _key_values("--split", split))
     evaluation = run_evaluation(benchmark)(out, head, _key_values("--head-param", head_param), tag, overwrite, list(metric))
     encoders = EncoderOptions(_names(encoder), weights, revision, image_size)
     jobs = _launcher(launcher, launcher_param)
@@ -452,7 +454,8 @@ def data_check(
 
         split = seed_splits(data.samples, spec.name, 0, spec.split)["split"].to_numpy()
         if spec.split.scheme == "kfold":
-            drawn = f"fold 0 of {spec.split.folds}: one part of the patients tests, the others train"
+            drawn = (f"fold 0 of {spec.split.folds}: one part of the patients tests, the others train"
+                     + (f" ({spec.split.val_fraction:g} of them validate)" if spec.split.val_fraction else ""))
         else:
             test_note = "the same test patients for every seed" if spec.split.test == "fixed" else "test patients redrawn per seed"
             drawn = f"seed 0 ({'/'.join(f'{f:g}' for f in spec.split.fractions)} of patients; {test_note})"
@@ -858,13 +861,17 @@ def report(
     say(f"report: {index}")
 
 
+#: the bias protocol's head: RayDINO (methods, "Bias analysis") trains its usual classification protocol, the grid
+BIAS_HEAD = "raydino-grid"
+
+
 @app.command()
 @user_errors
 def bias(
     benchmark: str = typer.Argument(..., help="Benchmark name (one whose spec declares `groups:`)."),
     attribute: str = typer.Option(..., help="The patient attribute whose groups train and test (a name under the benchmark's `groups:`, e.g. sex or age)."),
     encoder: str = Encoders,
-    head: Optional[str] = typer.Option(None, help="Head name (default: the benchmark's)."),
+    head: str = typer.Option(BIAS_HEAD, help="Head name (default: RayDINO's grid of decoders, which its bias protocol trains; each group's head chooses its configuration on that group's validation images)."),
     folds: int = typer.Option(20, help="Folds: each draws new training patients per group (and a new validation split)."),
     group_patients: Optional[int] = typer.Option(None, help="Training patients drawn from every group in each fold (default: 80% of the smallest group's)."),
     metric: Optional[str] = typer.Option(None, help="Metric per test group (default: auroc where the benchmark scores it, else its primary metric)."),
@@ -888,7 +895,8 @@ def bias(
 ) -> None:
     """Bias protocol (RayDINO Fig. 4c/4d): per fold, a head trained on an equal number of patients of each group of
     ATTRIBUTE and one on their union (All), each scored on every test group; Mann-Whitney U between same-group and
-    cross-group folds. Runs resume; writes OUT/BENCHMARK/bias_ATTRIBUTE{_folds.csv,_tests.csv,.md,.png}."""
+    cross-group folds, and between models. The folds share the benchmark's test split. Runs resume; writes
+    OUT/BENCHMARK/bias_ATTRIBUTE{_folds.csv,_tests.csv,_models.csv,.md,.png}."""
     from cxrbench.data.splits import ALL_GROUPS, GroupBudget
     from cxrbench.evaluations.probe import ProbeEvaluation
     from cxrbench.pipeline import EncoderOptions, MachineOptions, evaluate

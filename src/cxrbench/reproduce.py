@@ -75,7 +75,7 @@ def reproduce_encoder(runs: tuple[PlannedRun, ...], options: ReproduceOptions, m
     the reason; a budget written before such a failure counts as run."""
     entry, name = runs[0].entry, runs[0].encoder
     study = StudyOptions(entry.benchmark, options.data_roots.get(entry.benchmark), dict(entry.dataset_options),
-                         options.seeds, entry.budgets, options.bootstrap_resamples)
+                         options.seeds, entry.budgets, options.bootstrap_resamples, dict(entry.split))
     evaluation = run_evaluation(entry.benchmark)(options.out, entry.head, dict(entry.head_params), entry.tag,
                                                  options.overwrite, [], resume=True)
     encoders = EncoderOptions([name], "random" if options.random_init else entry.weights, None,

@@ -105,9 +105,10 @@ class SplitSpec:
     random:   for datasets without an official split; `fractions` of the patients go to train / val / test.
               `test: fixed` draws the test patients once, independent of the seed, so every seed and encoder is
               scored on the same images (seeds then redraw train/val); `per_seed` redraws the test set too.
-    kfold:    cross-validation over the patients (RAD-DINO's demographic probes): one seeded partition of the
-              patients into `folds` parts, drawn once; seed k tests on part k and trains on the others (less
-              `val_fraction` of them for validation, 0 for none). Seeds are folds: at most `folds` of them.
+    kfold:    cross-validation over the patients (RAD-DINO's demographic probes, CANDID-PTX and RSNA-Pneumonia): one
+              seeded partition of the patients into `folds` parts, drawn once; seed k tests on part k and trains on
+              the others, less `val_fraction` of those patients drawn per seed for validation (0: none; 0.25 with 5
+              folds: 60/20/20 per fold). Seeds are folds: at most `folds` of them.
     """
 
     scheme: Literal["official", "random", "kfold"] = "official"

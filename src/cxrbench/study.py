@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from cxrbench.errors import DataError
 from cxrbench.heads.params import check_params
 from cxrbench.progress import Progress, SilentProgress
 from cxrbench.registry import registry
-from cxrbench.specs import BenchmarkSpec, BootstrapSpec, TargetSpec
+from cxrbench.specs import BenchmarkSpec, BootstrapSpec, SplitSpec, TargetSpec, parse_spec
 
 
 @dataclass
@@ -35,6 +35,9 @@ class StudyOptions:
     # label budgets or patient groups to train on (None = the whole training split); each is its own run
     budgets: list[LabelBudget | GroupBudget | None] = field(default_factory=lambda: [None])
     bootstrap_resamples: int | None = None
+    #: fields of the benchmark's `split:` replaced for this study (`--split KEY=VALUE`, a recipe's `split:`), e.g.
+    #: {"scheme": "random"} for a fixed test set where the benchmark cross-validates
+    split: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -80,6 +83,15 @@ def check_dataset_options(spec: BenchmarkSpec, options: Mapping[str, Any]) -> di
     return check_params(f"benchmark '{spec.name}' dataset option", spec.dataset, dict(options), positive=False)
 
 
+def with_split(spec: BenchmarkSpec, overrides: Mapping[str, Any]) -> BenchmarkSpec:
+    """The spec with some fields of its `split:` replaced, checked as the benchmark YAML's own would be; the run then
+    records the split it really used."""
+    if not overrides:
+        return spec
+    split = parse_spec(SplitSpec, {**asdict(spec.split), **overrides}, f"--split for benchmark '{spec.name}'")
+    return replace(spec, split=split)
+
+
 def load_benchmark(name: str, data_root: Path | None, options: Mapping[str, Any]) -> tuple[BenchmarkSpec, BenchmarkData]:
     """The benchmark's data as its loader reads it (options checked first), marked when cxrbench generated it."""
     entry = registry().get("benchmarks", name)
@@ -95,6 +107,7 @@ def load_benchmark(name: str, data_root: Path | None, options: Mapping[str, Any]
 
 def prepare_study(options: StudyOptions, progress: Progress = SilentProgress()) -> Study:
     spec, data = load_benchmark(options.benchmark, options.data_root, options.dataset_options)
+    spec = with_split(spec, options.split)
     for note in data.notes:
         progress.note(note)
     seeds = list(range(options.seeds if options.seeds is not None else spec.seeds))

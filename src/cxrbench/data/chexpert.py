@@ -41,6 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "blank": "negative",
     "views": "frontal",
     "projections": ["AP", "PA", "LL", "RL"],
+    "train_projections": None,  # the training images' frontal projections, when not `projections` (DINOv2-radiology: AP)
     "test_set": "valid",
     "test_labels_csv": "test_labels.csv",
     "missing_images": "error",
@@ -55,9 +56,14 @@ def _settings(spec: BenchmarkSpec, options: Mapping[str, Any]) -> dict[str, Any]
             raise DataError(f"benchmark '{spec.name}': dataset option {key}={settings[key]!r} is not one of {allowed}. "
                             f"Set it in the dataset block of benchmarks/{spec.name}.yaml or with --dataset-option "
                             f"{key}={allowed[0]}.")
-    for key in ("folder", "projections"):
+    if settings["train_projections"] is None:
+        settings["train_projections"] = settings["projections"]
+    for key in ("folder", "projections", "train_projections"):
         if isinstance(settings[key], str):
             settings[key] = [settings[key]]
+    if not all(isinstance(p, str) for p in settings["train_projections"]):
+        raise DataError(f"benchmark '{spec.name}': dataset option train_projections={settings['train_projections']!r} "
+                        "must list AP/PA values such as [AP] (or be null for the same as `projections`).")
     return settings
 
 
@@ -135,12 +141,13 @@ def read_split_csv(csv: Path, folder: Path, split: str, settings: Mapping[str, A
                                                             "have unknown sex and age"]
     view = _views(raw, paths)
     keep = view.isin(VIEWS[settings["views"]])
+    projections = settings["train_projections"] if split == "train" else settings["projections"]
     if "AP/PA" in raw and settings["views"] != "lateral":
         projection = raw["AP/PA"].fillna("").str.strip()
-        keep &= view.ne("Frontal") | projection.isin(settings["projections"])
+        keep &= view.ne("Frontal") | projection.isin(projections)
     if not keep.all():
         notes.append(f"{csv.name}: {int(keep.sum())} of {len(raw)} images kept (views: {settings['views']}, frontal "
-                     f"projections: {settings['projections']})")
+                     f"projections: {projections})")
     return frame[keep], notes
 
 

@@ -7,7 +7,8 @@
     ROOT/images/<Image Index>                       8-bit PNG (the NIH release's 12 tarballs, unpacked)
         or ROOT/images_001/images/ ... ROOT/images_012/images/   (the Kaggle copy)
 
-Every finding is 1 when Finding Labels names it and 0 otherwise ("No Finding": all 0, `no_finding` 1). The two
+Every finding is 1 when Finding Labels names it and 0 otherwise ("No Finding": all 0, `no_finding` 1; the target
+"No Finding" is that same flag, for benchmarks that score it as a 15th class, as `nih-cxr14-15` does). The two
 lists and the CSV come from one release and cover each other exactly (86,524 + 25,596 = 112,120 images), so an
 image in both lists or in neither, and a list entry the CSV lacks, are refused: they mean mixed-up downloads.
 """
@@ -46,7 +47,7 @@ REQUIRED = ["Image Index", "Finding Labels", "Patient ID", "Patient Age", "Patie
 
 def _settings(spec: BenchmarkSpec, options: Mapping[str, Any]) -> dict[str, Any]:
     settings = dataset_settings(spec, options, DEFAULTS)
-    require_labels(spec, FINDINGS, "ChestX-ray14 finding")
+    require_labels(spec, (*FINDINGS, NO_FINDING), "ChestX-ray14 finding")
     check_choice(spec, "missing_images", settings["missing_images"], MISSING_FILES)
     for key in ("labels_csv", "image_folders", "views"):
         if isinstance(settings[key], str):
@@ -109,6 +110,7 @@ def finding_labels(raw: pd.DataFrame, csv: Path) -> pd.DataFrame:
     labels = pd.DataFrame({f: dummies[f].astype(np.float32) if f in dummies else np.float32(0.0) for f in FINDINGS},
                           index=raw.index)
     labels["no_finding"] = none.astype(np.float32)
+    labels[NO_FINDING] = labels["no_finding"]  # as a target: the 15th class of DINOv2-radiology's public code
     return labels
 
 
@@ -182,5 +184,5 @@ def load_nih_cxr14(root: Path, spec: BenchmarkSpec, options: Mapping[str, Any]) 
     notes += path_notes
     notes.append(f"{len(frame)} images of {frame['patient_id'].nunique()} patients (Patient ID); official split from "
                  f"{settings['train_list']} (train) and {settings['test_list']} (test)")
-    columns = ["image_id", "patient_id", "path", "split", "sex", "age_years", "no_finding", *FINDINGS]
+    columns = ["image_id", "patient_id", "path", "split", "sex", "age_years", "no_finding", *FINDINGS, NO_FINDING]
     return BenchmarkData(spec.name, root, spec.targets, frame[columns], notes)

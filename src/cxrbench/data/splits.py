@@ -236,8 +236,10 @@ def apply_group_budget(manifest: pd.DataFrame, groups: pd.Series, order: Sequenc
 
     A patient is drawn for a group when one of its training images is in that group, and only those images train;
     each group's draw is seeded by (benchmark, seed, attribute, group), so the `All` run of a fold trains on exactly
-    the union of that fold's group runs. Test and validation images are kept whatever their group: results are
-    broken down by test group afterwards (`cxrbench bias`)."""
+    the union of that fold's group runs. Validation images outside the trained group(s) are marked `unused` too, so
+    that a head trained on one group chooses its configuration on that group's validation images only (the `All`
+    run validates on every group's). Test images are kept whatever their group: results are broken down by test
+    group afterwards (`cxrbench bias`)."""
     seed = int(manifest["seed"].iloc[0])
     train = manifest["split"].eq("train").to_numpy()
     patients = manifest["patient_id"].astype(str).to_numpy()
@@ -259,8 +261,10 @@ def apply_group_budget(manifest: pd.DataFrame, groups: pd.Series, order: Sequenc
     for name in chosen:
         drawn = _rng(benchmark, seed, f"group/{budget.attribute}/{name}").choice(members[name], size=wanted, replace=False)
         keep |= train & (labels == name) & np.isin(patients, drawn)
+    validate = manifest["split"].eq("val").to_numpy() & np.isin(labels, chosen)
     out = manifest.copy()
     out.loc[train & ~keep, "split"] = "unused"
+    out.loc[manifest["split"].eq("val").to_numpy() & ~validate, "split"] = "unused"
     return out
 
 

@@ -222,7 +222,9 @@ class ProbeEvaluation:
             "provenance": provenance(features.encoder.weights, data.samples, list(data.tasks), manifests),
         }
         heading = f"# {spec.title}: {encoder_name} / {plan.name}\n\n" + (
-            "**Synthetic data** (written by cxrbench): not comparable with any paper.\n\n" if data.synthetic else "")
+            "**Synthetic data** (written by cxrbench): not comparable with any paper.\n\n" if data.synthetic else "") + (
+            "**Settings selected on the test split** (`select_on: test`, as the paper being reproduced did): "
+            "optimistic, not a held-out estimate.\n\n" if plan.head_params.get("select_on") == "test" else "")
         files = {
             "config.yaml": yaml_writer(_resolved_config(study, features, self, plan)),
             "predictions.parquet": parquet_writer(frame),
@@ -264,7 +266,11 @@ class ProbeEvaluation:
                 head = self._head(spec, group, settings.device)
                 source = self._online_source(head, features, samples["path"].to_numpy()[split == "train"], seed, settings, progress)
                 with use_threads("heavy" if source is not None else head.work):
-                    report = head.fit(parts["train"], parts["val"], seed, progress, source)
+                    chooser = selection_split(head)
+                    report = head.fit(parts["train"], parts[chooser], seed, progress, source)
+                    if chooser != "val":  # the selection table's scores are the test split's: name them so
+                        report.table = [{k.replace("val_", f"{chooser}_", 1) if k.startswith("val_") else k: v
+                                         for k, v in row.items()} for row in report.table]
                     scores = head.predict(parts["test"])
                     if group.kind == "binary":
                         trained.thresholds.setdefault(seed, {}).update(
@@ -297,6 +303,12 @@ class ProbeEvaluation:
         policy = augmentation_policy(head.params["augmentation"], features.encoder, f"Head '{head.spec.name}'")
         views = ImageViews(list(paths), policy, features.encoder.preprocessor, seed)
         return OnlineBatches(features.encoder, views, settings.device, settings.num_workers, progress)
+
+
+def selection_split(head: Head) -> str:
+    """The split a head chooses its settings on: validation, or the test split for a head told `select_on: test`
+    (to reproduce a paper that selected on test; `StoredRun.method` marks such runs in every table)."""
+    return "test" if head.params.get("select_on") == "test" else "val"
 
 
 def _long_form(test: pd.DataFrame, seed: int, group: TargetGroup, labels: np.ndarray, scores: np.ndarray,

@@ -107,7 +107,7 @@ class GridHead(Head):
         self.families: dict[tuple[str, int], tuple[StackedDecoders, list[int]]] = {}
         for key in dict.fromkeys((c.pooling, c.depth) for c in self.configs):
             members = [i for i, c in enumerate(self.configs) if (c.pooling, c.depth) == key]
-            dim = dim_global if key[0] == "cls" else dim_tokens
+            dim = {"cls": dim_global, "cls+avg": dim_global + dim_tokens}.get(key[0], dim_tokens)
             module = StackedDecoders(key[0], key[1], len(members), dim, tasks, int(p["hidden_dim"]), generator).to(self.device)
             self.families[key] = (module, members)
         modules = [module for module, _ in self.families.values()]
@@ -166,6 +166,7 @@ class GridHead(Head):
             tokens = self._scale_tokens(inputs["patches"].float()).to(self.device)
             scaled["tokens"] = tokens.reshape(len(tokens), -1, tokens.shape[-1])
             scaled["avg"] = scaled["tokens"].mean(dim=1)
+            scaled["cls+avg"] = torch.cat([scaled["cls"], scaled["avg"]], dim=1)
         return scaled
 
     # -- selection and prediction ---------------------------------------------------------------------------

@@ -1,9 +1,13 @@
-"""scikit-learn logistic regression on standardised global embeddings, C chosen on validation.
+"""scikit-learn logistic regression on global embeddings (standardised unless `standardize: false`), C chosen on
+validation.
 
 Each binary target gets its own L2-regularised model (lbfgs); a multiclass target one multinomial model over its
 classes. Rows with an unknown label are left out. The inverse regularisation C is swept and chosen per target by
 the validation metric (DINOv2's and RAD-DINO's demographic probes use scikit-learn's LogisticRegression the same
 way). Regression targets are not its job: the linear, MLP or kNN heads regress.
+
+`standardize: false` feeds the raw embeddings, as scikit-learn's own defaults do (no scaler): `logistic-default`
+uses it so that "default settings" (RAD-DINO, Table 5) means exactly `LogisticRegression()` on the features.
 """
 
 from __future__ import annotations
@@ -19,13 +23,14 @@ from cxrbench.progress import Progress, SilentProgress
 
 class LogisticHead(Head):
     kinds = ("binary", "multiclass")
-    defaults = {"C": [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0], "max_iter": 1000, "selection_metric": "auto"}
+    defaults = {"C": [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0], "max_iter": 1000, "standardize": True,
+                "selection_metric": "auto"}
 
     def fit(self, train: FeatureSet, val: FeatureSet, seed: int, progress: Progress = SilentProgress(),
             source: BatchSource | None = None) -> FitReport:
         cached_only(self, source)
-        self.scaler = StandardScaler().fit((train.standardise_on or train).global_)
-        x_train, x_val = self.scaler.transform(train.global_), self.scaler.transform(val.global_) if len(val.labels) else None
+        self.scaler = StandardScaler().fit((train.standardise_on or train).global_) if self.params["standardize"] else None
+        x_train, x_val = self._inputs(train.global_), self._inputs(val.global_) if len(val.labels) else None
         metric = self.selection
         self._classes = train.labels.shape[1]
         # binary: one column per target; multiclass: the class index of the one-hot rows
@@ -63,6 +68,10 @@ class LogisticHead(Head):
         out[:, model.classes_.astype(int)] = probabilities
         return out
 
+    def _inputs(self, x: np.ndarray) -> np.ndarray:
+        """The model's inputs: standardised with training statistics, or the raw embeddings (sklearn's defaults)."""
+        return self.scaler.transform(x) if self.scaler is not None else x
+
     def predict(self, features: FeatureSet) -> np.ndarray:
-        x = self.scaler.transform(features.global_)
+        x = self._inputs(features.global_)
         return np.concatenate([self._probabilities(m, x) for m in self.models], axis=1)

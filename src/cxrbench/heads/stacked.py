@@ -7,6 +7,8 @@ tensor is one head's parameter, each slice of the momentum buffer that head's st
 Poolings (features standardised with training statistics upstream):
   cls        the encoder's global embedding.
   avg        the mean of the patch tokens.
+  cls+avg    the global embedding concatenated with the mean of the patch tokens (DINOv2's linear evaluation with
+             average pooling, which the DINOv2-radiology paper's linear probe also tries).
   attentive  one learnable query per task cross-attends to the patch tokens (keys and values are the tokens,
              scaled dot product); task t is decoded from its own pooled vector. Queries start at zero, so a head
              starts as average pooling and learns where to look; its attention maps are returned for inspection.
@@ -20,7 +22,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-POOLINGS = ("cls", "avg", "attentive")
+POOLINGS = ("cls", "avg", "cls+avg", "attentive")
 
 
 class StackedDecoders(torch.nn.Module):
@@ -54,7 +56,8 @@ class StackedDecoders(torch.nn.Module):
         return scores.softmax(dim=-1)
 
     def forward(self, inputs: dict[str, torch.Tensor], index: slice = slice(None)) -> torch.Tensor:
-        """Logits [heads, B, tasks]. `inputs`: "cls" [B, D], "avg" [B, D], "tokens" [B, N, D] as needed."""
+        """Logits [heads, B, tasks]. `inputs`: "cls" [B, D], "avg" [B, D], "cls+avg" [B, 2D], "tokens" [B, N, D] as
+        needed."""
         out_w, out_b = self.out_w[index], self.out_b[index][:, None]
         if self.pooling == "attentive":
             pooled = torch.einsum("hbtn,bnd->hbtd", self.attention(inputs["tokens"], index), inputs["tokens"])

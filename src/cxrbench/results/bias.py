@@ -8,10 +8,22 @@ stored predictions are broken down by the test images' group (the `group:<attrib
   macro average over targets; a target without both classes in a test group makes that cell undefined);
 - Mann-Whitney U tests (scipy, two-sided): for each test group, the folds of the head trained on that same group
   against the folds of each head trained on another group: is a head better on the group it was trained on?;
+- model-against-model Mann-Whitney U tests (RayDINO section "Examining performance across sex and age groups"
+  compares its encoder with the others this way): for each training and test group, the folds of one model against
+  those of every other model;
 - the table: mean ± std over folds per training and test group, and per training group its worst test group.
 
-Written to OUT/BENCHMARK/ as bias_ATTRIBUTE_folds.csv, bias_ATTRIBUTE_tests.csv, bias_ATTRIBUTE.md and .png, for
-every encoder and head with bias runs of that attribute.
+What the folds vary: each fold draws new training patients per group and a new validation split, but the test split
+is the benchmark's (its official test set, or a `random` split's fixed one), so every fold of a run is scored on the
+same test images (`shared_test_set` checks it on the stored manifests and the Markdown says so). The spread over
+folds is training-sample variation only, and the Mann-Whitney tests treat the folds as independent samples although
+they share those test images: their p-values say nothing about test-set sampling.
+
+Each head chooses its configuration (e.g. the RayDINO grid's) on the validation images of the group it trains on
+(`GroupBudget`), never on another group's.
+
+Written to OUT/BENCHMARK/ as bias_ATTRIBUTE_folds.csv, bias_ATTRIBUTE_tests.csv, bias_ATTRIBUTE_models.csv,
+bias_ATTRIBUTE.md and .png, for every encoder and head with bias runs of that attribute.
 """
 
 from __future__ import annotations
@@ -126,6 +138,41 @@ def mann_whitney(scores: pd.DataFrame) -> pd.DataFrame:
                                        "same_mean", "other_mean", "difference", "u", "p"])
 
 
+MODEL_TEST_COLUMNS = ["train_group", "test_group", "model", "other_model", "n_model", "n_other", "model_mean",
+                      "other_mean", "difference", "u", "p"]
+
+
+def model_mann_whitney(scores: pd.DataFrame) -> pd.DataFrame:
+    """Per training and test group, each pair of models: the folds of one against the other's, U and two-sided p
+    (scipy.stats.mannwhitneyu), both means and their difference (model minus other model)."""
+    from scipy.stats import mannwhitneyu
+
+    rows = []
+    for (trained_on, tested), part in scores.groupby(["train_group", "test_group"], sort=False):
+        folds = {model: values["value"].dropna().to_numpy() for model, values in part.groupby("model", sort=False)}
+        names = [model for model, values in folds.items() if len(values)]
+        for k, model in enumerate(names):
+            for other in names[k + 1:]:
+                result = mannwhitneyu(folds[model], folds[other], alternative="two-sided")
+                rows.append({"train_group": trained_on, "test_group": tested, "model": model, "other_model": other,
+                             "n_model": len(folds[model]), "n_other": len(folds[other]),
+                             "model_mean": float(folds[model].mean()), "other_mean": float(folds[other].mean()),
+                             "difference": float(folds[model].mean() - folds[other].mean()),
+                             "u": float(result.statistic), "p": float(result.pvalue)})
+    return pd.DataFrame(rows, columns=MODEL_TEST_COLUMNS)
+
+
+def shared_test_set(models: Sequence[BiasRuns]) -> bool:
+    """Whether every fold of every stored bias run tests on the same images (the benchmark's fixed test split)."""
+    tested = set()
+    for model in models:
+        for run in model.runs.values():
+            splits = pd.read_parquet(run.folder / "splits.parquet", columns=["image_id", "seed", "split"])
+            test = splits[splits["split"] == "test"]
+            tested |= {frozenset(part["image_id"]) for _, part in test.groupby("seed")}
+    return len(tested) == 1
+
+
 def bias_table(scores: pd.DataFrame, tests: pd.DataFrame, metric: str, order: Sequence[str]) -> pd.DataFrame:
     """Rows model / trained on; columns each test group ('mean ± std' over folds, on the metric's scale, with the
     same-vs-other p-value under the cross-group cells) and the worst test group."""
@@ -149,6 +196,22 @@ def bias_table(scores: pd.DataFrame, tests: pd.DataFrame, metric: str, order: Se
                                      if len(defined) else "n/a")
         rows[f"{model} · trained on {trained_on}"] = cells
     return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def _model_tests_markdown(versus: pd.DataFrame, metric: str) -> str:
+    """The model-against-model tests as a Markdown section (nothing with a single model)."""
+    if versus.empty:
+        return ""
+    spec = metric_spec(metric)
+    table = pd.DataFrame({
+        "trained on → tested on": versus["train_group"] + " → " + versus["test_group"],
+        "models": versus["model"] + " vs " + versus["other_model"],
+        "difference": [f"{spec.scale * d:+.{spec.decimals}f}" for d in versus["difference"]],
+        "p": [f"{p:.2g}" for p in versus["p"]],
+    }).set_index("trained on → tested on")
+    return ("\n\n## Model against model\n\nPer training and test group, the folds of one model against another's "
+            "(Mann-Whitney U, two-sided); difference: first model's mean minus the second's.\n\n"
+            + to_markdown(table, "trained on → tested on"))
 
 
 def train_order(scores: pd.DataFrame, order: Sequence[str]) -> pd.DataFrame:
@@ -210,16 +273,23 @@ def write_bias(out: Path, benchmark: str, runs: Sequence[StoredRun], attribute: 
                             f"--attribute {attribute} --encoder NAME` first.")
     scores = train_order(fold_scores(models, attribute, metric), order)
     tests = mann_whitney(scores)
+    versus = model_mann_whitney(scores)
     table = bias_table(scores, tests, metric, order)
     folder = out / benchmark
     paths = {kind: folder / f"bias_{attribute}{suffix}" for kind, suffix in
-             (("folds", "_folds.csv"), ("tests", "_tests.csv"), ("md", ".md"), ("png", ".png"))}
+             (("folds", "_folds.csv"), ("tests", "_tests.csv"), ("models", "_models.csv"), ("md", ".md"), ("png", ".png"))}
     atomic_text(paths["folds"], scores.to_csv(index=False))
     atomic_text(paths["tests"], tests.to_csv(index=False))
+    atomic_text(paths["models"], versus.to_csv(index=False))
     folds = int(scores["fold"].nunique())
+    shared = ("Every fold is scored on the same test images (the benchmark's test split); folds redraw the training "
+              "patients and the validation split only, so the spread and the p-values reflect training samples, not "
+              "test-set sampling." if shared_test_set(models) else
+              "The folds are scored on different test images (the benchmark's split redraws its test set per seed).")
     atomic_text(paths["md"], f"# {title}\n\n{metric_spec(metric).heading}, mean ± std over {folds} folds; p: Mann-Whitney "
-                             "U (two-sided) of the head trained on the tested group against this one, over folds.\n\n"
-                             + to_markdown(table, "model · training group"))
+                             "U (two-sided) of the head trained on the tested group against this one, over folds. "
+                             f"Each head chose its configuration on its own training group's validation images. {shared}"
+                             "\n\n" + to_markdown(table, "model · training group") + _model_tests_markdown(versus, metric))
     figure = plot_bias(scores, metric, order, title)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=120)

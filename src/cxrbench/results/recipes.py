@@ -35,6 +35,7 @@ class RecipeRun:
     head: str | None = None  # None: the benchmark's default head
     head_params: dict[str, Any] = field(default_factory=dict)
     dataset_options: dict[str, Any] = field(default_factory=dict)
+    split: dict[str, Any] = field(default_factory=dict)  # fields of the benchmark's `split:` replaced (as --split)
     weights: str | None = None  # 'random' for a paper's random-init row; None: the released weights
     tag: str | None = None  # names the variant's folder (HEAD_TAG/), e.g. random-init
     train_fractions: tuple[float, ...] = ()  # label budgets (1.0: the whole training split); none: full data only

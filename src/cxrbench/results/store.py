@@ -28,6 +28,10 @@ def run_folder(out: Path, benchmark: str, encoder: str, head: str) -> Path:
     return out / benchmark / encoder / head
 
 
+#: how a table labels a run whose head chose its settings on the test split
+SELECTED_ON_TEST = "selected on test"
+
+
 def run_name(head: str, tag: str | None = None, budget=None) -> str:
     """A run folder's name, for people: HEAD[_TAG][_train-F | _shots-N | _group-ATTRIBUTE-GROUP] (`budget`: a
     `LabelBudget`, a `GroupBudget` or None).
@@ -117,8 +121,15 @@ class StoredRun:
 
     @property
     def method(self) -> str:
-        """The head, with the run's tag when it has one: 'linear [lr-sweep]'."""
-        return f"{self.head} [{self.tag}]" if self.tag else self.head
+        """The head, with the run's tag when it has one: 'linear [lr-sweep]', and a mark when it chose its settings on
+        the test split ('knn [selected on test]'), so that such an optimistic number never passes unlabelled."""
+        marks = [*([self.tag] if self.tag else []), *([SELECTED_ON_TEST] if self.selected_on_test else [])]
+        return f"{self.head} [{'; '.join(marks)}]" if marks else self.head
+
+    @property
+    def selected_on_test(self) -> bool:
+        """Whether the head chose its settings (kNN's k) on the test split (head parameter `select_on: test`)."""
+        return ((self.metrics.get("run_identity") or {}).get("head") or {}).get("select_on") == "test"
 
     @property
     def variant(self) -> list[str]:
