@@ -88,6 +88,18 @@ class AdapterSpec:
     pretraining_data: tuple[str, ...] = ()
     pretraining_notes: str = ""
 
+    def sized(self, image_size: int | None) -> PreprocessSpec:
+        """The preprocessing at `image_size` (None: as released). Checked from the spec alone, so the command line
+        refuses a bad --image-size before any import or data scan: a ViT needs a whole number of patches, and 0 once
+        fell back silently to the released size."""
+        if image_size is None:
+            return self.preprocessing
+        patch = int(self.architecture.get("patch_size") or 1)
+        if image_size < 1 or image_size % patch:
+            raise SpecError(f"--image-size {image_size}: {self.name} needs a positive multiple of its patch size {patch} "
+                            f"(e.g. {max(patch, round(image_size / patch) * patch)}).")
+        return self.preprocessing.with_size(image_size)
+
 
 @dataclass(frozen=True)
 class HeadSpec:
