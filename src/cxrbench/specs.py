@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import re
 import types
 import typing
@@ -305,8 +306,10 @@ class BenchmarkSpec:
 SpecT = typing.TypeVar("SpecT")
 
 
-class _SafeLoader(yaml.SafeLoader):
-    """yaml.SafeLoader that reads 1e-3 as a number: YAML 1.1 (PyYAML's default) wants a dot (1.0e-3), YAML 1.2 does not."""
+class _SafeLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """A safe loader that reads 1e-3 as a number: YAML 1.1 (PyYAML's default) wants a dot (1.0e-3), YAML 1.2 does not.
+    Its parser is libyaml's where PyYAML was built with it (the same documents, safe constructors only; `cxrbench
+    list` parses every spec, and the pure-Python parser took most of a second on a loaded machine)."""
 
 
 _SafeLoader.add_implicit_resolver(
@@ -336,11 +339,17 @@ def load_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+@functools.lru_cache(maxsize=None)
+def _type_hints(cls: type) -> dict[str, Any]:
+    """A spec class's field types, evaluated once per class (evaluating them per parse was most of `cxrbench list`)."""
+    return typing.get_type_hints(cls)
+
+
 def parse_spec(cls: type[SpecT], data: dict[str, Any], where: str) -> SpecT:
     """Build the dataclass `cls` from a mapping, checking keys and types recursively."""
     if not isinstance(data, dict):
         raise SpecError(f"{where}: expected a mapping, found {type(data).__name__}.")
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = [key for key in data if key not in fields]
     if unknown:
