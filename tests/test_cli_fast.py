@@ -80,6 +80,14 @@ def test_out_of_range_options_are_refused_naming_the_option(tmp_path, no_data_sc
     assert option in result.output
 
 
+@pytest.mark.parametrize("option, value", [("--bootstrap", "-1"), ("--image-size", "0"), ("--seeds", "0"),
+                                           ("--shard-size", "0")])
+def test_reproduce_refuses_out_of_range_options_before_any_run(tmp_path, no_data_scan, option, value):
+    result = runner.invoke(app, ["reproduce", "rad-dino-1a", "--weights", "random", "--out", str(tmp_path), option, value])
+    assert result.exit_code == 2, result.output
+    assert option in result.output
+
+
 def test_image_size_that_is_no_multiple_of_the_patch_size_is_refused_before_the_data(tmp_path, no_data_scan):
     patch = yaml.safe_load((project_root() / "adapters" / "rad-dino.yaml").read_text())["architecture"]["patch_size"]
     size = 7 * patch + 2

@@ -117,7 +117,7 @@ def _check_request(benchmark: Optional[str] = None, encoders: Sequence[str] = ()
 CacheDir = typer.Option(None, "--cache-dir", help="Feature cache folder (default $CXRBENCH_CACHE or ~/.cache/cxrbench).")
 # Options several commands share, defined once so that their names and help stay the same everywhere.
 Encoders = typer.Option(..., "--encoder", "-e", help="Encoder name(s), comma-separated.")
-Seeds = typer.Option(None, help="Number of seeds (default: the benchmark's, 5 for the papers).")
+Seeds = typer.Option(None, min=1, help="Number of seeds (default: the benchmark's, 5 for the papers).")
 DataRoot = typer.Option(None, help="Dataset folder in its official layout (default: the benchmark's environment variable).")
 Weights = typer.Option(None, help="Local weights file/folder, or 'random[:SEED]' (default: the adapter's hub source).")
 Revision = typer.Option(None, help="Hugging Face revision overriding the adapter's pinned one.")
@@ -139,7 +139,7 @@ BatchSize = typer.Option("32", parser=_batch_size, metavar="N|auto", help="Image
 Precision = typer.Option("fp32", "--precision", help="Encoder forward precision: fp32, bf16 or fp16 (torch autocast; every adapter allows it). Features are cached as float16 either way, each precision in a store of its own.")
 PixelCache = typer.Option(False, "--pixel-cache/--no-pixel-cache", help="Keep decoded images (uint16, under the cache dir's pixels/) so that further encoders decode no image again. DICOMs are quantised to 1/65535 of their window, so features read through it are stored apart.")
 ShardSize = typer.Option(512, min=1, help="Images per feature-cache shard: an interrupted run resumes from the last complete shard.")
-Workers = typer.Option(None, help="Image-decoding worker processes (default: 0 on CPU, up to 8 with a GPU).")
+Workers = typer.Option(None, min=0, help="Image-decoding worker processes (default: 0 on CPU, up to 8 with a GPU).")
 Device = typer.Option("auto", help="Torch device: auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps.")
 Threads = typer.Option(None, "--threads", help="CPU threads at most (default: $OMP_NUM_THREADS, else the cores this process may use); heads on global embeddings train on one.")
 Launcher = typer.Option("local", "--launcher", help="Where the jobs run: local (here, one after the other), ray (tasks on this machine's Ray cluster, or a local one), slurm (a job array through submitit).")
@@ -830,7 +830,7 @@ def reproduce(
     encoder: Optional[str] = typer.Option(None, "--encoder", "-e", help="Only these rows' encoders, comma-separated (default: every row)."),
     weights: Optional[str] = typer.Option(None, "--weights", help="'random': every encoder with random weights of its architecture, as `run --weights random` (checks the whole recipe without downloads; rows are labelled random init). Default: each row's released weights."),
     random_init: bool = typer.Option(False, "--random-init", hidden=True, help="Deprecated: --weights random."),
-    image_size: Optional[int] = typer.Option(None, help="Override every encoder's input resolution, rounded to a multiple of its patch size (resize and crop)."),
+    image_size: Optional[int] = typer.Option(None, min=1, help="Override every encoder's input resolution, rounded to a multiple of its patch size (resize and crop)."),
     seeds: Optional[int] = Seeds,
     bootstrap: Optional[int] = typer.Option(None, min=0, help=f"Bootstrap resamples (default: each benchmark's, 1000). {NO_BOOTSTRAP}"),
     plan: bool = typer.Option(False, "--plan", help="Only print which runs are stored and which remain."),
