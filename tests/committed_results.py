@@ -3,9 +3,9 @@
     python tests/committed_results.py [--work /tmp/cxrbench-committed] [--out results]
 
 No dataset or released weight is available where CI runs, so the committed runs are the paper tables' recipes
-(`cxrbench reproduce TABLE --random-init --image-size 56`) on synthetic folders in each dataset's official layout,
+(`cxrbench reproduce TABLE --weights random --image-size 56`) on synthetic folders in each dataset's official layout,
 written here; every table labels their rows "random init, 56 px, synthetic data". The same commands with real
-folders (`--data-root BENCHMARK=DIR`) and without `--random-init` give the real tables, committed the same way.
+folders (`--data-root BENCHMARK=DIR`) and without `--weights random` give the real tables, committed the same way.
 `cxrbench table --all --check` (run by .ci/run) then holds every committed table to these predictions.
 """
 
@@ -53,7 +53,7 @@ def main() -> int:
 
         data = [f"--data-root={b}={roots[b]}" for b in load_recipe(name).benchmarks]
         started = time.perf_counter()
-        command = ["cxrbench", "reproduce", name, "--random-init", "--image-size", "56", *data, *extra,
+        command = ["cxrbench", "reproduce", name, "--weights", "random", "--image-size", "56", *data, *extra,
                    "--out", str(args.out), "--cache-dir", str(args.work / "cache")]
         print("$", " ".join(command), flush=True)
         result = subprocess.run(command)

@@ -192,6 +192,19 @@ def test_cache_ls_verify_finds_flipped_bytes(paths, tmp_path):
     assert list_stores(tmp_path / "cache", verify=True)[0].status == "1 damaged shard(s)"
 
 
+def test_cache_ls_verify_exits_non_zero_on_damage(paths, tmp_path):
+    """A script (or CI) that asks `cache ls --verify` must see damage in the exit code, not only in a table cell."""
+    result = _extract(paths[:16], tmp_path / "cache", FeatureRequest())
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    assert runner.invoke(app, ["cache", "ls", "--verify", *cache]).exit_code == 0
+    _flip_bytes(_shards(result)[0] / "global.npy")
+    cache_module._VERIFIED.clear()
+    verified = runner.invoke(app, ["cache", "ls", "--verify", *cache])
+    assert verified.exit_code == 2, verified.output
+    assert "1 damaged shard(s)" in verified.output and "1 of 1 store(s)" in verified.output
+    assert runner.invoke(app, ["cache", "ls", *cache]).exit_code == 0  # without --verify: a listing, checksums unread
+
+
 def _dead_pid() -> int:
     process = subprocess.Popen([sys.executable, "-c", "pass"])
     process.wait()

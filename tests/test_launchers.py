@@ -41,7 +41,7 @@ def sweep(tmp_path_factory):
     features in their last bits (scores by ~1e-6), and the comparison below is exact."""
     base = tmp_path_factory.mktemp("launchers")
     root = write_synthetic_mimic_cxr(base / "mimic", patients=120, seed=0)
-    args = ["reproduce", "rad-dino-c2", "--encoder", "biovil-t,rad-dino", "--data-root", str(root), "--random-init",
+    args = ["reproduce", "rad-dino-c2", "--encoder", "biovil-t,rad-dino", "--data-root", str(root), "--weights", "random",
             "--image-size", "56", "--bootstrap", "50", "--device", "cpu", "--threads", "1"]  # same summation order
     local = invoke(*args, "--out", str(base / "local"), "--cache-dir", str(base / "cache-local"))
     assert local.exit_code == 0, local.output

@@ -62,7 +62,7 @@ def test_image_size_is_fitted_to_each_patch_size():
 def reproduced(vindr_root, tmp_path_factory):
     """rad-dino's two rows of Table 1a (released architecture with random weights, and the random-init row)."""
     base = tmp_path_factory.mktemp("reproduce")
-    args = ["reproduce", "rad-dino-1a", "--encoder", "rad-dino", "--data-root", str(vindr_root), "--random-init",
+    args = ["reproduce", "rad-dino-1a", "--encoder", "rad-dino", "--data-root", str(vindr_root), "--weights", "random",
             "--image-size", "56", "--seeds", "1", "--bootstrap", "200", "--out", str(base / "out"),
             "--cache-dir", str(base / "cache")]
     first = invoke(*args)

@@ -3,6 +3,11 @@ curve | report.
 
 The only module that prints (through `cxrbench.console`). Errors the user can fix (`CxrbenchError`) become one
 message and exit code 2; Ctrl-C says what was kept and exits 130.
+
+Answers come in well under a second: this module and what `--help`, `--version`, `list` and the name and option
+checks need import no torch, pandas, scikit-learn or transformers (`tests/test_cli_fast.py`). Each command first
+checks its names and options against the YAML registry (`_check_request`), then imports the heavy modules
+(`cxrbench.pipeline` and what it needs) inside its body.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import os
 # jobs a spinning thread burns the CPU share the working one needs (a ViT forward on 2 threads beside two busy torch
 # processes: 24 s spinning, 18.6 s sleeping; the same 6.3-6.5 s on an idle machine). A user's own setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
@@ -38,6 +43,7 @@ app.add_typer(results_app, name="results")
 DEFAULT_OUT = Path("results")
 DEFAULT_DEMO_DIR = Path("cxrbench-demo")
 VALUES = "mean ± std over seeds [95% bootstrap CI]; fractions in %"
+NO_BOOTSTRAP = "0 skips the bootstrap: estimates without confidence intervals."
 INTERRUPTED = ("interrupted. Nothing half-written was kept: finished feature-cache shards and finished runs stay, and "
                "running the same command again resumes from them.")
 
@@ -85,14 +91,37 @@ def _machine(device: str, threads: Optional[int]) -> str:
     return chosen
 
 
+def _check_request(benchmark: Optional[str] = None, encoders: Sequence[str] = (), head: Optional[str] = None,
+                   metrics: Sequence[str] = (), image_size: Optional[int] = None, out: Optional[Path] = None) -> None:
+    """A command's names (with did-you-mean) and options checked from the YAML registry alone, before torch, pandas
+    or the data are touched: a typo or a bad value then answers in a fraction of a second instead of after seconds of
+    imports, or after the whole run."""
+    from cxrbench.registry import registry
+
+    if benchmark is not None:
+        registry().get("benchmarks", benchmark)
+    for name in encoders:
+        entry = registry().get("encoders", name)
+        if image_size is not None:
+            entry.spec.sized(image_size)  # the adapter's YAML only
+    if head is not None:
+        registry().get("heads", head)
+    for name in metrics:
+        registry().get("metrics", name)
+    if out is not None:
+        from cxrbench.files import check_writable
+
+        check_writable(out, "--out")
+
+
 CacheDir = typer.Option(None, "--cache-dir", help="Feature cache folder (default $CXRBENCH_CACHE or ~/.cache/cxrbench).")
 # Options several commands share, defined once so that their names and help stay the same everywhere.
 Encoders = typer.Option(..., "--encoder", "-e", help="Encoder name(s), comma-separated.")
-Seeds = typer.Option(None, help="Number of seeds (default: the benchmark's, 5 for the papers).")
+Seeds = typer.Option(None, min=1, help="Number of seeds (default: the benchmark's, 5 for the papers).")
 DataRoot = typer.Option(None, help="Dataset folder in its official layout (default: the benchmark's environment variable).")
 Weights = typer.Option(None, help="Local weights file/folder, or 'random[:SEED]' (default: the adapter's hub source).")
 Revision = typer.Option(None, help="Hugging Face revision overriding the adapter's pinned one.")
-ImageSize = typer.Option(None, help="Override the encoder's input resolution (resize and crop).")
+ImageSize = typer.Option(None, min=1, help="Override the encoder's input resolution (resize and crop): a multiple of its patch size.")
 DatasetOptions = typer.Option([], "--dataset-option", help="Set one of the benchmark's dataset options (its spec's `dataset:` block), KEY=VALUE, e.g. label_rule=any (VinDr-CXR); repeatable.")
 SplitOptions = typer.Option([], "--split", help="Replace a field of the benchmark's `split:`, KEY=VALUE, e.g. scheme=random for a fixed test set where the benchmark cross-validates (CANDID-PTX, RSNA-Pneumonia); repeatable.")
 HeadParams = typer.Option([], "--head-param", help="Override a head parameter, KEY=VALUE (VALUE read as YAML, e.g. epochs=5 or 'lr=[1e-2, 1e-1]'); repeatable.")
@@ -110,8 +139,8 @@ def _batch_size(text: str) -> Optional[int]:
 BatchSize = typer.Option("32", parser=_batch_size, metavar="N|auto", help="Images per encoder forward pass; auto: the largest power of two up to 256 whose forward pass fits the GPU (32 on CPU and MPS).")
 Precision = typer.Option("fp32", "--precision", help="Encoder forward precision: fp32, bf16 or fp16 (torch autocast; every adapter allows it). Features are cached as float16 either way, each precision in a store of its own.")
 PixelCache = typer.Option(False, "--pixel-cache/--no-pixel-cache", help="Keep decoded images (uint16, under the cache dir's pixels/) so that further encoders decode no image again. DICOMs are quantised to 1/65535 of their window, so features read through it are stored apart.")
-ShardSize = typer.Option(512, help="Images per feature-cache shard: an interrupted run resumes from the last complete shard.")
-Workers = typer.Option(None, help="Image-decoding worker processes (default: 0 on CPU, up to 8 with a GPU).")
+ShardSize = typer.Option(512, min=1, help="Images per feature-cache shard: an interrupted run resumes from the last complete shard.")
+Workers = typer.Option(None, min=0, help="Image-decoding worker processes (default: 0 on CPU, up to 8 with a GPU).")
 Device = typer.Option("auto", help="Torch device: auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps.")
 Threads = typer.Option(None, "--threads", help="CPU threads at most (default: $OMP_NUM_THREADS, else the cores this process may use); heads on global embeddings train on one.")
 Launcher = typer.Option("local", "--launcher", help="Where the jobs run: local (here, one after the other), ray (tasks on this machine's Ray cluster, or a local one), slurm (a job array through submitit).")
@@ -137,7 +166,7 @@ def run(
     metric: list[str] = typer.Option([], "--metric", help="Also score this registered metric (`cxrbench list metrics`; a plugin's too), beside the benchmark's own; repeatable."),
     train_fraction: Optional[str] = typer.Option(None, help="Label efficiency: train on these fractions of the training patients, e.g. 0.01,0.1,1 (one run each)."),
     shots: Optional[str] = typer.Option(None, help="Few-shot: train on N patients per class (each class of every target), e.g. 1,2,4,8."),
-    bootstrap: Optional[int] = typer.Option(None, help="Bootstrap resamples (default: the benchmark's, 1000)."),
+    bootstrap: Optional[int] = typer.Option(None, min=0, help=f"Bootstrap resamples (default: the benchmark's, 1000). {NO_BOOTSTRAP}"),
     launcher: str = typer.Option("local", "--launcher", help="With several encoders, where their jobs run (one per encoder): local, ray or slurm (see `cxrbench reproduce --help`)."),
     launcher_param: list[str] = LauncherParams,
     out: Path = Out,
@@ -151,6 +180,7 @@ def run(
     pixel_cache: bool = PixelCache,
 ) -> None:
     """Run BENCHMARK with one or more encoders and write results under OUT/BENCHMARK/ENCODER/HEAD/."""
+    _check_request(benchmark, _names(encoder), head, metric, image_size, out)
     from cxrbench.evaluations import run_evaluation
     from cxrbench.pipeline import EncoderOptions, MachineOptions
     from cxrbench.study import StudyOptions
@@ -267,7 +297,7 @@ def explain(
     revision: Optional[str] = Revision,
     image_size: Optional[int] = ImageSize,
     dataset_option: list[str] = DatasetOptions,
-    bootstrap: Optional[int] = typer.Option(None, help="Bootstrap resamples for the macro accuracy's CI (default: the benchmark's)."),
+    bootstrap: Optional[int] = typer.Option(None, min=0, help=f"Bootstrap resamples for the macro accuracy's CI (default: the benchmark's). {NO_BOOTSTRAP}"),
     out: Path = Out,
     cache_dir: Optional[Path] = CacheDir,
     batch_size: Optional[int] = BatchSize,
@@ -280,6 +310,7 @@ def explain(
 ) -> None:
     """RayDINO's explainability: attentive probes per finding; is the most-attended patch on the radiologist's box?
     Writes OUT/BENCHMARK/ENCODER/explain/ (explain.json, explain.csv, heatmaps/)."""
+    _check_request(benchmark, _names(encoder), head, image_size=image_size, out=out)
     from cxrbench.evaluations.localisation import LocalisationEvaluation
     from cxrbench.pipeline import EncoderOptions, MachineOptions, evaluate
     from cxrbench.study import StudyOptions
@@ -317,6 +348,7 @@ def demo(
 ) -> None:
     """Generate a synthetic VinDr-CXR-layout dataset and benchmark `pixels` and a random-init `dinov2-small` on it;
     then (`--segmentation`) train a linear segmentation decoder on a synthetic JSRT + SCR folder."""
+    _check_request(head=head, out=workdir)
     from cxrbench.data.synthetic import SyntheticConfig, synthetic_settings, write_synthetic_vindr
     from cxrbench.data.synthetic_layouts import write_synthetic_jsrt
     from cxrbench.evaluations.probe import ProbeEvaluation
@@ -377,6 +409,7 @@ def embed(
     threads: Optional[int] = Threads,
 ) -> None:
     """Export global embeddings (and optionally patch tokens and layers) with image ids."""
+    _check_request(encoders=[encoder], image_size=image_size, out=out.parent)
     from cxrbench.encoders.base import FeatureRequest
     from cxrbench.encoders.factory import build_encoder
     from cxrbench.features.export import export_embeddings
@@ -402,13 +435,22 @@ def embed(
 
 @app.command("list")
 @user_errors
-def list_(kind: Optional[str] = typer.Argument(None, help="encoders | heads | benchmarks | metrics (default: all)")) -> None:
-    """Show the registered encoders, heads, benchmarks and metrics and where each comes from."""
+def list_(kind: Optional[str] = typer.Argument(None, help="encoders | heads | benchmarks | metrics | tables (default: all)")) -> None:
+    """Show the registered encoders, heads, benchmarks and metrics and where each comes from, and the paper tables
+    `cxrbench reproduce` can rebuild."""
+    import difflib
+
     from cxrbench.registry import KINDS, registry
 
-    if kind is not None and kind not in KINDS:
-        raise CxrbenchError(f"`cxrbench list {kind}`: choose one of {', '.join(KINDS)}, or give none for all.")
-    for chosen in [kind] if kind else KINDS:
+    kinds = (*KINDS, "tables")
+    if kind is not None and kind not in kinds:
+        close = difflib.get_close_matches(kind, kinds, n=1)
+        hint = f" Did you mean {close[0]}?" if close else ""
+        raise CxrbenchError(f"`cxrbench list {kind}`:{hint} Choose one of {', '.join(kinds)}, or give none for all.")
+    for chosen in [kind] if kind else kinds:
+        if chosen == "tables":
+            console.print(_tables_listing())
+            continue
         entries = registry().entries(chosen)  # type: ignore[arg-type]
         if chosen == "encoders":
             rows = []
@@ -431,6 +473,19 @@ def list_(kind: Optional[str] = typer.Argument(None, help="encoders | heads | be
         console.print(table)
 
 
+def _tables_listing():
+    """The paper tables with a recipe (results/recipes/TABLE.yaml): what `cxrbench reproduce TABLE` runs."""
+    from cxrbench.results.recipes import load_recipe, recipe_names
+
+    rows = []
+    for name in recipe_names():
+        recipe = load_recipe(name)
+        encoders = {encoder for run in recipe.runs for encoder in run.encoders}
+        rows.append([name, " ".join(recipe.source.split()), ", ".join(recipe.benchmarks), len(encoders)])
+    return text_table("cxrbench tables (cxrbench reproduce TABLE; cxrbench table --layout TABLE)",
+                      ["name", "source", "benchmarks", "encoders"], rows, right=("encoders",))
+
+
 @data_app.command("check")
 @user_errors
 def data_check(
@@ -439,6 +494,7 @@ def data_check(
     dataset_option: list[str] = DatasetOptions,
 ) -> None:
     """Validate a dataset folder (files, columns, ids, label values) and print label counts per split and target."""
+    _check_request(benchmark)
     from cxrbench.study import load_benchmark
 
     spec, data = load_benchmark(benchmark, data_root, _key_values("--dataset-option", dataset_option))
@@ -524,6 +580,7 @@ def extract(
     """Fill the feature cache for every image of BENCHMARK with each encoder (a later `run` or `explain` finds the
     features there and runs no encoder). Under torchrun (`torchrun --nproc-per-node N -m cxrbench extract ...`) the
     ranks share the images, each on its own GPU (cuda:LOCAL_RANK) or CPU process; rank 0 reports."""
+    _check_request(benchmark, _names(encoder), image_size=image_size)
     from cxrbench.encoders.base import FeatureRequest
     from cxrbench.features.distributed import launched_ranks, rank_device
     from cxrbench.pipeline import EncoderOptions, MachineOptions, extract as extract_pipeline
@@ -567,8 +624,12 @@ def cache_ls(
         unfinished = f", {pixels.leftovers} unfinished file(s) of running or killed runs" if pixels.leftovers else ""
         say(f"pixel cache (--pixel-cache) at {pixels.folder}: {pixels.images} decoded images, "
             f"{pixels.bytes / 1e6:.1f} MB{unfinished}")
-    if any(s.status != "ok" for s in stores):
-        warn("stores whose status is not ok: rerun (damaged shards are encoded again) or `cxrbench cache clear --encoder NAME`.")
+    damaged = [s for s in stores if s.status != "ok"]
+    if damaged:
+        advice = "rerun (damaged shards are encoded again) or `cxrbench cache clear --encoder NAME`"
+        if verify:  # asked to verify: damage is a failure a script must see
+            raise CxrbenchError(f"{len(damaged)} of {len(stores)} store(s) under {root} are damaged (status above): {advice}.")
+        warn(f"stores whose status is not ok: {advice}.")
 
 
 @cache_app.command("clear")
@@ -633,6 +694,7 @@ def table(
 ) -> None:
     """Compare every stored run of BENCHMARK (rows encoders, columns tasks) with the paper's numbers, or lay
     out several benchmarks as a paper's table (--layout), or every layout (--all)."""
+    _check_request(benchmark, metrics=[metric] if metric else [])
     if check and not all_layouts:
         raise CxrbenchError("--check compares every committed table: give --all --check.")
     if all_layouts:
@@ -714,6 +776,14 @@ def compare(
     """Paired comparison of encoders scored on the same test patients: the difference to the reference with its
     paired-bootstrap CI, DeLong's test (AUROC), the t-test over seeds, adjusted p-values and a verdict per task;
     writes OUT/BENCHMARK/comparisons/METRIC_vs_REFERENCE.{csv,md}."""
+    names = _names(encoders)
+    if len(names) < 2:
+        raise CxrbenchError(f"--encoders {encoders}: name at least two encoders (the first is the reference).")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise CxrbenchError(f"--encoders {encoders}: {', '.join(repeated)} named more than once; an encoder compared "
+                            "with itself tells nothing. Name each encoder once.")
+    _check_request(benchmark, head=head, metrics=[metric] if metric else [])  # encoders: as stored, registered or not
     from cxrbench.files import atomic_text
     from cxrbench.registry import benchmark_spec, metric_spec
     from cxrbench.results.comparisons import TEST_NOTES, compare_runs, reference_run
@@ -722,9 +792,6 @@ def compare(
     from cxrbench.results.tables import to_markdown
 
     spec = benchmark_spec(benchmark)
-    names = _names(encoders)
-    if len(names) < 2:
-        raise CxrbenchError(f"--encoders {encoders}: name at least two encoders (the first is the reference).")
     metric = metric or spec.primary_metric
     metric_spec(metric)
     runs = full_data_runs(stored_runs(out, benchmark))
@@ -781,10 +848,11 @@ def reproduce(
     table_name: str = typer.Argument(..., metavar="TABLE", help="A paper table with a recipe (results/recipes/TABLE.yaml), e.g. rad-dino-1a."),
     data_root: list[str] = typer.Option([], "--data-root", help="BENCHMARK=DIR for each benchmark of the table (DIR alone when it has one); others come from their environment variables. Repeatable."),
     encoder: Optional[str] = typer.Option(None, "--encoder", "-e", help="Only these rows' encoders, comma-separated (default: every row)."),
-    random_init: bool = typer.Option(False, "--random-init", help="Every encoder with random weights of its architecture: checks the whole recipe without downloads (rows are labelled random init)."),
-    image_size: Optional[int] = typer.Option(None, help="Override every encoder's input resolution, rounded to a multiple of its patch size (resize and crop)."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="'random': every encoder with random weights of its architecture, as `run --weights random` (checks the whole recipe without downloads; rows are labelled random init). Default: each row's released weights."),
+    random_init: bool = typer.Option(False, "--random-init", hidden=True, help="Deprecated: --weights random."),
+    image_size: Optional[int] = typer.Option(None, min=1, help="Override every encoder's input resolution, rounded to a multiple of its patch size (resize and crop)."),
     seeds: Optional[int] = Seeds,
-    bootstrap: Optional[int] = typer.Option(None, help="Bootstrap resamples (default: each benchmark's, 1000)."),
+    bootstrap: Optional[int] = typer.Option(None, min=0, help=f"Bootstrap resamples (default: each benchmark's, 1000). {NO_BOOTSTRAP}"),
     plan: bool = typer.Option(False, "--plan", help="Only print which runs are stored and which remain."),
     overwrite: bool = typer.Option(False, help="Replace stored runs made with other settings (default: refuse them)."),
     launcher: str = Launcher,
@@ -801,13 +869,19 @@ def reproduce(
 ) -> None:
     """Run what a paper table needs and is not stored yet (resumable: stored runs of the same settings are kept),
     then write the table to OUT/tables/TABLE.{md,csv,tex}."""
-    from cxrbench.pipeline import MachineOptions
-    from cxrbench.reproduce import ReproduceOptions, reproduce as run_recipe
-    from cxrbench.results.recipes import load_recipe, plan_runs
+    from cxrbench.results.recipes import load_recipe
 
     recipe = load_recipe(table_name)
-    options = ReproduceOptions(out, _data_roots(data_root, recipe.benchmarks), _names(encoder) if encoder else None,
-                               random_init, image_size, seeds, bootstrap, overwrite)
+    random = _random_weights(weights, random_init)
+    roots = _data_roots(data_root, recipe.benchmarks)
+    if not plan:
+        _check_request(out=out)
+    from cxrbench.pipeline import MachineOptions
+    from cxrbench.reproduce import ReproduceOptions, reproduce as run_recipe
+    from cxrbench.results.recipes import plan_runs
+
+    options = ReproduceOptions(out, roots, _names(encoder) if encoder else None, random, image_size, seeds, bootstrap,
+                               overwrite)
     planned = plan_runs(recipe, out, options.encoders)
     console.print(text_table(f"{recipe.source}: {len(planned)} runs", ["run", "folder", "status"],
                              [[p.label, str(p.folder), "stored" if p.stored else "to run"] for p in planned]))
@@ -827,6 +901,16 @@ def reproduce(
             error(f"not run: {run.label}: {why}")
         raise CxrbenchError(f"{len(outcome.remaining)} run(s) of {recipe.table} remain; fix what is said above and run "
                             "the same command again (finished runs are kept).")
+
+
+def _random_weights(weights: Optional[str], random_init: bool) -> bool:
+    """`reproduce --weights random` (the name `run` uses); `--random-init` is its deprecated alias."""
+    if random_init:
+        warn("--random-init is deprecated: write --weights random (the same option as `cxrbench run`).")
+    if weights not in (None, "random"):
+        raise CxrbenchError(f"--weights {weights}: a table's rows each have their own released weights; give "
+                            "--weights random (every row randomly initialised) or leave it out.")
+    return random_init or weights == "random"
 
 
 def _data_roots(values: list[str], benchmarks: list[str]) -> dict[str, Path]:
@@ -883,7 +967,7 @@ def bias(
     head_param: list[str] = HeadParams,
     tag: Optional[str] = typer.Option(None, help="Name this variant (results in HEAD_TAG_group-.../)."),
     overwrite: bool = typer.Option(False, help="Replace stored bias runs made with other settings."),
-    bootstrap: Optional[int] = typer.Option(None, help="Bootstrap resamples of each run's own table (default: the benchmark's)."),
+    bootstrap: Optional[int] = typer.Option(None, min=0, help=f"Bootstrap resamples of each run's own table (default: the benchmark's). {NO_BOOTSTRAP}"),
     out: Path = Out,
     cache_dir: Optional[Path] = CacheDir,
     batch_size: Optional[int] = BatchSize,
@@ -897,6 +981,7 @@ def bias(
     ATTRIBUTE and one on their union (All), each scored on every test group; Mann-Whitney U between same-group and
     cross-group folds, and between models. The folds share the benchmark's test split. Runs resume; writes
     OUT/BENCHMARK/bias_ATTRIBUTE{_folds.csv,_tests.csv,_models.csv,.md,.png}."""
+    _check_request(benchmark, _names(encoder), head, [metric] if metric else [], image_size, out)
     from cxrbench.data.splits import ALL_GROUPS, GroupBudget
     from cxrbench.evaluations.probe import ProbeEvaluation
     from cxrbench.pipeline import EncoderOptions, MachineOptions, evaluate
@@ -938,6 +1023,7 @@ def curve(
 ) -> None:
     """Label efficiency: macro METRIC of every encoder/head against its training budget (fraction or shots), from
     the stored runs HEAD/, HEAD_train-F/ and HEAD_shots-N/; writes OUT/BENCHMARK/efficiency_METRIC.{md,csv,png}."""
+    _check_request(benchmark, metrics=[metric] if metric else [])
     from cxrbench.registry import benchmark_spec
     from cxrbench.results.efficiency import write_efficiency
 

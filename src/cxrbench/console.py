@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 import textwrap
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import pandas as pd
 from rich import box
 from rich.console import Console, Group
 from rich.markup import escape
@@ -19,6 +19,10 @@ from rich.measure import Measurement
 from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichBar, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
+
+if TYPE_CHECKING:  # tables arrive as DataFrames; pandas is not imported for `--help`, `list` and name errors
+    import pandas as pd
+
 
 def _console(stderr: bool = False) -> Console:
     """The terminal's width; piped or captured output (a log) gets 200 columns so that table rows stay whole."""

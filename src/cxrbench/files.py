@@ -125,6 +125,24 @@ def storage_errors(path: Path, fix: str = "") -> Iterator[None]:
         ) from None
 
 
+def check_writable(folder: Path, option: str) -> None:
+    """Refuse a results folder that cannot be written, before any work: a read-only `--out` used to be found only when
+    the first run was stored, after the training. The nearest existing folder on the way is probed by creating a file
+    in it (permissions alone miss read-only mounts)."""
+    existing = folder.expanduser().absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise StorageError(f"{option} {folder}: {existing} is a file, not a folder; choose another {option}.")
+    try:
+        probe = existing / staging_name("write-probe")
+        probe.touch(exist_ok=False)
+        probe.unlink()
+    except OSError as exc:
+        raise StorageError(f"{option} {folder}: cannot write in {existing} ({exc.strerror or exc}); choose a folder you "
+                           f"can write, or fix its permissions.") from None
+
+
 def atomic_write(path: Path, write: Callable[[Path], None], fix: str = "") -> Path:
     """Call `write(temporary path)` and rename the result over `path`: readers see the old file or the new one.
     `fix` says what to do when the disk refuses (`storage_errors`)."""

@@ -15,6 +15,7 @@ from typing import Any
 
 from cxrbench.encoders.base import FeatureRequest
 from cxrbench.encoders.factory import build_encoder
+from cxrbench.encoders.weights import resolve_weights
 from cxrbench.evaluations.base import Evaluation
 from cxrbench.features.distributed import SINGLE, Ranks
 from cxrbench.features.extract import EncoderFeatures, study_features
@@ -59,6 +60,7 @@ def evaluate(study: StudyOptions, evaluation: Evaluation, encoders: EncoderOptio
     for name in encoders.names:
         registry().get("encoders", name)
     evaluation.check(spec)
+    check_weights(encoders)
     prepared = evaluation.prepare(prepare_study(study, progress), progress)
     results = []
     for name in encoders.names:
@@ -72,13 +74,22 @@ def evaluate(study: StudyOptions, evaluation: Evaluation, encoders: EncoderOptio
     return results
 
 
+def check_weights(encoders: EncoderOptions) -> None:
+    """Every encoder's weights found (a local file, the Hugging Face cache at the pinned revision or a download, or
+    `random`) before the data folder is scanned: a missing download is then reported in seconds, not after a scan of
+    a large dataset."""
+    for name in encoders.names:
+        spec = registry().get("encoders", name).spec
+        spec.sized(encoders.image_size)
+        resolve_weights(spec, encoders.weights, encoders.revision)
+
+
 def extract(benchmark: str, encoders: EncoderOptions, machine: MachineOptions, request: FeatureRequest,
             data_root: Path | None = None, dataset_options: dict[str, Any] | None = None,
             progress: Progress = SilentProgress()) -> list[EncoderFeatures]:
     """Fill the cache with `request`'s features of every image of the benchmark, for each encoder (`cxrbench
     extract`); a later run or explain finds them there."""
-    for name in encoders.names:
-        registry().get("encoders", name)
+    check_weights(encoders)
     _, data = load_benchmark(benchmark, data_root, dataset_options or {})
     for note in data.notes:
         progress.note(note)

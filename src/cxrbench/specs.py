@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import re
 import types
 import typing
@@ -87,6 +88,18 @@ class AdapterSpec:
     # subsets held out (e.g. a test split excluded from pre-training).
     pretraining_data: tuple[str, ...] = ()
     pretraining_notes: str = ""
+
+    def sized(self, image_size: int | None) -> PreprocessSpec:
+        """The preprocessing at `image_size` (None: as released). Checked from the spec alone, so the command line
+        refuses a bad --image-size before any import or data scan: a ViT needs a whole number of patches, and 0 once
+        fell back silently to the released size."""
+        if image_size is None:
+            return self.preprocessing
+        patch = int(self.architecture.get("patch_size") or 1)
+        if image_size < 1 or image_size % patch:
+            raise SpecError(f"--image-size {image_size}: {self.name} needs a positive multiple of its patch size {patch} "
+                            f"(e.g. {max(patch, round(image_size / patch) * patch)}).")
+        return self.preprocessing.with_size(image_size)
 
 
 @dataclass(frozen=True)
@@ -294,8 +307,10 @@ class BenchmarkSpec:
 SpecT = typing.TypeVar("SpecT")
 
 
-class _SafeLoader(yaml.SafeLoader):
-    """yaml.SafeLoader that reads 1e-3 as a number: YAML 1.1 (PyYAML's default) wants a dot (1.0e-3), YAML 1.2 does not."""
+class _SafeLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """A safe loader that reads 1e-3 as a number: YAML 1.1 (PyYAML's default) wants a dot (1.0e-3), YAML 1.2 does not.
+    Its parser is libyaml's where PyYAML was built with it (the same documents, safe constructors only; `cxrbench
+    list` parses every spec, and the pure-Python parser took most of a second on a loaded machine)."""
 
 
 _SafeLoader.add_implicit_resolver(
@@ -325,11 +340,17 @@ def load_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+@functools.lru_cache(maxsize=None)
+def _type_hints(cls: type) -> dict[str, Any]:
+    """A spec class's field types, evaluated once per class (evaluating them per parse was most of `cxrbench list`)."""
+    return typing.get_type_hints(cls)
+
+
 def parse_spec(cls: type[SpecT], data: dict[str, Any], where: str) -> SpecT:
     """Build the dataclass `cls` from a mapping, checking keys and types recursively."""
     if not isinstance(data, dict):
         raise SpecError(f"{where}: expected a mapping, found {type(data).__name__}.")
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = [key for key in data if key not in fields]
     if unknown:

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 from cxrbench.encoders.base import Encoder
 from cxrbench.encoders.weights import resolve_weights
-from cxrbench.errors import SpecError
 from cxrbench.registry import registry
 
 
 def build_encoder(name: str, weights: str | None = None, revision: str | None = None, image_size: int | None = None) -> Encoder:
     entry = registry().get("encoders", name)
     spec = entry.spec
-    preprocessing = spec.preprocessing.with_size(image_size) if image_size else spec.preprocessing
-    patch = spec.architecture.get("patch_size")
-    if image_size and patch and (preprocessing.crop or preprocessing.size) % int(patch):
-        raise SpecError(f"--image-size {image_size} is not a multiple of {name}'s patch size {patch}.")
+    preprocessing = spec.sized(image_size)
     implementation = entry.load()
     return implementation(spec, resolve_weights(spec, weights, revision), preprocessing)

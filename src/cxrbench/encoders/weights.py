@@ -8,10 +8,16 @@ files, or the random seed.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
+import socket
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
+from urllib.parse import urlparse
 from pathlib import Path
 from typing import Literal
 
@@ -64,8 +70,14 @@ def _from_hub(spec: AdapterSpec, revision: str | None) -> WeightsSource:
                 f"Weights of '{spec.name}' ({repo} at revision {revision}) are not in the Hugging Face cache "
                 f"({_hf_cache()}) and offline mode is on. {_where_to_get(spec, revision)}"
             ) from None
+        if not _hub_reachable():
+            raise WeightsError(
+                f"Could not get weights of '{spec.name}' ({repo} at revision {revision}): they are not in the Hugging "
+                f"Face cache ({_hf_cache()}) and the Hub could not be reached (no network?). {_where_to_get(spec, revision)}"
+            )
         try:
-            folder = snapshot_download(repo, revision=revision, allow_patterns=patterns)
+            with _quiet_hub():
+                folder = snapshot_download(repo, revision=revision, allow_patterns=patterns)
         except Exception as exc:
             raise WeightsError(
                 f"Could not get weights of '{spec.name}' ({repo} at revision {revision}): they are not in the Hugging "
@@ -77,6 +89,37 @@ def _from_hub(spec: AdapterSpec, revision: str | None) -> WeightsSource:
         raise WeightsError(f"The cached snapshot {folder_path} of {repo} lacks {missing}. {_where_to_get(spec, revision)}")
     verify_published_checksums(spec, folder_path)
     return WeightsSource("hub", f"hf:{repo}@{folder_path.name}", path=folder_path)
+
+
+@contextmanager
+def _quiet_hub() -> Iterator[None]:
+    """huggingface_hub logs a line per retry ("Retrying in 8s [Retry 5/5]") and warns on its way to failing; the user
+    gets one message instead, naming the repository, the revision and the `hf download` command."""
+    logger = logging.getLogger("huggingface_hub")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _hub_reachable(timeout_s: float = 3.0) -> bool:
+    """Whether the Hub's host answers a TCP connection within `timeout_s`: without a network, huggingface_hub
+    retries with back-off for about 20 s before failing. Behind a proxy the host is not reached directly, so the
+    download itself is left to find out."""
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    from huggingface_hub.constants import ENDPOINT
+
+    endpoint = urlparse(ENDPOINT)
+    try:
+        with socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
 
 
 def _hub_failure(exc: Exception) -> str:

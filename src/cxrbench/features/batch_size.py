@@ -11,12 +11,12 @@ measurement (no GPU was at hand when this was written): give `--batch-size N` fo
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import torch
-
-from cxrbench.encoders.base import Encoder, FeatureRequest
 from cxrbench.errors import CxrbenchError
-from cxrbench.features.forward import forward_arrays
+
+if TYPE_CHECKING:  # the command line parses --batch-size with this module before torch is imported
+    from cxrbench.encoders.base import Encoder, FeatureRequest
 
 AUTO = "auto"
 AUTO_CAP = 256
@@ -39,6 +39,8 @@ def parse_batch_size(text: str) -> int | None:
 
 def choose_batch_size(encoder: Encoder, request: FeatureRequest, device: str, precision: str, images: int) -> int:
     """The batch size of `--batch-size auto` for `images` images on `device`."""
+    import torch
+
     if torch.device(device).type != "cuda":
         return CPU_BATCH
     return largest_fitting(encoder, request, device, precision, min(AUTO_CAP, max(images, 1)))
@@ -46,6 +48,10 @@ def choose_batch_size(encoder: Encoder, request: FeatureRequest, device: str, pr
 
 def largest_fitting(encoder: Encoder, request: FeatureRequest, device: str, precision: str, limit: int) -> int:
     """The largest power of two <= `limit` whose forward pass of a dummy batch does not run out of device memory."""
+    import torch
+
+    from cxrbench.features.forward import forward_arrays
+
     channels, size = encoder.preprocessing.channels, encoder.preprocessor.output_size
     encoder.to(device)
 
@@ -56,6 +62,8 @@ def largest_fitting(encoder: Encoder, request: FeatureRequest, device: str, prec
 
 
 def _largest_power_of_two(forward: Callable[[int], None], limit: int, what: str) -> int:
+    import torch
+
     batch = 1 << (limit.bit_length() - 1)
     while batch >= 1:
         try:

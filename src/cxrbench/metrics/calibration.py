@@ -14,10 +14,14 @@ The number of bins is a choice the literature does not fix (15 in Guo et al.; 10
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
 
 from cxrbench.metrics.base import Metric
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 BINS = 15
 
@@ -48,6 +52,8 @@ def reliability_bins(labels: np.ndarray, scores: np.ndarray, bins: int = BINS) -
         confidence = np.bincount(index, probability, minlength=bins) / count
         observed = np.bincount(index, outcome, minlength=bins) / count
     kept = count > 0
+    import pandas as pd
+
     return pd.DataFrame({"bin_low": edges[:-1][kept], "bin_high": edges[1:][kept], "count": count[kept],
                          "confidence": confidence[kept], "observed": observed[kept]})
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from scipy.sparse import csr_array
-from sklearn.metrics import accuracy_score, average_precision_score, balanced_accuracy_score, roc_auc_score
 
 from cxrbench.metrics.base import Metric
 
@@ -92,6 +90,8 @@ def curve_tallies(labels: np.ndarray, scores: np.ndarray, by_row: np.ndarray) ->
     columns = np.concatenate([order, order[tied]])
     segments = int(holds_positive.sum()) + 1
     summed_as = _sum_type(by_row)
+    from scipy.sparse import csr_array
+
     indicator = csr_array((np.ones(len(rows), dtype=summed_as), (rows, columns)), shape=(channels * segments, len(ranked)))
     sums = (indicator @ by_row.astype(summed_as, copy=False)).reshape(segments, channels, -1)
     running = _running_sums(sums[:, :2])
@@ -124,13 +124,21 @@ def _running_sums(rows: np.ndarray) -> np.ndarray:
     return out
 
 
+def _sklearn():
+    """scikit-learn's metrics, imported on first score: the metric classes are also read (as specs) by `cxrbench
+    list` and name checks, which must not pay for importing scikit-learn."""
+    import sklearn.metrics
+
+    return sklearn.metrics
+
+
 class AUPRC(Metric):
     title = "AUPRC"
     kinds = ("binary",)
     description = "area under the precision-recall curve (average precision, sklearn.metrics.average_precision_score)"
 
     def score(self, labels, scores):
-        return float(average_precision_score(labels, scores)) if both_classes(labels) else float("nan")
+        return float(_sklearn().average_precision_score(labels, scores)) if both_classes(labels) else float("nan")
 
     def weighted(self, labels, scores, weights):
         return weighted_curve("auprc", labels, scores, weights)
@@ -142,7 +150,7 @@ class AUROC(Metric):
     description = "area under the ROC curve (sklearn.metrics.roc_auc_score)"
 
     def score(self, labels, scores):
-        return float(roc_auc_score(labels, scores)) if both_classes(labels) else float("nan")
+        return float(_sklearn().roc_auc_score(labels, scores)) if both_classes(labels) else float("nan")
 
     def weighted(self, labels, scores, weights):
         return weighted_curve("auroc", labels, scores, weights)
@@ -157,7 +165,7 @@ class OneVsRestAUROC(Metric):
         classes = np.arange(scores.shape[1])
         if not np.isin(classes, labels).all():
             return float("nan")  # a class without an example: its one-vs-rest AUROC is undefined
-        return float(roc_auc_score(labels, scores, multi_class="ovr", average="macro", labels=classes))
+        return float(_sklearn().roc_auc_score(labels, scores, multi_class="ovr", average="macro", labels=classes))
 
     def weighted(self, labels, scores, weights):
         per_class = [weighted_curve("auroc", (labels == k).astype(np.float64), scores[:, k], weights)
@@ -176,7 +184,7 @@ class Accuracy(Metric):
     description = "share of correct predictions (argmax; probability >= 0.5 for binary targets), sklearn.metrics.accuracy_score"
 
     def score(self, labels, scores):
-        return float(accuracy_score(labels.astype(np.int64), predicted_class(scores))) if len(labels) else float("nan")
+        return float(_sklearn().accuracy_score(labels.astype(np.int64), predicted_class(scores))) if len(labels) else float("nan")
 
     def weighted(self, labels, scores, weights):
         correct = (predicted_class(scores) == labels.astype(np.int64)).astype(np.float64)
@@ -192,7 +200,7 @@ class BalancedAccuracy(Metric):
                    "sklearn.metrics.balanced_accuracy_score")
 
     def score(self, labels, scores):
-        return float(balanced_accuracy_score(labels.astype(np.int64), predicted_class(scores))) if len(labels) else float("nan")
+        return float(_sklearn().balanced_accuracy_score(labels.astype(np.int64), predicted_class(scores))) if len(labels) else float("nan")
 
     def weighted(self, labels, scores, weights):
         truth = labels.astype(np.int64)

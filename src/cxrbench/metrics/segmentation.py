@@ -20,7 +20,6 @@ import warnings
 from typing import ClassVar
 
 import numpy as np
-import torch
 
 from cxrbench.metrics.base import Metric
 
@@ -35,6 +34,7 @@ def per_case_values(predicted: np.ndarray, reference: np.ndarray, hd95: bool = T
     (1 if the prediction is empty too, else 0); predicted: 1 if the prediction has the structure; hd95: MONAI's
     95th-percentile Hausdorff distance in pixels, NaN unless both masks have the structure.
     """
+    import torch  # imported when scoring: `cxrbench list` reads the metric classes
     from monai.metrics import compute_dice, compute_hausdorff_distance
 
     p = torch.from_numpy(np.ascontiguousarray(predicted, dtype=np.float64))[None]

@@ -17,13 +17,14 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cxrbench.data.splits import LabelBudget
 from cxrbench.errors import CxrbenchError, SpecError
 from cxrbench.resources import project_root
-from cxrbench.results.store import read_metrics, run_folder, run_name
 from cxrbench.specs import load_yaml, parse_spec
+
+if TYPE_CHECKING:  # reading a recipe (`cxrbench list tables`, name checks) imports no pandas; planning does
+    from cxrbench.data.splits import LabelBudget
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,8 @@ class RecipeRun:
 
     @property
     def budgets(self) -> list[LabelBudget | None]:
+        from cxrbench.data.splits import LabelBudget
+
         budgets = [None if f == 1.0 else LabelBudget(train_fraction=f) for f in self.train_fractions]
         budgets += [LabelBudget(shots=n) for n in self.shots]
         return list(dict.fromkeys(budgets)) or [None]
@@ -88,10 +91,14 @@ class PlannedRun:
 
     @property
     def stored(self) -> bool:
+        from cxrbench.results.store import read_metrics
+
         return read_metrics(self.folder) is not None
 
     @property
     def label(self) -> str:
+        from cxrbench.results.store import run_name
+
         budget = f" ({self.budget.suffix})" if self.budget else ""
         return f"{self.entry.benchmark} · {self.encoder} · {run_name(self.head, self.entry.tag)}{budget}"
 
@@ -130,6 +137,7 @@ def recipe_deviations(name: str) -> tuple[Deviation, ...] | None:
 def plan_runs(recipe: Recipe, out: Path, encoders: list[str] | None = None) -> list[PlannedRun]:
     """Every run folder the recipe asks for (only `encoders` when given), in recipe order."""
     from cxrbench.registry import registry
+    from cxrbench.results.store import run_folder, run_name
 
     unknown = sorted(set(encoders or ()) - {e for run in recipe.runs for e in run.encoders})
     if unknown:
