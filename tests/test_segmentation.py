@@ -1,6 +1,6 @@
-"""Segmentation end to end: decoders on cached features of synthetic folders in the released layouts (JSRT + SCR,
-SIIM-ACR), masks carried through each encoder's preprocessing geometry, per-case Dice that MONAI recomputes from the
-stored masks, and the errors a user meets first."""
+"""Segmentation end to end: decoders on cached features of synthetic folders in the released layouts (JSRT + SCR of
+radiographs projected from one real CT, SIIM-ACR), masks carried through each encoder's preprocessing geometry, per-case
+Dice that MONAI recomputes from the stored masks, and the errors a user meets first."""
 
 from __future__ import annotations
 
@@ -34,9 +34,10 @@ def _message(result) -> str:
 
 @pytest.fixture(scope="module")
 def jsrt_root(tmp_path_factory) -> Path:
-    from cxrbench.data.synthetic_layouts import write_synthetic_jsrt
+    """Radiographs projected from one real CT with its projected labels (no drawn shapes): 12 train, 12 test poses."""
+    from cxrbench.data.synthetic_anatomy import write_anatomy_jsrt
 
-    return write_synthetic_jsrt(tmp_path_factory.mktemp("seg") / "jsrt", images=24, seed=1)
+    return write_anatomy_jsrt(tmp_path_factory.mktemp("seg") / "jsrt", images=24, seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,7 @@ def jsrt_run(jsrt_root, tmp_path_factory) -> Path:
     return work / "out" / "jsrt" / "dinov2-small" / "upernet"
 
 
-def test_a_decoder_on_random_vit_features_segments_the_planted_structures(jsrt_run):
+def test_a_decoder_on_random_vit_features_segments_projected_anatomy(jsrt_run):
     metrics = json.loads((jsrt_run / "metrics.json").read_text())
     dice = metrics["metrics"]["dice"]
     assert dice["right_lung"]["mean"] > 0.9 and dice["heart"]["mean"] > 0.9, {k: v["mean"] for k, v in dice.items()}
