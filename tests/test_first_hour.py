@@ -254,10 +254,15 @@ def test_demo_next_steps_name_the_results(monkeypatch, tmp_path):
 
     monkeypatch.setattr(cli, "_run_and_show", lambda *args: [])
     monkeypatch.setattr(cli, "_show_comparison", lambda *args: None)
+    monkeypatch.setattr(cli, "DEMO_SEGMENTATION_IMAGES", 2)
     result = runner.invoke(app, ["demo", "--workdir", str(tmp_path / "demo"), "--patients", "20"])
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
     assert "not comparable with the papers" in text
+    # the segmentation images are projections of one CT, and the demo says so
+    assert "all images are of one person" in text and "The segmentation images are all of one person." in text
+    jsrt = json.loads((tmp_path / "demo/jsrt/cxrbench-synthetic.json").read_text())
+    assert jsrt["settings"]["images"] == 2 and "one chest CT" in jsrt["settings"]["anatomy"]
     assert f"cxrbench table vindr --out {tmp_path / 'demo/results'}" in text and "Getting the data" in text
     assert f"cxrbench report --out {tmp_path / 'demo/results'}" in text
     marker = json.loads((tmp_path / "demo/data/cxrbench-synthetic.json").read_text())

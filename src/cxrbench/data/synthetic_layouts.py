@@ -354,27 +354,45 @@ def jsrt_anatomy(side: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     }
 
 
-def write_synthetic_jsrt(root: str | Path, images: int = 6, size: int = 2048, seed: int = 0) -> Path:
-    """JSRT's All247images/<id>.IMG (headerless big-endian 16-bit words, 12-bit values, larger = darker, as released)
-    and SCR's scratch/fold{1,2}/masks/<structure>/<id>.gif (0 / 255, at half the image side).
+def jsrt_ids(images: int) -> list[tuple[str, str]]:
+    """(image id, SCR fold) of `images` generated images: JPCLN### (154 of 247, as released) then JPCNN###, numbered
+    from 001; odd numbers go to fold1 and even ones to fold2, as in SCR."""
+    nodules = int(round(images * 154 / 247)) if images > 1 else images
+    ids = []
+    for index in range(images):
+        series, number = ("JPCLN", index + 1) if index < nodules else ("JPCNN", index - nodules + 1)
+        ids.append((f"{series}{number:03d}", "fold1" if number % 2 else "fold2"))
+    return ids
 
-    Ids are JPCLN### (about 60%) then JPCNN###, numbered from 001; odd numbers go to fold1 and even ones to fold2, as in
-    SCR. The structures are drawn as visible ellipses (dark lungs, bright heart and clavicles) so that a segmentation
-    decoder can learn them. cxrbench reads JSRT files of the released 2048 x 2048 only (8 MB each: keep `images`
-    small); another `size` writes files that its reader refuses, for tests of that check.
+
+def write_jsrt_case(root: Path, image_id: str, fold: str, image: np.ndarray, masks: dict[str, np.ndarray]) -> None:
+    """One image as JSRT releases it (All247images/<id>.IMG: headerless big-endian words, 12-bit, larger = darker) from
+    its brightness in [0, 1], and its SCR masks (scratch/<fold>/masks/<structure>/<id>.gif, 0 / 255)."""
+    (root / "All247images").mkdir(parents=True, exist_ok=True)
+    raw = np.round((1.0 - np.clip(image, 0.0, 1.0)) * 4095).astype(">u2")
+    raw.tofile(root / "All247images" / f"{image_id}.IMG")
+    for name, folder in SCR_FOLDERS.items():
+        target = root / "scratch" / fold / "masks" / folder
+        target.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(masks[name].astype(np.uint8) * 255).save(target / f"{image_id}.gif")
+
+
+def write_synthetic_jsrt(root: str | Path, images: int = 6, size: int = 2048, seed: int = 0) -> Path:
+    """JSRT's All247images/<id>.IMG and SCR's scratch/fold{1,2}/masks/<structure>/<id>.gif (at half the image side),
+    with the structures drawn as visible ellipses (dark lungs, bright heart and clavicles) so that a segmentation
+    decoder can learn them. For tests of the layout and its readers; radiographs of real anatomy with exact labels
+    come from `synthetic_anatomy.write_anatomy_jsrt`. Ids and folds as `jsrt_ids`. cxrbench reads JSRT files of the
+    released 2048 x 2048 only (8 MB each: keep `images` small); another `size` writes files that its reader refuses,
+    for tests of that check.
     """
     if size % 2:
         raise ValueError(f"size must be even (masks are written at half of it), got {size}")
     root = Path(root)
     mark_synthetic(root, "jsrt", {"images": images, "size": size, "seed": seed})
     rng = np.random.default_rng(seed)
-    (root / "All247images").mkdir(parents=True, exist_ok=True)
-    nodules = int(round(images * 154 / 247)) if images > 1 else images
     side = size // 2
     yy, xx = (np.mgrid[0:side, 0:side] + 0.5) / side
-    for index in range(images):
-        series, number = ("JPCLN", index + 1) if index < nodules else ("JPCNN", index - nodules + 1)
-        image_id = f"{series}{number:03d}"
+    for image_id, fold in jsrt_ids(images):
         masks = jsrt_anatomy(side, rng)
         body = ((xx - 0.5) / 0.46) ** 2 + ((yy - 0.55) / 0.52) ** 2 <= 1.0
         image = np.where(body, 0.55, 0.05)
@@ -383,13 +401,7 @@ def write_synthetic_jsrt(root: str | Path, images: int = 6, size: int = 2048, se
         image = image + 0.25 * (masks["right_clavicle"] | masks["left_clavicle"])
         image = np.clip(image + 0.03 * rng.standard_normal(image.shape), 0.0, 1.0)
         full = np.repeat(np.repeat(image, 2, axis=0), 2, axis=1)  # masks cover the image's field of view at half size
-        raw = np.round((1.0 - full) * 4095).astype(">u2")
-        raw.tofile(root / "All247images" / f"{image_id}.IMG")
-        fold = "fold1" if number % 2 else "fold2"
-        for name, folder in SCR_FOLDERS.items():
-            target = root / "scratch" / fold / "masks" / folder
-            target.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(masks[name].astype(np.uint8) * 255).save(target / f"{image_id}.gif")
+        write_jsrt_case(root, image_id, fold, full, masks)
     return root
 
 
