@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -99,17 +100,22 @@ def test_hf_clip_full_folder_loads_the_image_tower(tmp_path, hub):
     torch.testing.assert_close(encoder.encode(pixels, FeatureRequest()).global_embedding, pooled, atol=1e-5, rtol=0)
 
 
-def test_timm_hub_model_matches_timm_forward(tmp_path, hub):
+def timm_folder(folder, global_pool: str = "avg"):
+    """A 2-block, 32-wide timm ViT saved by timm (`save_for_hf`: config.json with its pretrained_cfg + safetensors)."""
     import timm
     from timm.models import save_for_hf
 
     torch.manual_seed(2)
-    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, embed_dim=32, depth=2, num_heads=2,
-                              num_classes=5, global_pool="avg").eval()
+    args = dict(img_size=32, embed_dim=32, depth=2, num_heads=2, global_pool=global_pool)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=5, **args).eval()
     model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (3, 32, 32), "crop_pct": 0.8, "interpolation": "bilinear",
                             "mean": (0.3, 0.3, 0.3), "std": (0.2, 0.2, 0.2), "crop_mode": "center"}
-    save_for_hf(model, tmp_path / "timm", model_args=dict(img_size=32, embed_dim=32, depth=2, num_heads=2, global_pool="avg"),
-                safe_serialization=True)
+    save_for_hf(model, folder, model_args=args, safe_serialization=True)
+    return model
+
+
+def test_timm_hub_model_matches_timm_forward(tmp_path, hub):
+    model = timm_folder(tmp_path / "timm")
     write_hf_cache(hub, "org/tiny-vit", REV_A, {n: tmp_path / "timm" / n for n in ("config.json", "model.safetensors")})
     encoder = build_encoder("timm:hf-hub:org/tiny-vit")
     p = encoder.preprocessing
@@ -122,6 +128,41 @@ def test_timm_hub_model_matches_timm_forward(tmp_path, hub):
     features = encoder.encode(pixels, FeatureRequest(patch_tokens=True))
     torch.testing.assert_close(features.global_embedding, pooled, atol=1e-5, rtol=0)
     assert features.patch_tokens.shape == (2, 2, 2, 32)
+
+
+def xray_like(height: int = 45, width: int = 61) -> np.ndarray:
+    """A smooth 8-bit image, not square (so resizing the shortest edge and centre-cropping both matter)."""
+    y, x = np.mgrid[0:height, 0:width]
+    return (127 + 90 * np.sin(x / 9.0) * np.cos(y / 7.0)).astype(np.uint8)
+
+
+def assert_same_pixels(ours: torch.Tensor, theirs: torch.Tensor, std: float) -> None:
+    """Equal up to one 8-bit level, where the libraries' resampling (PIL / torchvision) rounds differently."""
+    assert ours.shape == theirs.shape
+    assert (ours - theirs).abs().max() <= 1 / 255 / std + 1e-5
+
+
+def test_preprocessing_equals_each_librarys_own_eval_transform(tmp_path, hub):
+    """What was read from the configs reproduces each library's own pipeline on the same 8-bit image."""
+    import open_clip
+    import timm
+    from PIL import Image
+    from transformers import AutoImageProcessor
+
+    image = xray_like()
+    rgb = Image.fromarray(image).convert("RGB")
+    dinov2_folder(tmp_path / "hf")
+    hf = build_encoder(f"hf:{tmp_path / 'hf'}")
+    processor = AutoImageProcessor.from_pretrained(tmp_path / "hf")
+    assert_same_pixels(hf.preprocessor(image / 255.0), processor(rgb, return_tensors="pt")["pixel_values"][0], 0.2)
+    timm_model = timm_folder(tmp_path / "timm")
+    ours = build_encoder(f"timm:local-dir:{tmp_path / 'timm'}")
+    transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=timm_model))
+    assert_same_pixels(ours.preprocessor(image / 255.0), transform(rgb), 0.2)
+    open_clip_folder(tmp_path / "oc")
+    ours = build_encoder(f"open_clip:local-dir:{tmp_path / 'oc'}")
+    _, _, transform = open_clip.create_model_and_transforms(f"local-dir:{tmp_path / 'oc'}", load_weights=False)
+    assert_same_pixels(ours.preprocessor(image / 255.0), transform(rgb), 0.3)
 
 
 def open_clip_folder(folder):
@@ -181,6 +222,23 @@ def test_random_weights_build_from_the_config_alone(tmp_path, hub):
         build_encoder("hf:org/config-only")
 
 
+def test_library_model_names_need_no_files_for_random_weights(hub):
+    """timm's and open_clip's own model names carry their configs: random weights need nothing on disk, and the
+    released weights are looked for in the Hub repository the library names."""
+    import open_clip
+    import timm
+
+    encoder = build_encoder("timm:vit_tiny_patch16_224.augreg_in21k", weights="random")
+    cfg = timm.models.get_pretrained_cfg("vit_tiny_patch16_224.augreg_in21k")
+    assert (encoder.preprocessing.crop, encoder.preprocessing.size) == (224, int(224 / cfg.crop_pct))
+    assert encoder.spec.weights.hub_repo == cfg.hf_hub_id and encoder.embed_dim == 192
+    spec = registry().get("encoders", "open_clip:ViT-B-32/openai").spec
+    assert spec.preprocessing.mean == open_clip.get_pretrained_cfg("ViT-B-32", "openai")["mean"]
+    assert (spec.embedding_dim, spec.patch_stride, spec.preprocessing.crop) == (768, 32, 224)
+    with pytest.raises(WeightsError, match="hf download timm/vit_base_patch32_clip_224.openai"):
+        build_encoder("open_clip:ViT-B-32/openai")
+
+
 def test_unsupported_type_missing_cache_and_bad_names_say_what_to_do(tmp_path, hub):
     with pytest.raises(WeightsError, match="not in the Hugging Face cache.*hf download org/absent"):
         registry().get("encoders", "hf:org/absent")
@@ -216,25 +274,21 @@ def _run(vindr_root, tmp_path, encoder):
                                  str(tmp_path / "cache"), "--seeds", "1", "--bootstrap", "50", "--encoder", encoder])
     assert result.exit_code == 0, result.output
     [metrics] = list((out / "vindr").glob("*/linear/metrics.json"))
-    return json.loads(metrics.read_text())
+    return metrics, json.loads(metrics.read_text())
 
 
-def test_run_end_to_end_with_each_form(tmp_path, hub, vindr_root):
+def test_run_end_to_end_hf(tmp_path, hub, vindr_root):
     cache_dinov2(tmp_path, hub)
-    metrics = _run(vindr_root, tmp_path / "hf", f"hf:org/tiny-dinov2@{REV_A}")
+    path, metrics = _run(vindr_root, tmp_path, f"hf:org/tiny-dinov2@{REV_A}")
     assert metrics["encoder"] == f"hf:org/tiny-dinov2@{REV_A}"
     assert metrics["run_identity"]["weights"] == f"hf:org/tiny-dinov2@{REV_A}"
-    assert (tmp_path / "hf/out/vindr/hf--org--tiny-dinov2@" f"{REV_A}/linear").is_dir()
+    assert path.parent.parent.name == f"hf--org--tiny-dinov2@{REV_A}"  # one folder, not hf:org/...
 
-    import timm
-    from timm.models import save_for_hf
 
-    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, embed_dim=32, depth=2, num_heads=2)
-    save_for_hf(model, tmp_path / "timm", model_args=dict(img_size=32, embed_dim=32, depth=2, num_heads=2),
-                safe_serialization=True)
-    metrics = _run(vindr_root, tmp_path / "t", f"timm:local-dir:{tmp_path / 'timm'}")
-    assert metrics["run_identity"]["weights"].startswith("sha256:")
-
-    open_clip_folder(tmp_path / "oc")
-    metrics = _run(vindr_root, tmp_path / "o", f"open_clip:local-dir:{tmp_path / 'oc'}")
+@pytest.mark.parametrize("form", ["timm", "open_clip"])
+def test_run_end_to_end_timm_and_open_clip(tmp_path, hub, vindr_root, form):
+    folder = tmp_path / form
+    timm_folder(folder, "token") if form == "timm" else open_clip_folder(folder)
+    path, metrics = _run(vindr_root, tmp_path, f"{form}:local-dir:{folder}")
+    assert metrics["encoder"] == f"{form}:local-dir:{folder}"
     assert metrics["run_identity"]["weights"].startswith("sha256:")
