@@ -114,6 +114,31 @@ def timm_folder(folder, global_pool: str = "avg"):
     return model
 
 
+@pytest.mark.parametrize("family", ["vit", "dinov2_with_registers"])
+def test_hf_vit_classifier_and_dinov2_registers_match_transformers(tmp_path, hub, family):
+    """A ViT image-classification fine-tune (its classifier is left out) and a DINOv2 with register tokens (they are
+    not patches): the CLS token and the patch grid equal the library's own base model."""
+    import transformers
+
+    torch.manual_seed(4)
+    common = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=32)
+    if family == "vit":
+        saved = transformers.ViTForImageClassification(transformers.ViTConfig(patch_size=16, num_labels=3, **common))
+    else:
+        saved = transformers.Dinov2WithRegistersModel(
+            transformers.Dinov2WithRegistersConfig(patch_size=16, num_register_tokens=4, **common))
+    saved.eval().save_pretrained(tmp_path / "m", safe_serialization=True)
+    (tmp_path / "m" / "preprocessor_config.json").write_text(json.dumps(PROCESSOR))
+    encoder = build_encoder(f"hf:{tmp_path / 'm'}")
+    pixels = torch.randn(2, 3, 32, 32)
+    base = saved.vit if family == "vit" else saved
+    with torch.no_grad():
+        last = base(pixel_values=pixels).last_hidden_state
+    features = encoder.encode(pixels, FeatureRequest(patch_tokens=True))
+    torch.testing.assert_close(features.global_embedding, last[:, 0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(features.patch_tokens.reshape(2, 4, 32), last[:, -4:], atol=1e-5, rtol=0)
+
+
 def test_timm_hub_model_matches_timm_forward(tmp_path, hub):
     model = timm_folder(tmp_path / "timm")
     write_hf_cache(hub, "org/tiny-vit", REV_A, {n: tmp_path / "timm" / n for n in ("config.json", "model.safetensors")})
