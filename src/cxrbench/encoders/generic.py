@@ -81,19 +81,20 @@ class Location:
 
 def _locate(name: str, text: str, config_files: tuple[str, ...], weight_file: str) -> Location:
     """`ORG/NAME[@REV]` in the Hugging Face cache (config files only: the weights are resolved when the model is
-    built, so --weights random needs none), or a local folder (`local-dir:PATH`, or any existing path). The spec's
+    built, so --weights random needs none), or a local folder (`local-dir:PATH`, or a path starting with / . ~). The spec's
     weight files list the weights first (what `Encoder.checkpoint_file` opens), then the configs."""
     weight_files = (weight_file, *config_files)
     local = text.removeprefix("local-dir:")
-    if text.startswith("local-dir:") or local.startswith(("/", ".", "~")) or Path(local).expanduser().is_dir():
+    if text.startswith("local-dir:") or local.startswith(("/", ".", "~")):
         folder = Path(local).expanduser().resolve()
         if not folder.is_dir():
-            raise WeightsError(f"Encoder '{name}': {folder} is not a folder. Give the folder holding {', '.join(config_files)}.")
+            raise WeightsError(f"Encoder '{name}': {folder} is not a folder. Give the folder holding "
+                               f"{', '.join(config_files)}.")
         return Location(folder, {"files": list(weight_files), "local": str(folder)}, str(folder))
     repo, _, revision = text.removeprefix("hf-hub:").partition("@")
     if not _REPO.match(repo):
-        raise SpecError(f"Encoder '{name}': '{repo}' is neither a Hugging Face repository (ORG/NAME) nor a local folder. "
-                        + forms_text())
+        raise SpecError(f"Encoder '{name}': '{repo}' is neither a Hugging Face repository (ORG/NAME) nor a local "
+                        "folder (start a path with /, ./ or ~). " + forms_text())
     from cxrbench.encoders.weights import hub_snapshot
     from cxrbench.specs import WeightsSpec
 
