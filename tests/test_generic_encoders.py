@@ -267,7 +267,7 @@ def test_library_model_names_need_no_files_for_random_weights(hub):
 
 
 def test_unsupported_type_missing_cache_and_bad_names_say_what_to_do(tmp_path, hub):
-    with pytest.raises(WeightsError, match="not in the Hugging Face cache.*hf download org/absent"):
+    with pytest.raises(WeightsError, match="not in the Hugging Face cache.*hf download org/absent.*random, too"):
         registry().get("encoders", "hf:org/absent")
     folder = tmp_path / "bert"
     folder.mkdir()
@@ -275,7 +275,7 @@ def test_unsupported_type_missing_cache_and_bad_names_say_what_to_do(tmp_path, h
     (folder / "preprocessor_config.json").write_text(json.dumps(PROCESSOR))
     with pytest.raises(SpecError, match="model_type 'bert'.*dinov2, dinov2_with_registers, vit, clip"):
         registry().get("encoders", f"hf:{folder}")
-    with pytest.raises(SpecError, match="timm:"):
+    with pytest.raises(SpecError, match="is a timm ResNet; timm: loads VisionTransformer"):
         registry().get("encoders", "timm:resnet50")  # builds on the meta device; not a VisionTransformer
     with pytest.raises(SpecError, match="timm knows no model"):
         registry().get("encoders", "timm:no_such_model_x")

@@ -102,7 +102,10 @@ def _locate(name: str, text: str, config_files: tuple[str, ...], weight_file: st
                "distributed_at": f"https://huggingface.co/{repo}"}
     hub = WeightsSpec(hub_repo=repo, revision=revision or None, files=tuple(weight_files),
                       distributed_at=weights["distributed_at"])
-    folder = hub_snapshot(name, hub, revision or None, config_files)
+    try:
+        folder = hub_snapshot(name, hub, revision or None, config_files)
+    except WeightsError as exc:  # the model's configs are needed to know what it is, even for random weights
+        raise WeightsError(f"{exc} (--weights random, too, needs its {', '.join(config_files)}.)") from None
     weights["revision"] = folder.name  # the commit the cache resolved: the spec names exactly what was read
     return Location(folder, weights, f"{repo}@{folder.name[:12]}")
 

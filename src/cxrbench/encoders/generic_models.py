@@ -103,9 +103,17 @@ def timm_model(model_id: str, meta: bool = False, where: str = ""):
     import timm
     from timm.models.vision_transformer import VisionTransformer
 
-    try:
+    def create(**kwargs):
         with _building(meta):
-            model = timm.create_model(model_id, pretrained=False, num_classes=0, dynamic_img_size=True)
+            return timm.create_model(model_id, pretrained=False, num_classes=0, **kwargs)
+
+    try:
+        try:
+            model = create(dynamic_img_size=True)
+        except TypeError as exc:  # a model without that option is no ViT: built plainly, then refused by its type
+            if "dynamic_img_size" not in str(exc):
+                raise
+            model = create()
     except (RuntimeError, ValueError, TypeError, OSError) as exc:
         raise SpecError(f"Encoder '{where}': timm cannot build '{model_id}': {exc}") from None
     if not isinstance(model, VisionTransformer):
