@@ -476,6 +476,11 @@ def list_(kind: Optional[str] = typer.Argument(None, help="encoders | heads | be
                      entry.origin] for entry in entries]
             table = text_table(f"cxrbench {chosen}", ["name", "description", "origin"], rows)
         console.print(table)
+        if chosen == "encoders":
+            from cxrbench.encoders.generic import FORMS
+
+            console.print(text_table("any other model, by name (no adapter needed)", ["name form", "what it loads"],
+                                     [list(form) for form in FORMS]))
 
 
 def _tables_listing():

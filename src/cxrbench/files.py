@@ -13,7 +13,9 @@ Every writer in cxrbench (feature shards, run folders, tables, plots) goes throu
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
+import re
 import shutil
 import socket
 import time
@@ -29,6 +31,17 @@ from cxrbench.errors import StorageError
 #: leftovers made on another host cannot be checked against its processes: they count as stale after this long
 FOREIGN_STALE_SECONDS = 24 * 3600
 _HOST = "".join(c if c.isalnum() else "_" for c in socket.gethostname()) or "host"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._@+-]+")
+
+
+def path_part(name: str) -> str:
+    """`name` as one folder name: generic encoder names hold ':' and '/' (`hf:org/name`, `hf:/a/local/folder`), which
+    would otherwise nest folders. Unsafe runs become '--' (as the Hugging Face cache spells org/name); a long result
+    keeps its end and a digest of the whole name, so distinct names stay distinct."""
+    safe = _UNSAFE.sub("--", name).strip("-.") or "_"
+    if safe == name:
+        return name
+    return f"{safe[-80:]}-{hashlib.sha256(name.encode()).hexdigest()[:8]}" if len(safe) > 96 else safe
 
 
 def staging_name(stem: str) -> str:

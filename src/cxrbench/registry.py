@@ -17,6 +17,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
 
+from cxrbench.encoders.generic import is_generic
 from cxrbench.errors import SpecError, UnknownNameError
 from cxrbench.resources import project_root
 from cxrbench.specs import AdapterSpec, BenchmarkSpec, HeadSpec, load_yaml, parse_spec
@@ -134,6 +135,7 @@ def _check_metrics(spec: BenchmarkSpec, where: str) -> None:
 class Registry:
     def __init__(self, entries: dict[str, dict[str, Entry]]):
         self._entries = entries
+        self._generic: dict[str, Entry] = {}  # `hf:` / `timm:` / `open_clip:` encoders resolved so far
 
     def names(self, kind: Kind) -> list[str]:
         return sorted(self._entries[kind])
@@ -142,15 +144,30 @@ class Registry:
         return [self._entries[kind][name] for name in self.names(kind)]
 
     def get(self, kind: Kind, name: str) -> Entry:
+        if kind == "encoders" and name not in self._entries[kind] and is_generic(name):
+            return self._generic_encoder(name)
         try:
             return self._entries[kind][name]
         except KeyError:
             close = difflib.get_close_matches(name, self._entries[kind], n=3, cutoff=0.5)
             hint = f" Did you mean: {', '.join(close)}?" if close else ""
             singular = kind[:-1]
+            forms = " Any Hugging Face, timm or open_clip model runs as hf:ORG/NAME, timm:NAME or open_clip:NAME." \
+                if kind == "encoders" else ""
             raise UnknownNameError(
-                f"Unknown {singular} '{name}'.{hint} Run `cxrbench list {kind}` to see every available {singular}."
+                f"Unknown {singular} '{name}'.{hint} Run `cxrbench list {kind}` to see every available {singular}.{forms}"
             ) from None
+
+
+    def _generic_encoder(self, name: str) -> Entry:
+        """An encoder named by its source (`cxrbench.encoders.generic`): its spec is read from the model's own files
+        once per process, so every later look-up sees the same revision."""
+        if name not in self._generic:
+            from cxrbench.encoders.generic import resolve_generic
+
+            found = resolve_generic(name)
+            self._generic[name] = Entry("encoders", name, found.spec, found.impl, found.origin)
+        return self._generic[name]
 
 
 def _builtin_entries() -> dict[str, dict[str, Entry]]:

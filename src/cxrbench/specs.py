@@ -68,6 +68,8 @@ class WeightsSpec:
     distributed_at: str = ""
     licence: str = ""
     how_to_get: str = ""  # for weights off the Hub; Hub weights get an `hf download` command from the fields above
+    # a local folder that is the release (a generic encoder named by its path, `hf:PATH`): used when no --weights
+    local: str = ""
 
 
 @dataclass(frozen=True)

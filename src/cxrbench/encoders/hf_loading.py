@@ -13,13 +13,14 @@ from cxrbench.errors import WeightsError
 from cxrbench.specs import AdapterSpec, PreprocessSpec
 
 
-def load_hf_model(model_class, path: Path, arch: dict, name: str, other_tower: tuple[str, ...] = ()):
-    """`model_class.from_pretrained(path)` offline in float32; refuse missing, unexpected (except keys of
-    `other_tower`, e.g. CLIP's text tower) or mismatched keys, and config values that differ from `arch`."""
+def load_hf_model(model_class, path: Path, arch: dict, name: str, other_tower: tuple[str, ...] = (), **model_kwargs):
+    """`model_class.from_pretrained(path, **model_kwargs)` offline in float32; refuse missing, unexpected (except keys
+    of `other_tower`, e.g. CLIP's text tower) or mismatched keys, and config values that differ from `arch`."""
     if not (path / "config.json").is_file():
         raise WeightsError(f"'{name}' expects a Hugging Face model folder (config.json + model.safetensors); {path} is not one.")
     try:
-        model, info = model_class.from_pretrained(path, local_files_only=True, output_loading_info=True, dtype=torch.float32)
+        model, info = model_class.from_pretrained(path, local_files_only=True, output_loading_info=True, dtype=torch.float32,
+                                                  use_safetensors=True, **model_kwargs)
     except Exception as exc:
         raise WeightsError(f"Cannot load '{name}' weights from {path}: {exc}") from exc
     problems = {

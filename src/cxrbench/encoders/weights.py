@@ -13,7 +13,7 @@ import os
 import re
 import socket
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Literal
 
 from cxrbench.errors import WeightsError
-from cxrbench.specs import AdapterSpec
+from cxrbench.specs import AdapterSpec, WeightsSpec
 
 WEIGHT_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".ckpt"}
 
@@ -45,50 +45,61 @@ def resolve_weights(spec: AdapterSpec, weights: str | None = None, revision: str
     if weights is not None:
         path = Path(weights).expanduser()
         if not path.exists():
-            raise WeightsError(f"--weights {weights}: no such file or folder. {_where_to_get(spec)}")
+            raise WeightsError(f"--weights {weights}: no such file or folder. {_where_to_get(spec.weights)}")
         if path.is_file():
             verify_hash_in_name(path.resolve())
         verify_published_checksums(spec, path.resolve())
         return WeightsSource("local", f"sha256:{weights_digest(path.resolve())}", path=path.resolve())
     if spec.weights.hub_repo:
         return _from_hub(spec, revision or spec.weights.revision)
+    if spec.weights.local:  # a generic encoder named by its folder (`hf:PATH`): that folder is the release
+        return resolve_weights(spec, spec.weights.local)
     if not spec.weights.files and not spec.weights.distributed_at:
         return WeightsSource("none", "none")
-    raise WeightsError(f"Encoder '{spec.name}' needs weights: pass --weights PATH. {_where_to_get(spec)}")
+    raise WeightsError(f"Encoder '{spec.name}' needs weights: pass --weights PATH. {_where_to_get(spec.weights)}")
 
 
 def _from_hub(spec: AdapterSpec, revision: str | None) -> WeightsSource:
+    folder = hub_snapshot(spec.name, spec.weights, revision, spec.weights.files)
+    verify_published_checksums(spec, folder)
+    return WeightsSource("hub", f"hf:{spec.weights.hub_repo}@{folder.name}", path=folder)
+
+
+def hub_snapshot(name: str, weights: WeightsSpec, revision: str | None, files: Sequence[str]) -> Path:
+    """The cached snapshot folder of `weights.hub_repo` at `revision` (None: the cached `main`) holding `files`:
+    the cache first, the Hub only when not offline. Generic `hf:` encoders read their config through it too."""
     from huggingface_hub import snapshot_download
 
-    repo = spec.weights.hub_repo
-    patterns = list(spec.weights.files) or None
+    repo = weights.hub_repo
+    patterns = list(files) or None
     try:
         folder = snapshot_download(repo, revision=revision, allow_patterns=patterns, local_files_only=True)
     except Exception:
         if _offline():
             raise WeightsError(
-                f"Weights of '{spec.name}' ({repo} at revision {revision}) are not in the Hugging Face cache "
-                f"({_hf_cache()}) and offline mode is on. {_where_to_get(spec, revision)}"
+                f"Weights of '{name}' ({repo} at revision {revision or 'main'}) are not in the Hugging Face cache "
+                f"({_hf_cache()}) and offline mode is on. {_where_to_get(weights, revision)}"
             ) from None
         if not _hub_reachable():
             raise WeightsError(
-                f"Could not get weights of '{spec.name}' ({repo} at revision {revision}): they are not in the Hugging "
-                f"Face cache ({_hf_cache()}) and the Hub could not be reached (no network?). {_where_to_get(spec, revision)}"
+                f"Could not get weights of '{name}' ({repo} at revision {revision or 'main'}): they are not in the "
+                f"Hugging Face cache ({_hf_cache()}) and the Hub could not be reached (no network?). "
+                f"{_where_to_get(weights, revision)}"
             )
         try:
             with _quiet_hub():
                 folder = snapshot_download(repo, revision=revision, allow_patterns=patterns)
         except Exception as exc:
             raise WeightsError(
-                f"Could not get weights of '{spec.name}' ({repo} at revision {revision}): they are not in the Hugging "
-                f"Face cache ({_hf_cache()}) and {_hub_failure(exc)}. {_where_to_get(spec, revision)}"
+                f"Could not get weights of '{name}' ({repo} at revision {revision or 'main'}): they are not in the "
+                f"Hugging Face cache ({_hf_cache()}) and {_hub_failure(exc)}. {_where_to_get(weights, revision)}"
             ) from None
     folder_path = Path(folder)
-    missing = [name for name in spec.weights.files if not (folder_path / name).exists()]
+    missing = [file for file in files if not (folder_path / file).exists()]
     if missing:
-        raise WeightsError(f"The cached snapshot {folder_path} of {repo} lacks {missing}. {_where_to_get(spec, revision)}")
-    verify_published_checksums(spec, folder_path)
-    return WeightsSource("hub", f"hf:{repo}@{folder_path.name}", path=folder_path)
+        raise WeightsError(f"The cached snapshot {folder_path} of {repo} lacks {missing}. "
+                           f"{_where_to_get(weights, revision)}")
+    return folder_path
 
 
 @contextmanager
@@ -147,25 +158,25 @@ def _hf_cache() -> str:
     return str(HF_HUB_CACHE)
 
 
-def download_command(spec: AdapterSpec, revision: str | None = None) -> str:
+def download_command(weights: WeightsSpec, revision: str | None = None) -> str:
     """The `hf` command (huggingface_hub's CLI) that puts an encoder's released files into the cache."""
-    files = " ".join(spec.weights.files)
-    revision = revision or spec.weights.revision
-    return " ".join(part for part in ("hf download", spec.weights.hub_repo, files, f"--revision {revision}" if revision else "") if part)
+    names = " ".join(weights.files)
+    revision = revision or weights.revision
+    return " ".join(part for part in ("hf download", weights.hub_repo, names, f"--revision {revision}" if revision else "") if part)
 
 
-def _where_to_get(spec: AdapterSpec, revision: str | None = None) -> str:
+def _where_to_get(weights: WeightsSpec, revision: str | None = None) -> str:
     parts = []
-    if spec.weights.distributed_at:
-        parts.append(f"The authors distribute them at {spec.weights.distributed_at}")
-    if spec.weights.licence:
-        parts.append(f"under the licence: {spec.weights.licence}")
+    if weights.distributed_at:
+        parts.append(f"The authors distribute them at {weights.distributed_at}")
+    if weights.licence:
+        parts.append(f"under the licence: {weights.licence}")
     text = " ".join(parts) + "." if parts else ""
-    if spec.weights.hub_repo:
-        text += (f" To get them: `{download_command(spec, revision)}`, then run with HF_HUB_OFFLINE=1 (no network retries); "
-                 "or pass --weights DIR of a local copy.")
-    elif spec.weights.how_to_get:
-        text += f" To get them: {spec.weights.how_to_get}."
+    if weights.hub_repo:
+        text += (f" To get them: `{download_command(weights, revision)}`, then run with HF_HUB_OFFLINE=1 (no network "
+                 "retries); or pass --weights DIR of a local copy.")
+    elif weights.how_to_get:
+        text += f" To get them: {weights.how_to_get}."
     return (text + " Use --weights random for a randomly initialised model of the same architecture.").strip()
 
 

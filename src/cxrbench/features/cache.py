@@ -37,7 +37,7 @@ import numpy as np
 import xxhash
 
 from cxrbench.errors import CacheError
-from cxrbench.files import atomic_text, folder_lock, is_staging, remove_stale, staging_name, storage_errors
+from cxrbench.files import atomic_text, folder_lock, is_staging, path_part, remove_stale, staging_name, storage_errors
 
 FORMAT_VERSION = 2  # 2: per-shard checksums
 STORE_DTYPE = np.float16
@@ -138,7 +138,7 @@ class FeatureStore:
     def open(cls, root: Path, identity: dict, create: bool = True) -> "FeatureStore":
         text = json.dumps({"format": FORMAT_VERSION, "identity": identity}, sort_keys=True, default=list)
         key = hashlib.sha256(text.encode()).hexdigest()
-        folder = root / "features" / f"{identity['encoder']}-{key[:16]}"
+        folder = root / "features" / f"{path_part(identity['encoder'])}-{key[:16]}"
         manifest_path = folder / "manifest.json"
         if manifest_path.is_file():
             manifest = _read_manifest(manifest_path)

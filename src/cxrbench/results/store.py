@@ -18,14 +18,16 @@ import pandas as pd
 import yaml
 
 from cxrbench.errors import DataError
-from cxrbench.files import folder_lock, remove_stale, staging_name, storage_errors
+from cxrbench.files import folder_lock, path_part, remove_stale, staging_name, storage_errors
 from cxrbench.specs import BootstrapSpec, TargetSpec, parse_spec
 
 RUN_FILES = ("config.yaml", "metrics.json", "predictions.parquet", "splits.parquet", "table.md", "table.csv")
 
 
 def run_folder(out: Path, benchmark: str, encoder: str, head: str) -> Path:
-    return out / benchmark / encoder / head
+    """The encoder's folder is its name made safe as one path component (`hf:org/name` -> `hf--org--name`); tables
+    read the name itself from metrics.json."""
+    return out / benchmark / path_part(encoder) / head
 
 
 #: how a table labels a run whose head chose its settings on the test split
