@@ -5,6 +5,7 @@ from __future__ import annotations
 from cxrbench.encoders.base import Encoder
 from cxrbench.encoders.generic import is_generic
 from cxrbench.encoders.weights import resolve_weights
+from cxrbench.errors import SpecError
 from cxrbench.registry import registry
 
 
