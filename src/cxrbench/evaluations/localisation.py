@@ -95,7 +95,8 @@ class LocalisationEvaluation:
         attention, reports = {}, {}
         for seed in study.seeds:
             split = study.split(None, seed)
-            parts = {name: features.rows(labels, split == name) for name in ("train", "val", "test")}
+            parts = {name: features.rows(labels, split == name) for name in ("train", "test")}
+            parts["val"] = features.rows(labels, split == spec.split.validation_split)
             with use_threads("heavy"):
                 attention[seed], reports[str(seed)] = fit_attention_maps(
                     parts["train"], parts["val"], parts["test"], seed, head=self.head, overrides=self.overrides,

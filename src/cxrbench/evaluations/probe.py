@@ -258,7 +258,8 @@ class ProbeEvaluation:
             trained.reports[seed] = {}
             for group in self.groups:
                 labels = group.labels(values[:, [columns[t.name] for t in group.targets]])
-                parts = {name: features.rows(labels, split == name) for name in ("train", "val", "test")}
+                parts = {name: features.rows(labels, split == name) for name in ("train", "test")}
+                parts["val"] = features.rows(labels, split == study.spec.split.validation_split)
                 if budget is not None and budget.standardise_on_unused:
                     parts["train"].standardise_on = features.rows(labels, np.isin(split, ["train", "unused"]))
                 head = self._head(spec, group, settings.device)
