@@ -105,8 +105,12 @@ def test_loader_rows_splits_and_lazy_masks(jsrt_root):
     assert list(spec.target("anatomy").structures) == STRUCTURES
     samples = data.samples
     assert list(samples["image_id"]) == IDS and (samples["patient_id"] == samples["image_id"]).all()
-    # SCR's folds: odd numbers in fold1 (train), even in fold2 (test)
-    assert list(samples["split"]) == ["train", "test", "train", "test", "train", "test"]
+    # RayDINO's 80/20 split is cxrbench's: the loader leaves every image to it; SCR's folds (odd numbers in fold1,
+    # even in fold2) are recorded
+    assert samples["split"].eq("pool").all()
+    assert list(samples["fold"]) == ["fold1", "fold2", "fold1", "fold2", "fold1", "fold2"]
+    _, folds = load_benchmark("jsrt", jsrt_root, {"scr_folds": True})  # fold2 tests, fold1 is split train / val
+    assert list(folds.samples["split"]) == ["pool", "test", "pool", "test", "pool", "test"]
     assert list(samples["anatomy"]) == IDS and (samples["anatomy:present"] == 1.0).all()
     assert list(samples["nodule"]) == [1, 1, 1, 1, 0, 0]
     assert data.synthetic
@@ -126,8 +130,8 @@ def test_loader_rows_splits_and_lazy_masks(jsrt_root):
 
 
 def test_loader_swaps_folds_and_follows_folder_options(jsrt_root, tmp_path):
-    _, data = load_benchmark("jsrt", jsrt_root, {"train_fold": "fold2", "test_fold": "fold1"})
-    assert list(data.samples["split"]) == ["test", "train", "test", "train", "test", "train"]
+    _, data = load_benchmark("jsrt", jsrt_root, {"train_fold": "fold2", "test_fold": "fold1", "scr_folds": True})
+    assert list(data.samples["split"]) == ["test", "pool", "test", "pool", "test", "pool"]
     root = _linked_copy(jsrt_root, tmp_path / "mirror")
     (root / "scratch").rename(root / "JSRT_segmented")
     (root / "JSRT_segmented" / "fold1" / "masks" / "heart").rename(root / "JSRT_segmented" / "fold1" / "masks" / "Heart")
@@ -141,7 +145,7 @@ def test_data_check_prints_counts(jsrt_root):
     assert result.exit_code == 0, result.output
     message = _message(result)
     assert "6 images, 6 patients" in message
-    assert "train (fold1) 3, test (fold2) 3" in message and "with_mask" in message
+    assert "unused (fold1) 3, unused (fold2) 3" in message and "with_mask" in message
 
 
 def test_missing_mask_is_named_at_load(jsrt_root, tmp_path):

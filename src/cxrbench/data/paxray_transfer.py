@@ -73,7 +73,8 @@ def load_paxray_transfer(root: Path, spec: BenchmarkSpec, options: Mapping[str, 
         raise DataError(f"benchmark '{spec.name}': the dataset option mapping has no PAXRay++ classes for {missing}; "
                         "give every structure of the test benchmark its classes.")
 
-    paxray_options = {"structure_classes": dict(mapping), "views": settings["views"]}
+    # PAXRay++'s own split: the test JSON's images are left out, the others train (and validate)
+    paxray_options = {"structure_classes": dict(mapping), "views": settings["views"], "official_split": True}
     source_spec = dataclasses.replace(paxray_spec, targets=(dataclasses.replace(target, name="paxray"),))
     source = registry().get("benchmarks", "paxray").load()(root, source_spec, paxray_options)
     given = settings["test_root"]
@@ -84,7 +85,7 @@ def load_paxray_transfer(root: Path, spec: BenchmarkSpec, options: Mapping[str, 
     _, test = load_benchmark(test_name, test_root, {})
     tested = _test_images(test.samples, settings["test_images"], spec.name, test_name)
 
-    train = source.samples[source.samples["split"] == "train"]
+    train = source.samples[source.samples["split"] != "test"]
     frames = [_prefixed(train, "paxray", "paxray", target.name, "train"),
               _prefixed(tested, test_name, test_target.name, target.name, "test")]
     samples = pd.concat(frames, ignore_index=True)
