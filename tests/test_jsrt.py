@@ -174,3 +174,29 @@ def test_wrong_size_image_is_refused_at_load(jsrt_root, tmp_path):
     with pytest.raises(DataError) as caught:
         load_benchmark("jsrt", root, {})
     assert str(image) in str(caught.value) and "4194304 bytes" in str(caught.value)
+
+
+def test_raydino_split_is_80_20_by_patient_and_selects_on_the_training_images(jsrt_root):
+    """RayDINO: JSRT split 80/20, validated on the training images. On the 247 ids of the release (as the loader gives
+    them: every image its own patient, left to cxrbench's split) and on the loader's own samples."""
+    import pandas as pd
+
+    from cxrbench.data.splits import check_patient_disjoint, seed_splits
+
+    spec, data = load_benchmark("jsrt", jsrt_root, {})
+    assert spec.split.validation_split == "train"
+    ids = [f"JPCLN{k:03d}" for k in range(1, 155)] + [f"JPCNN{k:03d}" for k in range(1, 94)]
+    release = pd.DataFrame({"image_id": ids, "patient_id": ids, "split": "pool"})
+    tests = []
+    for seed in range(5):
+        manifest = seed_splits(release, "jsrt", seed, spec.split)
+        check_patient_disjoint(manifest)
+        counts = manifest["split"].value_counts().to_dict()
+        assert counts == {"train": 198, "test": 49}  # 80 / 20 of 247, no held-out validation images
+        tests.append(set(manifest.loc[manifest["split"] == "test", "image_id"]))
+    assert all(t == tests[0] for t in tests)  # one test set for every seed and encoder
+    own = seed_splits(data.samples, "jsrt", 0, spec.split)["split"]
+    assert sorted(own.value_counts().to_dict().items()) == [("test", 1), ("train", 5)]
+    _, folds = load_benchmark("jsrt", jsrt_root, {"scr_folds": True})
+    split = seed_splits(folds.samples, "jsrt", 0, spec.split)
+    assert list(split["split"]) == ["train", "test", "train", "test", "train", "test"]  # SCR's folds, one direction

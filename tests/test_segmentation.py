@@ -57,7 +57,9 @@ def test_a_decoder_on_random_vit_features_segments_the_planted_structures(jsrt_r
     assert dice["right_lung"]["mean"] > 0.9 and dice["heart"]["mean"] > 0.9, {k: v["mean"] for k, v in dice.items()}
     assert metrics["heads"]["0"]["masks"]["chosen"]["trainable_parameters"] > 0
     assert metrics["run_identity"]["synthetic_data"] is True
-    assert len(list((jsrt_run / "overlays").glob("*.png"))) == 8
+    # RayDINO's JSRT split: 20% of the 24 images test, selection on the training images (a finite validation loss)
+    assert len(list((jsrt_run / "overlays").glob("*.png"))) == 5
+    assert np.isfinite(metrics["heads"]["0"]["masks"]["final_val_loss"])
 
 
 def test_stored_dice_equals_monai_recomputed_from_the_saved_masks(jsrt_run, jsrt_root):
@@ -281,7 +283,12 @@ def test_paxray_transfer_trains_on_projections_and_scores_the_real_masks(jsrt_ro
     samples = data.samples
     assert set(samples.loc[samples["split"] == "train", "image_id"].str.split(":").str[0]) == {"paxray"}
     assert set(samples.loc[samples["split"] == "test", "image_id"].str.split(":").str[0]) == {"jsrt"}
-    assert (samples["split"] == "test").sum() == 24 and data.synthetic
+    # RayDINO's 154 test images are JSRT's nodule images (JPCLN): the transfer tests on those only
+    nodule = sorted(i for i in jsrt_root.joinpath("All247images").iterdir() if i.name.startswith("JPCLN"))
+    tested = samples.loc[samples["split"] == "test", "image_id"]
+    assert sorted(tested) == [f"jsrt:{p.stem}" for p in nodule] and 0 < len(nodule) < 24 and data.synthetic
+    _, every = load_benchmark("paxray-to-jsrt", paxray, {"test_root": str(jsrt_root), "test_images": "all"})
+    assert (every.samples["split"] == "test").sum() == 24
     _, jsrt = load_benchmark("jsrt", jsrt_root, {})
     test_row = samples[samples["split"] == "test"].iloc[0]
     np.testing.assert_array_equal(data.mask_reader("anatomy", test_row["anatomy"]),
@@ -298,7 +305,7 @@ def test_paxray_transfer_trains_on_projections_and_scores_the_real_masks(jsrt_ro
                                  "--bootstrap", "20", "--head-param", "epochs=1", "--dataset-option", f"test_root={jsrt_root}"])
     assert result.exit_code == 0, result.output
     stored = pd.read_parquet(tmp_path / "out/paxray-to-jsrt/pixels/seg-linear/predictions.parquet")
-    assert stored["image_id"].str.startswith("jsrt:").all() and stored["image_id"].nunique() == 24
+    assert stored["image_id"].str.startswith("jsrt:JPCLN").all() and stored["image_id"].nunique() == len(nodule)
     result = runner.invoke(app, ["table", "--layout", "raydino-seg", "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     table = pd.read_csv(tmp_path / "out/tables/raydino-seg.csv")
@@ -336,3 +343,27 @@ def test_a_structure_in_two_mask_targets_is_refused_when_the_spec_is_parsed():
     targets = (TargetSpec("a", "mask", structures=("lung", "heart")), TargetSpec("b", "mask", structures=("heart",)))
     with pytest.raises(SpecError, match="structure 'heart' is listed twice"):
         BenchmarkSpec("x", "x", {}, targets, metrics=("dice",), primary_metric="dice")
+
+
+def test_scoring_on_raydinos_512_grid_equals_monai_on_masks_resized_nearest():
+    """RayDINO computes its metrics at 512 x 512: both masks brought there by nearest neighbour (torch's rule, used
+    here as the independent reference) and scored by MONAI's DiceMetric; None keeps the mask's own grid (RAD-DINO)."""
+    import torch.nn.functional as F
+
+    from cxrbench.evaluations.segmentation import scored_values
+
+    rng = np.random.default_rng(3)
+    for shape in ((300, 200), (1024, 1024), (37, 53)):
+        reference = rng.random((3, *shape)) > 0.6
+        predicted = reference ^ (rng.random((3, *shape)) > 0.85)
+        reference[2] = False  # an absent structure: NaN for both
+        ours = scored_values(predicted, reference, 512)["dice"]
+        resized = [F.interpolate(torch.from_numpy(m[None]).float(), size=(512, 512), mode="nearest") for m in (predicted, reference)]
+        metric = DiceMetric(include_background=True, reduction="none", ignore_empty=True)
+        theirs = metric(*resized)[0].double().numpy()
+        np.testing.assert_allclose(ours, theirs, atol=1e-6, equal_nan=True)
+        assert np.isnan(ours[2]) and not np.isnan(ours[:2]).any()
+        own = scored_values(predicted, reference, None)["dice"]
+        np.testing.assert_allclose(own, per_case_values(predicted, reference)["dice"], atol=0, equal_nan=True)
+    assert registry().get("heads", "upernet-raydino").spec.params["score_grid"] == 512
+    assert "score_grid" not in registry().get("heads", "upernet").spec.params  # RAD-DINO: the mask's own grid

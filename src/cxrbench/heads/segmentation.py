@@ -61,6 +61,7 @@ class SegmentationHead(Head):
         "loss_stride": 4,          # input pixels per loss-grid cell
         "threshold": 0.5,          # probability above which a pixel belongs to the structure
         "auxiliary_weight": 0.0,   # > 0: an auxiliary FCN head trains beside a pyramid decoder (RayDINO: 0.4)
+        "auxiliary_channels": 256, # its width (mmsegmentation's FCNHead)
         "score_grid": None,        # None: score on each mask's own grid; N: on an N x N grid (RayDINO: 512)
         "device": "cpu",
         # cached: the features computed once; online: the frozen encoder on augmented image + mask views
