@@ -123,6 +123,14 @@ class SplitSpec:
     by: Literal["patient"] = "patient"
     validate_on: Literal["val", "train"] = "val"
 
+    def identity(self) -> dict[str, Any]:
+        """The settings a run records as its split: `validate_on` only when not the default, so that runs stored
+        before it existed keep their identity (resuming and paired comparisons match them)."""
+        settings = dataclasses.asdict(self)
+        if self.validate_on == "val":
+            del settings["validate_on"]
+        return settings
+
     @property
     def validation_split(self) -> str:
         """The manifest split whose images select a head: `val`, or `train` under `validate_on: train`."""

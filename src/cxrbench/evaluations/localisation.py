@@ -121,7 +121,7 @@ class LocalisationEvaluation:
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
             "benchmark": {"name": study.spec.name, "data_root": str(study.data.root), "dataset_options": study.dataset_options,
-                          "split": asdict(study.spec.split), "synthetic_data": study.data.synthetic,
+                          "split": study.spec.split.identity(), "synthetic_data": study.data.synthetic,
                           "loader_notes": study.data.notes},
             "encoder": {"name": encoder.spec.name, "weights": encoder.weights.identity,
                         "preprocessing": asdict(encoder.preprocessing), "patch_stride": encoder.patch_stride},

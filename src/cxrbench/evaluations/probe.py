@@ -328,7 +328,7 @@ class _RunPlan:
         self.head_params = evaluation.params
         self.identity = json.loads(json.dumps({
             "weights": encoder.weights.identity, "preprocessing": asdict(encoder.preprocessing),
-            "dataset_options": study.dataset_options, "split": asdict(study.spec.split),
+            "dataset_options": study.dataset_options, "split": study.spec.split.identity(),
             "head": {"name": evaluation.entry.name, **{k: v for k, v in self.head_params.items() if k != "device"}},
             "targets": [asdict(t) for t in study.data.targets],
             "label_budget": None if budget is None else budget.describe(), "seeds": study.seeds,
