@@ -48,7 +48,8 @@ def seed_splits(samples: pd.DataFrame, benchmark: str, seed: int, spec: SplitSpe
     elif spec.scheme == "kfold":
         split = _kfold(patient, benchmark, seed, spec)
     else:
-        split = _random(samples["split"].astype(str), patient, benchmark, seed, spec)
+        given = samples["split"].astype(str) if "split" in samples else pd.Series(POOL, index=samples.index)
+        split = _random(given, patient, benchmark, seed, spec)
     manifest = pd.DataFrame({"image_id": samples["image_id"], "patient_id": samples["patient_id"], "seed": seed, "split": split})
     check_patient_disjoint(manifest)
     return manifest
