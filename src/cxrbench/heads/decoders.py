@@ -153,8 +153,9 @@ def uper_head(
     four levels upsampled to the finest, then the classifier; every conv but the classifier is
     conv (no bias) + BatchNorm + ReLU. ``UperNetHead`` has no dropout, while mmsegmentation's ``UPerHead``
     (the configuration behind the published numbers) drops whole channels with p=0.1 before the classifier,
-    so the classifier is wrapped; dropout has no parameters, so the counts are unchanged. No auxiliary FCN
-    head: the published 39.3M leaves it out (see ``build_decoder``).
+    so the classifier is wrapped; dropout has no parameters, so the counts are unchanged. The auxiliary FCN
+    head is separate (``auxiliary_head``, RayDINO's recipe): RAD-DINO's published 39.3M leaves it out (see
+    ``build_decoder``).
     """
     config = UperNetConfig(
         hidden_size=channels, pool_scales=list(pool_scales), num_labels=classes, use_auxiliary_head=False
