@@ -22,6 +22,9 @@ from cxrbench.registry import benchmark_spec
 from cxrbench.study import load_benchmark
 
 runner = CliRunner()
+#: the synthetic images are 64 px (some narrower) with masks encoded on their own grid, not the release's 1024 x 1024
+SYNTHETIC = {"mask_size": 0}
+SYNTHETIC_OPTION = ("--dataset-option", "mask_size=0")
 BENCH = "candid-ptx-seg"
 REPORTS, TUBES = "Pneumothorax_reports.csv", "chest_tube.csv"
 
@@ -77,7 +80,7 @@ def truth(frames: dict[str, pd.DataFrame], image_id: str, height: int, width: in
 
 # -- the release, read back ----------------------------------------------------------------------------------------
 def test_masks_are_the_csv_rows_on_each_dicoms_grid(candid_root):
-    spec, data = load_benchmark(BENCH, candid_root, {})
+    spec, data = load_benchmark(BENCH, candid_root, SYNTHETIC)
     assert [t.name for t in spec.targets] == ["pneumothorax", "chest_tube"]
     assert spec.result_columns == ("pneumothorax", "chest_tube")  # the structures, in this order
     assert spec.split.fractions == (0.7, 0.15, 0.15) and spec.primary_metric == "dice"
@@ -115,7 +118,7 @@ def test_data_check_prints_the_counts_of_the_csvs(candid_root):
     images = reports["SOPInstanceUID"].nunique()
     with_ptx = reports.loc[reports["EncodedPixels"] != "-1", "SOPInstanceUID"].nunique()
     with_tube = tubes["anon_SOPUID"].nunique()
-    result = runner.invoke(app, ["data", "check", BENCH, "--data-root", str(candid_root)])
+    result = runner.invoke(app, ["data", "check", BENCH, "--data-root", str(candid_root), *SYNTHETIC_OPTION])
     assert result.exit_code == 0, result.output
     text = message(result)
     assert f"{images} images, 30 patients" in text
@@ -128,7 +131,7 @@ def test_data_check_prints_the_counts_of_the_csvs(candid_root):
 
 
 def test_absolute_encoding_is_an_option(candid_copy):
-    _, relative = load_benchmark(BENCH, candid_copy, {})
+    _, relative = load_benchmark(BENCH, candid_copy, SYNTHETIC)
     for name, column in ((REPORTS, "EncodedPixels"), (TUBES, "mask_rle")):
         frame = rows(candid_copy, name)
         id_column = frame.columns[0]
@@ -138,9 +141,9 @@ def test_absolute_encoding_is_an_option(candid_copy):
                 height, width = int(header.Rows), int(header.Columns)
                 frame.loc[position, column] = absolute_encoding(loop_decode(text, height, width))
         frame.to_csv(candid_copy / name, index=False)
-    _, absolute = load_benchmark(BENCH, candid_copy, {"rle": "absolute"})
+    _, absolute = load_benchmark(BENCH, candid_copy, {**SYNTHETIC, "rle": "absolute"})
     pd.testing.assert_frame_equal(relative.samples, absolute.samples)
-    _, misread = load_benchmark(BENCH, candid_copy, {})  # the absolute file read as relative
+    _, misread = load_benchmark(BENCH, candid_copy, SYNTHETIC)  # the absolute file read as relative
     different = 0
     for image_id in relative.samples.loc[relative.samples["chest_tube:present"] == 1, "image_id"]:
         ours = absolute.mask_reader("chest_tube", image_id)
@@ -152,7 +155,7 @@ def test_absolute_encoding_is_an_option(candid_copy):
             different += 1
     assert different > 0  # the option matters
     with pytest.raises(DataError, match=r"rle must be one of \('relative', 'absolute'\), got 'rel'"):
-        load_benchmark(BENCH, candid_copy, {"rle": "rel"})
+        load_benchmark(BENCH, candid_copy, {**SYNTHETIC, "rle": "rel"})
 
 
 # -- bad input -----------------------------------------------------------------------------------------------------
@@ -167,7 +170,7 @@ def _edit(root: Path, name: str, column: str, change) -> tuple[int, str]:
 
 def test_odd_length_chest_tube_encoding_is_refused_by_data_check(candid_copy):
     row, image_id = _edit(candid_copy, TUBES, "mask_rle", lambda text: text.rsplit(" ", 1)[0])
-    result = runner.invoke(app, ["data", "check", BENCH, "--data-root", str(candid_copy)])
+    result = runner.invoke(app, ["data", "check", BENCH, "--data-root", str(candid_copy), *SYNTHETIC_OPTION])
     assert result.exit_code == 2, result.output
     text = message(result)
     assert f"chest_tube.csv, row {row} (image {image_id}), column 'mask_rle'" in text
@@ -176,14 +179,14 @@ def test_odd_length_chest_tube_encoding_is_refused_by_data_check(candid_copy):
 
 def test_empty_chest_tube_encoding_is_refused_by_data_check(candid_copy):
     row, image_id = _edit(candid_copy, TUBES, "mask_rle", lambda text: "")
-    result = runner.invoke(app, ["data", "check", BENCH, "--data-root", str(candid_copy)])
+    result = runner.invoke(app, ["data", "check", BENCH, "--data-root", str(candid_copy), *SYNTHETIC_OPTION])
     assert result.exit_code == 2, result.output
     assert f"chest_tube.csv, row {row} (image {image_id}), column 'mask_rle': is empty. Write -1" in message(result)
 
 
 def test_pneumothorax_run_past_the_image_is_refused_when_its_mask_is_read(candid_copy):
     row, image_id = _edit(candid_copy, REPORTS, "EncodedPixels", lambda text: text + " 5000 3")
-    _, data = load_benchmark(BENCH, candid_copy, {})  # the form is fine; the extent needs the image's header
+    _, data = load_benchmark(BENCH, candid_copy, SYNTHETIC)  # the form is fine; the extent needs the image's header
     with pytest.raises(DataError, match=rf"Pneumothorax_reports\.csv, row {row} \(image {re.escape(image_id)}\), column "
                                         r"'EncodedPixels': the RLE runs past the 64x(64|48) image.*fix or remove the row"):
         data.mask_reader("pneumothorax", image_id)
@@ -192,7 +195,7 @@ def test_pneumothorax_run_past_the_image_is_refused_when_its_mask_is_read(candid
 
 def test_absolute_start_zero_is_refused_when_read(candid_copy):
     row, image_id = _edit(candid_copy, TUBES, "mask_rle", lambda text: "0 3")
-    _, data = load_benchmark(BENCH, candid_copy, {"rle": "absolute"})
+    _, data = load_benchmark(BENCH, candid_copy, {**SYNTHETIC, "rle": "absolute"})
     with pytest.raises(DataError, match=rf"chest_tube\.csv, row {row} \(image {re.escape(image_id)}\).*starts are 1-based"):
         data.mask_reader("chest_tube", image_id)
 
@@ -200,11 +203,11 @@ def test_absolute_start_zero_is_refused_when_read(candid_copy):
 def test_missing_image_and_unreadable_header_are_named(candid_copy):
     image_ids = list(dict.fromkeys(rows(candid_copy, REPORTS)["SOPInstanceUID"]))
     (candid_copy / "dataset" / image_ids[0]).write_bytes(b"not a dicom")  # the file exists: found at load ...
-    _, data = load_benchmark(BENCH, candid_copy, {})
+    _, data = load_benchmark(BENCH, candid_copy, SYNTHETIC)
     with pytest.raises(DataError, match=rf"Cannot read the size of image {re.escape(image_ids[0])}"):
         data.mask_reader("pneumothorax", image_ids[0])  # ... refused when its mask's grid is read
     (candid_copy / "dataset" / image_ids[3]).unlink()
-    result = runner.invoke(app, ["data", "check", BENCH, "--data-root", str(candid_copy)])
+    result = runner.invoke(app, ["data", "check", BENCH, "--data-root", str(candid_copy), *SYNTHETIC_OPTION])
     assert result.exit_code == 2, result.output
     text = message(result)
     assert "1 of" in text and image_ids[3] in text and "Complete the download" in text
@@ -213,7 +216,7 @@ def test_missing_image_and_unreadable_header_are_named(candid_copy):
 def test_missing_mask_column_and_unknown_target_are_named(candid_copy, tmp_path):
     tubes = rows(candid_copy, TUBES).rename(columns={"mask_rle": "mask"})
     tubes.to_csv(candid_copy / TUBES, index=False)
-    result = runner.invoke(app, ["data", "check", BENCH, "--data-root", str(candid_copy)])
+    result = runner.invoke(app, ["data", "check", BENCH, "--data-root", str(candid_copy), *SYNTHETIC_OPTION])
     assert result.exit_code == 2 and "chest_tube.csv has no column 'mask_rle'" in message(result)
     spec = benchmark_spec(BENCH)
     from dataclasses import replace
@@ -228,7 +231,7 @@ def test_missing_mask_column_and_unknown_target_are_named(candid_copy, tmp_path)
 
 # -- a run ---------------------------------------------------------------------------------------------------------
 def test_run_with_the_pixels_encoder_scores_both_structures(candid_root, tmp_path):
-    result = runner.invoke(app, ["run", BENCH, "--encoder", "pixels", "--data-root", str(candid_root), "--out",
+    result = runner.invoke(app, ["run", BENCH, "--encoder", "pixels", "--data-root", str(candid_root), *SYNTHETIC_OPTION, "--out",
                                  str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"), "--seeds", "1",
                                  "--bootstrap", "50", "--head-param", "epochs=3"])
     assert result.exit_code == 0, result.output
@@ -240,3 +243,23 @@ def test_run_with_the_pixels_encoder_scores_both_structures(candid_root, tmp_pat
         assert values["pneumothorax"]["mean"] is not None and values["chest_tube"]["mean"] is not None
     stored = pd.read_parquet(folder / "predictions.parquet")
     assert set(stored["task"]) == {"pneumothorax", "chest_tube"} and set(stored["label"]) == {0.0, 1.0}
+
+
+def test_an_image_off_the_releases_mask_grid_is_refused_when_its_mask_is_read(candid_root):
+    """The release's masks are decoded on 1024 x 1024 by public code: by default an image of another size is refused
+    (its runs would be misplaced), naming the image, its size and the option; a grid side that fits reads the mask."""
+    spec, data = load_benchmark(BENCH, candid_root, {})
+    assert spec.dataset["mask_size"] == 1024
+    first = data.samples.iloc[0]
+    with pytest.raises(DataError) as caught:
+        data.mask_reader("pneumothorax", first["image_id"])
+    text = " ".join(str(caught.value).split())
+    assert first["image_id"] in text and "is 64 x 64 pixels" in text and "1024 x 1024" in text and "mask_size=0" in text
+    _, sized = load_benchmark(BENCH, candid_root, {"mask_size": 64})
+    frames = {REPORTS: rows(candid_root, REPORTS), TUBES: rows(candid_root, TUBES)}
+    shapes = {i: pydicom.dcmread(p, stop_before_pixels=True) for i, p in zip(sized.samples["image_id"], sized.samples["path"])}
+    square = next(i for i, h in shapes.items() if (h.Rows, h.Columns) == (64, 64))
+    narrow = next(i for i, h in shapes.items() if (h.Rows, h.Columns) == (64, 48))
+    assert np.array_equal(sized.mask_reader("pneumothorax", square)[0], truth(frames, square, 64, 64)[0])
+    with pytest.raises(DataError, match="is 64 x 48 pixels"):
+        sized.mask_reader("chest_tube", narrow)

@@ -181,3 +181,57 @@ def test_a_decoder_rejects_the_wrong_number_of_grids_at_run_time():
     decoder = build_decoder("upernet", 32, 4, 1, SMALL)
     with pytest.raises(ValueError, match="expects 4 feature grid"):
         decoder([torch.randn(2, 32, 6, 6)])
+
+
+# -- RayDINO's auxiliary FCN head ----------------------------------------------------------------------------------
+def test_the_auxiliary_fcn_head_sits_on_the_third_level_and_is_left_out_of_forward():
+    torch.manual_seed(0)
+    decoder = build_decoder("upernet", 32, 4, 3, {**SMALL, "auxiliary_weight": 0.4})
+    plain = build_decoder("upernet", 32, 4, 3, SMALL)
+    assert plain.auxiliary is None and decoder.auxiliary is not None
+    # mmsegmentation's FCNHead (one conv): 3x3 conv to 256 without bias, BatchNorm, 1x1 classifier with bias
+    assert trainable(decoder) - trainable(plain) == 32 * 256 * 9 + 2 * 256 + 256 * 3 + 3
+    grids = [torch.randn(2, 32, 6, 6) for _ in range(4)]
+    decoder.eval()
+    main, auxiliary = decoder.forward_with_auxiliary(grids)
+    assert torch.equal(decoder(grids), main)  # what predicts: the UPerNet head alone
+    assert main.shape == (2, 3, 24, 24) and auxiliary.shape == (2, 3, 6, 6)  # the third level is at the grid's stride
+    with pytest.raises(SpecError, match="auxiliary_weight"):
+        build_decoder("linear", 32, 1, 3, {"auxiliary_weight": 0.4})
+
+
+def test_raydino_head_adds_the_weighted_auxiliary_dice_in_training_and_predicts_without_it():
+    import numpy as np
+    from monai.losses import DiceLoss
+
+    from cxrbench.heads.base import FeatureSet
+    from cxrbench.registry import registry
+
+    entry = registry().get("heads", "upernet-raydino")
+    assert entry.spec.params["auxiliary_weight"] == 0.4 and entry.spec.params["score_grid"] == 512
+    assert "auxiliary_weight" not in registry().get("heads", "upernet").spec.params
+    overrides = {"channels": 16, "auxiliary_channels": 8, "lr": 1e-3, "iterations": 2, "batch_size": 2, "warmup_steps": 1}
+    head = entry.load()(entry.spec, overrides, "mask")
+    head.select_inputs([0, 1, 2, 3], 4)
+    rng = np.random.default_rng(0)
+    layers = {i: rng.normal(size=(4, 4, 4, 16)).astype(np.float32) for i in range(4)}
+    labels = (rng.random((4, 2, 16, 16)) > 0.5).astype(np.float32)
+    features = FeatureSet(np.zeros((4, 16), np.float32), labels, layers=layers)
+    head.fit(features, features, seed=0)
+    predicted = head.predict(features)
+    assert predicted.shape == (4, 2, 16, 16)
+    decoder = head.decoder
+    grids = head._grids({f"layer_{i}": torch.from_numpy(layers[i]) for i in range(4)})
+    with torch.no_grad():
+        np.testing.assert_allclose(predicted, decoder(grids).numpy(), atol=1e-6)  # the UPerNet head's logits only
+    decoder.train()
+    target = torch.from_numpy(labels)
+    torch.manual_seed(1)
+    loss = head._training_loss(decoder, grids, target)
+    torch.manual_seed(1)  # the same dropout masks
+    main, auxiliary = decoder.forward_with_auxiliary(grids)
+    dice = DiceLoss(sigmoid=True)
+    up = lambda logits: F.interpolate(logits, size=(16, 16), mode="bilinear", align_corners=False)  # noqa: E731
+    expected = dice(up(main), target) + 0.4 * dice(up(auxiliary), target)
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-6)
+    assert (loss - dice(up(main), target)).item() == pytest.approx(0.4 * dice(up(auxiliary), target).item(), abs=1e-6)

@@ -105,8 +105,12 @@ def test_loader_rows_splits_and_lazy_masks(jsrt_root):
     assert list(spec.target("anatomy").structures) == STRUCTURES
     samples = data.samples
     assert list(samples["image_id"]) == IDS and (samples["patient_id"] == samples["image_id"]).all()
-    # SCR's folds: odd numbers in fold1 (train), even in fold2 (test)
-    assert list(samples["split"]) == ["train", "test", "train", "test", "train", "test"]
+    # RayDINO's 80/20 split is cxrbench's: the loader leaves every image to it; SCR's folds (odd numbers in fold1,
+    # even in fold2) are recorded
+    assert samples["split"].eq("pool").all()
+    assert list(samples["fold"]) == ["fold1", "fold2", "fold1", "fold2", "fold1", "fold2"]
+    _, folds = load_benchmark("jsrt", jsrt_root, {"scr_folds": True})  # fold2 tests, fold1 is split train / val
+    assert list(folds.samples["split"]) == ["pool", "test", "pool", "test", "pool", "test"]
     assert list(samples["anatomy"]) == IDS and (samples["anatomy:present"] == 1.0).all()
     assert list(samples["nodule"]) == [1, 1, 1, 1, 0, 0]
     assert data.synthetic
@@ -126,8 +130,8 @@ def test_loader_rows_splits_and_lazy_masks(jsrt_root):
 
 
 def test_loader_swaps_folds_and_follows_folder_options(jsrt_root, tmp_path):
-    _, data = load_benchmark("jsrt", jsrt_root, {"train_fold": "fold2", "test_fold": "fold1"})
-    assert list(data.samples["split"]) == ["test", "train", "test", "train", "test", "train"]
+    _, data = load_benchmark("jsrt", jsrt_root, {"train_fold": "fold2", "test_fold": "fold1", "scr_folds": True})
+    assert list(data.samples["split"]) == ["test", "pool", "test", "pool", "test", "pool"]
     root = _linked_copy(jsrt_root, tmp_path / "mirror")
     (root / "scratch").rename(root / "JSRT_segmented")
     (root / "JSRT_segmented" / "fold1" / "masks" / "heart").rename(root / "JSRT_segmented" / "fold1" / "masks" / "Heart")
@@ -141,7 +145,7 @@ def test_data_check_prints_counts(jsrt_root):
     assert result.exit_code == 0, result.output
     message = _message(result)
     assert "6 images, 6 patients" in message
-    assert "train (fold1) 3, test (fold2) 3" in message and "with_mask" in message
+    assert "unused (fold1) 3, unused (fold2) 3" in message and "with_mask" in message
 
 
 def test_missing_mask_is_named_at_load(jsrt_root, tmp_path):
@@ -170,3 +174,29 @@ def test_wrong_size_image_is_refused_at_load(jsrt_root, tmp_path):
     with pytest.raises(DataError) as caught:
         load_benchmark("jsrt", root, {})
     assert str(image) in str(caught.value) and "4194304 bytes" in str(caught.value)
+
+
+def test_raydino_split_is_80_20_by_patient_and_selects_on_the_training_images(jsrt_root):
+    """RayDINO: JSRT split 80/20, validated on the training images. On the 247 ids of the release (as the loader gives
+    them: every image its own patient, left to cxrbench's split) and on the loader's own samples."""
+    import pandas as pd
+
+    from cxrbench.data.splits import check_patient_disjoint, seed_splits
+
+    spec, data = load_benchmark("jsrt", jsrt_root, {})
+    assert spec.split.validation_split == "train"
+    ids = [f"JPCLN{k:03d}" for k in range(1, 155)] + [f"JPCNN{k:03d}" for k in range(1, 94)]
+    release = pd.DataFrame({"image_id": ids, "patient_id": ids, "split": "pool"})
+    tests = []
+    for seed in range(5):
+        manifest = seed_splits(release, "jsrt", seed, spec.split)
+        check_patient_disjoint(manifest)
+        counts = manifest["split"].value_counts().to_dict()
+        assert counts == {"train": 198, "test": 49}  # 80 / 20 of 247, no held-out validation images
+        tests.append(set(manifest.loc[manifest["split"] == "test", "image_id"]))
+    assert all(t == tests[0] for t in tests)  # one test set for every seed and encoder
+    own = seed_splits(data.samples, "jsrt", 0, spec.split)["split"]
+    assert sorted(own.value_counts().to_dict().items()) == [("test", 1), ("train", 5)]
+    _, folds = load_benchmark("jsrt", jsrt_root, {"scr_folds": True})
+    split = seed_splits(folds.samples, "jsrt", 0, spec.split)
+    assert list(split["split"]) == ["train", "test", "train", "test", "train", "test"]  # SCR's folds, one direction

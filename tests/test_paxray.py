@@ -111,10 +111,11 @@ def test_map_structures_joins_classes_in_the_mappings_order():
 
 def test_masks_are_the_drawn_classes_joined_by_the_specs_mapping(root):
     spec, data = load_benchmark("paxray", root, {})
-    assert list(spec.target("anatomy").structures) == STRUCTURES and spec.split.scheme == "official"
+    assert list(spec.target("anatomy").structures) == STRUCTURES and spec.split.scheme == "random"
     samples = data.samples
-    assert len(samples) == 32 and data.synthetic
-    assert list(samples["split"].value_counts().sort_index().items()) == [("test", 8), ("train", 24)]
+    assert len(samples) == 32 and data.synthetic and samples["split"].eq("pool").all()  # RayDINO's 80/10/10 is cxrbench's
+    _, official = load_benchmark("paxray", root, {"official_split": True})
+    assert list(official.samples["split"].value_counts().sort_index().items()) == [("pool", 24), ("test", 8)]
     assert samples.groupby("patient_id")["view"].apply(lambda views: sorted(views) == ["frontal", "lateral"]).all()
     assert samples.groupby("patient_id")["split"].nunique().eq(1).all()
     classes = json.loads((root / "synthetic_truth/classes.json").read_text())
@@ -240,3 +241,27 @@ def test_a_run_with_the_pixels_encoder(root, tmp_path):
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "out/paxray/pixels/seg-linear/metrics.json").read_text())
     assert set(metrics["metrics"]) == {"dice", "hd95"} and set(STRUCTURES) <= set(metrics["metrics"]["dice"])
+
+
+def test_raydino_split_is_80_10_10_by_volume_over_every_class(root):
+    """RayDINO: PAXRay++ split 80/10/10 and scored over all its classes (the release's categories, read here from the
+    JSON directly); both views of a CT volume stay in one split."""
+    from cxrbench.data.splits import check_patient_disjoint, seed_splits
+
+    spec, data = load_benchmark("paxray", root, {"all_classes": True})
+    categories = json.loads((root / "paxray_train_val.json").read_text())["categories"]
+    assert list(spec.target("anatomy").structures) == [c["name"].strip().replace(" ", "_") for c in categories]
+    assert spec.result_columns == spec.target("anatomy").structures and data.targets == spec.targets
+    truth = np.load(root / "synthetic_truth" / f"{data.samples['image_id'].iloc[0]}.npy")
+    classes = json.loads((root / "synthetic_truth/classes.json").read_text())
+    mask = data.mask_reader("anatomy", data.samples["anatomy"].iloc[0])
+    for k, category in enumerate(categories):  # each class is its own channel
+        np.testing.assert_array_equal(mask[k], truth[classes.index(category["name"].strip())])
+    volumes = data.samples["patient_id"].nunique()
+    manifest = seed_splits(data.samples, "paxray", 0, spec.split)
+    check_patient_disjoint(manifest)
+    per_volume = manifest.groupby("patient_id")["split"].first().value_counts().to_dict()
+    assert per_volume == {"train": volumes - 2 * round(0.1 * volumes), "val": round(0.1 * volumes),
+                          "test": round(0.1 * volumes)}
+    _, merged = load_benchmark("paxray", root, {})
+    assert list(merged.targets[0].structures) == STRUCTURES  # the merged structures stay the default

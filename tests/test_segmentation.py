@@ -72,7 +72,9 @@ def test_a_decoder_on_random_vit_features_segments_projected_anatomy(jsrt_run, j
         assert dice[structure] > max(0.85, blind[structure] + 0.02), (structure, dice, blind)
     assert metrics["heads"]["0"]["masks"]["chosen"]["trainable_parameters"] > 0
     assert metrics["run_identity"]["synthetic_data"] is True
-    assert len(list((jsrt_run / "overlays").glob("*.png"))) == 8
+    # RayDINO's JSRT split: 20% of the 24 images test, selection on the training images (a finite validation loss)
+    assert len(list((jsrt_run / "overlays").glob("*.png"))) == 5
+    assert np.isfinite(metrics["heads"]["0"]["masks"]["final_val_loss"])
 
 
 def test_stored_dice_equals_monai_recomputed_from_the_saved_masks(jsrt_run, jsrt_root):
@@ -239,10 +241,11 @@ def test_rad_dino_table_3_lays_our_decoders_beside_the_papers(tmp_path):
 
     roots = {"candid-ptx-seg": write_synthetic_candid_seg(tmp_path / "candid", patients=30),
              "vindr-ribcxr": write_synthetic_vindr_ribcxr(tmp_path / "ribs")}
+    options = {"candid-ptx-seg": ["--dataset-option", "mask_size=0"], "vindr-ribcxr": []}  # synthetic 64 px images
     for benchmark, root in roots.items():
         result = runner.invoke(app, ["run", benchmark, "--encoder", "pixels", "--data-root", str(root), "--out",
                                      str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"), "--seeds", "2",
-                                     "--bootstrap", "50", "--head-param", "epochs=3"])
+                                     "--bootstrap", "50", "--head-param", "epochs=3", *options[benchmark]])
         assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["table", "--layout", "rad-dino-3", "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
@@ -295,7 +298,12 @@ def test_paxray_transfer_trains_on_projections_and_scores_the_real_masks(jsrt_ro
     samples = data.samples
     assert set(samples.loc[samples["split"] == "train", "image_id"].str.split(":").str[0]) == {"paxray"}
     assert set(samples.loc[samples["split"] == "test", "image_id"].str.split(":").str[0]) == {"jsrt"}
-    assert (samples["split"] == "test").sum() == 24 and data.synthetic
+    # RayDINO's 154 test images are JSRT's nodule images (JPCLN): the transfer tests on those only
+    nodule = sorted(i for i in jsrt_root.joinpath("All247images").iterdir() if i.name.startswith("JPCLN"))
+    tested = samples.loc[samples["split"] == "test", "image_id"]
+    assert sorted(tested) == [f"jsrt:{p.stem}" for p in nodule] and 0 < len(nodule) < 24 and data.synthetic
+    _, every = load_benchmark("paxray-to-jsrt", paxray, {"test_root": str(jsrt_root), "test_images": "all"})
+    assert (every.samples["split"] == "test").sum() == 24
     _, jsrt = load_benchmark("jsrt", jsrt_root, {})
     test_row = samples[samples["split"] == "test"].iloc[0]
     np.testing.assert_array_equal(data.mask_reader("anatomy", test_row["anatomy"]),
@@ -312,7 +320,7 @@ def test_paxray_transfer_trains_on_projections_and_scores_the_real_masks(jsrt_ro
                                  "--bootstrap", "20", "--head-param", "epochs=1", "--dataset-option", f"test_root={jsrt_root}"])
     assert result.exit_code == 0, result.output
     stored = pd.read_parquet(tmp_path / "out/paxray-to-jsrt/pixels/seg-linear/predictions.parquet")
-    assert stored["image_id"].str.startswith("jsrt:").all() and stored["image_id"].nunique() == 24
+    assert stored["image_id"].str.startswith("jsrt:JPCLN").all() and stored["image_id"].nunique() == len(nodule)
     result = runner.invoke(app, ["table", "--layout", "raydino-seg", "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     table = pd.read_csv(tmp_path / "out/tables/raydino-seg.csv")
@@ -370,3 +378,27 @@ def test_overlays_give_each_structure_its_own_colour_and_a_legend():
     colours = {to_hex(c.get_edgecolor()[0]) for c in contours}
     assert len(contours) == 2 * len(names) and len(colours) == len(names)
     assert overlay_png(np.zeros((size, size)), references, predicted, names)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_scoring_on_raydinos_512_grid_equals_monai_on_masks_resized_nearest():
+    """RayDINO computes its metrics at 512 x 512: both masks brought there by nearest neighbour (torch's rule, used
+    here as the independent reference) and scored by MONAI's DiceMetric; None keeps the mask's own grid (RAD-DINO)."""
+    import torch.nn.functional as F
+
+    from cxrbench.evaluations.segmentation import scored_values
+
+    rng = np.random.default_rng(3)
+    for shape in ((300, 200), (1024, 1024), (37, 53)):
+        reference = rng.random((3, *shape)) > 0.6
+        predicted = reference ^ (rng.random((3, *shape)) > 0.85)
+        reference[2] = False  # an absent structure: NaN for both
+        ours = scored_values(predicted, reference, 512)["dice"]
+        resized = [F.interpolate(torch.from_numpy(m[None]).float(), size=(512, 512), mode="nearest") for m in (predicted, reference)]
+        metric = DiceMetric(include_background=True, reduction="none", ignore_empty=True)
+        theirs = metric(*resized)[0].double().numpy()
+        np.testing.assert_allclose(ours, theirs, atol=1e-6, equal_nan=True)
+        assert np.isnan(ours[2]) and not np.isnan(ours[:2]).any()
+        own = scored_values(predicted, reference, None)["dice"]
+        np.testing.assert_allclose(own, per_case_values(predicted, reference)["dice"], atol=0, equal_nan=True)
+    assert registry().get("heads", "upernet-raydino").spec.params["score_grid"] == 512
+    assert "score_grid" not in registry().get("heads", "upernet").spec.params  # RAD-DINO: the mask's own grid

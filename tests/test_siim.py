@@ -238,3 +238,25 @@ def test_empty_encoding_is_named(siim_copy):
     (siim_copy / LABELS).write_text("\n".join(lines) + "\n")
     with pytest.raises(DataError, match=r"train-rle\.csv, row 3 \(ImageId .*\), column 'EncodedPixels': is empty\. Write -1"):
         load_benchmark("siim-acr", siim_copy, {})
+
+
+def test_stage_1_test_images_labelled_in_stage_2_are_the_test_split(siim_root):
+    """RayDINO tests on the stage-1 test images, which stage_2_train.csv labels: those (the DICOMs under
+    dicom-images-test, listed here by walking the folder) are the test split of every seed; the rest train / val."""
+    from cxrbench.data.splits import check_patient_disjoint, seed_splits
+
+    stage_1_test = {p.stem for p in (siim_root / "dicom-images-test").rglob("*.dcm")}
+    labelled = set(csv_rows(siim_root, "stage_2_train.csv")["ImageId"])
+    assert stage_1_test and stage_1_test <= labelled and not stage_1_test & set(csv_rows(siim_root)["ImageId"])
+    options = {"labels_csv": "stage_2_train.csv", "stage_1_test": True}
+    spec, data = load_benchmark("siim-acr", siim_root, options)
+    assert set(data.samples.loc[data.samples["split"] == "test", "image_id"]) == stage_1_test
+    for seed in range(2):
+        manifest = seed_splits(data.samples, "siim-acr", seed, spec.split)
+        check_patient_disjoint(manifest)
+        assert set(manifest.loc[manifest["split"] == "test", "image_id"]) == stage_1_test
+        rest = manifest[manifest["split"] != "test"]
+        share = spec.split.fractions[1] / (spec.split.fractions[0] + spec.split.fractions[1])
+        assert (rest["split"] == "val").sum() == round(share * len(rest)) and set(rest["split"]) == {"train", "val"}
+    with pytest.raises(DataError, match="labels_csv=stage_2_train.csv"):  # train-rle.csv does not label them
+        load_benchmark("siim-acr", siim_root, {"stage_1_test": True})

@@ -120,10 +120,15 @@ class SplitSpec:
     random:   for datasets without an official split; `fractions` of the patients go to train / val / test.
               `test: fixed` draws the test patients once, independent of the seed, so every seed and encoder is
               scored on the same images (seeds then redraw train/val); `per_seed` redraws the test set too.
+              Images the loader itself marks `test` (a released test set whose training images come unsplit,
+              e.g. SIIM-ACR's stage-1 test images) stay the test set; the others are split train / val in the
+              ratio of the first two fractions.
     kfold:    cross-validation over the patients (RAD-DINO's demographic probes, CANDID-PTX and RSNA-Pneumonia): one
               seeded partition of the patients into `folds` parts, drawn once; seed k tests on part k and trains on
               the others, less `val_fraction` of those patients drawn per seed for validation (0: none; 0.25 with 5
               folds: 60/20/20 per fold). Seeds are folds: at most `folds` of them.
+    `validate_on: train` selects the head (learning rate, epoch) on its own training images instead of a held-out
+    validation split, as RayDINO does for the small JSRT (then the validation share may be 0).
     """
 
     scheme: Literal["official", "random", "kfold"] = "official"
@@ -132,6 +137,20 @@ class SplitSpec:
     fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
     test: Literal["fixed", "per_seed"] = "fixed"
     by: Literal["patient"] = "patient"
+    validate_on: Literal["val", "train"] = "val"
+
+    def identity(self) -> dict[str, Any]:
+        """The settings a run records as its split: `validate_on` only when not the default, so that runs stored
+        before it existed keep their identity (resuming and paired comparisons match them)."""
+        settings = dataclasses.asdict(self)
+        if self.validate_on == "val":
+            del settings["validate_on"]
+        return settings
+
+    @property
+    def validation_split(self) -> str:
+        """The manifest split whose images select a head: `val`, or `train` under `validate_on: train`."""
+        return "train" if self.validate_on == "train" else "val"
 
 
 @dataclass(frozen=True)

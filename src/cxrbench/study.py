@@ -98,6 +98,8 @@ def load_benchmark(name: str, data_root: Path | None, options: Mapping[str, Any]
     spec: BenchmarkSpec = entry.spec
     options = check_dataset_options(spec, options)
     data = entry.load()(resolve_data_root(spec, data_root), spec, options)
+    if tuple(data.targets) != tuple(spec.targets):  # a dataset option changed them (PAXRay++'s all_classes)
+        spec = replace(spec, targets=tuple(data.targets))
     if synthetic_settings(data.root) is not None:
         data.synthetic = True
         data.notes.insert(0, f"synthetic data ({data.root / SYNTHETIC_MARKER}): written by cxrbench for demos and tests; "

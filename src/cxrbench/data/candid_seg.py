@@ -12,7 +12,9 @@ column names, image naming and patient ids are that loader's settings (`candid_s
 
 Encodings: by default the SIIM-ACR challenge's RELATIVE, column-major run-length encoding (`cxrbench.data.rle`), on
 the image's own pixel grid (DICOM Rows x Columns, or a raster's size); `rle: absolute` reads (1-based start, length)
-pairs over the same column-major pixel numbering instead. benchmarks/candid-ptx-seg.yaml gives the evidence.
+pairs over the same column-major pixel numbering instead. benchmarks/candid-ptx-seg.yaml gives the evidence. The
+public decoders read every mask on a 1024 x 1024 grid, so by default (`mask_size: 1024`) an image of another size is
+refused when its mask is read (its runs would land elsewhere); `mask_size: 0` trusts each image's own grid.
 
 A mask target is named after its source (`pneumothorax`, `chest_tube`, `rib_fracture`) and has one structure; its
 column holds the image id, which `CandidMasks(target, image_id)` opens when asked (one image at a time: the image's
@@ -62,6 +64,10 @@ def _settings(spec: BenchmarkSpec, options: Mapping[str, Any]) -> dict[str, Any]
     settings = candid_settings(_label_spec(spec, _mask_targets(spec)), options)
     settings.setdefault("rle", "relative")
     check_choice(spec, "rle", settings["rle"], ENCODINGS)
+    settings.setdefault("mask_size", 0)
+    if isinstance(settings["mask_size"], bool) or not isinstance(settings["mask_size"], int) or settings["mask_size"] < 0:
+        raise DataError(f"benchmark '{spec.name}': dataset option mask_size={settings['mask_size']!r}; give the side of "
+                        "the release's mask grid in pixels (1024), or 0 to decode each mask on its image's own grid.")
     return settings
 
 
@@ -117,10 +123,11 @@ class CandidMasks:
     any) on the image's own pixel grid, read from its header when asked."""
 
     def __init__(self, sources: Mapping[str, tuple[Path, str, dict[str, list[tuple[int, str]]]]],
-                 paths: Mapping[str, str], encoding: str):
+                 paths: Mapping[str, str], encoding: str, mask_size: int = 0):
         self.sources = dict(sources)
         self.paths = dict(paths)
         self.encoding = encoding
+        self.mask_size = mask_size  # the side every image (and so its mask grid) must have; 0: any size
 
     def shape(self, image_id: str) -> tuple[int, int]:
         from cxrbench.explain.sizes import image_size
@@ -133,6 +140,12 @@ class CandidMasks:
                             "the file, or remove the image's rows from the label CSVs.") from None
         if height <= 0 or width <= 0:
             raise DataError(f"{path} (image {image_id}) is {height} x {width} pixels; re-download the file.")
+        side = self.mask_size
+        if side and (height, width) != (side, side):
+            raise DataError(f"CANDID-PTX image {image_id} ({path}) is {height} x {width} pixels, but the release's masks "
+                            f"are encoded on a {side} x {side} grid (the grid public CANDID-PTX decoders read them on): "
+                            "its runs would be misplaced on this image. Use the released, unresized images, or, if this "
+                            "copy's masks were encoded on each image's own grid, pass --dataset-option mask_size=0.")
         return height, width
 
     def __call__(self, target: str, reference: Any) -> np.ndarray:
@@ -175,8 +188,10 @@ def load_candid_ptx_seg(root: Path, spec: BenchmarkSpec, options: Mapping[str, A
                      f"({sum(len(r) for r in rows.values())} row(s); several rows of an image are merged by union)")
     convention = ("relative (SIIM-ACR) run-length encoding" if settings["rle"] == "relative"
                   else "absolute (1-based start, length) run-length encoding")
+    grid = (f"which must be {settings['mask_size']} x {settings['mask_size']} (mask_size)" if settings["mask_size"]
+            else "of any size (mask_size: 0)")
     notes.append(f"masks: {convention}, column-major, read one image at a time on its own pixel grid (DICOM Rows x "
-                 "Columns, or the raster's size)")
+                 f"Columns, or the raster's size), {grid}")
     notes.append("split: none released; cxrbench splits the patients (split.fractions of the spec)")
-    reader = CandidMasks(sources, dict(zip(samples["image_id"], samples["path"])), settings["rle"])
+    reader = CandidMasks(sources, dict(zip(samples["image_id"], samples["path"])), settings["rle"], settings["mask_size"])
     return BenchmarkData(spec.name, root, spec.targets, samples.reset_index(drop=True), notes, mask_reader=reader)

@@ -10,7 +10,8 @@ Analysis 2006, "Segmentation in Chest Radiographs"), in the layouts of the two d
 right are the patient's). Every folder name is a dataset option (benchmarks/jsrt.yaml), for mirrors laid out otherwise.
 
 Rows: one per JSRT image found in the images folder; each image is its own patient (JSRT has no patient ids). Its
-fold is the SCR fold whose mask folders hold it; the spec's train / test folds become the train / test splits. A mask
+fold is the SCR fold whose mask folders hold it; under `split.scheme: official` the spec's train / test folds become
+the train / test splits, under `random` (RayDINO's 80/20, the default) every image is left to cxrbench's split. A mask
 target's column holds the image id, which `mask_reader(target, image_id)` opens (one image at a time) as a boolean
 [S, H, W] array, one channel per structure in the target's order, on the masks' own 1024 x 1024 grid (the image's
 field of view at half its resolution). Nothing is decoded here: the files' presence (and the images' sizes) is checked.
@@ -30,6 +31,7 @@ from PIL import Image, UnidentifiedImageError
 from cxrbench.data.images import JSRT_SIDE, JSRT_SUFFIX
 from cxrbench.data.samples import BenchmarkData, present_column
 from cxrbench.data.settings import data_folder, dataset_settings, require_masks
+from cxrbench.data.splits import POOL
 from cxrbench.errors import DataError, ImageReadError
 from cxrbench.specs import BenchmarkSpec
 
@@ -163,6 +165,14 @@ def _read_mask(path: Path) -> np.ndarray:
         raise ImageReadError(f"Cannot decode SCR mask {path}: {exc}. Re-download it.") from exc
 
 
+def _split_of(fold: str, folds: Mapping[str, str], official: bool, scr_folds: bool) -> str:
+    """The loader's split of an image of SCR fold `fold`: the fold's split under scheme official; under random the
+    test fold's images are the released test set when `scr_folds` asks for it, every other image is left to cxrbench."""
+    if official:
+        return folds[fold]
+    return "test" if scr_folds and folds[fold] == "test" else POOL
+
+
 def load_jsrt(root: Path, spec: BenchmarkSpec, options: Mapping[str, Any]) -> BenchmarkData:
     root = data_folder(root, "JSRT/SCR", "All247images/ (JSRT) and scratch/fold1, scratch/fold2 (SCR masks)")
     settings = dataset_settings(spec, options)
@@ -174,11 +184,13 @@ def load_jsrt(root: Path, spec: BenchmarkSpec, options: Mapping[str, Any]) -> Be
     ids = sorted(images)
     _check_sizes([images[i] for i in ids])
     split = {settings["train_fold"]: "train", settings["test_fold"]: "test"}
+    official = spec.split.scheme == "official"
     samples = pd.DataFrame({
         "image_id": ids,
         "patient_id": ids,
         "path": [str(images[i]) for i in ids],
-        "split": [split[fold_of[i]] for i in ids],
+        "fold": [fold_of[i] for i in ids],
+        "split": [_split_of(fold_of[i], split, official, bool(settings["scr_folds"])) for i in ids],
         "nodule": [1.0 if i.upper().startswith("JPCLN") else 0.0 for i in ids],
     })
     per_target: dict[str, dict[str, list[Path]]] = {}
@@ -189,7 +201,9 @@ def load_jsrt(root: Path, spec: BenchmarkSpec, options: Mapping[str, Any]) -> Be
         samples[target.name] = pd.Series(ids, dtype=object)
         samples[present_column(target.name)] = 1.0  # SCR outlines every structure on every image
         start = stop
-    counts = ", ".join(f"{name} ({fold}) {int((samples['split'] == name).sum())}" for fold, name in split.items())
+    used = official or bool(settings["scr_folds"])
+    counts = ", ".join(f"{name if used else 'unused'} ({fold}) {int((samples['fold'] == fold).sum())}"
+                       for fold, name in split.items())
     notes = [f"images: {counts}; patients: one per image (JSRT has no patient ids); nodule images (JPCLN) "
              f"{int(samples['nodule'].sum())}, non-nodule (JPCNN) {int((samples['nodule'] == 0).sum())}",
              f"masks: SCR {', '.join(structures)}, read per image on the masks' grid (half the image side); "

@@ -24,8 +24,13 @@ prepare_paxraypp scripts of an `anatomy_datasets` package: file names, image fol
 the class names from CXAS (cxas/data/paxray_labels.json, docs/available_classes.md). The loader checks every class it
 is asked for against the release's own categories and names any that is missing.
 
+Splits: under `split.scheme: official` the JSONs are the train / test splits; under `random` (RayDINO's 80/10/10,
+the benchmark's default) every image is left to cxrbench's split, or with `official_split: true` the test JSON's
+images stay the test set and the others are split train / val.
+
 A mask target's structures are unions of PAXRay++ classes (`structure_classes` in benchmarks/paxray.yaml; a structure
-with no entry there is the class of the same name, spaces written as underscores). Its column holds the image id;
+with no entry there is the class of the same name, spaces written as underscores; `all_classes: true` replaces the
+spec's one mask target's structures by every class of the release, each its own structure). Its column holds the image id;
 `mask_reader(target, image_id)` decodes only the classes needed, on the image's own grid. `map_structures` turns a
 [C, H, W] class mask into [S, H, W] structures by such a mapping; the spec's `jsrt_mapping` / `vindr_ribcxr_mapping`
 are mappings onto JSRT's and VinDr-RibCXR's structures, for transfer evaluations, and are checked at load too.
@@ -38,6 +43,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -45,6 +51,7 @@ import pandas as pd
 
 from cxrbench.data.samples import BenchmarkData
 from cxrbench.data.settings import data_folder, dataset_settings, require_masks
+from cxrbench.data.splits import POOL
 from cxrbench.errors import DataError
 from cxrbench.specs import BenchmarkSpec
 
@@ -54,6 +61,8 @@ DEFAULTS: dict[str, Any] = {
     "images_dir": ["paxray_images_unfiltered/images_patlas", "images_patlas", "paxray_images_unfiltered"],
     "views": ["frontal", "lateral"],
     "structure_classes": {},
+    "all_classes": False,
+    "official_split": False,
 }
 #: dataset options holding class mappings onto another benchmark's structures (checked at load, used by transfer)
 TRANSFER_MAPPINGS = ("jsrt_mapping", "vindr_ribcxr_mapping")
@@ -388,6 +397,8 @@ def load_paxray(root: Path, spec: BenchmarkSpec, options: Mapping[str, Any]) -> 
         only = sorted(set(classes) ^ set(categories["test"].values()))
         raise DataError(f"{files['train'].name} and {files['test'].name} list different classes (e.g. {only[0]!r}); both "
                         "must come from the same PAXRay++ release.")
+    if settings["all_classes"]:
+        spec = _every_class(spec, classes)
     mappings = _structure_mappings(spec, settings, classes)
     transfer = {key: check_mapping(settings[key], classes, f"benchmark '{spec.name}', dataset option {key}")
                 for key in TRANSFER_MAPPINGS if settings.get(key)}
@@ -424,6 +435,7 @@ def load_paxray(root: Path, spec: BenchmarkSpec, options: Mapping[str, Any]) -> 
                         f"\n  {shown}\nComplete the download (paxray_images_unfiltered.tar.gz), or set the dataset option "
                         "images_dir to the folder holding them.")
     samples = images[["image_id", "patient_id", "path", "split", "view"]].copy()
+    samples["split"] = _splits(images["split"], spec.split.scheme == "official", bool(settings["official_split"]))
     for target in spec.targets:
         wanted = {c for names in mappings[target.name].values() for c in names}
         samples[target.name] = pd.Series(list(images["image_id"]), dtype=object)
@@ -433,7 +445,10 @@ def load_paxray(root: Path, spec: BenchmarkSpec, options: Mapping[str, Any]) -> 
                 for split, frame in images.groupby("split")}
     counts = ", ".join(f"{split} {int((images['split'] == split).sum())} ({per_view.get(split, 'none')})"
                        for split in ("train", "test"))
-    notes = [f"images: {counts} (official: {files['train'].name} -> train, {files['test'].name} -> test)"
+    used = ("the official split" if spec.split.scheme == "official" else
+            "the test JSON is the test set, the rest split train / val" if settings["official_split"] else
+            "not used as splits: cxrbench splits the CT volumes (split.fractions)")
+    notes = [f"images: {counts} ({files['train'].name} -> train, {files['test'].name} -> test: {used})"
              + (f"; {total - len(images)} image(s) of other views left out (views: {', '.join(settings['views'])})"
                 if total > len(images) else ""),
              "patients: one per CT volume (the file name before _frontal / _lateral): both views of a CT stay in one split",
@@ -449,3 +464,21 @@ def load_paxray(root: Path, spec: BenchmarkSpec, options: Mapping[str, Any]) -> 
         notes.append(f"{unknown} image name(s) end in neither _frontal nor _lateral: each is its own patient")
     reader = PaxrayMasks(mappings, annotations, images)
     return BenchmarkData(spec.name, root, spec.targets, samples, notes, mask_reader=reader)
+
+
+def _every_class(spec: BenchmarkSpec, classes: list[str]) -> BenchmarkSpec:
+    """The spec with its one mask target's structures replaced by every class of the release, in the release's
+    order, named with underscores for spaces (RayDINO scores PAXRay++ over all its classes: RayDINO, Methods)."""
+    if len(spec.targets) != 1:
+        raise DataError(f"benchmark '{spec.name}': all_classes replaces the structures of one mask target; the spec has "
+                        f"{len(spec.targets)} targets.")
+    names = [c.replace(" ", "_") for c in classes]
+    return replace(spec, targets=(replace(spec.targets[0], structures=tuple(names)),))
+
+
+def _splits(official: pd.Series, scheme_official: bool, keep_test: bool) -> pd.Series:
+    """The loader's split per image: the JSON's under scheme official; under random the test JSON's images stay
+    `test` when `keep_test`, every other image is left to cxrbench (POOL)."""
+    if scheme_official:
+        return official
+    return official.where(official.eq("test") & keep_test, POOL)

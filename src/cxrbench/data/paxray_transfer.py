@@ -2,7 +2,8 @@
 
 A transfer benchmark (`benchmarks/paxray-to-jsrt.yaml`, `paxray-to-vindr-ribcxr.yaml`) has the TEST benchmark's
 targets. Its images are PAXRay++'s official train+val images (the training split; 10% of their CT volumes validate,
-drawn per seed) and every image of the test benchmark (the test split, both of its official parts). PAXRay++'s
+drawn per seed) and the test benchmark's images (the test split, both of its official parts): every one, or with
+`test_images: nodule` JSRT's 154 nodule images only (RayDINO's JSRT transfer test set). PAXRay++'s
 classes become the test benchmark's structures through a documented mapping (`jsrt_mapping` /
 `vindr_ribcxr_mapping` in benchmarks/paxray.yaml, `cxrbench.data.paxray.map_structures`), so one decoder learns the
 test benchmark's structures on PAXRay++ and predicts them on the real images, where they are scored on the real masks.
@@ -28,7 +29,9 @@ from cxrbench.data.settings import dataset_settings
 from cxrbench.errors import DataError
 from cxrbench.specs import BenchmarkSpec
 
-DEFAULTS: dict[str, Any] = {"test_root": None, "views": ["frontal"]}
+DEFAULTS: dict[str, Any] = {"test_root": None, "views": ["frontal"], "test_images": "all"}
+#: test_images choices: every image, or the images whose `nodule` column is 1 (JSRT's JPCLN files)
+TEST_IMAGES = ("all", "nodule")
 
 
 class TransferMasks:
@@ -70,7 +73,8 @@ def load_paxray_transfer(root: Path, spec: BenchmarkSpec, options: Mapping[str, 
         raise DataError(f"benchmark '{spec.name}': the dataset option mapping has no PAXRay++ classes for {missing}; "
                         "give every structure of the test benchmark its classes.")
 
-    paxray_options = {"structure_classes": dict(mapping), "views": settings["views"]}
+    # PAXRay++'s own split: the test JSON's images are left out, the others train (and validate)
+    paxray_options = {"structure_classes": dict(mapping), "views": settings["views"], "official_split": True}
     source_spec = dataclasses.replace(paxray_spec, targets=(dataclasses.replace(target, name="paxray"),))
     source = registry().get("benchmarks", "paxray").load()(root, source_spec, paxray_options)
     given = settings["test_root"]
@@ -79,20 +83,34 @@ def load_paxray_transfer(root: Path, spec: BenchmarkSpec, options: Mapping[str, 
                         f"(the {test_name} folder){f' or set {test_spec.data_root_env}' if test_spec.data_root_env else ''}.")
     test_root = resolve_data_root(test_spec, None if given is None else Path(given))
     _, test = load_benchmark(test_name, test_root, {})
+    tested = _test_images(test.samples, settings["test_images"], spec.name, test_name)
 
-    train = source.samples[source.samples["split"] == "train"]
+    train = source.samples[source.samples["split"] != "test"]
     frames = [_prefixed(train, "paxray", "paxray", target.name, "train"),
-              _prefixed(test.samples, test_name, test_target.name, target.name, "test")]
+              _prefixed(tested, test_name, test_target.name, target.name, "test")]
     samples = pd.concat(frames, ignore_index=True)
     common = Path(os.path.commonpath([os.path.abspath(source.root), os.path.abspath(test.root)]))
     reader = TransferMasks({"paxray": source.mask_reader, test_name: test.mask_reader},
                            {"paxray": "paxray", test_name: test_target.name})
     notes = [f"transfer: trains on PAXRay++ at {source.root} ({len(train)} official train+val images of the views "
-             f"{', '.join(settings['views'])}; its official test images are not used), tests on every {test_name} image at "
-             f"{test.root} ({len(test.samples)}); PAXRay++ classes mapped onto {test_name}'s structures: "
+             f"{', '.join(settings['views'])}; its official test images are not used), tests on "
+             f"{'every' if settings['test_images'] == 'all' else 'the nodule'} {test_name} images at {test.root} "
+             f"({len(tested)} of {len(test.samples)}); PAXRay++ classes mapped onto {test_name}'s structures: "
              + "; ".join(f"{s} = {' | '.join(mapping[s])}" for s in target.structures)]
     synthetic = synthetic_settings(source.root) is not None or test.synthetic
     return BenchmarkData(spec.name, common, (target,), samples, notes, synthetic=synthetic, mask_reader=reader)
+
+
+def _test_images(samples: pd.DataFrame, chosen: str, benchmark: str, test_name: str) -> pd.DataFrame:
+    """The test benchmark's images that are scored: all, or those its loader marks as nodule images."""
+    if chosen not in TEST_IMAGES:
+        raise DataError(f"benchmark '{benchmark}': dataset option test_images={chosen!r}; choose {' or '.join(TEST_IMAGES)}.")
+    if chosen == "all":
+        return samples
+    if "nodule" not in samples:
+        raise DataError(f"benchmark '{benchmark}': test_images=nodule needs a test benchmark that marks nodule images "
+                        f"(jsrt); {test_name} does not. Use --dataset-option test_images=all.")
+    return samples[samples["nodule"] == 1.0]
 
 
 def _prefixed(samples: pd.DataFrame, source: str, column: str, target: str, split: str) -> pd.DataFrame:

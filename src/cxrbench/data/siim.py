@@ -15,7 +15,14 @@ The loader reads no DICOM and decodes no mask: the samples' mask column holds th
 opens one image's mask when asked (its Rows and Columns from the DICOM header, its RLE rows from the CSV). The
 companion column `<target>:present` (1.0 when the image has a non-empty RLE row, else 0.0) is known at load time.
 Patients: neither the CSV nor the file names give one (and public code reports a distinct PatientID in every
-DICOM, which the loader does not read), so each image is its own patient.
+DICOM, which the loader does not read), so each image is its own patient. The challenge's images are ChestX-ray14
+radiographs, and ChestX-ray14 holds several images of many of its patients: so a patient's other images may sit on
+the other side of any split made here, and a decoder may be tested on a patient it trained on (an optimistic bias no
+split of this release can rule out without a mapping back to ChestX-ray14's patient ids, which is not public).
+
+Split: by default every image is left to cxrbench's split (POOL). With `stage_1_test: true` (RayDINO: the stage-2
+labels of the stage-1 test images are its test set) the labelled images under `test_dir` are the test split, the
+others are split train / val; it needs `labels_csv: stage_2_train.csv`, the file that labels them.
 """
 
 from __future__ import annotations
@@ -40,6 +47,8 @@ IMAGE_ID, MASK = "ImageId", "EncodedPixels"
 DEFAULTS: dict[str, Any] = {
     "labels_csv": "train-rle.csv",
     "image_dirs": ["dicom-images-train", "dicom-images-test"],
+    "stage_1_test": False,
+    "test_dir": "dicom-images-test",
 }
 
 
@@ -152,6 +161,31 @@ class SiimMaskReader:
         return mask[None]
 
 
+def _stage_1_split(paths: pd.Series, root: Path, settings: Mapping[str, Any], labels_path: Path,
+                   scheme_official: bool) -> np.ndarray:
+    """Each image's split from the loader: with stage_1_test, `test` for the images under test_dir and train (scheme
+    official) or POOL (scheme random) for the others; without it, POOL for all."""
+    if not settings["stage_1_test"]:
+        if scheme_official:
+            raise DataError("SIIM-ACR releases no labelled test split: with split.scheme official set the dataset option "
+                            "stage_1_test: true (and labels_csv: stage_2_train.csv), or use split.scheme random.")
+        return np.full(len(paths), POOL, dtype=object)
+    folder = os.path.join(os.path.abspath(root / settings["test_dir"]), "")
+    test = np.array([os.path.abspath(p).startswith(folder) for p in paths])
+    if not test.any():
+        raise DataError(f"stage_1_test: none of the images labelled in {labels_path} lies under {root / settings['test_dir']}. "
+                        "The stage-1 test images are labelled in stage_2_train.csv only: pass --dataset-option "
+                        "labels_csv=stage_2_train.csv (or point test_dir at the folder that holds them).")
+    return np.where(test, "test", "train" if scheme_official else POOL).astype(object)
+
+
+def _split_note(split: np.ndarray, settings: Mapping[str, Any]) -> str:
+    if not (split == "test").any():
+        return "split: none released for the labelled images; cxrbench splits the patients (split.fractions of the spec)"
+    return (f"split: the {int((split == 'test').sum())} labelled images under {settings['test_dir']} (the stage-1 test "
+            f"set) are the test split (stage_1_test); the other {int((split != 'test').sum())} are split train / val")
+
+
 def load_siim_acr(root: Path, spec: BenchmarkSpec, options: Mapping[str, Any]) -> BenchmarkData:
     root = data_folder(root, "SIIM-ACR", "train-rle.csv and dicom-images-train/")
     settings = _settings(spec, options)
@@ -168,16 +202,19 @@ def load_siim_acr(root: Path, spec: BenchmarkSpec, options: Mapping[str, Any]) -
             f"under {', '.join(str(s) for s in searched)}, e.g.:\n  {shown}\nComplete the download, or remove their "
             "rows from the CSV to run on the images present."
         )
+    split = _stage_1_split(paths, root, settings, labels_path, spec.split.scheme == "official")
     samples = pd.DataFrame({
-        "image_id": images["image_id"], "patient_id": images["image_id"], "path": paths, "split": POOL,
+        "image_id": images["image_id"], "patient_id": images["image_id"], "path": paths, "split": split,
         target: images["image_id"], present_column(target): images["present"],
     })
     positives = int(images["present"].sum())
     notes = [
-        "patient ids: one patient per image (neither the CSV nor the file names give a patient)",
+        "patient ids: one patient per image (neither the CSV nor the file names give a patient); the images are "
+        "ChestX-ray14's, which has several images of many patients, so one patient's images may fall on both sides of "
+        "the split",
         f"{positives} of {len(images)} images with pneumothorax ({len(images) - positives} with {EMPTY}), read from "
         f"{labels_path.name}; masks are read one image at a time, on each DICOM's Rows x Columns",
-        "split: none released for the labelled images; cxrbench splits the patients (split.fractions of the spec)",
+        _split_note(split, settings),
     ]
     several = int((images["regions"] > 1).sum())
     if several:

@@ -48,7 +48,8 @@ def seed_splits(samples: pd.DataFrame, benchmark: str, seed: int, spec: SplitSpe
     elif spec.scheme == "kfold":
         split = _kfold(patient, benchmark, seed, spec)
     else:
-        split = _random(patient, benchmark, seed, spec)
+        given = samples["split"].astype(str) if "split" in samples else pd.Series(POOL, index=samples.index)
+        split = _random(given, patient, benchmark, seed, spec)
     manifest = pd.DataFrame({"image_id": samples["image_id"], "patient_id": samples["patient_id"], "seed": seed, "split": split})
     check_patient_disjoint(manifest)
     return manifest
@@ -69,20 +70,35 @@ def _official(split: pd.Series, patient: pd.Series, benchmark: str, seed: int, v
     return split
 
 
-def _random(patient: pd.Series, benchmark: str, seed: int, spec: SplitSpec) -> pd.Series:
-    fractions = np.asarray(spec.fractions, dtype=float)
-    if (fractions <= 0).any() or not math.isclose(fractions.sum(), 1.0, abs_tol=1e-6):
-        raise DataError(f"benchmark '{benchmark}': split.fractions {list(spec.fractions)} must be three positive shares summing to 1.")
+def _random(given: pd.Series, patient: pd.Series, benchmark: str, seed: int, spec: SplitSpec) -> pd.Series:
+    """Seeded train / val / test shares of the patients; a test set the loader gives (`given` == test) is kept."""
+    fractions = _fractions(benchmark, spec)
+    released = set(patient[given == "test"].unique())
     patients = np.sort(patient.unique())
-    if len(patients) < 3:
-        raise DataError(f"benchmark '{benchmark}': {len(patients)} patient(s) cannot be split three ways.")
-    n_test = min(max(int(round(fractions[2] * len(patients))), 1), len(patients) - 2)
-    n_val = min(max(int(round(fractions[1] * len(patients))), 1), len(patients) - n_test - 1)
-    test_rng = _rng(benchmark, 0, "test") if spec.test == "fixed" else _rng(benchmark, seed, "test")
-    test = _draw(patients, n_test, test_rng)
+    pool = np.array([p for p in patients if p not in released])
+    if released:  # the released test set; the other patients are split train / val in the ratio of the two shares
+        test, n_val = released, int(round(fractions[1] / (fractions[0] + fractions[1]) * len(pool)))
+    else:
+        if len(patients) < 3:
+            raise DataError(f"benchmark '{benchmark}': {len(patients)} patient(s) cannot be split three ways.")
+        n_test = min(max(int(round(fractions[2] * len(patients))), 1), len(patients) - 2)
+        test_rng = _rng(benchmark, 0, "test") if spec.test == "fixed" else _rng(benchmark, seed, "test")
+        test, n_val = _draw(patients, n_test, test_rng), int(round(fractions[1] * len(patients)))
     rest = np.array([p for p in patients if p not in test])
+    if fractions[1] > 0:  # at least one validation and one training patient
+        n_val = min(max(n_val, 1), len(rest) - 1)
     val = _draw(rest, n_val, _rng(benchmark, seed))
     return pd.Series(np.where(patient.isin(test), "test", np.where(patient.isin(val), "val", "train")), index=patient.index)
+
+
+def _fractions(benchmark: str, spec: SplitSpec) -> np.ndarray:
+    """The three shares, checked: train and test positive, val positive unless heads validate on train."""
+    fractions = np.asarray(spec.fractions, dtype=float)
+    val_ok = fractions[1] > 0 or (fractions[1] == 0 and spec.validate_on == "train")
+    if fractions[0] <= 0 or fractions[2] <= 0 or not val_ok or not math.isclose(fractions.sum(), 1.0, abs_tol=1e-6):
+        raise DataError(f"benchmark '{benchmark}': split.fractions {list(spec.fractions)} must be three shares summing to "
+                        "1, train and test positive, val positive unless split.validate_on is train.")
+    return fractions
 
 
 def _kfold(patient: pd.Series, benchmark: str, seed: int, spec: SplitSpec) -> pd.Series:

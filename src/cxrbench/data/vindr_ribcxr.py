@@ -34,17 +34,26 @@ from cxrbench.errors import DataError
 from cxrbench.specs import BenchmarkSpec
 
 SPLITS = ("train", "test")
-MISSING = ("error", "empty")
+#: how a rib without an outline on an image is read: `official` as the official loader does (the string "None" is an
+#: empty rib, any other absence is refused), `error` refuses every absence, `empty` scores every absence as no rib
+MISSING = ("official", "error", "empty")
+#: the only absent value the official loader (cvcore/data/multi_rib_dataset.py) reads, as an empty rib
+OFFICIAL_ABSENT = "None"
 SHOWN = 5
 DEFAULTS: dict[str, Any] = {
     "annotations": {"train": "data/train/Vindr_RibCXR_train_mask.json", "test": "data/val/Vindr_RibCXR_val_mask.json"},
     "image_base": "",
     "image_dir": "img",
-    "missing_ribs": "error",
+    "missing_ribs": "official",
     "vertex_tolerance": 1.0,
 }
 #: what a rib's entry holds when the rib was not drawn (public loaders test `pts != 'None'`)
 _ABSENT = (None, "None", "none", "")
+
+
+def _refused(points: Any, mode: str) -> bool:
+    """Whether an absent rib entry is an error under the `missing_ribs` mode."""
+    return mode == "error" or (mode == "official" and points != OFFICIAL_ABSENT)
 
 
 def _settings(spec: BenchmarkSpec, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -171,7 +180,7 @@ def load_vindr_ribcxr(root: Path, spec: BenchmarkSpec, options: Mapping[str, Any
         payload = _read_json(label_path)
         no_key = [s for s in structures if not isinstance(payload.get(s), dict)]
         entries = list(payload["img"].items())
-        if no_key and entries and settings["missing_ribs"] == "error":
+        if no_key and entries and settings["missing_ribs"] != "empty":
             key, value = entries[0]
             raise DataError(f"{label_path}: rib {no_key[0]} is missing for every image (no \"{no_key[0]}\" mapping; e.g. "
                             f"image {PurePosixPath(str(value).replace(chr(92), '/')).stem} (entry \"{key}\") has none). The label file has {sorted(k for k in payload if k != 'img')}; name "
@@ -196,9 +205,10 @@ def load_vindr_ribcxr(root: Path, spec: BenchmarkSpec, options: Mapping[str, Any
                 where = f"{label_path}, image {image_id} (entry \"{key}\"), rib {structure}"
                 points = (payload.get(structure) or {}).get(key) if isinstance(payload.get(structure), dict) else None
                 if points in _ABSENT or points == []:
-                    if settings["missing_ribs"] == "error":
+                    if _refused(points, settings["missing_ribs"]):
                         raise DataError(f"{where}: the rib is missing ({points!r}). Every image must outline each rib of the "
-                                        "benchmark: restore the polygon, remove the image from the label file, or pass "
+                                        "benchmark (the official loader reads only the string \"None\" as an empty rib): "
+                                        "restore the polygon, remove the image from the label file, or pass "
                                         "--dataset-option missing_ribs=empty to score the rib as absent there.")
                     outlines.append(None)
                     absent += 1
@@ -230,6 +240,7 @@ def load_vindr_ribcxr(root: Path, spec: BenchmarkSpec, options: Mapping[str, Any
     if clipped:
         notes.append(f"{clipped} vertex(es) within {tolerance:g} px outside their image were clipped onto it")
     if absent:
-        notes.append(f"{absent} rib(s) not outlined on their image are scored as absent there (missing_ribs: empty)")
+        notes.append(f"{absent} rib(s) not outlined on their image are scored as absent there "
+                     f"(missing_ribs: {settings['missing_ribs']})")
     return BenchmarkData(spec.name, root, spec.targets, samples, notes,
                          mask_reader=RibMasks(channels, polygons, sizes))

@@ -95,7 +95,8 @@ class LocalisationEvaluation:
         attention, reports = {}, {}
         for seed in study.seeds:
             split = study.split(None, seed)
-            parts = {name: features.rows(labels, split == name) for name in ("train", "val", "test")}
+            parts = {name: features.rows(labels, split == name) for name in ("train", "test")}
+            parts["val"] = features.rows(labels, split == spec.split.validation_split)
             with use_threads("heavy"):
                 attention[seed], reports[str(seed)] = fit_attention_maps(
                     parts["train"], parts["val"], parts["test"], seed, head=self.head, overrides=self.overrides,
@@ -120,7 +121,7 @@ class LocalisationEvaluation:
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
             "benchmark": {"name": study.spec.name, "data_root": str(study.data.root), "dataset_options": study.dataset_options,
-                          "split": asdict(study.spec.split), "synthetic_data": study.data.synthetic,
+                          "split": study.spec.split.identity(), "synthetic_data": study.data.synthetic,
                           "loader_notes": study.data.notes},
             "encoder": {"name": encoder.spec.name, "weights": encoder.weights.identity,
                         "preprocessing": asdict(encoder.preprocessing), "patch_stride": encoder.patch_stride},

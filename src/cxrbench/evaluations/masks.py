@@ -53,3 +53,14 @@ def to_mask_grid(logits: torch.Tensor, geometry: InputGeometry, covered: tuple[i
     grid_x = torch.from_numpy(2 * geometry.x(original_x) / covered[1] - 1).float()
     grid = torch.stack(torch.meshgrid(grid_x, grid_y, indexing="xy"), dim=-1)[None]
     return F.grid_sample(logits[None].float(), grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
+
+
+def on_score_grid(mask: np.ndarray, side: int) -> np.ndarray:
+    """A boolean [S, H, W] mask on a `side` x `side` scoring grid by nearest neighbour: output pixel i takes source
+    pixel floor(i * H / side) (the common nearest rule, torch's `nearest`). RayDINO computes its metrics at 512 x 512
+    pixels whatever the dataset's mask size (RayDINO, Methods, segmentation evaluation), so predictions and references
+    are both brought onto that grid before scoring; HD95 is then in grid pixels."""
+    height, width = mask.shape[-2:]
+    rows = np.floor(np.arange(side) * (height / side)).astype(np.int64)
+    cols = np.floor(np.arange(side) * (width / side)).astype(np.int64)
+    return mask[..., rows[:, None], cols[None, :]]

@@ -260,7 +260,8 @@ class ProbeEvaluation:
             trained.reports[seed] = {}
             for group in self.groups:
                 labels = group.labels(values[:, [columns[t.name] for t in group.targets]])
-                parts = {name: features.rows(labels, split == name) for name in ("train", "val", "test")}
+                parts = {name: features.rows(labels, split == name) for name in ("train", "test")}
+                parts["val"] = features.rows(labels, split == study.spec.split.validation_split)
                 if budget is not None and budget.standardise_on_unused:
                     parts["train"].standardise_on = features.rows(labels, np.isin(split, ["train", "unused"]))
                 head = self._head(spec, group, settings.device)
@@ -339,7 +340,7 @@ class _RunPlan:
         self.head_params = evaluation.params
         self.identity = json.loads(json.dumps({
             "weights": encoder.weights.identity, "preprocessing": asdict(encoder.preprocessing),
-            "dataset_options": study.dataset_options, "split": asdict(study.spec.split),
+            "dataset_options": study.dataset_options, "split": study.spec.split.identity(),
             "head": {"name": evaluation.entry.name, **{k: v for k, v in self.head_params.items() if k != "device"}},
             "targets": [asdict(t) for t in study.data.targets],
             "label_budget": None if budget is None else budget.describe(), "seeds": study.seeds,

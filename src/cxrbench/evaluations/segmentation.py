@@ -6,7 +6,9 @@ in the encoder's input (`evaluations.masks.training_targets`, through the encode
 so training reads no mask file. Per seed one decoder (`heads.segmentation`) learns every structure of the
 benchmark's mask targets together on the training split, is selected on the validation loss, and predicts the
 test split; each test prediction is resampled onto its reference mask's own grid, thresholded and scored per
-structure there (`metrics.segmentation.per_case_values`, MONAI). The run folder is a probe's plus:
+structure there (`metrics.segmentation.per_case_values`, MONAI). A head with `score_grid: N` (RayDINO's 512) scores
+instead on an N x N grid, prediction and reference both brought there by nearest neighbour
+(`evaluations.masks.on_score_grid`); the stored masks stay on the reference's grid. The run folder is a probe's plus:
 
     masks/seed-S.npz     the predicted test masks of seed S (bit-packed, one [S, H, W] entry per image id), from
                          which the stored per-case values can be recomputed
@@ -30,7 +32,7 @@ import torch
 
 from cxrbench.encoders.base import Encoder, FeatureRequest
 from cxrbench.errors import DataError, SpecError
-from cxrbench.evaluations.masks import to_mask_grid, training_targets
+from cxrbench.evaluations.masks import on_score_grid, to_mask_grid, training_targets
 from cxrbench.evaluations.probe import ProbeEvaluation, Trained
 from cxrbench.explain.geometry import InputGeometry
 from cxrbench.explain.sizes import image_size
@@ -137,7 +139,8 @@ class SegmentationEvaluation(ProbeEvaluation):
         advance = progress.task(f"training {plan.name} decoders on {encoder.spec.name}", len(study.seeds))
         for seed in study.seeds:
             split = study.split(plan.budget, seed)
-            parts = {name: features.rows(targets, (split == name) & known) for name in ("train", "val", "test")}
+            parts = {name: features.rows(targets, (split == name) & known) for name in ("train", "test")}
+            parts["val"] = features.rows(targets, (split == study.spec.split.validation_split) & known)
             trained.n_train[seed] = len(parts["train"])
             trained.reports[seed] = {}
             head = self._decoder(study.spec, settings.device)
@@ -151,7 +154,7 @@ class SegmentationEvaluation(ProbeEvaluation):
             for position, row in enumerate(np.flatnonzero((split == "test") & known)):
                 predicted, reference = self._case(data, row, logits[position], encoder, layout, float(head.params["threshold"]))
                 masks[seed][str(data.samples["image_id"].iloc[row])] = predicted
-                values = per_case_values(predicted, reference)
+                values = scored_values(predicted, reference, head.params["score_grid"])
                 for k, s in enumerate(layout.structures):
                     rows.append({"image_id": data.samples["image_id"].iloc[row], "patient_id": data.samples["patient_id"].iloc[row],
                                  "seed": seed, "task": s.structure, "label": float(reference[k].any()),
@@ -224,6 +227,14 @@ class SegmentationEvaluation(ProbeEvaluation):
             predicted.append(torch.sigmoid(to_mask_grid(part, geometry, layout.covered, mask.shape[1:])).numpy() > threshold)
             channel += len(mask)
         return np.concatenate(predicted), np.concatenate(references)
+
+
+def scored_values(predicted: np.ndarray, reference: np.ndarray, grid: int | None) -> dict[str, np.ndarray]:
+    """Per-structure case values of one image, on the reference's own grid (`grid` None: RAD-DINO states no
+    resampling) or on a `grid` x `grid` one (RayDINO's 512)."""
+    if grid is None:
+        return per_case_values(predicted, reference)
+    return per_case_values(on_score_grid(predicted, int(grid)), on_score_grid(reference, int(grid)))
 
 
 def _structures(targets) -> list[_Structure]:

@@ -30,7 +30,7 @@ import torch
 from timm.layers import LayerNorm2d
 from torch import nn
 from transformers import UperNetConfig
-from transformers.models.upernet.modeling_upernet import UperNetHead
+from transformers.models.upernet.modeling_upernet import UperNetFCNHead, UperNetHead
 
 from cxrbench.errors import SpecError
 
@@ -38,6 +38,9 @@ DEFAULT_CHANNELS = 512
 DEFAULT_PYRAMID_CHANNELS = 256
 DEFAULT_POOL_SCALES = (1, 2, 3, 6)
 DEFAULT_DROPOUT = 0.1
+DEFAULT_AUXILIARY_CHANNELS = 256
+#: the pyramid level the auxiliary FCN head reads (mmsegmentation's `in_index=2`: the third of four, at the grid's stride)
+AUXILIARY_LEVEL = 2
 
 
 def _check_grid_count(grids: Sequence[torch.Tensor], expected: int, name: str) -> None:
@@ -150,8 +153,9 @@ def uper_head(
     four levels upsampled to the finest, then the classifier; every conv but the classifier is
     conv (no bias) + BatchNorm + ReLU. ``UperNetHead`` has no dropout, while mmsegmentation's ``UPerHead``
     (the configuration behind the published numbers) drops whole channels with p=0.1 before the classifier,
-    so the classifier is wrapped; dropout has no parameters, so the counts are unchanged. No auxiliary FCN
-    head: the published 39.3M leaves it out (see ``build_decoder``).
+    so the classifier is wrapped; dropout has no parameters, so the counts are unchanged. The auxiliary FCN
+    head is separate (``auxiliary_head``, RayDINO's recipe): RAD-DINO's published 39.3M leaves it out (see
+    ``build_decoder``).
     """
     config = UperNetConfig(
         hidden_size=channels, pool_scales=list(pool_scales), num_labels=classes, use_auxiliary_head=False
@@ -161,25 +165,48 @@ def uper_head(
     return head
 
 
+def auxiliary_head(in_channels: int, channels: int, dropout: float, classes: int) -> UperNetFCNHead:
+    """The auxiliary FCN head of the usual UPerNet recipe (mmsegmentation's ``FCNHead``: one 3x3 conv + BatchNorm +
+    ReLU to ``channels``, no concatenated input, Dropout2d, 1x1 classifier) on the pyramid's third level, as
+    transformers ports it (``UperNetFCNHead``), with mmsegmentation's dropout added as in ``uper_head``. It only adds
+    a training signal to the neck: its logits are never predictions."""
+    config = UperNetConfig(num_labels=classes, auxiliary_in_channels=in_channels, auxiliary_channels=channels,
+                           auxiliary_num_convs=1, auxiliary_concat_input=False)
+    head = UperNetFCNHead(config, in_channels=[in_channels] * 4, in_index=AUXILIARY_LEVEL)
+    head.classifier = nn.Sequential(nn.Dropout2d(dropout), head.classifier)
+    return head
+
+
 class PyramidDecoder(nn.Module):
-    """A neck that turns patch grids into a 4-level pyramid (finest level at 4x the grid), then a UPerNet head.
+    """A neck that turns patch grids into a 4-level pyramid (finest level at 4x the grid), then a UPerNet head,
+    and optionally an auxiliary FCN head trained beside it (``forward_with_auxiliary``).
 
     The head predicts at the finest level, so the logits have 4h x 4w cells: each covers patch/4 image
-    pixels along each axis (3.5 pixels for 14-pixel patches).
+    pixels along each axis (3.5 pixels for 14-pixel patches). ``forward`` returns the UPerNet head's logits only,
+    so prediction never sees the auxiliary head.
     """
 
     output_stride_factor = 4
 
-    def __init__(self, name: str, neck: nn.Module, head: UperNetHead, inputs: int) -> None:
+    def __init__(self, name: str, neck: nn.Module, head: UperNetHead, inputs: int,
+                 auxiliary: UperNetFCNHead | None = None) -> None:
         super().__init__()
         self.name = name
         self.inputs = inputs
         self.neck = neck
         self.head = head
+        self.auxiliary = auxiliary
 
     def forward(self, grids: list[torch.Tensor]) -> torch.Tensor:
         _check_grid_count(grids, self.inputs, self.name)
         return self.head(self.neck(grids))
+
+    def forward_with_auxiliary(self, grids: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(UPerNet logits, auxiliary logits at the grid's own resolution, or None without an auxiliary head),
+        from one pass through the neck: what training needs."""
+        _check_grid_count(grids, self.inputs, self.name)
+        levels = self.neck(grids)
+        return self.head(levels), None if self.auxiliary is None else self.auxiliary(levels)
 
 
 # architecture -> (decoder class, allowed numbers of input grids)
@@ -236,7 +263,8 @@ def build_decoder(
 
     * ``linear`` (inputs 1 or 4): none.
     * ``upernet`` (inputs 4, e.g. ViT-B layers 3, 5, 7, 11): ``channels`` (512), ``pool_scales`` ([1, 2, 3, 6]),
-      ``dropout`` (0.1). Parameter count for D=768, 512 channels and K classes: neck 7,081,728 (the three
+      ``dropout`` (0.1), ``auxiliary_weight`` (0: none; > 0 adds the auxiliary FCN head, ``auxiliary_channels``
+      256 wide, whose Dice loss the trainer adds with this weight; RayDINO's recipe). Parameter count for D=768, 512 channels and K classes: neck 7,081,728 (the three
       ConvTranspose2d(768, 768, 2, 2) with bias, 2,360,064 each, and one BatchNorm, 1,536) + head 32,256,000
       (pyramid pooling 1,576,960; PPM bottleneck 12,977,152; laterals 1,182,720; FPN convs 7,080,960; fusion
       9,438,208) + classifier 513*K = 39,338,241 for K=1, i.e. the paper's 39.3M for any K up to 23. An
@@ -265,6 +293,7 @@ def build_decoder(
         )
     _positive_int(architecture, "in_channels", in_channels)
     _positive_int(architecture, "classes", classes)
+    weight = auxiliary_weight(architecture, params)
     if architecture == "linear":
         return LinearDecoder(in_channels, inputs, classes)
     channels, pool_scales, dropout = _head_options(architecture, params)
@@ -282,4 +311,19 @@ def build_decoder(
         neck = SimpleFeaturePyramid(in_channels, width)
         widths = [width] * 4
     head = uper_head(widths, channels, pool_scales, dropout, classes)
-    return PyramidDecoder(architecture, neck, head, inputs)
+    auxiliary = None
+    if weight > 0:
+        width = _positive_int(architecture, "auxiliary_channels", params.get("auxiliary_channels", DEFAULT_AUXILIARY_CHANNELS))
+        auxiliary = auxiliary_head(widths[AUXILIARY_LEVEL], width, dropout, classes)
+    return PyramidDecoder(architecture, neck, head, inputs, auxiliary)
+
+
+def auxiliary_weight(architecture: str, params: Mapping[str, Any]) -> float:
+    """The auxiliary FCN head's loss weight (0: no auxiliary head); only the pyramid decoders can have one."""
+    weight = params.get("auxiliary_weight", 0.0)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+        raise SpecError(f"decoder {architecture}: 'auxiliary_weight' must be a number >= 0, got {weight!r}.")
+    if weight > 0 and architecture == "linear":
+        raise SpecError("decoder linear: 'auxiliary_weight' needs a feature pyramid (architecture upernet or vitdet); "
+                        "set it to 0 for the linear decoder.")
+    return float(weight)

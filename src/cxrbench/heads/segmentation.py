@@ -5,7 +5,9 @@ The decoder reads the encoder's last patch grid (`layers: last`), its last four 
 predicts one logit per structure (structures may overlap, so sigmoids, not a softmax), upsampled bilinearly to
 a loss grid of one cell per `loss_stride` input pixels, where the masks' coverage of each cell is the target
 (`evaluations.masks.training_targets`). The loss is MONAI's Dice (`dice`) or Dice + BCE (`dicece`), per image and
-structure, on sigmoid outputs.
+structure, on sigmoid outputs. With `auxiliary_weight` > 0 a pyramid decoder also trains an auxiliary FCN head
+(`heads.decoders.auxiliary_head`), whose loss is added with that weight during training only: validation losses
+and predictions are the UPerNet head's alone.
 
 With `features: online` the decoder trains on the frozen encoder's features of a fresh augmented view of every
 training image, its masks augmented with it (`training.mask_views`); validation and test use the cached features.
@@ -58,6 +60,9 @@ class SegmentationHead(Head):
         "warmup_steps": 0,
         "loss_stride": 4,          # input pixels per loss-grid cell
         "threshold": 0.5,          # probability above which a pixel belongs to the structure
+        "auxiliary_weight": 0.0,   # > 0: an auxiliary FCN head trains beside a pyramid decoder (RayDINO: 0.4)
+        "auxiliary_channels": 256, # its width (mmsegmentation's FCNHead)
+        "score_grid": None,        # None: score on each mask's own grid; N: on an N x N grid (RayDINO: 512)
         "device": "cpu",
         # cached: the features computed once; online: the frozen encoder on augmented image + mask views
         # (training.mask_views, whose parameters `augmentation` sets)
@@ -78,6 +83,9 @@ class SegmentationHead(Head):
             raise SpecError(f"{where}: features must be cached or online, not {p['features']!r}.")
         if not 0 < p["threshold"] < 1:
             raise SpecError(f"{where}: threshold={p['threshold']!r} must lie between 0 and 1.")
+        grid = p["score_grid"]
+        if grid is not None and (isinstance(grid, bool) or not isinstance(grid, int) or grid < 1):
+            raise SpecError(f"{where}: score_grid={grid!r}; give a side in pixels (e.g. 512) or null for each mask's grid.")
         self.learning_rates = [float(v) for v in (p["lr"] if isinstance(p["lr"], list) else [p["lr"]])]
 
     def select_inputs(self, default_layers: Sequence[int], num_layers: int) -> tuple[str, ...]:
@@ -139,7 +147,7 @@ class SegmentationHead(Head):
             summed = 0.0
             for decoder, optimizer, schedule in zip(self.decoders, optimizers, schedules):
                 decoder.train()
-                loss = self._loss(decoder(grids), target)
+                loss = self._training_loss(decoder, grids, target)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -192,6 +200,13 @@ class SegmentationHead(Head):
         if not hasattr(self, "_loss_fn"):
             self._loss_fn = DiceLoss(sigmoid=True) if self.params["loss"] == "dice" else DiceCELoss(sigmoid=True)
         return self._loss_fn(self._upsampled(logits), target)
+
+    def _training_loss(self, decoder: torch.nn.Module, grids: list[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+        """The decoder's loss, plus `auxiliary_weight` times its auxiliary FCN head's where it has one."""
+        if getattr(decoder, "auxiliary", None) is None:
+            return self._loss(decoder(grids), target)
+        logits, auxiliary = decoder.forward_with_auxiliary(grids)
+        return self._loss(logits, target) + float(self.params["auxiliary_weight"]) * self._loss(auxiliary, target)
 
     @torch.no_grad()
     def _validation_losses(self, val: FeatureSet) -> list[float]:
