@@ -237,12 +237,12 @@ def _run_and_show(study, evaluation, encoders, machine) -> list:
 
 
 def _show_results(benchmark: str, results: list) -> None:
+    from cxrbench.results.labels import run_label, variant_notes
     from cxrbench.results.tables import bootstrap_caveats, run_display_table
 
-    for result in results:
-        synthetic = " · SYNTHETIC DATA" if result.metrics["run_identity"].get("synthetic_data") else ""
-        print_table(run_display_table(result.metrics, result.tasks).T,
-                    f"{benchmark} · {result.encoder} · {result.head}{synthetic}\n{VALUES}", "task")
+    for result in results:  # the run's folder name as its head: its tag and label budget show
+        label = run_label(result.encoder, result.head, variant_notes(result.encoder, result.metrics.get("run_identity")))
+        print_table(run_display_table(result.metrics, result.tasks).T, f"{benchmark} · {label}\n{VALUES}", "task")
         for caveat in bootstrap_caveats(result.metrics):
             warn(caveat)
         say(f"results: {result.folder}")
@@ -705,6 +705,7 @@ def compare(
     from cxrbench.registry import benchmark_spec, metric_spec
     from cxrbench.results.comparisons import compare_runs, reference_run
     from cxrbench.results.efficiency import full_data_runs
+    from cxrbench.results.labels import encoder_label, notes_of
     from cxrbench.results.store import stored_runs
     from cxrbench.results.tables import to_markdown
 
@@ -719,7 +720,8 @@ def compare(
     chosen = [reference_run(runs, name, method) for name in names]
     frame = compare_runs(chosen[0], chosen[1:], metric, correction, test, ttest, alpha)
     shown = frame.assign(
-        comparison=[f"{e} − {r} · {t}" for e, r, t in zip(frame["encoder"], frame["reference"], frame["target"])],
+        comparison=[f"{encoder_label(e, notes_of(v))} − {encoder_label(r, notes_of(rv))} · {t}" for e, v, r, rv, t
+                    in zip(frame["encoder"], frame["variant"], frame["reference"], frame["reference_variant"], frame["target"])],
         difference=[_difference(row, metric) for _, row in frame.iterrows()],
         **{c: [_p(v) for v in frame[c]] for c in ("p_bootstrap", "p_delong", "p_ttest", "p_adjusted")},
     ).set_index("comparison")[["difference", "p_bootstrap", "p_delong", "p_ttest", "p_adjusted", "verdict"]]
@@ -782,15 +784,19 @@ def reproduce(
     """Run what a paper table needs and is not stored yet (resumable: stored runs of the same settings are kept),
     then write the table to OUT/tables/TABLE.{md,csv,tex}."""
     from cxrbench.pipeline import MachineOptions
-    from cxrbench.reproduce import ReproduceOptions, reproduce as run_recipe
+    from cxrbench.reproduce import ReproduceOptions, reproduce as run_recipe, stored_status
     from cxrbench.results.recipes import load_recipe, plan_runs
 
     recipe = load_recipe(table_name)
     options = ReproduceOptions(out, _data_roots(data_root, recipe.benchmarks), _names(encoder) if encoder else None,
                                random_init, image_size, seeds, bootstrap, overwrite)
     planned = plan_runs(recipe, out, options.encoders)
+    statuses = [stored_status(p, options) for p in planned]
     console.print(text_table(f"{recipe.source}: {len(planned)} runs", ["run", "folder", "status"],
-                             [[p.label, str(p.folder), "stored" if p.stored else "to run"] for p in planned]))
+                             [[p.label, str(p.folder), status] for p, (status, _) in zip(planned, statuses)]))
+    for _, why in statuses:
+        if why:
+            warn(why)
     if plan:
         return
     jobs = _launcher(launcher, launcher_param)
