@@ -280,6 +280,7 @@ def explain(
     Writes OUT/BENCHMARK/ENCODER/explain/ (explain.json, explain.csv, heatmaps/)."""
     from cxrbench.evaluations.localisation import LocalisationEvaluation
     from cxrbench.pipeline import EncoderOptions, MachineOptions, evaluate
+    from cxrbench.results.labels import config_identity, run_label, variant_notes
     from cxrbench.study import StudyOptions
 
     machine = MachineOptions(_cache_root(cache_dir), batch_size, shard_size, workers, _machine(device, threads),
@@ -292,7 +293,9 @@ def explain(
         results = evaluate(study, evaluation, EncoderOptions(_names(encoder), weights, revision, image_size), machine,
                            RichProgress(bar))
     for result in results:
-        print_table(result.display, f"{benchmark} explainability · {result.encoder} · {result.head}\n"
+        label = run_label(result.encoder, result.head, variant_notes(result.encoder, config_identity(
+            yaml.safe_load((result.folder / "config.yaml").read_text(encoding="utf-8")))))
+        print_table(result.display, f"{benchmark} explainability · {label}\n"
                     "% of boxes hit by the argmax patch, mean ± std over seeds", "finding")
         say(result.headline)
         say(f"results: {result.folder}")

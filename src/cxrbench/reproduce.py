@@ -2,7 +2,9 @@
 
 Each encoder of a recipe entry is one job (`cxrbench.launchers`: here, on Ray or on Slurm), one call of the pipeline
 (`cxrbench.pipeline.evaluate`) with `resume` on: a run stored with the same settings is kept without computing
-anything, and a run stored with other settings is refused (never silently replaced). A run that cannot be made (no
+anything, and a run stored with other settings is refused (never silently replaced). The plan counts a stored run
+as this table's only when it is the kind of run asked for (`stored_status`: weights, input size, data), so a
+random-init run or one on synthetic data is named, never taken for a real one. A run that cannot be made (no
 data on that host, weights missing, other settings stored) does not stop the others: what remains, and why, is
 returned for the caller to print. Jobs sharing an encoder and a benchmark meet at the feature cache: the first
 extracts, the others wait on the store's lock and reuse its shards.

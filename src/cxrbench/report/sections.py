@@ -101,7 +101,8 @@ def comparison_section(path: Path, figures: FigureFolder) -> str:
     reference_labels = [encoder_label(r, notes_of(v)) for r, v in zip(frame["reference"], frame["reference_variant"])]
     several = len(set(reference_labels)) > 1
     names = [f"{run_label(row.encoder, row.head, notes_of(row.variant))}{f' vs {reference}' if several else ''} · "
-             f"{MACRO_TITLE if row.target == MACRO else row.target}" for row, reference in zip(frame.itertuples(index=False), reference_labels)]
+             f"{MACRO_TITLE if row.target == MACRO else row.target}"
+             for row, reference in zip(frame.itertuples(index=False), reference_labels)]
     references = ", ".join(dict.fromkeys(reference_labels))
     corrections = ", ".join(dict.fromkeys(c for c in frame["correction"] if c))
     caption = (f"{title}: encoder minus reference ({references}), point and 95% paired bootstrap CI, in {unit}; "

@@ -33,7 +33,8 @@ class RunVariant:
     def notes(self, released_size: int | None) -> tuple[str, ...]:
         """How the run differs from the published protocol, in words (`released_size`: the encoder's own)."""
         weights = {RANDOM: (RANDOM_INIT,), LOCAL: (LOCAL_WEIGHTS,)}.get(self.weights, ())
-        size = (f"{self.image_size} px",) if None not in (self.image_size, released_size) and self.image_size != released_size else ()
+        other_size = None not in (self.image_size, released_size) and self.image_size != released_size
+        size = (f"{self.image_size} px",) if other_size else ()
         return (*weights, *size, *((SYNTHETIC_DATA,) if self.data == SYNTHETIC else ()))
 
     def describe(self) -> str:
@@ -51,6 +52,15 @@ def run_variant(identity: Mapping | None) -> RunVariant:
     kind = RANDOM if weights.startswith("random") else LOCAL if weights.startswith("sha256:") else RELEASED
     size = (identity.get("preprocessing") or {}).get("size")
     return RunVariant(kind, int(size) if size is not None else None, SYNTHETIC if identity.get("synthetic_data") else REAL)
+
+
+def config_identity(config: Mapping | None) -> dict:
+    """The parts of a run identity a run's config.yaml records (an explain run has no metrics.json): weights,
+    preprocessing and whether the data was synthetic."""
+    config = config or {}
+    encoder = config.get("encoder") or {}
+    return {"weights": encoder.get("weights", ""), "preprocessing": encoder.get("preprocessing") or {},
+            "synthetic_data": (config.get("benchmark") or {}).get("synthetic_data")}
 
 
 def released_size(encoder: str) -> int | None:
