@@ -26,6 +26,9 @@ from cxrbench.results.recipes import PlannedRun, Recipe, plan_runs
 from cxrbench.results.store import read_metrics, run_name
 from cxrbench.study import StudyOptions
 
+#: A planned run's status in `reproduce --plan`: stored as asked, not stored, or its folder holds another kind of run.
+STORED, TO_RUN, OTHER = "stored", "to run", "holds another kind of run"
+
 
 @dataclass
 class ReproduceOptions:
@@ -90,9 +93,6 @@ def reproduce_encoder(runs: tuple[PlannedRun, ...], options: ReproduceOptions, m
         return [("ran", "") if run.stored and run.folder not in before else ("remaining", str(exc)) for run in runs]
     resumed = {result.folder for result in results if result.resumed}
     return [("kept" if run.folder in resumed else "ran", "") for run in runs]
-
-
-STORED, TO_RUN, OTHER = "stored", "to run", "holds another kind of run"
 
 
 def stored_status(run: PlannedRun, options: ReproduceOptions) -> tuple[str, str]:

@@ -20,8 +20,9 @@ from cxrbench.results.store import StoredRun
 from cxrbench.stats.multiplicity import adjust_p_values
 from cxrbench.stats.paired import paired_differences
 
-COLUMNS = ["benchmark", "metric", "reference", "reference_variant", "encoder", "variant", "head", "target", "mean_reference", "mean_encoder", "diff",
-           "ci_low", "ci_high", "p_bootstrap", "p_delong", "p_ttest", "p_adjusted", "correction", "verdict"]
+COLUMNS = ["benchmark", "metric", "reference", "reference_variant", "encoder", "variant", "head", "target",
+           "mean_reference", "mean_encoder", "diff", "ci_low", "ci_high", "p_bootstrap", "p_delong", "p_ttest", "p_adjusted",
+           "correction", "verdict"]
 TESTS = {"bootstrap": "p_bootstrap", "delong": "p_delong", "ttest": "p_ttest"}
 BETTER, WORSE, SAME, UNTESTED = "better", "worse", "not significant", "not tested"
 
