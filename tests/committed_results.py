@@ -1,12 +1,14 @@
-"""Regenerate the committed results under results/ (not part of the test run):
+"""Regenerate the committed CI fixtures under tests/fixtures/committed/ (not part of the test run):
 
-    python tests/committed_results.py [--work /tmp/cxrbench-committed] [--out results]
+    python tests/committed_results.py [--work /tmp/cxrbench-committed] [--out tests/fixtures/committed]
 
 No dataset or released weight is available where CI runs, so the committed runs are the paper tables' recipes
 (`cxrbench reproduce TABLE --weights random --image-size 56`) on synthetic folders in each dataset's official layout,
-written here; every table labels their rows "random init, 56 px, synthetic data". The same commands with real
-folders (`--data-root BENCHMARK=DIR`) and without `--weights random` give the real tables, committed the same way.
-`cxrbench table --all --check` (run by .ci/run) then holds every committed table to these predictions.
+written here; every table labels their rows "random init, 56 px, synthetic data". They live apart from results/, the
+default --out, so that a user's real runs there never meet them. The same commands with real folders (`--data-root
+BENCHMARK=DIR`) and without `--weights random` give the real tables, written into results/.
+`cxrbench table --all --check --out tests/fixtures/committed` (run by .ci/run) then holds every committed table to
+these predictions.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ DATASETS = {  # benchmark -> how its synthetic folder is written (the demo's Vin
     "padchest-lateral": lambda root: write_synthetic_padchest(root, patients=120),
     "mimic-demographics": lambda root: write_synthetic_mimic_cxr(root, patients=240),
 }
+#: Where the committed fixture runs and their tables live (never the default --out, results/).
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "committed"
 #: (recipe, extra arguments): every row of RAD-DINO's classification and demographics tables (about 50 minutes on 2 CPU
 #: cores, most of it random ViT-L / ViT-g networks encoding 620 images). The segmentation tables are not committed:
 #: their decoders would take hours on these cores; tests/test_segmentation.py holds a segmentation run to the same
@@ -38,7 +42,7 @@ TABLES = [("rad-dino-1a", []), ("rad-dino-1b", []), ("rad-dino-c1", []), ("rad-d
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=Path("/tmp/cxrbench-committed"), help="synthetic data and feature cache")
-    parser.add_argument("--out", type=Path, default=Path("results"))
+    parser.add_argument("--out", type=Path, default=FIXTURES)
     parser.add_argument("--tables", nargs="*", default=[name for name, _ in TABLES])
     args = parser.parse_args()
     roots = {}

@@ -321,6 +321,7 @@ def test_explain_command(vindr_root, tmp_path):
     result = CliRunner().invoke(app, [*args, "--findings", "Cardiomegaly,Nodule/Mass"])
     assert result.exit_code == 0, result.output
     assert "Cardiomegaly" in result.output and "macro accuracy" in result.output and "52.6" in result.output
+    assert "vindr explainability · pixels (synthetic data) / attentive" in " ".join(result.output.split())  # its label
     summary = json.loads((tmp_path / "out/vindr/pixels/explain/explain.json").read_text())
     assert list(summary["findings"]) == ["Cardiomegaly", "Nodule/Mass"] and summary["heatmaps"] == []
     bad = CliRunner().invoke(app, [*args, "--findings", "Tuberculosis"])

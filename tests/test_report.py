@@ -78,7 +78,8 @@ def _comparison_csv(path: Path) -> None:
             ("pixels", "knn", "Cardiomegaly", -0.04, -0.08, -0.01, "worse"),
             (EVIL_ENCODER, "linear", EVIL_TARGET, 0.01, -0.03, 0.05, "not significant")]
     frame = pd.DataFrame([{
-        "benchmark": "vindr", "metric": "auprc", "reference": "rad-dino", "encoder": encoder, "head": head, "target": target,
+        "benchmark": "vindr", "metric": "auprc", "reference": "rad-dino", "reference_variant": "", "encoder": encoder,
+        "variant": "synthetic data" if encoder == "pixels" else "", "head": head, "target": target,
         "mean_reference": 0.4, "mean_encoder": 0.4 + diff, "diff": diff, "ci_low": low, "ci_high": high,
         "p_bootstrap": 0.01, "p_delong": 0.02, "p_ttest": None, "p_adjusted": 0.03, "correction": "holm", "verdict": verdict,
     } for encoder, head, target, diff, low, high, verdict in rows], columns=list(COLUMNS))

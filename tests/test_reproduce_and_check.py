@@ -169,8 +169,8 @@ def test_a_table_without_runs_fails(committed):
 
 
 def test_check_on_the_repository_results():
-    """The committed results of this repository (what CI checks) pass."""
-    out = Path(__file__).resolve().parents[1] / "results"
+    """The committed fixtures of this repository (what CI checks) pass."""
+    out = Path(__file__).resolve().parent / "fixtures" / "committed"
     if not (out / "tables").is_dir():
         pytest.skip("no committed tables in this checkout")
     result = invoke("table", "--all", "--check", "--out", str(out))

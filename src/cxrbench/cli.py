@@ -269,12 +269,12 @@ def _run_and_show(study, evaluation, encoders, machine) -> list:
 
 
 def _show_results(benchmark: str, results: list) -> None:
+    from cxrbench.results.labels import run_label, variant_notes
     from cxrbench.results.tables import bootstrap_caveats, run_display_table
 
-    for result in results:
-        synthetic = " · SYNTHETIC DATA" if result.metrics["run_identity"].get("synthetic_data") else ""
-        print_table(run_display_table(result.metrics, result.tasks).T,
-                    f"{benchmark} · {result.encoder} · {result.head}{synthetic}\n{VALUES}", "task")
+    for result in results:  # the run's folder name as its head: its tag and label budget show
+        label = run_label(result.encoder, result.head, variant_notes(result.encoder, result.metrics.get("run_identity")))
+        print_table(run_display_table(result.metrics, result.tasks).T, f"{benchmark} · {label}\n{VALUES}", "task")
         for caveat in bootstrap_caveats(result.metrics):
             warn(caveat)
         say(f"results: {result.folder}")
@@ -313,6 +313,7 @@ def explain(
     _check_request(benchmark, _names(encoder), head, image_size=image_size, out=out)
     from cxrbench.evaluations.localisation import LocalisationEvaluation
     from cxrbench.pipeline import EncoderOptions, MachineOptions, evaluate
+    from cxrbench.results.labels import config_identity, run_label, variant_notes
     from cxrbench.study import StudyOptions
 
     machine = MachineOptions(_cache_root(cache_dir), batch_size, shard_size, workers, _machine(device, threads),
@@ -325,7 +326,9 @@ def explain(
         results = evaluate(study, evaluation, EncoderOptions(_names(encoder), weights, revision, image_size), machine,
                            RichProgress(bar))
     for result in results:
-        print_table(result.display, f"{benchmark} explainability · {result.encoder} · {result.head}\n"
+        label = run_label(result.encoder, result.head, variant_notes(result.encoder, config_identity(
+            yaml.safe_load((result.folder / "config.yaml").read_text(encoding="utf-8")))))
+        print_table(result.display, f"{benchmark} explainability · {label}\n"
                     "% of boxes hit by the argmax patch, mean ± std over seeds", "finding")
         say(result.headline)
         say(f"results: {result.folder}")
@@ -798,6 +801,7 @@ def compare(
     from cxrbench.registry import benchmark_spec, metric_spec
     from cxrbench.results.comparisons import TEST_NOTES, compare_runs, reference_run
     from cxrbench.results.efficiency import full_data_runs
+    from cxrbench.results.labels import encoder_label, notes_of
     from cxrbench.results.store import stored_runs
     from cxrbench.results.tables import to_markdown
 
@@ -809,7 +813,8 @@ def compare(
     chosen = [reference_run(runs, name, method) for name in names]
     frame = compare_runs(chosen[0], chosen[1:], metric, correction, test, ttest, alpha)
     shown = frame.assign(
-        comparison=[f"{e} − {r} · {t}" for e, r, t in zip(frame["encoder"], frame["reference"], frame["target"])],
+        comparison=[f"{encoder_label(e, notes_of(v))} − {encoder_label(r, notes_of(rv))} · {t}" for e, v, r, rv, t
+                    in zip(frame["encoder"], frame["variant"], frame["reference"], frame["reference_variant"], frame["target"])],
         difference=[_difference(row, metric) for _, row in frame.iterrows()],
         **{c: [_p(v) for v in frame[c]] for c in ("p_bootstrap", "p_delong", "p_ttest", "p_adjusted")},
     ).set_index("comparison")[["difference", "p_bootstrap", "p_delong", "p_ttest", "p_adjusted", "verdict"]]
@@ -887,14 +892,18 @@ def reproduce(
     if not plan:
         _check_request(out=out)
     from cxrbench.pipeline import MachineOptions
-    from cxrbench.reproduce import ReproduceOptions, reproduce as run_recipe
+    from cxrbench.reproduce import ReproduceOptions, reproduce as run_recipe, stored_status
     from cxrbench.results.recipes import plan_runs
 
     options = ReproduceOptions(out, roots, _names(encoder) if encoder else None, random, image_size, seeds, bootstrap,
                                overwrite)
     planned = plan_runs(recipe, out, options.encoders)
+    statuses = [stored_status(p, options) for p in planned]
     console.print(text_table(f"{recipe.source}: {len(planned)} runs", ["run", "folder", "status"],
-                             [[p.label, str(p.folder), "stored" if p.stored else "to run"] for p in planned]))
+                             [[p.label, str(p.folder), status] for p, (status, _) in zip(planned, statuses)]))
+    for _, why in statuses:
+        if why:
+            warn(why)
     _show_deviations(recipe.deviations, recipe.table)
     if plan:
         return

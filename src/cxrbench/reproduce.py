@@ -2,7 +2,9 @@
 
 Each encoder of a recipe entry is one job (`cxrbench.launchers`: here, on Ray or on Slurm), one call of the pipeline
 (`cxrbench.pipeline.evaluate`) with `resume` on: a run stored with the same settings is kept without computing
-anything, and a run stored with other settings is refused (never silently replaced). A run that cannot be made (no
+anything, and a run stored with other settings is refused (never silently replaced). The plan counts a stored run
+as this table's only when it is the kind of run asked for (`stored_status`: weights, input size, data), so a
+random-init run or one on synthetic data is named, never taken for a real one. A run that cannot be made (no
 data on that host, weights missing, other settings stored) does not stop the others: what remains, and why, is
 returned for the caller to print. Jobs sharing an encoder and a benchmark meet at the feature cache: the first
 extracts, the others wait on the store's lock and reuse its shards.
@@ -19,9 +21,13 @@ from cxrbench.launchers import Job, Launcher
 from cxrbench.launchers.local import LocalLauncher
 from cxrbench.pipeline import EncoderOptions, MachineOptions, evaluate, on_this_host, wants_gpu
 from cxrbench.progress import Progress, SilentProgress
+from cxrbench.results.labels import RANDOM, REAL, RELEASED, SYNTHETIC, RunVariant, released_size, run_variant
 from cxrbench.results.recipes import PlannedRun, Recipe, plan_runs
-from cxrbench.results.store import run_name
+from cxrbench.results.store import read_metrics, run_name
 from cxrbench.study import StudyOptions
+
+#: A planned run's status in `reproduce --plan`: stored as asked, not stored, or its folder holds another kind of run.
+STORED, TO_RUN, OTHER = "stored", "to run", "holds another kind of run"
 
 
 @dataclass
@@ -87,6 +93,39 @@ def reproduce_encoder(runs: tuple[PlannedRun, ...], options: ReproduceOptions, m
         return [("ran", "") if run.stored and run.folder not in before else ("remaining", str(exc)) for run in runs]
     resumed = {result.folder for result in results if result.resumed}
     return [("kept" if run.folder in resumed else "ran", "") for run in runs]
+
+
+def stored_status(run: PlannedRun, options: ReproduceOptions) -> tuple[str, str]:
+    """(STORED | TO_RUN | OTHER, why): a stored run counts as this recipe's only when it is the kind of run asked
+    for (weights, input size, data), so that a random-init run or one on synthetic data never stands in for a real
+    one; the finer settings (seeds, head parameters...) are compared when the run is made."""
+    stored = read_metrics(run.folder)
+    if stored is None:
+        return TO_RUN, ""
+    found, asked = run_variant(stored.get("run_identity")), asked_variant(run, options)
+    if found == asked:
+        return STORED, ""
+    return OTHER, (f"{run.folder} holds {found.describe()}, not {asked.describe()} as asked: it is not counted as "
+                   "stored. Pass --overwrite to replace it, or write this table to another --out.")
+
+
+def asked_variant(run: PlannedRun, options: ReproduceOptions) -> RunVariant:
+    """The kind of run `reproduce` makes for `run`: random weights with --random-init or a random-init row, the
+    fitted --image-size or the encoder's own, and synthetic data only where the benchmark's data folder is one
+    cxrbench wrote (a folder not given here is taken as the real dataset)."""
+    from cxrbench.data.synthetic import synthetic_settings
+    from cxrbench.registry import registry
+    from cxrbench.study import resolve_data_root
+
+    random = options.random_init or str(run.entry.weights or "").startswith(RANDOM)
+    size = fitted_size(run.encoder, options.image_size) or released_size(run.encoder)
+    try:
+        root = resolve_data_root(registry().get("benchmarks", run.entry.benchmark).spec,
+                                 options.data_roots.get(run.entry.benchmark))
+    except CxrbenchError:
+        root = None
+    synthetic = root is not None and synthetic_settings(root) is not None
+    return RunVariant(RANDOM if random else RELEASED, size, SYNTHETIC if synthetic else REAL)
 
 
 def fitted_size(encoder: str, size: int | None) -> int | None:

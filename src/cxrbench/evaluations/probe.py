@@ -41,6 +41,7 @@ from cxrbench.heads.base import FeatureSet, FitReport, Head
 from cxrbench.progress import Progress
 from cxrbench.registry import Entry, metric_spec, registry
 from cxrbench.results.provenance import SCHEMA_VERSION, package_versions, provenance
+from cxrbench.results.labels import run_label, run_variant, variant_notes
 from cxrbench.results.store import (json_writer, parquet_writer, read_metrics, run_folder, run_name, text_writer, write_run,
                                     yaml_writer)
 from cxrbench.results.tables import bootstrap_caveats, run_display_table, run_long_table, to_markdown
@@ -221,7 +222,7 @@ class ProbeEvaluation:
             "run_identity": plan.identity,
             "provenance": provenance(features.encoder.weights, data.samples, list(data.tasks), manifests),
         }
-        heading = f"# {spec.title}: {encoder_name} / {plan.name}\n\n" + (
+        heading = f"# {spec.title}: {run_label(encoder_name, plan.name, variant_notes(encoder_name, plan.identity))}\n\n" + (
             "**Synthetic data** (written by cxrbench): not comparable with any paper.\n\n" if data.synthetic else "") + (
             "**Settings selected on the test split** (`select_on: test`, as the paper being reproduced did): "
             "optimistic, not a held-out estimate.\n\n" if plan.head_params.get("select_on") == "test" else "")
@@ -367,9 +368,11 @@ class _RunPlan:
         differing = sorted(k for k in self.identity if (previous or {}).get(k) != self.identity[k])
         meanwhile = (" (stored by another process while this run trained; its features are cached, so a rerun only "
                      "trains the heads)") if at_write else ""
+        found, asked = run_variant(previous), run_variant(self.identity)
+        kinds = f": it holds {found.describe()}, this run is {asked.describe()}" if found != asked else ""
         raise DataError(
-            f"{self.folder} holds a run with other settings ({', '.join(differing)} differ){meanwhile}. Name this run "
-            "with --tag NAME, write to another --out, or pass --overwrite to replace it."
+            f"{self.folder} holds a run with other settings ({', '.join(differing)} differ){kinds}{meanwhile}. Name this "
+            "run with --tag NAME, write to another --out, or pass --overwrite to replace it."
         )
 
 

@@ -24,6 +24,7 @@ from cxrbench.progress import Progress, SilentProgress
 from cxrbench.report import html
 from cxrbench.report.collect import BenchmarkResults, collect
 from cxrbench.report.figures import FigureFolder
+from cxrbench.results.labels import comparable, encoder_label
 from cxrbench.report.sections import (
     benchmark_spec_or_none, bias_section, comparison_section, efficiency_section, explain_section, overview_section,
     paper_layouts, paper_table_section, run_section, run_title,
@@ -103,7 +104,7 @@ def _write(out: Path, benchmarks: list[BenchmarkResults], folder: Path, progress
         body.append(html.notes(results.problems + ([] if spec else [f"'{results.name}' is not a registered benchmark now: "
                                                                      "its runs are shown from their files alone."])))
         body.append(part("the overview", lambda: overview_section(spec, results.runs) if spec else ""))
-        body += [part(path.name, lambda: comparison_section(path, results.runs, figures))
+        body += [part(path.name, lambda: comparison_section(path, figures))
                  for path in results.comparisons]
         body.append(part("label efficiency", lambda: efficiency_section(results, spec, figures)))
         body.append(part("bias", lambda: bias_section(results, figures)))
@@ -119,8 +120,9 @@ def _write(out: Path, benchmarks: list[BenchmarkResults], folder: Path, progress
 
 def _header(out: Path, benchmarks: list[BenchmarkResults]) -> str:
     created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    flagged = [f"{b.name}: {run_title(run)}" for b in benchmarks for run in b.runs if run.variant]
-    flagged += [f"{b.name}: {e.encoder} explain ({', '.join(e.variant)})" for b in benchmarks for e in b.explains if e.variant]
+    flagged = [f"{b.name}: {run_title(run)}" for b in benchmarks for run in b.runs if not comparable(run.variant)]
+    flagged += [f"{b.name}: {encoder_label(e.encoder, e.variant)} explain" for b in benchmarks for e in b.explains
+                if not comparable(e.variant)]
     flagged = list(dict.fromkeys(flagged))
     parts = [html.heading(1, "cxrbench report"),
              html.paragraph(f"Results folder {out.resolve()}; written {created} by cxrbench {cxrbench.__version__}.", "meta"),

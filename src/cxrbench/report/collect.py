@@ -23,6 +23,7 @@ import yaml
 from cxrbench.errors import CxrbenchError
 from cxrbench.files import is_staging
 from cxrbench.report.comparisons import comparison_files
+from cxrbench.results.labels import config_identity, variant_notes
 from cxrbench.results.store import StoredRun, stored_runs
 from cxrbench.specs import TargetSpec, parse_spec
 from cxrbench.stats.summary import MACRO
@@ -92,12 +93,8 @@ def _explain_run(benchmark: str, path: Path, problems: list[str]) -> ExplainRun 
         problems.append(f"{path} cannot be read ({exc}); run `cxrbench explain` again.")
         return None
     folder = path.parent
-    config = _yaml(folder / "config.yaml")
-    encoder = config.get("encoder") or {}
-    identity = {"weights": encoder.get("weights", ""), "preprocessing": encoder.get("preprocessing") or {},
-                "synthetic_data": (config.get("benchmark") or {}).get("synthetic_data")}
     name = str(summary.get("encoder") or folder.parent.name)
-    variant = StoredRun(benchmark, folder, {"encoder": name, "run_identity": identity}).variant
+    variant = list(variant_notes(name, config_identity(_yaml(folder / "config.yaml"))))
     return ExplainRun(name, folder, summary, variant, _spread(folder / "heatmaps", HEATMAPS_PER_EXPLAIN))
 
 

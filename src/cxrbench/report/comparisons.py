@@ -29,8 +29,9 @@ def read_comparison(path: Path) -> pd.DataFrame:
     """The file's rows with numeric columns as floats (empty p-values as NaN); a DataError naming what is wrong
     when the file is not a comparison."""
     try:
-        frame = pd.read_csv(path, dtype={"benchmark": str, "metric": str, "reference": str, "encoder": str, "head": str,
-                                         "target": str, "correction": str, "verdict": str}, keep_default_na=False,
+        frame = pd.read_csv(path, dtype={"benchmark": str, "metric": str, "reference": str, "reference_variant": str,
+                                         "encoder": str, "variant": str, "head": str, "target": str, "correction": str,
+                                         "verdict": str}, keep_default_na=False,
                             na_values={column: [""] for column in NUMERIC})
     except (OSError, ValueError) as exc:
         raise DataError(f"{path} cannot be read as a comparison CSV: {exc}") from None

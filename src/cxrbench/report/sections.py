@@ -26,10 +26,11 @@ from cxrbench.results.comparisons import TEST_NOTES
 from cxrbench.results.efficiency import (
     GROUP, efficiency_display_table, efficiency_long_table, full_data_runs, plot_efficiency, run_budget,
 )
+from cxrbench.results.labels import comparable, encoder_label, notes_of, run_label
 from cxrbench.results.paper_tables import (
     DEVIATIONS_TITLE, LAYOUTS, PUBLISHED, TableLayout, deviation_items, display_frame, legend, table_from_store,
 )
-from cxrbench.results.store import StoredRun, encoder_label
+from cxrbench.results.store import StoredRun
 from cxrbench.results.stratified_tables import stratified_frames
 from cxrbench.results.tables import MACRO_TITLE, bootstrap_caveats, comparison_table, run_display_table
 from cxrbench.registry import benchmark_spec, metric_spec
@@ -65,7 +66,7 @@ def paper_layouts(benchmarks: Sequence[BenchmarkResults]) -> list[TableLayout]:
 
 def paper_table_section(layout: TableLayout, out: Path) -> str:
     table = table_from_store(layout, out)
-    classes = ["published" if row.kind == PUBLISHED else "flagged" if row.variant else "" for row in table.rows]
+    classes = ["published" if row.kind == PUBLISHED else "flagged" if not comparable(row.variant) else "" for row in table.rows]
     deviations = html.definitions(deviation_items(table.deviations, layout.name), "deviations")
     return (html.heading(3, layout.title, f"layout-{html.slug(layout.name)}") + html.paragraph(legend(table), "meta") +
             html.table(display_frame(table), layout.model_title, classes) + html.notes(table.notes) +
@@ -82,7 +83,8 @@ def overview_section(spec: BenchmarkSpec, runs: Sequence[StoredRun]) -> str:
         return ""
     frame = comparison_table(spec, full, metric)
     ours = {run.label: run for run in full}
-    classes = ["published" if label not in ours else "flagged" if ours[label].variant else "" for label in frame.index]
+    classes = ["published" if label not in ours else "flagged" if not comparable(ours[label].variant) else ""
+               for label in frame.index]
     heading = metric_spec(metric).heading
     return (html.heading(3, f"Overview: {heading}") +
             html.paragraph(f"Every full-data run on {spec.title}, {heading}: mean ± std over seeds [95% bootstrap CI]; "
@@ -90,7 +92,7 @@ def overview_section(spec: BenchmarkSpec, runs: Sequence[StoredRun]) -> str:
             html.table(frame, "model", classes))
 
 
-def comparison_section(path: Path, runs: Sequence[StoredRun], figures: FigureFolder) -> str:
+def comparison_section(path: Path, figures: FigureFolder) -> str:
     """A `cxrbench compare` file: forest plot of the paired differences and the table of its rows."""
     parts = [html.heading(3, f"Paired comparison: {path.stem}")]
     frame = read_comparison(path)
@@ -100,14 +102,13 @@ def comparison_section(path: Path, runs: Sequence[StoredRun], figures: FigureFol
     spec = _metric(metric)
     scale, title = (spec.scale, spec.title) if spec else (1.0, metric)
     unit = "percentage points" if spec and spec.unit == "%" else (spec.unit if spec and spec.unit else "raw value")
-    variants = {(run.encoder, run.method): run.variant for run in full_data_runs(runs)}
-    several = frame["reference"].nunique() > 1
-    names = []
-    for row in frame.itertuples(index=False):
-        encoder = encoder_label(row.encoder, variants.get((row.encoder, row.head), ()))
-        target = MACRO_TITLE if row.target == MACRO else row.target
-        names.append(f"{encoder} / {row.head}{f' vs {row.reference}' if several else ''} · {target}")
-    references = ", ".join(dict.fromkeys(frame["reference"]))
+    # labelled as the file says the runs were when compared
+    reference_labels = [encoder_label(r, notes_of(v)) for r, v in zip(frame["reference"], frame["reference_variant"])]
+    several = len(set(reference_labels)) > 1
+    names = [f"{run_label(row.encoder, row.head, notes_of(row.variant))}{f' vs {reference}' if several else ''} · "
+             f"{MACRO_TITLE if row.target == MACRO else row.target}"
+             for row, reference in zip(frame.itertuples(index=False), reference_labels)]
+    references = ", ".join(dict.fromkeys(reference_labels))
     corrections = ", ".join(dict.fromkeys(c for c in frame["correction"] if c))
     caption = (f"{title}: encoder minus reference ({references}), point and 95% paired bootstrap CI, in {unit}; "
                f"verdicts after {corrections or 'no'} correction. Green: better, red: worse, grey: not significant.")
@@ -118,13 +119,14 @@ def comparison_section(path: Path, runs: Sequence[StoredRun], figures: FigureFol
     parts.append(html.figure(figures.save(png, f"forest-{path.stem}"), alt, caption))
     if len(frame) > FOREST_ROWS:
         parts.append(html.notes([f"the plot shows the first {FOREST_ROWS} of {len(frame)} rows; the table lists all."]))
-    parts.append(html.table(_comparison_frame(frame, names, scale, spec.decimals if spec else 3), "comparison",
+    parts.append(html.table(_comparison_frame(frame, names, reference_labels, scale, spec.decimals if spec else 3), "comparison",
                             [f"verdict-{html.slug(v)}" for v in frame["verdict"]]))
     parts.append(html.notes(list(TEST_NOTES)))
     return "".join(parts)
 
 
-def _comparison_frame(frame: pd.DataFrame, names: Sequence[str], scale: float, decimals: int) -> pd.DataFrame:
+def _comparison_frame(frame: pd.DataFrame, names: Sequence[str], references: Sequence[str], scale: float,
+                      decimals: int) -> pd.DataFrame:
     def shown(value: float) -> str:
         return "–" if pd.isna(value) else f"{scale * value:.{decimals}f}"
 
@@ -132,7 +134,7 @@ def _comparison_frame(frame: pd.DataFrame, names: Sequence[str], scale: float, d
         return "–" if pd.isna(value) else f"{value:.3g}"
 
     rows = {
-        "reference": frame["reference"].tolist(),
+        "reference": list(references),
         "mean (reference)": [shown(v) for v in frame["mean_reference"]],
         "mean (encoder)": [shown(v) for v in frame["mean_encoder"]],
         "difference [95% CI]": [f"{shown(d)} [{shown(lo)}, {shown(hi)}]"
@@ -290,7 +292,7 @@ def explain_section(explain: ExplainRun, figures: FigureFolder) -> str:
     """RayDINO-style localisation: macro accuracy, per finding, and a few attention heatmaps."""
     summary = explain.summary
     macro = summary.get("macro_accuracy") or {}
-    parts = [html.heading(3, f"{explain.encoder} / {summary.get('head', 'attentive')}: explainability",
+    parts = [html.heading(3, f"{run_label(explain.encoder, summary.get('head', 'attentive'), explain.variant)}: explainability",
                           flags=explain.variant)]
     parts.append(html.paragraph(
         f"Macro localisation accuracy (argmax patch inside a radiologist box): {_percent(macro)} "

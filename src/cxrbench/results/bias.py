@@ -43,7 +43,7 @@ from cxrbench.errors import CxrbenchError
 from cxrbench.files import atomic_bytes, atomic_text
 from cxrbench.registry import metric as registered_metric
 from cxrbench.registry import metric_spec
-from cxrbench.results.store import StoredRun, encoder_label
+from cxrbench.results.store import StoredRun
 from cxrbench.results.tables import to_markdown
 from cxrbench.stats.summary import target_arrays
 
@@ -71,7 +71,7 @@ def bias_runs(runs: Sequence[StoredRun], attribute: str) -> list[BiasRuns]:
         group = train_group(run)
         if group is None or group["attribute"] != attribute:
             continue
-        model = f"{encoder_label(run.encoder, run.variant)} / {run.method}"
+        model = run.label
         models.setdefault(model, {})[group["group"]] = run
     return [BiasRuns(model, found) for model, found in sorted(models.items())]
 

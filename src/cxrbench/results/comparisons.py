@@ -15,12 +15,14 @@ import pandas as pd
 
 from cxrbench.errors import CxrbenchError, DataError
 from cxrbench.registry import metric_spec
+from cxrbench.results.labels import variant_text
 from cxrbench.results.store import StoredRun
 from cxrbench.stats.multiplicity import adjust_p_values
 from cxrbench.stats.paired import paired_differences
 
-COLUMNS = ["benchmark", "metric", "reference", "encoder", "head", "target", "mean_reference", "mean_encoder", "diff",
-           "ci_low", "ci_high", "p_bootstrap", "p_delong", "p_ttest", "p_adjusted", "correction", "verdict"]
+COLUMNS = ["benchmark", "metric", "reference", "reference_variant", "encoder", "variant", "head", "target",
+           "mean_reference", "mean_encoder", "diff", "ci_low", "ci_high", "p_bootstrap", "p_delong", "p_ttest", "p_adjusted",
+           "correction", "verdict"]
 #: What each p-value of a comparison measures, printed under every comparison table (Markdown and report): they
 #: answer different questions, and a reader choosing one for a paper must know which.
 TEST_NOTES = (
@@ -48,7 +50,8 @@ def pair_check(reference: StoredRun, other: StoredRun) -> None:
 
 def compare_runs(reference: StoredRun, others: Sequence[StoredRun], metric: str, correction: str = "holm",
                  test: str = "bootstrap", ttest: str = "independent", alpha: float = 0.05) -> pd.DataFrame:
-    """One row per (other run, target and macro) in COLUMNS: `diff` is the other run minus the reference, in raw
+    """One row per (other run, target and macro) in COLUMNS: `variant` / `reference_variant` say how each run differs
+    from the published protocol (`cxrbench.results.labels`), `diff` is the other run minus the reference, in raw
     fractions; `verdict` says whether the other encoder is better, worse or not significantly different, from
     the `test` p-value adjusted over every row of this comparison."""
     if test not in TESTS:
@@ -63,7 +66,8 @@ def compare_runs(reference: StoredRun, others: Sequence[StoredRun], metric: str,
         pair_check(reference, other)
         for row in paired_differences(other.predictions(), predictions, targets, metric, bootstrap, ttest=ttest):
             records.append({"benchmark": reference.benchmark, "metric": metric, "reference": reference.encoder,
-                            "encoder": other.encoder, "head": other.method, "target": row.target,
+                            "reference_variant": variant_text(reference.variant), "encoder": other.encoder,
+                            "variant": variant_text(other.variant), "head": other.method, "target": row.target,
                             "mean_reference": row.mean_b, "mean_encoder": row.mean_a, "diff": row.diff,
                             "ci_low": row.ci_low, "ci_high": row.ci_high, "p_bootstrap": row.p_bootstrap,
                             "p_delong": row.p_delong, "p_ttest": row.p_ttest})

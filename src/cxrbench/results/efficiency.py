@@ -23,7 +23,8 @@ import pandas as pd
 from cxrbench.errors import CxrbenchError
 from cxrbench.registry import metric_spec
 from cxrbench.files import atomic_bytes, atomic_text
-from cxrbench.results.store import StoredRun, encoder_label, stored_runs
+from cxrbench.results.labels import encoder_label
+from cxrbench.results.store import StoredRun, stored_runs
 from cxrbench.results.tables import format_entry, to_markdown
 from cxrbench.specs import BenchmarkSpec
 from cxrbench.stats.summary import MACRO

@@ -37,7 +37,8 @@ from cxrbench.results.published import read_published
 from cxrbench.results.recipes import Deviation, recipe_deviations, recipes_dir
 from cxrbench.files import atomic_text
 from cxrbench.resources import project_root
-from cxrbench.results.store import StoredRun, run_label, stored_runs
+from cxrbench.results.labels import comparable, run_label, variant_text
+from cxrbench.results.store import StoredRun, stored_runs
 from cxrbench.specs import BenchmarkSpec, PublishedSpec
 from cxrbench.registry import metric_spec
 from cxrbench.stats.summary import MACRO
@@ -463,7 +464,7 @@ def build_paper_table(
     diff_rows = []
     if diff:
         for row in rows:
-            if row.variant:  # random weights, another input size or synthetic data: not the published setting
+            if not comparable(row.variant):  # random weights, another input size or synthetic data: not the published setting
                 notes.append(f"no difference row for {row.label}: not the released encoder on the released data "
                              f"({', '.join(row.variant)}).")
                 continue
@@ -653,7 +654,7 @@ def to_markdown(table: PaperTable, with_ci: bool = True, bold_best: bool = True)
     return "\n".join(lines) + "\n"
 
 
-LONG_COLUMNS = ["layout", "group", "column", "source", "model", "encoder", "head", "benchmark", "metric", "task",
+LONG_COLUMNS = ["layout", "group", "column", "source", "model", "encoder", "variant", "head", "benchmark", "metric", "task",
                 "mean", "std", "ci_low", "ci_high", "published_model", "published_mean", "diff", "in_pretraining", "versus",
                 "deviations"]
 
@@ -682,13 +683,13 @@ def long_frame(table: PaperTable) -> pd.DataFrame:
                 theirs = paper.get(model, [None] * len(table.columns))[i] if model else None
                 if theirs is None and model:
                     theirs = _published_cell(_published_frame(column.published, table.frames), model, column.task)
-                record.update(source="cxrbench", model=row.encoder, encoder=row.encoder, head=row.head,
-                              deviations=deviations)
+                record.update(source="cxrbench", model=row.encoder, encoder=row.encoder, variant=variant_text(row.variant),
+                              head=row.head, deviations=deviations)
                 if theirs is not None:
                     record.update(published_model=model, published_mean=theirs["mean"], diff=cell["mean"] - theirs["mean"])
             else:
                 record.update(source=column.published.source if column.published else "published", model=row.model,
-                              encoder=None, head=None)
+                              encoder=None, variant=None, head=None)
             records.append(record)
     return pd.DataFrame(records, columns=LONG_COLUMNS)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +19,7 @@ import yaml
 
 from cxrbench.errors import DataError
 from cxrbench.files import folder_lock, path_part, remove_stale, staging_name, storage_errors
+from cxrbench.results.labels import method_label, run_label, variant_notes
 from cxrbench.specs import BootstrapSpec, TargetSpec, parse_spec
 
 RUN_FILES = ("config.yaml", "metrics.json", "predictions.parquet", "splits.parquet", "table.md", "table.csv")
@@ -31,7 +32,6 @@ def run_folder(out: Path, benchmark: str, encoder: str, head: str) -> Path:
 
 
 #: how a table labels a run whose head chose its settings on the test split
-SELECTED_ON_TEST = "selected on test"
 
 
 def run_name(head: str, tag: str | None = None, budget=None) -> str:
@@ -125,8 +125,7 @@ class StoredRun:
     def method(self) -> str:
         """The head, with the run's tag when it has one: 'linear [lr-sweep]', and a mark when it chose its settings on
         the test split ('knn [selected on test]'), so that such an optimistic number never passes unlabelled."""
-        marks = [*([self.tag] if self.tag else []), *([SELECTED_ON_TEST] if self.selected_on_test else [])]
-        return f"{self.head} [{'; '.join(marks)}]" if marks else self.head
+        return method_label(self.head, self.tag, self.selected_on_test)
 
     @property
     def selected_on_test(self) -> bool:
@@ -136,15 +135,8 @@ class StoredRun:
     @property
     def variant(self) -> list[str]:
         """How the run differs from the published protocol (random weights, another input size, synthetic data): such
-        a run must never pass in a table for the published encoder on the real dataset."""
-        identity = self.metrics.get("run_identity") or {}
-        notes = ["random init"] if str(identity.get("weights", "")).startswith("random") else []
-        size, released = (identity.get("preprocessing") or {}).get("size"), _released_input_size(self.encoder)
-        if size is not None and released is not None and size != released:
-            notes.append(f"{size} px")
-        if identity.get("synthetic_data"):
-            notes.append("synthetic data")
-        return notes
+        a run must never pass in a table for the published encoder on the real dataset (`cxrbench.results.labels`)."""
+        return list(variant_notes(self.encoder, self.metrics.get("run_identity")))
 
     @property
     def label(self) -> str:
@@ -166,27 +158,6 @@ class StoredRun:
             return pd.read_parquet(path)
         except (OSError, ValueError) as exc:
             raise DataError(f"{path} cannot be read ({exc}); run {self.benchmark} with {self.encoder} again.") from None
-
-
-def encoder_label(encoder: str, variant: Sequence[str] = ()) -> str:
-    """The encoder's name with its variant in brackets: 'rad-dino (random init, 56 px)'."""
-    return f"{encoder} ({', '.join(variant)})" if variant else encoder
-
-
-def run_label(encoder: str, head: str, variant: Sequence[str] = ()) -> str:
-    """'encoder / head' for tables, e.g. 'rad-dino (random init, 56 px) / linear'."""
-    return f"{encoder_label(encoder, variant)} / {head}"
-
-
-def _released_input_size(encoder: str) -> int | None:
-    """The input size in the encoder's adapter spec, or None for an encoder no longer registered."""
-    from cxrbench.errors import CxrbenchError
-    from cxrbench.registry import registry
-
-    try:
-        return registry().get("encoders", encoder).spec.preprocessing.size
-    except CxrbenchError:
-        return None
 
 
 def stored_runs(out: Path, benchmark: str) -> list[StoredRun]:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from cxrbench.registry import metric_spec
+from cxrbench.results.labels import variant_notes, variant_text
 from cxrbench.results.published import read_published
 from cxrbench.results.store import StoredRun
 from cxrbench.specs import BenchmarkSpec
@@ -37,7 +38,8 @@ def format_entry(entry: dict | None, metric: str = "auprc", with_ci: bool = True
 
 
 def run_long_table(metrics: dict, tasks: Sequence[str]) -> pd.DataFrame:
-    """metric, task, mean, std, ci_low, ci_high, bootstrap_median, seeds: machine-readable (raw values)."""
+    """variant, metric, task, mean, std, ci_low, ci_high, bootstrap_median, seeds: machine-readable (raw values)."""
+    variant = variant_text(variant_notes(str(metrics.get("encoder", "")), metrics.get("run_identity")))
     rows = []
     for metric, entries in metrics["metrics"].items():
         for task in (*tasks, MACRO):
@@ -45,7 +47,7 @@ def run_long_table(metrics: dict, tasks: Sequence[str]) -> pd.DataFrame:
             if entry is None:
                 continue
             rows.append(
-                {"metric": metric, "task": task, **{k: entry[k] for k in ("mean", "std", "ci_low", "ci_high", "bootstrap_median")},
+                {"variant": variant, "metric": metric, "task": task, **{k: entry[k] for k in ("mean", "std", "ci_low", "ci_high", "bootstrap_median")},
                  "seeds": len(entry["per_seed"])}
             )
     return pd.DataFrame(rows)
@@ -110,7 +112,7 @@ def comparison_long_table(spec: BenchmarkSpec, runs: Sequence[StoredRun], metric
     rows = []
     for run in runs:
         for task, entry in run.metrics["metrics"].get(metric, {}).items():
-            rows.append({"source": "cxrbench", "model": run.encoder, "variant": ", ".join(run.variant), "head": run.head,
+            rows.append({"source": "cxrbench", "model": run.encoder, "variant": variant_text(run.variant), "head": run.head,
                          "metric": metric, "task": task,
                          "mean": entry["mean"], "std": entry["std"], "ci_low": entry["ci_low"], "ci_high": entry["ci_high"]})
     if spec.published is not None and spec.published.metric == metric:
