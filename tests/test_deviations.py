@@ -19,7 +19,6 @@ from typer.testing import CliRunner
 from cxrbench.cli import app
 from cxrbench.errors import CxrbenchError
 from cxrbench.registry import benchmark_spec
-from cxrbench.resources import project_root
 from cxrbench.results import recipes
 from cxrbench.results.paper_tables import (
     DEVIATIONS_TITLE, LAYOUTS, OURS, Row, benchmark_layout, build_paper_table, latex_escape, long_frame,
@@ -28,7 +27,7 @@ from cxrbench.results.paper_tables import (
 from cxrbench.results.recipes import load_recipe, recipe_names
 
 runner = CliRunner()
-COMMITTED = project_root() / "results"
+COMMITTED = Path(__file__).resolve().parent / "fixtures" / "committed"  # the CI fixture runs and their tables
 
 
 def _flat(text: str) -> str:
