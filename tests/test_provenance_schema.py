@@ -457,3 +457,11 @@ def test_a_run_records_its_data_links_and_validates(stored_run):
     metrics = json.loads((stored_run / "metrics.json").read_text())
     assert metrics["provenance"]["data"]["symlinks"] == {"count": 0, "examples": []}
     assert validate_run(stored_run) == []
+
+
+def test_nan_in_metrics_json_is_refused(run):
+    """Python's json reads NaN: a hand-edited NaN passed the schema as a number."""
+    path = run / "metrics.json"
+    path.write_text(path.read_text().replace('"ci_low": ', '"ci_low": NaN, "was": ', 1))
+    problems = validate_run(run)
+    assert len(problems) == 1 and problems[0].startswith("metrics.json: not valid JSON (NaN is not a number a run stores")

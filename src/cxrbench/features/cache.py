@@ -248,7 +248,9 @@ class FeatureStore:
 
     # -- integrity ------------------------------------------------------------------------------------------
     def check(self, keys: Iterable[str]) -> list[DamagedShard]:
-        """The shards holding any of `keys` that fail their checksums, plus shards whose keys were unreadable."""
+        """The shards holding any of `keys` that fail their checksums or hold non-finite values (re-encoded by the
+        caller), plus shards whose keys were unreadable. Arrays whose shapes disagree with manifest.json are refused
+        (CacheError): one of the two was edited, and re-encoding against a wrong manifest cannot repair it."""
         holding = sorted({self._index[k][0] for k in keys if k in self._index})
         damaged = list(self.unreadable)
         for number in holding:

@@ -111,9 +111,19 @@ def _seeds(metrics: dict) -> set[str] | None:
 
 
 # -- metrics.json ---------------------------------------------------------------------------------------------
+def parse_metrics(text: str):
+    """metrics.json's text as JSON, refusing NaN and Infinity (Python's json reads them; cxrbench writes neither, so
+    one is a hand edit or damage, and it would print as a number)."""
+    return json.loads(text, parse_constant=_refuse_constant)
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number a run stores (metrics.json is written without NaN or Infinity)")
+
+
 def _read_metrics(path: Path) -> tuple[dict | None, list[str]]:
     try:
-        metrics = json.loads(path.read_text(encoding="utf-8"))
+        metrics = parse_metrics(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None, ["metrics.json: missing: not a run folder, or its run did not finish."]
     except OSError as exc:
@@ -247,4 +257,4 @@ def _parquet_problems(path: Path, columns: tuple[str, ...], seeds: set[str] | No
     return problems
 
 
-__all__ = ["REQUIRED_COLUMNS", "required_columns", "SCHEMA_FILE", "find_runs", "json_path", "metrics_problems", "schema", "validate_run"]
+__all__ = ["REQUIRED_COLUMNS", "parse_metrics", "required_columns", "SCHEMA_FILE", "find_runs", "json_path", "metrics_problems", "schema", "validate_run"]

@@ -109,11 +109,11 @@ def load_metrics(folder: Path) -> dict:
     schema_version this cxrbench reads, the schema (files of an older cxrbench, without a version, are read as before),
     and invariants such as each mean inside its own interval (`results.schema.metrics_problems`). Tables, reports,
     comparisons and checks all read runs through here."""
-    from cxrbench.results.schema import metrics_problems
+    from cxrbench.results.schema import metrics_problems, parse_metrics
 
     path = folder / "metrics.json"
     try:
-        metrics = json.loads(path.read_text(encoding="utf-8"), parse_constant=_refuse_constant)
+        metrics = parse_metrics(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise DataError(f"{path} cannot be read as a run's metrics ({exc}). Restore it (e.g. from git), or run that "
                         f"benchmark again with --overwrite, or remove the folder {folder}.") from None
@@ -123,10 +123,6 @@ def load_metrics(folder: Path) -> dict:
         raise DataError(f"{path} cannot be used: {shown}. `cxrbench results validate {folder}` lists every problem; "
                         "restore the file (e.g. from git) or rerun the run with --overwrite.")
     return metrics
-
-
-def _refuse_constant(name: str) -> float:
-    raise ValueError(f"{name} is not a number a run stores (metrics.json is written without NaN or Infinity)")
 
 
 def read_predictions(path: Path, metrics: dict) -> pd.DataFrame:
