@@ -95,8 +95,10 @@ class _NonFiniteCount:
         usable = len(data) - len(data) % self._dtype.itemsize
         self._rest = data[usable:]
         values = np.frombuffer(data[:usable], dtype=self._dtype)
-        if self._dtype == np.float16:  # all exponent bits set: Inf or NaN (np.isfinite on float16 is 5x slower)
-            self.count += int(np.count_nonzero((values.view(np.uint16) & 0x7C00) == 0x7C00))
+        if self._dtype == np.float16:  # magnitude bits at or above Inf's: Inf or NaN (np.isfinite on float16 is 5x slower)
+            magnitudes = values.view(np.uint16) & 0x7FFF
+            if magnitudes.size and magnitudes.max() >= 0x7C00:  # one fast reduction; counted only when some are
+                self.count += int(np.count_nonzero(magnitudes >= 0x7C00))
         else:
             self.count += int(values.size - np.count_nonzero(np.isfinite(values)))
 
