@@ -15,7 +15,9 @@ Why each piece:
 - Bytes damaged on disk must never become a silently different number: every shard file is checked against its
   checksum once per process before it is read (xxh3 runs at several GB/s: cheap next to decoding and encoding);
   `extract_features` re-encodes the images of a damaged shard, a reader that meets one says how to repair it.
-- Non-finite features (an encoder's NaN, a float16 overflow) are refused when written.
+- Non-finite features (an encoder's NaN, a float16 overflow) are refused when written, and counted while a shard is
+  hashed before it is read (bytes edited together with their checksum): such a shard is damaged like any other.
+- A shard array whose shape disagrees with manifest.json or with its keys is refused: rows would land in wrong places.
 - Rows are read with positioned reads of just the rows asked for (`ShardArray`), not through memory maps: pages a
   map has touched stay in the process's resident set until it is unmapped, so one pass over a patch-grid cache
   larger than RAM grew RSS to the cache's size. Read bytes pass through the page cache, which the kernel reclaims.
