@@ -113,7 +113,7 @@ def test_each_file_is_hashed_once_per_process(paths, tmp_path, monkeypatch):
     cache_module._VERIFIED.clear()
     calls = []
     original = cache_module.file_checksum
-    monkeypatch.setattr(cache_module, "file_checksum", lambda path: calls.append(path) or original(path))
+    monkeypatch.setattr(cache_module, "file_checksum", lambda path, *more: calls.append(path) or original(path, *more))
     store = FeatureStore(result.store.folder, json.loads((result.store.folder / "manifest.json").read_text()))
     for _ in range(3):
         store.load(result.keys, "global")
@@ -263,3 +263,83 @@ def test_full_disk_through_the_cli_exits_2_with_the_message(vindr_root, tmp_path
     assert result.exit_code == 2
     assert "Disk quota exceeded" in result.output and "GB free" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "out").exists()
+
+
+def _nan_with_matching_checksum(shard: Path) -> None:
+    """NaN written into an array and its checksum recomputed: only a look at the values can tell."""
+    _nan_bytes(shard / "patches.npy")
+    sums = json.loads((shard / "checksums.json").read_text())
+    sums["patches.npy"] = cache_module.file_checksum(shard / "patches.npy")
+    (shard / "checksums.json").write_text(json.dumps(sums))
+
+
+def test_nan_with_a_matching_checksum_is_refused_by_reads_and_encoded_again(paths, tmp_path):
+    """The fault as found: such a shard gave exit 0, every metric n/a and NaN scores."""
+    clean = _extract(paths, tmp_path / "cache")
+    expected = clean.store.load(clean.keys, "patches")
+    victim = _shards(clean)[1]
+    _nan_with_matching_checksum(victim)
+    cache_module._VERIFIED.clear()
+    store = FeatureStore(clean.store.folder, json.loads((clean.store.folder / "manifest.json").read_text()))
+    with pytest.raises(CacheError) as excinfo:
+        store.load(clean.keys, "patches")
+    message = str(excinfo.value)
+    assert str(victim) in message and "non-finite" in message and "cxrbench cache clear --encoder dinov2-small" in message
+    assert list_stores(tmp_path / "cache", verify=True)[0].status == "1 damaged shard(s)"
+    notes: list[str] = []
+    again = _extract(paths, tmp_path / "cache", notes=notes)
+    assert again.encoded == 8 and any(victim.name in n and "non-finite" in n for n in notes), notes
+    np.testing.assert_array_equal(_fresh_process_view(again, "patches"), expected)
+
+
+def test_non_finite_count_matches_numpy_across_block_boundaries(tmp_path):
+    """Blocks of the checksum pass split values and the header: the count must still be numpy's own."""
+    values = np.random.default_rng(0).standard_normal((50, 7)).astype(np.float16)
+    values[[3, 17, 49], [0, 6, 2]] = [np.nan, np.inf, -np.inf]
+    np.save(tmp_path / "a.npy", values)
+    counter = cache_module._NonFiniteCount.of(tmp_path / "a.npy")
+    data = memoryview((tmp_path / "a.npy").read_bytes())
+    for start in range(0, len(data), 37):  # odd block size: every block boundary splits a float16
+        counter(data[start:start + 37])
+    assert counter.count == int((~np.isfinite(values)).sum()) == 3
+    every = np.arange(1 << 16, dtype=np.uint16).view(np.float16)  # every float16 bit pattern
+    np.save(tmp_path / "every.npy", every)
+    counter = cache_module._NonFiniteCount.of(tmp_path / "every.npy")
+    counter(memoryview((tmp_path / "every.npy").read_bytes()))
+    assert counter.count == int((~np.isfinite(every)).sum())
+
+
+def test_short_write_without_errno_is_a_storage_error(paths, tmp_path, monkeypatch):
+    """numpy reports a full disk as OSError('N requested and M written') with no errno: it was a traceback."""
+    original = np.save
+
+    def short(file, array, *args, **kwargs):
+        Path(file).write_bytes(b"\x93NUMPY")  # part of the file, then the error numpy raises
+        raise OSError(f"{array.nbytes} requested and 6 written")
+
+    monkeypatch.setattr(np, "save", short)
+    with pytest.raises(StorageError) as excinfo:
+        _extract(paths[:8], tmp_path / "cache", FeatureRequest())
+    message = str(excinfo.value)
+    assert "requested and 6 written" in message and "GB free" in message and str(tmp_path / "cache") in message
+    monkeypatch.setattr(np, "save", original)
+    assert list(next((tmp_path / "cache/features").glob("*/shards")).iterdir()) == []
+
+
+def test_manifest_with_wrong_array_shapes_is_refused_and_listed(paths, tmp_path):
+    """The fault as found: reads failed with a ValueError traceback and `cache ls --verify` said ok."""
+    result = _extract(paths[:16], tmp_path / "cache", FeatureRequest())
+    manifest_path = result.store.folder / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["arrays"]["global"] = [manifest["arrays"]["global"][0] * 2]
+    manifest_path.write_text(json.dumps(manifest))
+    cache_module._VERIFIED.clear()
+    store = FeatureStore(result.store.folder, manifest)
+    with pytest.raises(CacheError) as excinfo:
+        store.load(result.keys, "global")
+    message = str(excinfo.value)
+    assert "global.npy" in message and "manifest.json" in message and "cxrbench cache clear --encoder dinov2-small" in message
+    with pytest.raises(CacheError, match="manifest.json"):  # a new extraction refuses too, rather than mixing shapes
+        _extract(paths[:16], tmp_path / "cache", FeatureRequest())
+    status = list_stores(tmp_path / "cache", verify=True)[0].status
+    assert status == "2 shard(s) whose array shapes differ from manifest.json (clear the store)"

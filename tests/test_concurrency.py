@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -10,8 +11,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from cxrbench.errors import DataError
 from cxrbench.features.cache import FeatureStore, list_stores
+from cxrbench.results import store as store_module
+from cxrbench.results.store import recover_run, write_run
 
 CLI = [sys.executable, "-c", "from cxrbench.cli import main; main()"]
 
@@ -104,3 +109,49 @@ def test_two_extractions_into_one_cache_encode_each_image_once(vindr_root, tmp_p
     assert rows == 48  # no duplicate shards
     store = FeatureStore(folder, json.loads((folder / "manifest.json").read_text()))
     assert np.isfinite(store.load([k for k in store._index], "global")).all()  # noqa: SLF001
+
+
+def _refuse_other_settings(identity: str):
+    """What `cxrbench run` checks under the lock: a stored run of other settings is never replaced silently."""
+    def check(stored: dict | None) -> None:
+        if stored is not None and stored["run_identity"] != identity:
+            raise DataError(f"holds a run with other settings ({stored['run_identity']})")
+    return check
+
+
+def test_a_kill_between_the_two_renames_keeps_the_old_run(tmp_path, monkeypatch):
+    """The fault as found: only `.HEAD.old.*` was left, and the next run of other settings deleted it and stored
+    itself without --overwrite."""
+    folder = tmp_path / "out/vindr/pixels/logistic"
+    write = {"metrics.json": lambda p: p.write_text(json.dumps({"run_identity": "A"}))}
+    write_run(folder, write, check=_refuse_other_settings("A"))
+    renames, rename = [], os.rename
+
+    def killed_at_the_second(source, target):
+        renames.append(source)
+        if len(renames) == 2:
+            raise KeyboardInterrupt
+        rename(source, target)
+
+    monkeypatch.setattr(store_module.os, "rename", killed_at_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        write_run(folder, write, check=_refuse_other_settings("A"))
+    monkeypatch.undo()
+    assert not folder.exists() and len(list(folder.parent.glob(".logistic.old.*"))) == 1
+    notes: list[str] = []
+    other = {"metrics.json": lambda p: p.write_text(json.dumps({"run_identity": "B"}))}
+    with pytest.raises(DataError, match="other settings"):
+        write_run(folder, other, check=_refuse_other_settings("B"), on_wait=notes.append)
+    assert json.loads((folder / "metrics.json").read_text()) == {"run_identity": "A"}
+    assert any("restored" in n and str(folder) in n for n in notes), notes
+    assert not list(folder.parent.glob(".logistic.old.*"))
+
+
+def test_a_run_left_only_as_its_retired_copy_is_restored_before_planning(tmp_path):
+    folder = tmp_path / "out/vindr/pixels/logistic"
+    retired = folder.parent / ".logistic.old.otherhost-1-abcdef01"  # a killed process's name
+    retired.mkdir(parents=True)
+    (retired / "metrics.json").write_text("{}")
+    notes: list[str] = []
+    recover_run(folder, notes.append)
+    assert (folder / "metrics.json").read_text() == "{}" and not retired.exists() and notes

@@ -20,7 +20,7 @@ import cxrbench.results.provenance as provenance_module
 from cxrbench.encoders.weights import WeightsSource
 from cxrbench.errors import DataError
 from cxrbench.metrics.segmentation import CASE_COLUMNS
-from cxrbench.results.provenance import (SCHEMA_VERSION, checkout_info, data_digest, git_info, provenance,
+from cxrbench.results.provenance import (SCHEMA_VERSION, checkout_info, data_digest, data_links, git_info, provenance,
                                          weights_provenance)
 from cxrbench.results.schema import find_runs, schema, validate_run
 from cxrbench.results.store import json_writer, parquet_writer
@@ -95,7 +95,8 @@ def write_run(folder: Path, segmentation: bool = False) -> Path:
             "weights": "none", "preprocessing": {"size": 32}, "dataset_options": {}, "split": {"scheme": "drawn"},
             "head": {"name": head, "lr": 0.001}, "targets": [asdict(t) for t in targets], "label_budget": None,
             "seeds": SEEDS, "bootstrap": asdict(BOOTSTRAP), "synthetic_data": True, "metrics": sorted(metric_names)})),
-        "provenance": provenance(WeightsSource("none", "none"), samples, [t.name for t in targets], manifests),
+        "provenance": provenance(WeightsSource("none", "none"), samples, [t.name for t in targets], manifests,
+                                 Path("/data")),
     }
     folder.mkdir(parents=True)
     json_writer(metrics)(folder / "metrics.json")
@@ -233,7 +234,7 @@ def test_parquet_columns_and_values_are_checked(run):
     splits.loc[0, "split"] = "holdout"
     splits.to_parquet(run / "splits.parquet")
     assert validate_run(run) == [
-        "predictions.parquet: label: required column(s) missing (it needs image_id, patient_id, seed, task, label).",
+        "predictions.parquet: label: required column(s) missing (it needs image_id, patient_id, seed, task, label, score).",
         "splits.parquet: split: unknown split name(s) holdout (known: test, train, unused, val)."]
 
 
@@ -406,3 +407,61 @@ def test_provenance_names_versions_and_the_command(monkeypatch):
     assert record["data"] == {"manifest_sha256": data_digest(samples, TASKS, _manifests(samples)), "images": 40,
                               "patients": 20, "targets": TASKS}
     assert copy.deepcopy(record) == json.loads(json.dumps(record))  # plain JSON
+
+
+def test_predictions_without_score_are_refused(run):
+    """The fault as found: `results validate` accepted a classification run's predictions without `score`."""
+    pd.read_parquet(run / "predictions.parquet").drop(columns=["score"]).to_parquet(run / "predictions.parquet")
+    assert validate_run(run) == [
+        "predictions.parquet: score: required column(s) missing (it needs image_id, patient_id, seed, task, label, score)."]
+
+
+def test_a_mean_outside_its_own_interval_is_named(run):
+    """The fault as found: a hand-edited mean printed as `80.6 [11.4, 33.2]`."""
+    entry = json.loads((run / "metrics.json").read_text())["metrics"]["auprc"]["Nodule"]
+    _edit(run, _set(["metrics", "auprc", "Nodule", "mean"], entry["ci_high"] + 0.3))
+    problems = validate_run(run)
+    assert any(p.startswith("metrics.json: metrics.auprc.Nodule.mean: ") and "outside its own interval" in p
+               for p in problems), problems
+
+
+def _through_a_link_brute_force(root: Path, path: Path) -> bool:
+    """Any component from the root down to the file itself a symbolic link (a stat per component)."""
+    parts = path.relative_to(root).parts
+    return any(os.path.islink(root.joinpath(*parts[:i + 1])) for i in range(len(parts)))
+
+
+def test_images_read_through_links_inside_the_data_root_are_recorded(tmp_path, monkeypatch):
+    """Links inside a data root are followed on purpose; provenance says which images came through one."""
+    root, elsewhere = tmp_path / "root", tmp_path / "other-disk"
+    for folder in (root / "plain/a", elsewhere / "images", root / "plain/b"):
+        folder.mkdir(parents=True)
+    (root / "linked").symlink_to(elsewhere)  # a linked folder
+    paths = [root / "plain/a" / f"{i}.png" for i in range(4)] + [root / "linked/images" / f"{i}.png" for i in range(3)]
+    paths += [root / "plain/b/real.png", root / "plain/b/link.png"]
+    for path in paths[:-1]:
+        path.write_bytes(b"png")
+    (root / "plain/b/link.png").symlink_to(elsewhere / "images/0.png")  # a linked file
+    listed = []
+    scandir = os.scandir
+    monkeypatch.setattr(os, "scandir", lambda folder: listed.append(folder) or scandir(folder))
+    found = data_links(root, [str(p) for p in paths])
+    expected = [p for p in paths if _through_a_link_brute_force(root, p)]
+    assert found["count"] == len(expected) == 4
+    assert found["examples"] == [str(p.relative_to(root)) for p in expected[:3]]
+    assert len(listed) == len(set(listed)) <= 3  # each image folder listed once, not a stat per image
+    assert data_links(root, [str(p) for p in paths[:4]]) == {"count": 0, "examples": []}
+
+
+def test_a_run_records_its_data_links_and_validates(stored_run):
+    metrics = json.loads((stored_run / "metrics.json").read_text())
+    assert metrics["provenance"]["data"]["symlinks"] == {"count": 0, "examples": []}
+    assert validate_run(stored_run) == []
+
+
+def test_nan_in_metrics_json_is_refused(run):
+    """Python's json reads NaN: a hand-edited NaN passed the schema as a number."""
+    path = run / "metrics.json"
+    path.write_text(path.read_text().replace('"ci_low": ', '"ci_low": NaN, "was": ', 1))
+    problems = validate_run(run)
+    assert len(problems) == 1 and problems[0].startswith("metrics.json: not valid JSON (NaN is not a number a run stores")

@@ -175,3 +175,42 @@ def test_check_on_the_repository_results():
         pytest.skip("no committed tables in this checkout")
     result = invoke("table", "--all", "--check", "--out", str(out))
     assert result.exit_code == 0, result.output
+
+
+def _edit_metrics(out: Path, change) -> Path:
+    path = out / "vindr/rad-dino/linear/metrics.json"
+    metrics = json.loads(path.read_text())
+    change(metrics)
+    path.write_text(json.dumps(metrics))
+    return path
+
+
+def _outside_interval(metrics: dict) -> None:
+    entry = metrics["metrics"]["auprc"]["Cardiomegaly"]
+    entry["mean"] = entry["ci_high"] + 0.4
+
+
+@pytest.mark.parametrize("change, expected", [
+    (_outside_interval, "metrics.auprc.Cardiomegaly.mean: "),
+    (lambda metrics: metrics.update(schema_version=99), "schema_version: 99: written by a newer cxrbench"),
+    (lambda metrics: metrics["metrics"]["auprc"]["Cardiomegaly"].update(ci_low=float("nan")), "NaN"),
+])
+def test_table_check_and_report_refuse_a_metrics_json_they_cannot_trust(committed, change, expected):
+    """The fault as found: `table BENCH` and `report` showed such a run, and `table --all --check` said ok."""
+    path = _edit_metrics(committed, change)
+    for args in (["table", "vindr"], ["table", "--all", "--check"], ["report"]):
+        result = runner.invoke(app, [*args, "--out", str(committed)])
+        assert result.exit_code == 2, (args, result.output)
+        message = " ".join(result.output.split()).replace(" ", "")
+        assert str(path).replace(" ", "") in message and expected.replace(" ", "") in message, (args, result.output)
+
+
+def test_a_deleted_prediction_column_is_named_by_check_and_report(committed):
+    """The fault as found: a KeyError traceback."""
+    path = committed / "vindr/rad-dino/linear/predictions.parquet"
+    pd.read_parquet(path).drop(columns=["score"]).to_parquet(path, index=False)
+    for args in (["table", "--all", "--check"], ["report"]):
+        result = runner.invoke(app, [*args, "--out", str(committed)])
+        assert result.exit_code == 2, (args, result.output)
+        message = " ".join(result.output.split()).replace(" ", "")
+        assert str(path).replace(" ", "") in message and "lacksthecolumn(s)score" in message, (args, result.output)

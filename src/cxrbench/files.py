@@ -129,8 +129,10 @@ def storage_errors(path: Path, fix: str = "") -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        if exc.errno not in _DISK_ERRORS:
+        if exc.errno is not None and exc.errno not in _DISK_ERRORS:
             raise
+        # errno None: a write that failed without the system saying why, e.g. numpy's short write on a full disk
+        # ("122 requested and 0 written"): a storage problem all the same, never a traceback
         where = exc.filename or path
         advice = fix or "Free some space or point the option that chose this folder elsewhere, then rerun."
         raise StorageError(

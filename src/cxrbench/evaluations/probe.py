@@ -42,7 +42,7 @@ from cxrbench.progress import Progress
 from cxrbench.registry import Entry, metric_spec, registry
 from cxrbench.results.provenance import SCHEMA_VERSION, package_versions, provenance
 from cxrbench.results.labels import run_label, run_variant, variant_notes
-from cxrbench.results.store import (json_writer, parquet_writer, read_metrics, run_folder, run_name, text_writer, write_run,
+from cxrbench.results.store import (json_writer, parquet_writer, read_metrics, recover_run, run_folder, run_name, text_writer, write_run,
                                     yaml_writer)
 from cxrbench.results.tables import bootstrap_caveats, run_display_table, run_long_table, to_markdown
 from cxrbench.results.stratified_tables import stratified_long_table, stratified_markdown
@@ -220,7 +220,7 @@ class ProbeEvaluation:
             "thresholds": {str(k): v for k, v in trained.thresholds.items()},
             **({"stratified": stratified} if stratified is not None else {}),
             "run_identity": plan.identity,
-            "provenance": provenance(features.encoder.weights, data.samples, list(data.tasks), manifests),
+            "provenance": provenance(features.encoder.weights, data.samples, list(data.tasks), manifests, data.root),
         }
         heading = f"# {spec.title}: {run_label(encoder_name, plan.name, variant_notes(encoder_name, plan.identity))}\n\n" + (
             "**Synthetic data** (written by cxrbench): not comparable with any paper.\n\n" if data.synthetic else "") + (
@@ -357,6 +357,9 @@ class _RunPlan:
         stored a run there meanwhile, and two results must never silently become one.
         """
         if not at_write:
+            from cxrbench.console import warn
+
+            recover_run(self.folder, warn)
             stored = read_metrics(self.folder)
             same = stored and stored.get("run_identity") == self.identity and stored.get("schema_version") == SCHEMA_VERSION
             self.stored = stored if self.resume and same else None

@@ -15,7 +15,9 @@ Why each piece:
 - Bytes damaged on disk must never become a silently different number: every shard file is checked against its
   checksum once per process before it is read (xxh3 runs at several GB/s: cheap next to decoding and encoding);
   `extract_features` re-encodes the images of a damaged shard, a reader that meets one says how to repair it.
-- Non-finite features (an encoder's NaN, a float16 overflow) are refused when written.
+- Non-finite features (an encoder's NaN, a float16 overflow) are refused when written, and counted while a shard is
+  hashed before it is read (bytes edited together with their checksum): such a shard is damaged like any other.
+- A shard array whose shape disagrees with manifest.json or with its keys is refused: rows would land in wrong places.
 - Rows are read with positioned reads of just the rows asked for (`ShardArray`), not through memory maps: pages a
   map has touched stay in the process's resident set until it is unmapped, so one pass over a patch-grid cache
   larger than RAM grew RSS to the cache's size. Read bytes pass through the page cache, which the kernel reclaims.
@@ -57,28 +59,66 @@ def image_key(path: str | Path) -> str:
     return hashlib.sha256(f"{resolved}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:32]
 
 
-def file_checksum(path: Path) -> str:
-    """'xxh3_128:<hex>' of a file's bytes, read in blocks (patch-grid shards are gigabytes)."""
+def file_checksum(path: Path, on_block: Callable[[memoryview], None] | None = None) -> str:
+    """'xxh3_128:<hex>' of a file's bytes, read in blocks (patch-grid shards are gigabytes); `on_block` sees each
+    block too, so a second check of the same bytes costs no second read."""
     digest = xxhash.xxh3_128()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 24), b""):
             digest.update(block)
+            if on_block is not None:
+                on_block(memoryview(block))
     return f"xxh3_128:{digest.hexdigest()}"
+
+
+class _NonFiniteCount:
+    """Counts the NaN / Inf values of an `.npy` array from its file's blocks (fed by `file_checksum`).
+
+    Writes refuse non-finite features, but bytes changed on disk together with their checksum (a hand edit, a copy
+    from a damaged store) would otherwise reach the heads as NaN scores with exit 0; counting them while the file is
+    hashed reads nothing twice."""
+
+    def __init__(self, array: "ShardArray"):
+        self._skip, self._dtype, self._rest, self.count = array.offset, array.dtype, b"", 0
+
+    @classmethod
+    def of(cls, path: Path) -> "_NonFiniteCount | None":
+        """A counter for the array in `path`; None when its header cannot be read (its checksum then tells)."""
+        try:
+            return cls(ShardArray.locate(path))
+        except (CacheError, OSError, ValueError):
+            return None
+
+    def __call__(self, block: memoryview) -> None:
+        if self._skip:
+            cut = min(self._skip, len(block))
+            block, self._skip = block[cut:], self._skip - cut
+        data = bytes(self._rest) + bytes(block) if self._rest else block
+        usable = len(data) - len(data) % self._dtype.itemsize
+        self._rest = data[usable:]
+        values = np.frombuffer(data[:usable], dtype=self._dtype)
+        if self._dtype == np.float16:  # magnitude bits at or above Inf's: Inf or NaN (np.isfinite on float16 is 5x slower)
+            magnitudes = values.view(np.uint16) & 0x7FFF
+            if magnitudes.size and magnitudes.max() >= 0x7C00:  # one fast reduction; counted only when some are
+                self.count += int(np.count_nonzero(magnitudes >= 0x7C00))
+        else:
+            self.count += int(values.size - np.count_nonzero(np.isfinite(values)))
 
 
 # (file, size, mtime_ns, expected checksum) of every file this process has checked: each is hashed once
 _VERIFIED: set[tuple[str, int, int, str]] = set()
 
 
-def verify_shard(shard: Path, files: Iterable[str]) -> str | None:
-    """Why the shard's `files` cannot be trusted, or None when each matches the checksum written with it."""
+def verify_shard(shard: Path, manifest: dict, arrays: Iterable[str] | None = None) -> str | None:
+    """Why the shard's keys and `arrays` (default: all the store's) cannot be trusted, or None when each file
+    matches the checksum written with it and each array holds finite values only."""
     try:
         sums = json.loads((shard / CHECKSUMS).read_text(encoding="utf-8"))
     except FileNotFoundError:
         return f"{CHECKSUMS} is missing"
     except (OSError, ValueError):
         return f"{CHECKSUMS} is unreadable"
-    for name in files:
+    for name in _array_files(manifest, arrays):
         expected = sums.get(name) if isinstance(sums, dict) else None
         if not isinstance(expected, str):
             return f"{CHECKSUMS} lists no checksum for {name}"
@@ -90,9 +130,23 @@ def verify_shard(shard: Path, files: Iterable[str]) -> str | None:
         memo = (str(file), stat.st_size, stat.st_mtime_ns, expected)
         if memo in _VERIFIED:
             continue
-        if file_checksum(file) != expected:
+        non_finite = _NonFiniteCount.of(file) if name.endswith(".npy") else None
+        if file_checksum(file, non_finite) != expected:
             return f"{name} does not match its checksum (damaged or truncated)"
+        if non_finite is not None and non_finite.count:
+            return f"{name} holds {non_finite.count} non-finite value(s) (NaN or Inf) although its checksum matches"
         _VERIFIED.add(memo)
+    return None
+
+
+def shape_problem(shard: Path, manifest: dict, array: ShardArray, rows: int) -> str | None:
+    """Why a shard's array disagrees with the store's manifest.json (its row shape) or its keys (its row count):
+    either file was edited or copied from elsewhere, and rows would land in the wrong places."""
+    name = array.path.stem
+    expected = (rows, *manifest["arrays"][name])
+    if tuple(array.shape) != expected or array.dtype != np.dtype(STORE_DTYPE):
+        return (f"{shard / array.path.name} holds a {np.dtype(array.dtype).name} array of shape {tuple(array.shape)}, "
+                f"but manifest.json and keys.txt call for {np.dtype(STORE_DTYPE).name} of shape {expected}")
     return None
 
 
@@ -198,15 +252,19 @@ class FeatureStore:
 
     # -- integrity ------------------------------------------------------------------------------------------
     def check(self, keys: Iterable[str]) -> list[DamagedShard]:
-        """The shards holding any of `keys` that fail their checksums, plus shards whose keys were unreadable."""
+        """The shards holding any of `keys` that fail their checksums or hold non-finite values (re-encoded by the
+        caller), plus shards whose keys were unreadable. Arrays whose shapes disagree with manifest.json are refused
+        (CacheError): one of the two was edited, and re-encoding against a wrong manifest cannot repair it."""
         holding = sorted({self._index[k][0] for k in keys if k in self._index})
-        files = _array_files(self.manifest)
         damaged = list(self.unreadable)
         for number in holding:
             shard = self._shards[number]
-            reason = verify_shard(shard.path, files)
+            reason = verify_shard(shard.path, self.manifest)
             if reason is not None:
                 damaged.append(DamagedShard(shard.path, reason, len(shard.keys)))
+            else:
+                for name in self.manifest["arrays"]:
+                    self.open_array(shard.path, name, len(shard.keys))  # a store-wide inconsistency: refused
         return damaged
 
     def discard(self, damaged: Sequence[DamagedShard]) -> None:
@@ -279,14 +337,20 @@ class FeatureStore:
         if array not in self.manifest["arrays"]:
             raise CacheError(f"Store {self.folder} has no '{array}' features (it has {list(self.manifest['arrays'])}).")
         locations = np.array([self._index[key] for key in keys], dtype=np.int64).reshape(len(keys), 2)
-        return CachedRows(self, [shard.path for shard in self._shards], array, locations, tuple(self.manifest["arrays"][array]))
+        return CachedRows(self, list(self._shards), array, locations, tuple(self.manifest["arrays"][array]))
 
-    def open_array(self, shard: Path, array: str) -> "ShardArray":
-        """A shard's array, located in its file, after its checksum (and that of its keys) is confirmed."""
-        reason = verify_shard(shard, _array_files(self.manifest, [array]))
+    def open_array(self, shard: Path, array: str, rows: int) -> "ShardArray":
+        """A shard's array of `rows` rows, located in its file, after its checksum (and that of its keys), its
+        finiteness and its shape are confirmed."""
+        reason = verify_shard(shard, self.manifest, [array])
         if reason is not None:
             raise CacheError(f"Feature cache shard {shard} is damaged: {reason}. {self.repair_hint}")
-        return ShardArray.locate(shard / f"{array}.npy")
+        located = ShardArray.locate(shard / f"{array}.npy")
+        reason = shape_problem(shard, self.manifest, located, rows)
+        if reason is not None:
+            raise CacheError(f"Feature cache {self.folder} is inconsistent: {reason}. Remove the store with "
+                             f"`cxrbench cache clear --encoder {self.encoder}` and rerun (its images are encoded again).")
+        return located
 
 
 _CACHE_FIX = "Free some space, or point --cache-dir (or $CXRBENCH_CACHE) at a disk with room, then rerun."
@@ -318,6 +382,11 @@ def _read_manifest(path: Path) -> dict | None:
         return None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("identity"), dict):
         return None
+    arrays = manifest.get("arrays")
+    if not isinstance(arrays, dict) or not all(
+            isinstance(shape, list) and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)
+            for shape in arrays.values()):
+        return None  # array shapes that are not lists of sizes: unreadable as a manifest
     return manifest
 
 
@@ -374,7 +443,7 @@ class ShardArray:
 class CachedRows:
     """A read-only, array-like view of cached rows: `rows[indices]` reads those rows as float32."""
 
-    def __init__(self, store: FeatureStore, shards: list[Path], array: str, locations: np.ndarray, row_shape: tuple[int, ...]):
+    def __init__(self, store: FeatureStore, shards: list[_Shard], array: str, locations: np.ndarray, row_shape: tuple[int, ...]):
         self._store, self._shards, self._array = store, shards, array
         self._locations = locations  # [N, 2]: shard number, row within the shard
         self._arrays: dict[int, ShardArray] = {}  # shard number -> its array, checked and located once
@@ -396,7 +465,8 @@ class CachedRows:
         out = np.empty((len(wanted), *self.shape[1:]), dtype=np.float32)
         for shard in np.unique(wanted[:, 0]):
             if shard not in self._arrays:
-                self._arrays[shard] = self._store.open_array(self._shards[shard], self._array)
+                held = self._shards[shard]
+                self._arrays[shard] = self._store.open_array(held.path, self._array, len(held.keys))
             targets = np.flatnonzero(wanted[:, 0] == shard)
             rows = wanted[targets, 1]
             order = np.argsort(rows, kind="stable")  # ascending: consecutive rows are read together
@@ -438,18 +508,25 @@ def list_stores(root: Path, verify: bool = False) -> list[StoreSummary]:
         shard_root = folder / "shards"
         shards = sorted(p for p in shard_root.iterdir() if p.is_dir()) if shard_root.is_dir() else []
         leftovers = sum(1 for p in shards if is_staging(p.name))
-        damaged = 0
+        damaged = misshapen = 0
         for shard in (p for p in shards if not is_staging(p.name)):
             try:
-                keys.update((shard / KEYS).read_text(encoding="utf-8").split())
+                shard_keys = (shard / KEYS).read_text(encoding="utf-8").split()
             except (OSError, UnicodeDecodeError):
                 damaged += 1
                 continue
+            keys.update(shard_keys)
             size += sum(p.stat().st_size for p in shard.iterdir() if p.is_file())
-            if verify and manifest is not None and verify_shard(shard, _array_files(manifest)) is not None:
-                damaged += 1
+            if verify and manifest is not None:
+                if verify_shard(shard, manifest) is not None:
+                    damaged += 1
+                elif any(shape_problem(shard, manifest, ShardArray.locate(shard / f"{name}.npy"), len(shard_keys))
+                         for name in manifest["arrays"]):
+                    misshapen += 1
         if damaged:
             problems.append(f"{damaged} damaged shard(s)")
+        if misshapen:
+            problems.append(f"{misshapen} shard(s) whose array shapes differ from manifest.json (clear the store)")
         if leftovers:
             problems.append(f"{leftovers} unfinished shard(s) (a run in progress, or interrupted: removed by the next run)")
         if manifest is not None:

@@ -56,11 +56,15 @@ def write_report(out: Path, dest: Path, progress: Progress = SilentProgress()) -
             staging = parent / staging_name(dest.name)
             staging.mkdir()
             try:
-                _write(out, benchmarks, staging, progress)
+                unshown = _write(out, benchmarks, staging, progress)
                 _replace(staging, dest)
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
+    problems = [problem for results in benchmarks for problem in results.problems] + unshown
+    if problems:  # written, with the problems shown in it; but a report missing runs must not pass as complete
+        raise CxrbenchError(f"Report written to {dest / 'index.html'}, without what it could not read: "
+                            + " ".join(problems))
     return dest / "index.html"
 
 
@@ -74,8 +78,10 @@ def _replace(staging: Path, dest: Path) -> None:
         os.rename(staging, dest)
 
 
-def _write(out: Path, benchmarks: list[BenchmarkResults], folder: Path, progress: Progress) -> None:
+def _write(out: Path, benchmarks: list[BenchmarkResults], folder: Path, progress: Progress) -> list[str]:
+    """Write the report's page and figures into `folder`; returns what could not be shown (noted on the page)."""
     figures = FigureFolder(folder)
+    unshown: list[str] = []
     layouts = paper_layouts(benchmarks)
     total = len(layouts) + sum(3 + len(b.comparisons) + len(b.runs) + len(b.explains) for b in benchmarks)
     advance = progress.task(f"writing the report of {out}", total)
@@ -85,7 +91,8 @@ def _write(out: Path, benchmarks: list[BenchmarkResults], folder: Path, progress
         try:
             return build()
         except CxrbenchError as exc:
-            return html.notes([f"{what} cannot be shown: {exc}"])
+            unshown.append(f"{what} cannot be shown: {exc}")
+            return html.notes([unshown[-1]])
         finally:
             advance(1)
 
@@ -116,6 +123,7 @@ def _write(out: Path, benchmarks: list[BenchmarkResults], folder: Path, progress
     text = html.page("cxrbench report", _header(out, benchmarks) + html.navigation(toc) + "".join(body))
     (folder / "index.html").write_text(text, encoding="utf-8")
     (folder / MARKER).write_text(f"cxrbench {cxrbench.__version__}\n", encoding="utf-8")
+    return unshown
 
 
 def _header(out: Path, benchmarks: list[BenchmarkResults]) -> str:

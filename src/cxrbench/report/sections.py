@@ -219,7 +219,7 @@ def run_section(run: StoredRun, out: Path, figures: FigureFolder) -> str:
             parts += [html.paragraph(title, "meta"), html.table(frame, "group"), html.notes([line] if line else [])]
     predictions_path = run.folder / "predictions.parquet"
     if predictions_path.is_file() and any(t.kind in CLASSIFICATION for t in targets):  # not a segmentation run's
-        predictions = pd.read_parquet(predictions_path)
+        predictions = run.predictions()
         parts.append(_curves(run, predictions, targets, figures))
         parts.append(_reliability(run, predictions, targets, figures))
     pictures = [html.figure(figures.copy(path, f"overlay-{run.encoder}-{path.stem}"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import re
 import shlex
@@ -49,11 +50,12 @@ _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 def provenance(encoder_weights: WeightsSource, samples: pd.DataFrame, target_names: list[str],
-               manifests: pd.DataFrame) -> dict:
+               manifests: pd.DataFrame, root: Path | None = None) -> dict:
     """metrics.json's `provenance`: the run's software, command, weight files and data (see the module's doc).
 
     `samples`: the benchmark's images (`BenchmarkData.samples`); `target_names`: the label columns scored
-    (`BenchmarkData.tasks`); `manifests`: the run's split manifest of every seed (`Study.manifests[budget]`).
+    (`BenchmarkData.tasks`); `manifests`: the run's split manifest of every seed (`Study.manifests[budget]`);
+    `root`: the data root, whose symbolic links are recorded (`data_links`).
     """
     return {
         "cxrbench": cxrbench.__version__,
@@ -67,8 +69,48 @@ def provenance(encoder_weights: WeightsSource, samples: pd.DataFrame, target_nam
             "images": int(len(samples)),
             "patients": int(samples["patient_id"].nunique()),
             "targets": list(target_names),
+            **({"symlinks": data_links(root, samples["path"])} if root is not None and "path" in samples else {}),
         },
     }
+
+
+#: image paths named as examples of data read through a link
+LINK_EXAMPLES = 3
+
+
+def data_links(root: Path, paths: Iterable) -> dict:
+    """How many images were read through a symbolic link inside `root` (a linked folder or a linked file), with a
+    few examples relative to the root.
+
+    Links inside a data root are followed on purpose (image folders linked to another disk are common), so a result
+    may rest on files outside the folder named; this records it. Cheap on 100k images: each folder between the root
+    and an image is asked once whether it is a link, and each image folder is listed once (`os.scandir` tells links
+    from the directory entry, without a stat per file).
+    """
+    root = Path(os.path.abspath(root))
+    linked_folders: dict[Path, bool] = {root: False}
+    linked_names: dict[Path, set[str]] = {}
+
+    def through_link(folder: Path) -> bool:
+        if folder not in linked_folders:
+            inside = folder != folder.parent and root in folder.parents
+            linked_folders[folder] = inside and (folder.is_symlink() or through_link(folder.parent))
+        return linked_folders[folder]
+
+    def links_in(folder: Path) -> set[str]:
+        if folder not in linked_names:
+            try:
+                with os.scandir(folder) as entries:
+                    linked_names[folder] = {entry.name for entry in entries if entry.is_symlink()}
+            except OSError:
+                linked_names[folder] = set()
+        return linked_names[folder]
+
+    linked = []
+    for path in (Path(os.path.abspath(str(p))) for p in paths):
+        if through_link(path.parent) or path.name in links_in(path.parent):
+            linked.append(path)
+    return {"count": len(linked), "examples": [str(p.relative_to(root)) for p in linked[:LINK_EXAMPLES]]}
 
 
 def command_line() -> str:
@@ -218,5 +260,5 @@ def _dumps(value) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-__all__ = ["DATA_DIGEST_FORMAT", "PACKAGES", "SCHEMA_VERSION", "checkout_info", "data_digest", "git_info", "package_versions",
+__all__ = ["DATA_DIGEST_FORMAT", "data_links", "PACKAGES", "SCHEMA_VERSION", "checkout_info", "data_digest", "git_info", "package_versions",
            "provenance", "weights_provenance"]

@@ -30,6 +30,8 @@ REQUIRED_COLUMNS = {
     "splits.parquet": ("image_id", "patient_id", "seed", "split"),
 }
 SPLITS = {"train", "val", "test", "unused"}
+#: rounding room when a mean is compared with its interval (both are stored as computed, not rounded)
+INTERVAL_SLACK = 1e-9
 #: metrics.json keys holding one entry per seed
 PER_SEED_KEYS = ("n_train_images", "n_test_images", "n_test_patients", "heads")
 
@@ -59,29 +61,69 @@ def validate_run(folder: Path) -> list[str]:
     metrics, problems = _read_metrics(folder / "metrics.json")
     if metrics is None:
         return problems
-    version = metrics.get("schema_version")
-    if "schema_version" not in metrics:
-        problems.append("metrics.json: schema_version: missing: the run was written by an older cxrbench, before run "
-                        "folders recorded their format and provenance. Run it again with this cxrbench (the same "
-                        "`cxrbench run` command, with --overwrite; cached features are reused).")
-    elif isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
-        return [f"metrics.json: schema_version: {version}: written by a newer cxrbench (this one reads versions up to "
-                f"{SCHEMA_VERSION}). Upgrade cxrbench to check this run."]
-    else:
-        problems += [f"metrics.json: {message}" for message in _schema_problems(metrics)]
-    seeds = metrics.get("seeds")
-    seeds = {str(s) for s in seeds} if isinstance(seeds, list) and all(_is_int(s) for s in seeds) else None
-    names = _target_names(metrics.get("targets"))
-    problems += [f"metrics.json: {message}" for message in _consistency_problems(metrics, seeds, names)]
-    for name, columns in REQUIRED_COLUMNS.items():
+    problems += [f"metrics.json: {message}" for message in metrics_problems(metrics)]
+    if _newer(metrics):
+        return problems
+    seeds, names = _seeds(metrics), _target_names(metrics.get("targets"))
+    for name in REQUIRED_COLUMNS:
+        columns = required_columns(name, metrics)
         problems += [f"{name}: {message}" for message in _parquet_problems(folder / name, columns, seeds, names)]
     return problems
 
 
+def required_columns(name: str, metrics: dict) -> tuple[str, ...]:
+    """The columns a run's parquet file `name` must have: predictions of a run scoring anything but masks also hold
+    each image's `score` (segmentation runs store per-case values instead)."""
+    targets = metrics.get("targets") if isinstance(metrics.get("targets"), list) else []
+    scored = any(isinstance(t, dict) and t.get("kind") != "mask" for t in targets)
+    return REQUIRED_COLUMNS[name] + (("score",) if name == "predictions.parquet" and scored else ())
+
+
+def metrics_problems(metrics: dict, older_ok: bool = False) -> list[str]:
+    """'PATH: what is wrong' for each problem of a parsed metrics.json: a format this cxrbench cannot read, a break of
+    the schema, per-seed keys or targets that disagree, and invariants a hand edit breaks (a mean outside its own
+    interval). Every reader of stored runs goes through it (`results.store.load_metrics`), not only `validate`.
+
+    `older_ok`: a file of an older cxrbench (no schema_version, from before the schema) is read as before, held to the
+    consistency checks and invariants only (a reader can still use it; `validate` says to rerun it)."""
+    version = metrics.get("schema_version")
+    if "schema_version" not in metrics:
+        problems = [] if older_ok else ["schema_version: missing: the run was written by an older cxrbench, before run folders recorded "
+                    "their format and provenance. Run it again with this cxrbench (the same `cxrbench run` command, "
+                    "with --overwrite; cached features are reused)."]
+    elif _newer(metrics):
+        return [f"schema_version: {version}: written by a newer cxrbench (this one reads versions up to "
+                f"{SCHEMA_VERSION}). Upgrade cxrbench to read this run."]
+    else:
+        problems = _schema_problems(metrics)
+    return problems + _consistency_problems(metrics, _seeds(metrics), _target_names(metrics.get("targets"))) + \
+        _interval_problems(metrics)
+
+
+def _newer(metrics: dict) -> bool:
+    version = metrics.get("schema_version")
+    return _is_int(version) and version > SCHEMA_VERSION
+
+
+def _seeds(metrics: dict) -> set[str] | None:
+    seeds = metrics.get("seeds")
+    return {str(s) for s in seeds} if isinstance(seeds, list) and all(_is_int(s) for s in seeds) else None
+
+
 # -- metrics.json ---------------------------------------------------------------------------------------------
+def parse_metrics(text: str):
+    """metrics.json's text as JSON, refusing NaN and Infinity (Python's json reads them; cxrbench writes neither, so
+    one is a hand edit or damage, and it would print as a number)."""
+    return json.loads(text, parse_constant=_refuse_constant)
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number a run stores (metrics.json is written without NaN or Infinity)")
+
+
 def _read_metrics(path: Path) -> tuple[dict | None, list[str]]:
     try:
-        metrics = json.loads(path.read_text(encoding="utf-8"))
+        metrics = parse_metrics(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None, ["metrics.json: missing: not a run folder, or its run did not finish."]
     except OSError as exc:
@@ -140,6 +182,32 @@ def _consistency_problems(metrics: dict, seeds: set[str] | None, names: set[str]
     return problems
 
 
+def _interval_problems(metrics: dict) -> list[str]:
+    """Each summary whose numbers cannot come from one bootstrap: ci_low <= bootstrap_median <= ci_high always holds
+    for percentiles of one distribution, and the mean of the seeds lies inside the interval of that mean (a hand-edited
+    `80.6 [11.4, 33.2]` breaks both). Cheap: no prediction is read."""
+    problems = []
+    summaries = metrics.get("metrics")
+    for metric, entries in (summaries.items() if isinstance(summaries, dict) else ()):
+        for target, entry in (entries.items() if isinstance(entries, dict) else ()):
+            if not isinstance(entry, dict):
+                continue
+            low, high = entry.get("ci_low"), entry.get("ci_high")
+            if not (_is_number(low) and _is_number(high)):
+                continue
+            for key in ("mean", "bootstrap_median"):
+                value = entry.get(key)
+                if _is_number(value) and not low - INTERVAL_SLACK <= value <= high + INTERVAL_SLACK:
+                    problems.append(f"{json_path(['metrics', metric, target, key])}: {value} lies outside its own "
+                                    f"interval [ci_low {low}, ci_high {high}]: the file was edited or damaged. Restore "
+                                    "it (e.g. from git) or rerun the run with --overwrite.")
+    return problems
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _seed_mismatch(keyed: dict, seeds: set[str]) -> str:
     return f"has seeds {_listed(set(keyed))}, but the run's seeds are {_listed(seeds)}."
 
@@ -189,4 +257,4 @@ def _parquet_problems(path: Path, columns: tuple[str, ...], seeds: set[str] | No
     return problems
 
 
-__all__ = ["SCHEMA_FILE", "find_runs", "json_path", "schema", "validate_run"]
+__all__ = ["REQUIRED_COLUMNS", "parse_metrics", "required_columns", "SCHEMA_FILE", "find_runs", "json_path", "metrics_problems", "schema", "validate_run"]

@@ -53,6 +53,7 @@ def write_run(folder: Path, writers: dict[str, Callable[[Path], None]],
     with storage_errors(parent, "Free some space, or pass --out on a disk with room, then rerun (features are cached)."):
         parent.mkdir(parents=True, exist_ok=True)
         with folder_lock(parent / f".{folder.name}.lock", f"results into {folder}", on_wait):
+            _restore_retired(folder, on_wait)
             if check is not None:
                 check(read_metrics(folder))
             remove_stale(parent, f".{folder.name}.")
@@ -75,13 +76,84 @@ def write_run(folder: Path, writers: dict[str, Callable[[Path], None]],
     return folder
 
 
+def recover_run(folder: Path, note: Callable[[str], None] | None = None) -> None:
+    """Under the folder's lock, put back a run that a process killed inside `write_run` left only as its retired copy
+    (see `_restore_retired`); call before deciding whether a run is stored there."""
+    if folder.parent.is_dir() and not folder.exists():
+        with folder_lock(folder.parent / f".{folder.name}.lock", f"results into {folder}", note):
+            _restore_retired(folder, note)
+
+
+def _restore_retired(folder: Path, note: Callable[[str], None] | None) -> None:
+    """A kill between `write_run`'s two renames leaves the previous run only as `.HEAD.old.*` and no HEAD/: rename it
+    back (call under the folder's lock), before anything is decided or cleared, so that the next run neither deletes it
+    as a leftover nor stores other settings in its place without --overwrite."""
+    if folder.exists():
+        return
+    retired = sorted(folder.parent.glob(f".{folder.name}.old.*"), key=lambda p: p.stat().st_mtime)
+    retired = [path for path in retired if (path / "metrics.json").is_file()]
+    if retired:
+        os.rename(retired[-1], folder)
+        if note is not None:
+            note(f"restored {folder} from {retired[-1].name}: a process was stopped while replacing that run.")
+
+
 def read_metrics(folder: Path) -> dict | None:
-    """A run folder's metrics.json, or None when there is none (or it cannot be read as a run)."""
+    """A run folder's metrics.json, or None when there is none (or it cannot be read as a run).
+
+    Only for deciding whether a run is stored there (before writing over it); anything that shows or compares
+    numbers reads runs with `load_metrics`, which refuses what it cannot trust."""
     try:
         metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return metrics if isinstance(metrics, dict) else None
+
+
+def load_metrics(folder: Path) -> dict:
+    """A run's metrics.json, checked before any number of it is shown: valid JSON without NaN / Infinity, a
+    schema_version this cxrbench reads, the schema (files of an older cxrbench, without a version, are read as before),
+    and invariants such as each mean inside its own interval (`results.schema.metrics_problems`). Tables, reports,
+    comparisons and checks all read runs through here."""
+    from cxrbench.results.schema import metrics_problems, parse_metrics
+
+    path = folder / "metrics.json"
+    try:
+        metrics = parse_metrics(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path} cannot be read as a run's metrics ({exc}). Restore it (e.g. from git), or run that "
+                        f"benchmark again with --overwrite, or remove the folder {folder}.") from None
+    problems = metrics_problems(metrics, older_ok=True) if isinstance(metrics, dict) else ["(top level): not a JSON object"]
+    if problems:
+        shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+        raise DataError(f"{path} cannot be used: {shown}. `cxrbench results validate {folder}` lists every problem; "
+                        "restore the file (e.g. from git) or rerun the run with --overwrite.")
+    return metrics
+
+
+def read_predictions(path: Path, metrics: dict) -> pd.DataFrame:
+    """A run's predictions.parquet, with the columns its run needs (`results.schema.required_columns`; `metrics`: the
+    run's metrics.json) and numeric labels and scores: a column deleted or retyped by hand is named here, not met as a
+    KeyError inside a statistic."""
+    import pyarrow as pa
+
+    from cxrbench.results.schema import required_columns
+
+    fix = "Restore the file (e.g. from git) or rerun the run with --overwrite (cached features are reused)."
+    try:
+        frame = pd.read_parquet(path)
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise DataError(f"{path} cannot be read as Parquet ({exc}). {fix}") from None
+    needed = required_columns(path.name, metrics)
+    missing = [c for c in needed if c not in frame.columns]
+    if missing:
+        raise DataError(f"{path} lacks the column(s) {', '.join(missing)} (this run's predictions need "
+                        f"{', '.join(needed)}). {fix}")
+    wrong = [c for c in ("seed", "label", "score") if c in frame and not pd.api.types.is_numeric_dtype(frame[c])]
+    if wrong:
+        raise DataError(f"{path}: column(s) {', '.join(wrong)} are not numeric "
+                        f"({', '.join(f'{c}: {frame[c].dtype}' for c in wrong)}). {fix}")
+    return frame
 
 
 def yaml_writer(data: dict) -> Callable[[Path], None]:
@@ -153,23 +225,16 @@ class StoredRun:
         return parse_spec(BootstrapSpec, dict(self.metrics.get("bootstrap", {})), f"{self.folder / 'metrics.json'}: bootstrap")
 
     def predictions(self) -> pd.DataFrame:
-        path = self.folder / "predictions.parquet"
-        try:
-            return pd.read_parquet(path)
-        except (OSError, ValueError) as exc:
-            raise DataError(f"{path} cannot be read ({exc}); run {self.benchmark} with {self.encoder} again.") from None
+        return read_predictions(self.folder / "predictions.parquet", self.metrics)
 
 
 def stored_runs(out: Path, benchmark: str) -> list[StoredRun]:
-    """Every complete run of `benchmark` under `out` (folders holding metrics.json)."""
+    """Every complete run of `benchmark` under `out` (folders holding metrics.json), each read by `load_metrics`:
+    one that cannot be trusted stops the table with its file and problem named, instead of becoming a row."""
     runs = []
     for metrics_path in sorted((out / benchmark).glob("*/*/metrics.json")):
         folder = metrics_path.parent
         if folder.name.startswith(".") or folder.parent.name.startswith("."):
             continue
-        metrics = read_metrics(folder)
-        if metrics is None:
-            raise DataError(f"{metrics_path} cannot be read as a run's metrics (damaged?). Run that benchmark again, "
-                            f"or remove the folder {folder}.")
-        runs.append(StoredRun(benchmark, folder, metrics))
+        runs.append(StoredRun(benchmark, folder, load_metrics(folder)))
     return runs
