@@ -12,7 +12,10 @@ uses it so that "default settings" (RAD-DINO, Table 5) means exactly `LogisticRe
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
@@ -37,6 +40,7 @@ class LogisticHead(Head):
         columns = [train.labels[:, [t]] for t in range(train.labels.shape[1])] if self.kind == "binary" else [train.labels]
         val_columns = ([val.labels[:, [t]] for t in range(val.labels.shape[1])] if self.kind == "binary" else [val.labels])
         self.models, chosen, table = [], {}, []
+        unconverged = fits = 0
         advance = progress.task(f"{self.spec.name} head, seed {seed}: tasks", len(columns), transient=True)
         for t, (labels, val_labels) in enumerate(zip(columns, val_columns)):
             known = ~np.isnan(labels).any(axis=1)
@@ -44,7 +48,11 @@ class LogisticHead(Head):
             candidates = {}
             for c in self.params["C"]:
                 model = LogisticRegression(C=float(c), max_iter=int(self.params["max_iter"]), random_state=seed)
-                candidates[float(c)] = model.fit(x_train[known], y)
+                with warnings.catch_warnings():  # counted below and said once, not a warning per fit
+                    warnings.simplefilter("ignore", ConvergenceWarning)
+                    candidates[float(c)] = model.fit(x_train[known], y)
+                unconverged += int(np.max(model.n_iter_) >= model.max_iter)
+                fits += 1
             if x_val is None or metric is None:
                 best = max(candidates)
             else:
@@ -56,6 +64,10 @@ class LogisticHead(Head):
             self.models.append(candidates[best])
             chosen[f"C[{t}]"] = best
             advance(1)
+        if unconverged:
+            progress.note(f"{self.spec.name}, seed {seed}: {unconverged} of {fits} logistic fits stopped at max_iter="
+                          f"{self.params['max_iter']} before lbfgs converged (the head's setting; scikit-learn's default "
+                          "is 100); their coefficients are used as they are.")
         return FitReport(chosen=chosen, table=table)
 
     def _probabilities(self, model: LogisticRegression, x: np.ndarray) -> np.ndarray:
