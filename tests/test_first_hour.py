@@ -263,7 +263,7 @@ def test_demo_next_steps_name_the_results(monkeypatch, tmp_path):
     assert "all images are of one person" in text and "The segmentation images are all of one person." in text
     jsrt = json.loads((tmp_path / "demo/jsrt/cxrbench-synthetic.json").read_text())
     assert jsrt["settings"]["images"] == 2 and "one chest CT" in jsrt["settings"]["anatomy"]
-    assert f"cxrbench table vindr --out {tmp_path / 'demo/results'}" in text and "Getting the data" in text
+    assert f"cxrbench table vindr --out {tmp_path / 'demo/results'}" in text and "docs/datasets.md" in text
     assert f"cxrbench report --out {tmp_path / 'demo/results'}" in text
     marker = json.loads((tmp_path / "demo/data/cxrbench-synthetic.json").read_text())
     assert marker["synthetic"] is True and marker["settings"]["patients"] == 20

@@ -14,6 +14,7 @@ from scipy import ndimage
 
 from cxrbench.data import synthetic_anatomy as anatomy
 from cxrbench.data.images import read_image
+from cxrbench.data.splits import POOL
 from cxrbench.study import load_benchmark
 
 IMAGES = 4
@@ -75,7 +76,8 @@ def _centre(mask: np.ndarray) -> np.ndarray:
 def test_loader_reads_the_folder_and_the_anatomy_is_where_a_pa_film_shows_it(folder):
     spec, data = load_benchmark("jsrt", folder, {})
     assert list(spec.target("anatomy").structures) == STRUCTURES and data.synthetic
-    assert len(data.samples) == IMAGES and set(data.samples["split"]) == {"train", "test"}
+    # RayDINO's JSRT protocol: one pool of every image, split 80/20 by the study (not SCR's folds)
+    assert len(data.samples) == IMAGES and set(data.samples["split"]) == {POOL}
     for image_id in data.samples["image_id"]:
         masks = data.mask_reader("anatomy", image_id)
         assert masks.shape == (5, 1024, 1024)

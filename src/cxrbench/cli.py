@@ -812,21 +812,23 @@ def compare(
     method = head or spec.default_head
     chosen = [reference_run(runs, name, method) for name in names]
     frame = compare_runs(chosen[0], chosen[1:], metric, correction, test, ttest, alpha)
+    pairs = [f"{encoder_label(e, notes_of(v))} − {encoder_label(r, notes_of(rv))}" for e, v, r, rv
+             in zip(frame["encoder"], frame["variant"], frame["reference"], frame["reference_variant"])]
     shown = frame.assign(
-        comparison=[f"{encoder_label(e, notes_of(v))} − {encoder_label(r, notes_of(rv))} · {t}" for e, v, r, rv, t
-                    in zip(frame["encoder"], frame["variant"], frame["reference"], frame["reference_variant"], frame["target"])],
+        comparison=[f"{pair} · {t}" for pair, t in zip(pairs, frame["target"])],
         difference=[_difference(row, metric) for _, row in frame.iterrows()],
         **{c: [_p(v) for v in frame[c]] for c in ("p_bootstrap", "p_delong", "p_ttest", "p_adjusted")},
     ).set_index("comparison")[["difference", "p_bootstrap", "p_delong", "p_ttest", "p_adjusted", "verdict"]]
     title = (f"{spec.title}: {metric_spec(metric).title}, {method} heads, paired on the same test patients\n"
              f"difference [95% paired-bootstrap CI]; p adjusted by {correction} over {len(frame)} comparisons; verdict from {test}")
     say(title)
-    for encoder, rows in frame.groupby("encoder", sort=False):  # one short table per pair: fits 80 columns
-        terminal = shown.loc[[f"{encoder} − {r} · {t}" for r, t in zip(rows["reference"], rows["target"])]]
-        terminal.index = rows["target"].tolist()
+    for pair in dict.fromkeys(pairs):  # one short table per compared pair: it fits 80 columns
+        rows = [i for i, p in enumerate(pairs) if p == pair]
+        terminal = shown.iloc[rows].copy()
+        terminal.index = frame["target"].iloc[rows].tolist()
         terminal.columns = ["difference [CI]", "p boot", "p DeLong", "p t", "p adj", "verdict"]
         terminal = terminal.loc[:, (terminal != "–").any()]  # a test that does not apply (DeLong off AUROC) is left out
-        print_table(terminal, f"{encoder} − {rows['reference'].iloc[0]}", "target")
+        print_table(terminal, pair, "target")
     stem = out / benchmark / "comparisons" / f"{metric}_vs_{names[0]}"
     atomic_text(stem.with_suffix(".csv"), frame.to_csv(index=False))
     notes = "".join(f"- {note}\n" for note in TEST_NOTES)
