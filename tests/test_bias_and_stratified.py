@@ -22,7 +22,9 @@ from cxrbench.data.groups import group_labels
 from cxrbench.data.synthetic import SyntheticConfig, write_synthetic_vindr
 from cxrbench.errors import DataError, SpecError
 from cxrbench.registry import benchmark_spec
-from cxrbench.results.bias import model_mann_whitney
+from cxrbench.results.bias import model_mann_whitney, train_group
+from cxrbench.results.labels import RANDOM_INIT, SYNTHETIC_DATA, variant_text
+from cxrbench.results.store import stored_runs
 from cxrbench.study import load_benchmark
 from cxrbench.specs import GroupSpec
 from cxrbench.stats.thresholds import choose_threshold
@@ -196,6 +198,17 @@ def test_fold_scores_equal_a_direct_recomputation_and_mann_whitney_equals_scipy(
     assert "trained on All" in (base / "results" / "vindr" / "bias_sex.md").read_text()
 
 
+def test_bias_csvs_carry_each_runs_variant_beside_its_label(base):
+    """The bias CSV files give every row its run's bare encoder, head and the label module's variant (a synthetic-data
+    run here), beside the `model` label people read, as the other CSV files do."""
+    runs = [run for run in stored_runs(base / "results", "vindr") if train_group(run)]
+    assert {run.label for run in runs} == {runs[0].label} and SYNTHETIC_DATA in runs[0].variant
+    expected = {"model": runs[0].label, "encoder": "pixels", "variant": variant_text(runs[0].variant), "head": "logistic"}
+    for name in ("folds", "tests"):
+        frame = pd.read_csv(base / "results" / "vindr" / f"bias_sex_{name}.csv", keep_default_na=False)
+        assert len(frame) and {k: set(frame[k]) for k in expected} == {k: {v} for k, v in expected.items()}
+
+
 def test_each_group_head_selects_on_its_own_groups_validation_images(base):
     """A head trained on one group sees only that group's validation images (the All head every group's); the test
     split is shared by every fold, and the Markdown says so."""
@@ -220,9 +233,10 @@ def test_bias_defaults_to_the_raydino_grid():
 
 def test_model_against_model_mann_whitney_equals_scipy():
     rng = np.random.default_rng(3)
-    rows = [{"model": model, "train_group": trained, "test_group": tested, "fold": fold,
+    variants = {"a / raydino-grid": "", "b (random init) / raydino-grid": RANDOM_INIT, "c / raydino-grid": ""}
+    rows = [{"model": model, "variant": variants[model], "train_group": trained, "test_group": tested, "fold": fold,
              "value": rng.normal(0.7 + 0.02 * m, 0.01)}
-            for m, model in enumerate(["a / raydino-grid", "b / raydino-grid", "c / raydino-grid"])
+            for m, model in enumerate(variants)
             for trained in ("F", "M", "All") for tested in ("F", "M") for fold in range(6)]
     scores = pd.DataFrame(rows)
     scores.loc[3, "value"] = np.nan  # an undefined fold is left out, not counted
@@ -234,6 +248,7 @@ def test_model_against_model_mann_whitney_equals_scipy():
         expected = mannwhitneyu(pick(row["model"]), pick(row["other_model"]), alternative="two-sided")
         assert row["u"] == expected.statistic and row["p"] == pytest.approx(expected.pvalue, abs=1e-15)
         assert row["difference"] == pytest.approx(pick(row["model"]).mean() - pick(row["other_model"]).mean(), abs=1e-15)
+        assert (row["variant"], row["other_variant"]) == (variants[row["model"]], variants[row["other_model"]])
 
 
 def test_bias_runs_resume_and_are_kept_off_tables_and_curves(base):

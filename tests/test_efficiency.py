@@ -18,6 +18,7 @@ from cxrbench.registry import benchmark_spec
 from cxrbench.results.efficiency import (
     FULL, Budget, efficiency_display_table, efficiency_long_table, full_data_runs, run_budget, write_efficiency,
 )
+from cxrbench.results.labels import RANDOM_INIT, run_label, variant_text
 from cxrbench.results.store import json_writer, run_folder, stored_runs, write_run
 
 runner = CliRunner()
@@ -116,8 +117,27 @@ def test_runs_of_random_weights_are_their_own_curve(tmp_path):
     """A `--weights random` budget run beside the released encoder's full-data run must not join its curve."""
     write_stored_run(tmp_path, "rad-dino", "linear", 0.5, budget=None, weights="hf:microsoft/rad-dino@abc")
     write_stored_run(tmp_path, "rad-dino", "linear_train-0.1", 0.2, budget={"train_fraction": 0.1}, weights="random:seed=0")
-    macro = efficiency_long_table(VINDR, stored_runs(tmp_path, "vindr"), "auprc").query("task == 'macro'")
-    assert dict(zip(macro["encoder"], macro["budget_value"])) == {"rad-dino": 1.0, "rad-dino (random init)": 0.1}
+    runs = stored_runs(tmp_path, "vindr")
+    macro = efficiency_long_table(VINDR, runs, "auprc").query("task == 'macro'")
+    assert dict(zip(macro["variant"], macro["budget_value"])) == {"": 1.0, RANDOM_INIT: 0.1}
+    assert set(macro["encoder"]) == {"rad-dino"}  # the bare name, its variant apart, as in the other CSV files
+    labelled = {variant_text(run.variant): run_label(run.encoder, run.method, run.variant) for run in runs}
+    assert list(efficiency_display_table(macro).index) == [labelled[""], labelled[RANDOM_INIT]]
+
+
+def test_the_efficiency_csv_carries_each_runs_variant(tmp_path):
+    """`cxrbench curve`'s CSV gives every row the label module's variant of its run (empty: the published setup)."""
+    write_stored_run(tmp_path, "rad-dino", "linear", 0.5, budget=None, weights="hf:microsoft/rad-dino@abc")
+    write_stored_run(tmp_path, "rad-dino", "linear_train-0.1", 0.2, budget={"train_fraction": 0.1}, weights="random:seed=0")
+    result = runner.invoke(app, ["curve", "vindr", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(tmp_path / "vindr" / "efficiency_auprc.csv", keep_default_na=False)
+    expected = {run.metrics["label_budget"]["train_fraction"] if run.metrics.get("label_budget") else 1.0:
+                variant_text(run.variant) for run in stored_runs(tmp_path, "vindr")}
+    assert {value: set(part["variant"]) for value, part in table.groupby("budget_value")} == {
+        value: {variant} for value, variant in expected.items()}
+    assert expected[0.1] == RANDOM_INIT and set(table["encoder"]) == {"rad-dino"}
+    assert "rad-dino (random init) / linear" in result.output
 
 
 def test_write_efficiency_files_and_png(store):

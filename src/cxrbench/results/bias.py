@@ -23,7 +23,9 @@ Each head chooses its configuration (e.g. the RayDINO grid's) on the validation 
 (`GroupBudget`), never on another group's.
 
 Written to OUT/BENCHMARK/ as bias_ATTRIBUTE_folds.csv, bias_ATTRIBUTE_tests.csv, bias_ATTRIBUTE_models.csv,
-bias_ATTRIBUTE.md and .png, for every encoder and head with bias runs of that attribute.
+bias_ATTRIBUTE.md and .png, for every encoder and head with bias runs of that attribute. `model` is the run's label
+for people ('rad-dino (random init) / linear'); the CSV files also give it apart, as the other CSV files do: the bare
+`encoder`, its `variant` ('' for the published protocol, `cxrbench.results.labels`) and the `head`.
 """
 
 from __future__ import annotations
@@ -43,11 +45,12 @@ from cxrbench.errors import CxrbenchError
 from cxrbench.files import atomic_bytes, atomic_text
 from cxrbench.registry import metric as registered_metric
 from cxrbench.registry import metric_spec
+from cxrbench.results.labels import variant_text
 from cxrbench.results.store import StoredRun
 from cxrbench.results.tables import to_markdown
 from cxrbench.stats.summary import target_arrays
 
-FOLD_COLUMNS = ["model", "train_group", "test_group", "fold", "value"]
+FOLD_COLUMNS = ["model", "encoder", "variant", "head", "train_group", "test_group", "fold", "value"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,13 @@ class BiasRuns:
 
     model: str
     runs: dict[str, StoredRun]
+
+    @property
+    def parts(self) -> dict[str, str]:
+        """The model's encoder, variant and head, for the CSV columns beside its label (every run of a model shares
+        them: the label is made of them)."""
+        run = next(iter(self.runs.values()))
+        return {"encoder": run.encoder, "variant": variant_text(run.variant), "head": run.method}
 
 
 def train_group(run: StoredRun) -> dict | None:
@@ -101,8 +111,8 @@ def fold_scores(models: Sequence[BiasRuns], attribute: str, metric: str) -> pd.D
                                         sensitive_features=groups[known])
                     per_target.append(frame.by_group)
                 macro = pd.concat(per_target, axis=1).mean(axis=1, skipna=False)
-                rows += [{"model": model.model, "train_group": trained_on, "test_group": name, "fold": int(fold),
-                          "value": float(value)} for name, value in macro.items()]
+                rows += [{"model": model.model, **model.parts, "train_group": trained_on, "test_group": name,
+                          "fold": int(fold), "value": float(value)} for name, value in macro.items()]
     return pd.DataFrame(rows, columns=FOLD_COLUMNS)
 
 
@@ -120,6 +130,7 @@ def mann_whitney(scores: pd.DataFrame) -> pd.DataFrame:
 
     rows = []
     for (model, tested), part in scores.groupby(["model", "test_group"], sort=False):
+        parts = part.iloc[0][["encoder", "variant", "head"]].to_dict()
         same = part.loc[part["train_group"] == tested, "value"].dropna().to_numpy()
         if len(same) == 0:
             continue
@@ -130,23 +141,25 @@ def mann_whitney(scores: pd.DataFrame) -> pd.DataFrame:
             if len(other) == 0:
                 continue
             result = mannwhitneyu(same, other, alternative="two-sided")
-            rows.append({"model": model, "test_group": tested, "other_group": other_group,
+            rows.append({"model": model, **parts, "test_group": tested, "other_group": other_group,
                          "n_same": len(same), "n_other": len(other), "same_mean": float(same.mean()),
                          "other_mean": float(other.mean()), "difference": float(same.mean() - other.mean()),
                          "u": float(result.statistic), "p": float(result.pvalue)})
-    return pd.DataFrame(rows, columns=["model", "test_group", "other_group", "n_same", "n_other",
-                                       "same_mean", "other_mean", "difference", "u", "p"])
+    return pd.DataFrame(rows, columns=["model", "encoder", "variant", "head", "test_group", "other_group", "n_same",
+                                       "n_other", "same_mean", "other_mean", "difference", "u", "p"])
 
 
-MODEL_TEST_COLUMNS = ["train_group", "test_group", "model", "other_model", "n_model", "n_other", "model_mean",
-                      "other_mean", "difference", "u", "p"]
+MODEL_TEST_COLUMNS = ["train_group", "test_group", "model", "variant", "other_model", "other_variant", "n_model",
+                      "n_other", "model_mean", "other_mean", "difference", "u", "p"]
 
 
 def model_mann_whitney(scores: pd.DataFrame) -> pd.DataFrame:
     """Per training and test group, each pair of models: the folds of one against the other's, U and two-sided p
-    (scipy.stats.mannwhitneyu), both means and their difference (model minus other model)."""
+    (scipy.stats.mannwhitneyu), both means and their difference (model minus other model); `variant` and
+    `other_variant` say how each differs from the published protocol, as in the comparison CSV files."""
     from scipy.stats import mannwhitneyu
 
+    variants = dict(zip(scores["model"], scores["variant"]))
     rows = []
     for (trained_on, tested), part in scores.groupby(["train_group", "test_group"], sort=False):
         folds = {model: values["value"].dropna().to_numpy() for model, values in part.groupby("model", sort=False)}
@@ -154,7 +167,8 @@ def model_mann_whitney(scores: pd.DataFrame) -> pd.DataFrame:
         for k, model in enumerate(names):
             for other in names[k + 1:]:
                 result = mannwhitneyu(folds[model], folds[other], alternative="two-sided")
-                rows.append({"train_group": trained_on, "test_group": tested, "model": model, "other_model": other,
+                rows.append({"train_group": trained_on, "test_group": tested, "model": model,
+                             "variant": variants[model], "other_model": other, "other_variant": variants[other],
                              "n_model": len(folds[model]), "n_other": len(folds[other]),
                              "model_mean": float(folds[model].mean()), "other_mean": float(folds[other].mean()),
                              "difference": float(folds[model].mean() - folds[other].mean()),

@@ -23,7 +23,7 @@ import pandas as pd
 from cxrbench.errors import CxrbenchError
 from cxrbench.registry import metric_spec
 from cxrbench.files import atomic_bytes, atomic_text
-from cxrbench.results.labels import encoder_label
+from cxrbench.results.labels import encoder_label, notes_of, run_label, variant_text
 from cxrbench.results.store import StoredRun, stored_runs
 from cxrbench.results.tables import format_entry, to_markdown
 from cxrbench.specs import BenchmarkSpec
@@ -33,7 +33,7 @@ FRACTION = "fraction"
 SHOTS = "shots"
 GROUP = "group"  # a bias-protocol run on one patient group (`cxrbench bias`): not on a label-efficiency curve
 
-LONG_COLUMNS = ["encoder", "head", "budget_kind", "budget_value", "budget", "full_data", "metric", "task",
+LONG_COLUMNS = ["encoder", "variant", "head", "budget_kind", "budget_value", "budget", "full_data", "metric", "task",
                 "mean", "std", "ci_low", "ci_high", "seeds", "n_train_images"]
 
 
@@ -103,17 +103,19 @@ def _n_train(metrics: dict) -> float | None:
 
 
 def efficiency_long_table(spec: BenchmarkSpec, runs: Sequence[StoredRun], metric: str) -> pd.DataFrame:
-    """One row per (encoder, head, budget, task or macro): raw fractions, sorted by encoder, head, budget."""
-    chosen: dict[tuple[str, str, Budget], StoredRun] = {}
+    """One row per (encoder, variant, head, budget, task or macro): raw fractions, sorted by encoder, variant, head,
+    budget. `encoder` is the bare name and `variant` how the run differs from the published protocol ('' when it
+    does not), as in the other CSV files (`cxrbench.results.labels`)."""
+    chosen: dict[tuple[str, str, str, Budget], StoredRun] = {}
     for run in runs:
         budget = run_budget(run)
         if not budget.on_curve:
             continue
-        key = (encoder_label(run.encoder, run.variant), run.method, budget)  # a random-init run is its own curve
+        key = (run.encoder, variant_text(run.variant), run.method, budget)  # a random-init run is its own curve
         if key not in chosen or run.metrics.get("label_budget") is None:  # the full-data run wins over an explicit fraction 1
             chosen[key] = run
     rows = []
-    for (encoder, head, budget), run in sorted(chosen.items(), key=lambda item: (item[0][0], item[0][1], item[0][2].sort_key)):
+    for (encoder, variant, head, budget), run in sorted(chosen.items(), key=lambda item: (*item[0][:3], item[0][3].sort_key)):
         entries = run.metrics.get("metrics", {}).get(metric)
         if entries is None:
             continue
@@ -123,12 +125,18 @@ def efficiency_long_table(spec: BenchmarkSpec, runs: Sequence[StoredRun], metric
             if entry is None:
                 continue
             rows.append({
-                "encoder": encoder, "head": head, "budget_kind": budget.kind, "budget_value": budget.value,
-                "budget": budget.label, "full_data": budget.full, "metric": metric, "task": task,
+                "encoder": encoder, "variant": variant, "head": head, "budget_kind": budget.kind,
+                "budget_value": budget.value, "budget": budget.label, "full_data": budget.full, "metric": metric, "task": task,
                 **{k: entry.get(k) for k in ("mean", "std", "ci_low", "ci_high")},
                 "seeds": len(entry.get("per_seed") or {}), "n_train_images": n_train,
             })
     return pd.DataFrame(rows, columns=LONG_COLUMNS)
+
+
+def _notes(record: dict) -> tuple[str, ...]:
+    """A row's variant as notes, for the labels people read (a CSV read back has NaN for the published protocol)."""
+    variant = record["variant"]
+    return notes_of(variant if isinstance(variant, str) else "")
 
 
 def _budgets(long: pd.DataFrame) -> list[Budget]:
@@ -150,7 +158,8 @@ def efficiency_display_table(long: pd.DataFrame) -> pd.DataFrame:
     for record in macro.to_dict("records"):
         budget = Budget(record["budget_kind"], float(record["budget_value"]), bool(record["full_data"]))
         entry = {k: None if pd.isna(record[k]) else record[k] for k in ("mean", "std", "ci_low", "ci_high")}
-        rows.setdefault(f"{record['encoder']} / {record['head']}", {})[titles[budget]] = format_entry(entry, record["metric"])
+        label = run_label(record["encoder"], record["head"], _notes(record))
+        rows.setdefault(label, {})[titles[budget]] = format_entry(entry, record["metric"])
     frame = pd.DataFrame.from_dict(rows, orient="index", columns=[titles[b] for b in budgets])
     return frame.fillna("–")
 
@@ -168,6 +177,7 @@ def plot_efficiency(long: pd.DataFrame, title: str, metric: str) -> bytes:
     has_shots = (macro["budget_kind"] == SHOTS).any()
     has_fractions = (~macro["full_data"] & (macro["budget_kind"] == FRACTION)).any()
     panels = [kind for kind, present in ((FRACTION, has_fractions or not has_shots), (SHOTS, has_shots)) if present]
+    macro["encoder"] = [encoder_label(record["encoder"], _notes(record)) for record in macro.to_dict("records")]
     lines = list(dict.fromkeys(zip(macro["encoder"], macro["head"])))
     one_head = len({head for _, head in lines}) == 1
 
