@@ -21,6 +21,7 @@ from cxrbench.encoders.base import FeatureRequest
 from cxrbench.encoders.factory import build_encoder
 from cxrbench.encoders.hf_clip import HFClipVisionEncoder
 from cxrbench.encoders.hf_dinov2 import HFDinov2Encoder
+from cxrbench.encoders.timm_vit import TimmViTEncoder
 from cxrbench.encoders.weights import resolve_weights
 from cxrbench.errors import CxrbenchError, SpecError
 from cxrbench.features.cache import FeatureStore
@@ -85,6 +86,24 @@ def test_hf_clip_cls_layers_are_the_post_layernormed_class_tokens_of_those_block
         expected = F.layer_norm(output.hidden_states[block + 1][:, 0], (32,), norm.weight, norm.bias, norm.eps)
         torch.testing.assert_close(features.cls_layers[block], expected, atol=1e-5, rtol=0)
     torch.testing.assert_close(features.cls_layers[3], output.pooler_output, atol=1e-5, rtol=0)
+
+
+def test_timm_vit_cls_layers_are_the_normed_class_tokens_of_those_blocks(paths):
+    """DINOv2 weights given as a `.pth` file (torch.hub, RayDINO) are read onto timm's ViT: the blocks run by hand here."""
+    encoder = tiny("dinov2-large", TimmViTEncoder, hidden_size=32, num_hidden_layers=5, num_attention_heads=2)
+    pixels = pixels_of(encoder, paths)
+    features = encoder.encode(pixels, FeatureRequest(layers=(3,), cls_layers=(0, 3, 4)))
+    model = encoder.model
+    with torch.no_grad():
+        x = model.norm_pre(model._pos_embed(model.patch_embed(pixels)))
+        expected = {}
+        for block, module in enumerate(model.blocks):
+            x = module(x)
+            expected[block] = F.layer_norm(x[:, 0], (32,), model.norm.weight, model.norm.bias, model.norm.eps)
+    for block in (0, 3, 4):
+        torch.testing.assert_close(features.cls_layers[block], expected[block], atol=1e-5, rtol=0)
+    torch.testing.assert_close(features.cls_layers[4], features.global_embedding, atol=1e-5, rtol=0)
+    assert features.layers[3].shape == (3, 4, 4, 32)
 
 
 def test_cls_layers_are_cached_under_their_own_key_and_other_keys_are_unchanged(paths, tmp_path):
