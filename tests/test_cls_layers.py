@@ -136,6 +136,25 @@ def test_an_encoder_without_intermediate_class_tokens_refuses_the_request(tmp_pa
     assert "does not provide the class tokens" in result.output and "blocks: 1" in result.output
 
 
+def test_the_online_source_feeds_the_class_tokens_of_the_asked_blocks(paths):
+    """A grid trained on augmented views (`features: online`) gets the same inputs as from the cache."""
+    from cxrbench.training.augment import AugmentationParams, AugmentationPolicy, view_seed
+    from cxrbench.training.online import ImageViews, OnlineBatches
+
+    encoder = tiny("dinov2-large", HFDinov2Encoder, hidden_size=32, num_hidden_layers=5, num_attention_heads=2)
+    policy = AugmentationPolicy(AugmentationParams(), encoder.preprocessing)
+    source = OnlineBatches(encoder, ImageViews(paths, policy, encoder.preprocessor, seed=3))
+    (inputs,) = list(source.epoch([np.array([2, 0])], 1, ("global", "cls_layer_1", "cls_layer_4")))
+    views = torch.stack([encoder.preprocessor(policy(read_image(paths[i]), view_seed(3, 1, i))) for i in (2, 0)])
+    expected = encoder.encode(views, FeatureRequest(cls_layers=(1, 4)))
+    for block in (1, 4):
+        torch.testing.assert_close(inputs[f"cls_layer_{block}"], expected.cls_layers[block])
+    pixels = build_encoder("pixels")
+    refusing = OnlineBatches(pixels, ImageViews(paths, policy, pixels.preprocessor, seed=3))
+    with pytest.raises(CxrbenchError, match="does not provide the class tokens"):
+        next(refusing.epoch([np.array([0])], 0, ("global", "cls_layer_0")))
+
+
 def _head(**overrides) -> GridHead:
     return GridHead(registry().get("heads", "linear-dinov2").spec, overrides, "binary", "auroc")
 
