@@ -169,7 +169,7 @@ class ProbeEvaluation:
         return not all(plan.stored for plan in self.plans)
 
     def request(self, study: Study, encoder: Encoder) -> FeatureRequest:
-        needs = set()
+        needs: set[str] = set()
         for group in self.groups:
             head = self._head(study.spec, group)
             if head.reads_blocks:  # only then: the encoder's depth is read from its model, which is built for it
@@ -177,8 +177,7 @@ class ProbeEvaluation:
                 head.select_blocks(encoder.num_layers)
             needs.update(head.needs)
         cls_layers = tuple(sorted(int(n[len(CLS_LAYER_PREFIX):]) for n in needs if n.startswith(CLS_LAYER_PREFIX)))
-        request = FeatureRequest(global_embedding=True, patch_tokens="patches" in needs, cls_layers=cls_layers)
-        return request
+        return FeatureRequest(global_embedding=True, patch_tokens="patches" in needs, cls_layers=cls_layers)
 
     def evaluate(self, study: Study, features: EncoderFeatures | None, settings: ExtractionSettings,
                  progress: Progress) -> list[RunResult]:
