@@ -209,18 +209,19 @@ def test_standardisation_statistics_come_from_the_whole_training_split():
 
 def test_cls_plus_avg_pooling_is_a_linear_layer_on_the_concatenated_inputs():
     """`cls+avg` (DINOv2's linear evaluation with average pooling): logits = [std(cls), mean(std(tokens))] W + b,
-    recomputed here by hand from the head's weights and standardisers; linear-dinov2 grids lr x {cls, cls+avg}."""
+    recomputed here by hand from the head's weights and standardisers; linear-dinov2 grids lr x blocks {1, 4} x
+    {cls, cls+avg} (the 4-block inputs: tests/test_cls_layers.py)."""
     rng = np.random.default_rng(4)
     train, _ = planted(64, rng)
     train.global_ = rng.normal(size=(64, 10)).astype(np.float32) * 3 + 1  # a global embedding of another width
-    head = _head("linear-dinov2", lr=[1e-2], pooling=["cls+avg"], epochs=2, min_steps=0)
+    head = _head("linear-dinov2", lr=[1e-2], pooling=["cls+avg"], blocks=1, epochs=2, min_steps=0)
     head.fit(train, FeatureSet(train.global_[:0], train.labels[:0], train.patches[:0]), seed=0)
-    module, _ = head.families[("cls+avg", 1)]
+    module, _ = head.families[("cls+avg", 1, 1)]
     cls = (train.global_ - head._scale_global.mean.numpy()) / head._scale_global.std.numpy()
     tokens = (train.patches - head._scale_tokens.mean.numpy()) / head._scale_tokens.std.numpy()
     inputs = np.concatenate([cls, tokens.reshape(64, -1, DIM).mean(axis=1)], axis=1)
     logits = inputs @ module.out_w[0].detach().numpy() + module.out_b[0].detach().numpy()
     np.testing.assert_allclose(head.predict(train), 1 / (1 + np.exp(-logits)), atol=1e-5)
     full = _head("linear-dinov2")
-    assert len(full.configs) == 26 and {c.pooling for c in full.configs} == {"cls", "cls+avg"}
+    assert len(full.configs) == 52 and {c.pooling for c in full.configs} == {"cls", "cls+avg"}
     assert {c.depth for c in full.configs} == {1}

@@ -1,7 +1,8 @@
 """The feature API every encoder implements.
 
 An encoder turns a batch of preprocessed images into `Features`: a global embedding [B, D], the
-patch-token grid [B, H, W, D] and intermediate layers {index: [B, H, W, D]} (0-based blocks).
+patch-token grid [B, H, W, D], intermediate layers {index: [B, H, W, D]} (0-based blocks) and, from encoders
+that can (`Encoder.serves_cls_layers`), the class tokens of chosen blocks {index: [B, D]}.
 Preprocessing is declared as data in the encoder's adapter spec and applied by `Preprocessor`.
 """
 
@@ -28,9 +29,16 @@ class FeatureRequest:
     global_embedding: bool = True
     patch_tokens: bool = False
     layers: tuple[int, ...] = ()
+    #: blocks whose class token (after the final norm) is wanted, for DINOv2's "last n blocks" linear probe
+    cls_layers: tuple[int, ...] = ()
 
     def describe(self) -> dict:
-        return asdict(self)
+        """The request as the cache key sees it. `cls_layers` only when asked for: requests without it keep the
+        store keys they had before it existed (and so the stores and stored results that name them)."""
+        described = asdict(self)
+        if not self.cls_layers:
+            del described["cls_layers"]
+        return described
 
 
 @dataclass
@@ -38,6 +46,7 @@ class Features:
     global_embedding: torch.Tensor | None = None
     patch_tokens: torch.Tensor | None = None
     layers: dict[int, torch.Tensor] = field(default_factory=dict)
+    cls_layers: dict[int, torch.Tensor] = field(default_factory=dict)  # block index -> [B, D]
 
     def arrays(self) -> dict[str, torch.Tensor]:
         """Flat name -> tensor view, as stored in the cache."""
@@ -48,6 +57,8 @@ class Features:
             out["patches"] = self.patch_tokens
         for index, tensor in self.layers.items():
             out[f"layer_{index}"] = tensor
+        for index, tensor in self.cls_layers.items():
+            out[f"cls_layer_{index}"] = tensor
         return out
 
 
@@ -60,6 +71,8 @@ class Encoder(ABC):
 
     #: whether another input size than the adapter's can be asked for (--image-size)
     resizable: bool = True
+    #: whether `encode` returns the class tokens of intermediate blocks (`FeatureRequest.cls_layers`)
+    serves_cls_layers: bool = False
 
     def __init__(self, spec: AdapterSpec, weights: WeightsSource, preprocessing: PreprocessSpec | None = None):
         self.spec = spec
@@ -133,8 +146,19 @@ class Encoder(ABC):
             self.model.to(device)
         return self
 
+    def check_cls_layers(self) -> None:
+        """Refuse, with the fix, a request for intermediate class tokens from an encoder that does not serve them."""
+        if not self.serves_cls_layers:
+            raise CxrbenchError(
+                f"Encoder '{self.spec.name}' does not provide the class tokens of intermediate blocks (cls_layers, asked "
+                "for by a grid head with blocks > 1). Use blocks: 1 with this encoder, or an encoder that does "
+                "(dinov2-*, rad-dino and clip-l14 loaded from Hugging Face folders or the hub cache)."
+            )
+
     def check_request(self, request: FeatureRequest) -> None:
-        bad = [i for i in request.layers if not 0 <= i < self.num_layers]
+        if request.cls_layers:
+            self.check_cls_layers()
+        bad = [i for i in (*request.layers, *request.cls_layers) if not 0 <= i < self.num_layers]
         if bad:
             raise CxrbenchError(
                 f"Encoder '{self.spec.name}' has {self.num_layers} layers (0-{self.num_layers - 1}); layer(s) {bad} "

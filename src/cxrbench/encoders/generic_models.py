@@ -125,6 +125,8 @@ def timm_model(model_id: str, meta: bool = False, where: str = ""):
 class TimmGenericEncoder(TimmViTEncoder):
     """A timm VisionTransformer built by timm from its own name or config; weights: its model.safetensors."""
 
+    serves_cls_layers = False  # its models need not have a class token
+
     def _construct(self):
         return timm_model(self.spec.architecture["model"], where=self.spec.name)
 

@@ -6,7 +6,8 @@
   and BERT keys dropped and reported; BiomedCLIP's open_clip file, whose image trunk sits under `visual.trunk.`.
 
 Global embedding: `cls` (the normed class token) or `mean_patch` (the mean of the normed patch tokens).
-Layers are block outputs passed through the final norm. Inputs at other resolutions interpolate the
+Layers are block outputs passed through the final norm, and so are the class tokens of chosen blocks (`cls_layers`,
+what DINOv2's linear evaluation reads from a DINOv2 `.pth`). Inputs at other resolutions interpolate the
 position embeddings with timm's bicubic resampling (DINOv2's own adds a 0.1 offset; identical at the
 native resolution).
 """
@@ -43,6 +44,7 @@ def build_vit(arch: dict) -> VisionTransformer:
 
 
 class TimmViTEncoder(Encoder):
+    serves_cls_layers = True  # `build_vit` always gives the class token, first of the prefix tokens
     def __init__(self, spec: AdapterSpec, weights: WeightsSource, preprocessing: PreprocessSpec | None = None):
         super().__init__(spec, weights, preprocessing)
         arch = spec.architecture
@@ -84,14 +86,18 @@ class TimmViTEncoder(Encoder):
     @torch.inference_mode()
     def encode(self, pixels: torch.Tensor, request: FeatureRequest) -> Features:
         height, width = pixels.shape[-2] // self._patch, pixels.shape[-1] // self._patch
-        indices = list(request.layers) or [self.num_layers - 1]
-        tokens, intermediates = self.model.forward_intermediates(pixels, indices=indices, norm=True, output_fmt="NLC")
+        indices = sorted({*request.layers, *request.cls_layers}) or [self.num_layers - 1]
+        tokens, intermediates = self.model.forward_intermediates(pixels, indices=indices, norm=True, output_fmt="NLC",
+                                                                 return_prefix_tokens=True)
+        by_block = dict(zip(indices, intermediates))  # block -> (patch tokens, prefix tokens), given in block order
         patches = tokens[:, self.model.num_prefix_tokens :]
         features = Features()
         if request.global_embedding:
             features.global_embedding = tokens[:, 0] if self.global_pool == "cls" else patches.mean(dim=1)
         if request.patch_tokens:
             features.patch_tokens = grid_tokens(patches, height, width)
-        for index, layer in zip(request.layers, intermediates):
-            features.layers[index] = grid_tokens(layer, height, width)
+        for index in request.layers:
+            features.layers[index] = grid_tokens(by_block[index][0], height, width)
+        for index in request.cls_layers:
+            features.cls_layers[index] = by_block[index][1][:, 0]
         return features

@@ -37,7 +37,7 @@ from cxrbench.data.splits import SPLIT_MANIFEST_VERSION, GroupBudget, LabelBudge
 from cxrbench.encoders.base import Encoder, FeatureRequest
 from cxrbench.errors import DataError, SpecError
 from cxrbench.features.extract import EncoderFeatures, ExtractionSettings, feature_numerics
-from cxrbench.heads.base import FeatureSet, FitReport, Head
+from cxrbench.heads.base import CLS_LAYER_PREFIX, FeatureSet, FitReport, Head
 from cxrbench.progress import Progress
 from cxrbench.registry import Entry, metric_spec, registry
 from cxrbench.results.provenance import SCHEMA_VERSION, package_versions, provenance
@@ -169,8 +169,15 @@ class ProbeEvaluation:
         return not all(plan.stored for plan in self.plans)
 
     def request(self, study: Study, encoder: Encoder) -> FeatureRequest:
-        needs = {n for group in self.groups for n in self._head(study.spec, group).needs}
-        return FeatureRequest(global_embedding=True, patch_tokens="patches" in needs)
+        needs: set[str] = set()
+        for group in self.groups:
+            head = self._head(study.spec, group)
+            if head.reads_blocks:  # only then: the encoder's depth is read from its model, which is built for it
+                encoder.check_cls_layers()
+                head.select_blocks(encoder.num_layers)
+            needs.update(head.needs)
+        cls_layers = tuple(sorted(int(n[len(CLS_LAYER_PREFIX):]) for n in needs if n.startswith(CLS_LAYER_PREFIX)))
+        return FeatureRequest(global_embedding=True, patch_tokens="patches" in needs, cls_layers=cls_layers)
 
     def evaluate(self, study: Study, features: EncoderFeatures | None, settings: ExtractionSettings,
                  progress: Progress) -> list[RunResult]:
@@ -266,6 +273,8 @@ class ProbeEvaluation:
                 if budget is not None and budget.standardise_on_unused:
                     parts["train"].standardise_on = features.rows(labels, np.isin(split, ["train", "unused"]))
                 head = self._head(spec, group, settings.device)
+                if head.reads_blocks:
+                    head.select_blocks(features.encoder.num_layers)
                 source = self._online_source(head, features, samples["path"].to_numpy()[split == "train"], seed, settings, progress)
                 with use_threads("heavy" if source is not None else head.work):
                     chooser = selection_split(head)

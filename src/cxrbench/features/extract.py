@@ -27,7 +27,7 @@ from cxrbench.features.cache import FeatureStore, image_key
 from cxrbench.features.distributed import SINGLE, Ranks
 from cxrbench.features.forward import DEFAULT_PRECISION, check_precision, forward_arrays
 from cxrbench.features.pixel_cache import IDENTITY as PIXEL_CACHE_IDENTITY, PixelCache
-from cxrbench.heads.base import LAYER_PREFIX, FeatureSet
+from cxrbench.heads.base import CLS_LAYER_PREFIX, LAYER_PREFIX, FeatureSet
 from cxrbench.memory import peak_memory
 from cxrbench.progress import Progress, SilentProgress
 from cxrbench.threads import use_threads
@@ -70,12 +70,14 @@ class EncoderFeatures:
     global_: np.ndarray
     patches: Any = None  # CachedRows, or None
     layers: dict[int, Any] = field(default_factory=dict)  # block index -> CachedRows
+    cls_layers: dict[int, np.ndarray] = field(default_factory=dict)  # block index -> class tokens [N, D], in memory
 
     def rows(self, labels: np.ndarray, selected: np.ndarray) -> FeatureSet:
         """The features and labels of the `selected` images (a boolean mask over samples)."""
         patches = None if self.patches is None else self.patches.select(selected)
         layers = {index: rows.select(selected) for index, rows in self.layers.items()}
-        return FeatureSet(self.global_[selected], labels[selected], patches, layers=layers)
+        cls_layers = {index: tokens[selected] for index, tokens in self.cls_layers.items()}
+        return FeatureSet(self.global_[selected], labels[selected], patches, layers=layers, cls_layers=cls_layers)
 
 
 def study_features(encoder: Encoder, paths: Sequence[str], request: FeatureRequest, settings: ExtractionSettings,
@@ -100,7 +102,9 @@ def study_features(encoder: Encoder, paths: Sequence[str], request: FeatureReque
                           + (f" and {len(dropped) - 8} more" if len(dropped) > 8 else ""))
     patches = extraction.store.rows(extraction.keys, "patches") if request.patch_tokens else None
     layers = {index: extraction.store.rows(extraction.keys, f"{LAYER_PREFIX}{index}") for index in request.layers}
-    return EncoderFeatures(encoder, extraction, extraction.store.load(extraction.keys, "global"), patches, layers)
+    cls_layers = {index: extraction.store.load(extraction.keys, f"{CLS_LAYER_PREFIX}{index}") for index in request.cls_layers}
+    return EncoderFeatures(encoder, extraction, extraction.store.load(extraction.keys, "global"), patches, layers,
+                           cls_layers)
 
 
 class _Images(Dataset):

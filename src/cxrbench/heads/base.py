@@ -31,6 +31,8 @@ from cxrbench.threads import Work
 
 #: cached arrays of intermediate blocks are named LAYER_PREFIX + block index (`encoders.base.Features.arrays`)
 LAYER_PREFIX = "layer_"
+#: cached class tokens of intermediate blocks ([N, D] each) are named CLS_LAYER_PREFIX + block index
+CLS_LAYER_PREFIX = "cls_layer_"
 
 
 class BatchSource(Protocol):
@@ -39,7 +41,8 @@ class BatchSource(Protocol):
     def __len__(self) -> int: ...
 
     def epoch(self, batches: Sequence[np.ndarray], epoch: int, needs: Sequence[str]) -> Iterator[dict[str, torch.Tensor]]:
-        """The inputs of each batch of rows, in order: {"global": [B, D], "patches": [B, H, W, D] and "layer_I" if needed}."""
+        """The inputs of each batch of rows, in order: {"global": [B, D], "patches": [B, H, W, D], "layer_I" and
+        "cls_layer_I" if needed}."""
 
 
 @dataclass
@@ -51,6 +54,7 @@ class FeatureSet:
     their loss grid, [N, S, rows, cols].
     `standardise_on`: the features whose statistics standardise the inputs, when not these (a label budget trains
     on a few images but takes statistics over the whole training split, labelled or not).
+    `cls_layers`: the class tokens of chosen blocks ({block index: [N, D]}, in memory like `global_`).
     """
 
     global_: np.ndarray
@@ -58,6 +62,7 @@ class FeatureSet:
     patches: Any = None
     standardise_on: "FeatureSet | None" = None
     layers: dict[int, Any] = field(default_factory=dict)
+    cls_layers: dict[int, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -71,6 +76,8 @@ class FeatureSet:
             for name in needs:
                 if name.startswith(LAYER_PREFIX):
                     inputs[name] = rows_tensor(self.layers[int(name[len(LAYER_PREFIX):])], index)
+                elif name.startswith(CLS_LAYER_PREFIX):
+                    inputs[name] = rows_tensor(self.cls_layers[int(name[len(CLS_LAYER_PREFIX):])], index)
             yield inputs
 
 
@@ -107,7 +114,7 @@ def train_epochs(source: BatchSource, needs: Sequence[str], epochs: int, batches
 
 
 class Head(ABC):
-    #: which cached arrays the head needs ("global", "patches"); may depend on the parameters
+    #: which cached arrays the head needs ("global", "patches", "cls_layer_I"); may depend on the parameters
     needs: tuple[str, ...] = ("global",)
     #: the target kinds the head trains
     kinds: tuple[str, ...] = ("binary", "multiclass", "regression")
@@ -148,6 +155,13 @@ class Head(ABC):
             raise SpecError(f"Head '{self.spec.name}': selection_metric '{name}' does not score {self.kind} targets; "
                             "use auto (the benchmark's metric) or one that does.")
         return metric(name)
+
+    #: whether the head reads chosen blocks of the encoder, fixed by `select_blocks` before `needs` is asked
+    reads_blocks: bool = False
+
+    def select_blocks(self, num_layers: int) -> None:
+        """Fix which blocks of an encoder with `num_layers` blocks the head reads (only when `reads_blocks`: knowing
+        the depth builds the encoder's network, which a run on cached features otherwise never does)."""
 
     @abstractmethod
     def fit(self, train: FeatureSet, val: FeatureSet, seed: int, progress: Progress = SilentProgress(),

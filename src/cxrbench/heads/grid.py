@@ -1,6 +1,6 @@
 """Decoders on frozen features, trained as a grid from one pass over the cached features (RayDINO's protocol).
 
-Any of `lr`, `weight_decay`, `depth` and `pooling` in a head spec may be a list; the head trains the Cartesian
+Any of `lr`, `weight_decay`, `depth`, `pooling` and `blocks` in a head spec may be a list; the head trains the Cartesian
 product together: every batch of cached features is read once and fed to every configuration, each with its
 own weights and optimiser state (`stacked.py`). After the last epoch each configuration is scored on the
 validation split and the best one (the selection metric, by default the benchmark's primary one, macro over the
@@ -8,6 +8,12 @@ targets defined there; the validation loss when none is; ties to the earlier con
 the test predictions. Losses follow the target kind: BCE (binary), softmax CE (multiclass), SMAPE or MSE
 (regression). The whole table of validation scores is returned
 with the fit report and stored with the results. A spec with only single values is one ordinary head.
+
+`blocks` n > 1 replaces the global embedding by the class tokens of the encoder's last n blocks (each after the
+final norm, each standardised), concatenated in block order, with the mean patch token appended for `cls+avg`:
+the features of DINOv2's linear evaluation (Oquab et al. 2023; its public `dinov2/eval/linear.py` trains a classifier
+on the last 1 and on the last 4 blocks, each with and without average pooling, and keeps the best on validation).
+n = 1 is the global embedding, as before the axis existed.
 """
 
 from __future__ import annotations
@@ -21,30 +27,42 @@ import numpy as np
 import torch
 
 from cxrbench.errors import DataError, SpecError
-from cxrbench.heads.base import BatchSource, FeatureSet, FitReport, Head, train_epochs
+from cxrbench.heads.base import CLS_LAYER_PREFIX, BatchSource, FeatureSet, FitReport, Head, train_epochs
 from cxrbench.heads.losses import LOSSES, OUTPUTS, resolve_loss
 from cxrbench.heads.selection import ranking, validation_score
 from cxrbench.heads.stacked import POOLINGS, StackedDecoders, StackedSGD
 from cxrbench.heads.standardise import Standardiser
 from cxrbench.progress import Progress, SilentProgress
 
-GRID_KEYS = ("pooling", "depth", "lr", "weight_decay")
+GRID_KEYS = ("pooling", "blocks", "depth", "lr", "weight_decay")
+#: poolings that can read the class tokens of several blocks (`blocks` > 1)
+BLOCK_POOLINGS = ("cls", "cls+avg")
 
 
 @dataclass(frozen=True)
 class HeadConfig:
     pooling: str
+    blocks: int
     depth: int
     lr: float
     weight_decay: float
 
     @property
     def name(self) -> str:
-        return f"{self.pooling}-d{self.depth}-lr{self.lr:g}-wd{self.weight_decay:g}"
+        """One block (the global embedding) keeps the names configurations had before the blocks axis."""
+        blocks = f"-last{self.blocks}" if self.blocks > 1 else ""
+        return f"{self.pooling}{blocks}-d{self.depth}-lr{self.lr:g}-wd{self.weight_decay:g}"
+
+    @property
+    def source(self) -> str:
+        """The name of the (standardised) input this configuration decodes (`GridHead._scaled`)."""
+        return self.pooling if self.blocks == 1 else f"{self.pooling}:last{self.blocks}"
 
 
 def expand_grid(params: dict[str, Any], where: str) -> list[HeadConfig]:
-    """Every combination of the grid keys' values (a scalar is a one-value list); numbers were checked by the Head."""
+    """Every combination of the grid keys' values (a scalar is a one-value list); numbers were checked by the Head.
+    `blocks` may be absent (it is left out of the parameters at its default 1, `GridHead`)."""
+    params = {"blocks": 1, **params}
     values = {key: params[key] if isinstance(params[key], list) else [params[key]] for key in GRID_KEYS}
     for pooling in values["pooling"]:
         if pooling not in POOLINGS:
@@ -52,13 +70,21 @@ def expand_grid(params: dict[str, Any], where: str) -> list[HeadConfig]:
     for depth in values["depth"]:
         if depth not in (1, 2):
             raise SpecError(f"{where}: depth {depth!r} must be 1 (linear) or 2 (MLP).")
-    return [HeadConfig(p, int(d), float(lr), float(wd)) for p, d, lr, wd in itertools.product(*(values[k] for k in GRID_KEYS))]
+    other = [p for p in values["pooling"] if p not in BLOCK_POOLINGS]
+    if max(values["blocks"]) > 1 and other:
+        raise SpecError(f"{where}: blocks {values['blocks']} reads the class tokens of several blocks, which pooling "
+                        f"{', '.join(other)} does not use; use pooling {' or '.join(BLOCK_POOLINGS)} with blocks > 1, "
+                        "or blocks: 1.")
+    return [HeadConfig(p, int(b), int(d), float(lr), float(wd))
+            for p, b, d, lr, wd in itertools.product(*(values[k] for k in GRID_KEYS))]
 
 
 class GridHead(Head):
     sweeps = GRID_KEYS
     defaults = {
         "pooling": "cls",
+        # the last n blocks' class tokens (DINOv2's linear evaluation); 1: the global embedding
+        "blocks": 1,
         "depth": 1,
         "lr": 1e-3,
         "weight_decay": 0.0,
@@ -77,13 +103,32 @@ class GridHead(Head):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        if self.params["blocks"] == 1:  # the default is left out, so runs stored before the axis keep their identity
+            del self.params["blocks"]
         self.configs = expand_grid(self.params, f"heads/{self.spec.name}.yaml")
+        self._blocks: tuple[int, ...] | None = None  # the encoder's last max(blocks) block indices (`select_blocks`)
         self.loss = resolve_loss(str(self.params["loss"]), self.kind, f"Head '{self.spec.name}'")
         self.device = torch.device(self.params["device"])
 
     @property
+    def reads_blocks(self) -> bool:  # type: ignore[override]
+        return any(c.blocks > 1 for c in self.configs)
+
+    def select_blocks(self, num_layers: int) -> None:
+        wanted = max(c.blocks for c in self.configs)
+        if wanted > num_layers:
+            raise SpecError(f"Head '{self.spec.name}': blocks {wanted} asks for more blocks than the encoder's "
+                            f"{num_layers}; choose blocks up to {num_layers}.")
+        self._blocks = tuple(range(num_layers - wanted, num_layers))
+
+    @property
     def needs(self) -> tuple[str, ...]:  # type: ignore[override]
-        return ("global", "patches") if any(c.pooling != "cls" for c in self.configs) else ("global",)
+        needs = ("global", "patches") if any(c.pooling != "cls" for c in self.configs) else ("global",)
+        if not self.reads_blocks:
+            return needs
+        if self._blocks is None:
+            raise RuntimeError(f"Head '{self.spec.name}' reads several blocks: call select_blocks(num_layers) first.")
+        return needs + tuple(f"{CLS_LAYER_PREFIX}{i}" for i in self._blocks)
 
     @property
     def work(self) -> str:  # type: ignore[override]
@@ -97,18 +142,27 @@ class GridHead(Head):
         source = train if source is None else source
         if "patches" in self.needs and train.patches is None:
             raise DataError(f"Head '{self.spec.name}' pools patch tokens, but the features given have no patch grid.")
+        missing = [i for i in self._blocks or () if i not in train.cls_layers]
+        if missing:
+            raise DataError(f"Head '{self.spec.name}' reads the class tokens of blocks {list(self._blocks)}, but the "
+                            f"features given lack block(s) {missing}.")
         generator = torch.Generator().manual_seed(seed)
         statistics = train.standardise_on or train
         self._scale_global = Standardiser(statistics.global_)
         self._scale_tokens = Standardiser(statistics.patches) if "patches" in self.needs else None
+        self._scale_blocks = {i: Standardiser(statistics.cls_layers[i]) for i in self._blocks or ()}
         self._grid_shape = None if train.patches is None else tuple(train.patches.shape[1:3])
         dim_global, tasks = train.global_.shape[1], train.labels.shape[1]
         dim_tokens = train.patches.shape[-1] if train.patches is not None else dim_global
-        self.families: dict[tuple[str, int], tuple[StackedDecoders, list[int]]] = {}
-        for key in dict.fromkeys((c.pooling, c.depth) for c in self.configs):
-            members = [i for i, c in enumerate(self.configs) if (c.pooling, c.depth) == key]
-            dim = {"cls": dim_global, "cls+avg": dim_global + dim_tokens}.get(key[0], dim_tokens)
-            module = StackedDecoders(key[0], key[1], len(members), dim, tasks, int(p["hidden_dim"]), generator).to(self.device)
+        dim_block = train.cls_layers[self._blocks[0]].shape[1] if self._blocks else dim_global
+        self.families: dict[tuple[str, int, int], tuple[StackedDecoders, list[int]]] = {}
+        for key in dict.fromkeys((c.pooling, c.depth, c.blocks) for c in self.configs):
+            pooling, depth, blocks = key
+            members = [i for i, c in enumerate(self.configs) if (c.pooling, c.depth, c.blocks) == key]
+            dim_cls = dim_global if blocks == 1 else blocks * dim_block
+            dim = {"cls": dim_cls, "cls+avg": dim_cls + dim_tokens}.get(pooling, dim_tokens)
+            module = StackedDecoders(pooling, depth, len(members), dim, tasks, int(p["hidden_dim"]), generator,
+                                     self.configs[members[0]].source).to(self.device)
             self.families[key] = (module, members)
         modules = [module for module, _ in self.families.values()]
         if self.loss == "smape":  # regression starts from the mean training target, not from zero
@@ -167,6 +221,11 @@ class GridHead(Head):
             scaled["tokens"] = tokens.reshape(len(tokens), -1, tokens.shape[-1])
             scaled["avg"] = scaled["tokens"].mean(dim=1)
             scaled["cls+avg"] = torch.cat([scaled["cls"], scaled["avg"]], dim=1)
+        for n in sorted({c.blocks for c in self.configs if c.blocks > 1}):  # the last n blocks, in block order
+            tokens = [self._scale_blocks[i](inputs[f"{CLS_LAYER_PREFIX}{i}"].float()) for i in self._blocks[-n:]]
+            scaled[f"cls:last{n}"] = torch.cat(tokens, dim=1).to(self.device)
+            if "avg" in scaled:
+                scaled[f"cls+avg:last{n}"] = torch.cat([scaled[f"cls:last{n}"], scaled["avg"]], dim=1)
         return scaled
 
     # -- selection and prediction ---------------------------------------------------------------------------
@@ -202,7 +261,7 @@ class GridHead(Head):
     def _place(self, config: int) -> tuple[StackedDecoders, slice]:
         """The family holding configuration `config`, and its slot there."""
         c = self.configs[config]
-        module, members = self.families[(c.pooling, c.depth)]
+        module, members = self.families[(c.pooling, c.depth, c.blocks)]
         position = members.index(config)
         return module, slice(position, position + 1)
 

@@ -26,9 +26,12 @@ POOLINGS = ("cls", "avg", "cls+avg", "attentive")
 
 
 class StackedDecoders(torch.nn.Module):
-    def __init__(self, pooling: str, depth: int, heads: int, dim: int, tasks: int, hidden: int, generator: torch.Generator):
+    def __init__(self, pooling: str, depth: int, heads: int, dim: int, tasks: int, hidden: int, generator: torch.Generator,
+                 source: str | None = None):
+        """`source`: the input the family decodes when it is not the one its pooling names (the class tokens of
+        several blocks, `GridHead`)."""
         super().__init__()
-        self.pooling, self.depth, self.dim = pooling, depth, dim
+        self.pooling, self.depth, self.dim, self.source = pooling, depth, dim, source or pooling
         per_task = pooling == "attentive"
 
         def normal(*shape: int, std: float) -> torch.nn.Parameter:
@@ -64,7 +67,7 @@ class StackedDecoders(torch.nn.Module):
             if self.depth == 2:
                 pooled = F.gelu(torch.einsum("hbtd,hdm->hbtm", pooled, self.w1[index]) + self.b1[index][:, None, None])
             return torch.einsum("hbtk,htk->hbt", pooled, out_w) + out_b
-        pooled = inputs[self.pooling]
+        pooled = inputs[self.source]
         if self.depth == 2:
             hidden = F.gelu(torch.einsum("bd,hdm->hbm", pooled, self.w1[index]) + self.b1[index][:, None])
             return torch.einsum("hbm,hmt->hbt", hidden, out_w) + out_b

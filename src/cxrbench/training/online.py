@@ -29,7 +29,7 @@ from cxrbench.encoders.base import Encoder, FeatureRequest
 from cxrbench.encoders.preprocessing import Preprocessor
 from cxrbench.errors import CxrbenchError, ImageReadError, SpecError
 from cxrbench.features.extract import default_workers
-from cxrbench.heads.base import LAYER_PREFIX
+from cxrbench.heads.base import CLS_LAYER_PREFIX, LAYER_PREFIX
 from cxrbench.progress import Progress, SilentProgress
 from cxrbench.training.augment import AugmentationParams, AugmentationPolicy, view_seed
 
@@ -95,7 +95,9 @@ class OnlineBatches:
 
     def epoch(self, batches: Sequence[np.ndarray], epoch: int, needs: Sequence[str]) -> Iterator[dict[str, torch.Tensor]]:
         layers = tuple(int(n[len(LAYER_PREFIX):]) for n in needs if n.startswith(LAYER_PREFIX))
-        request = FeatureRequest(global_embedding=True, patch_tokens="patches" in needs, layers=layers)
+        cls_layers = tuple(int(n[len(CLS_LAYER_PREFIX):]) for n in needs if n.startswith(CLS_LAYER_PREFIX))
+        request = FeatureRequest(global_embedding=True, patch_tokens="patches" in needs, layers=layers,
+                                 cls_layers=cls_layers)
         self.encoder.check_request(request)
         loader = DataLoader(
             self.views, batch_sampler=[[(epoch, int(i)) for i in batch] for batch in batches], num_workers=self.workers,
@@ -114,6 +116,7 @@ class OnlineBatches:
             if "patches" in needs:
                 inputs["patches"] = features.patch_tokens.clone()
             inputs.update({f"{LAYER_PREFIX}{i}": features.layers[i].clone() for i in layers})
+            inputs.update({f"{CLS_LAYER_PREFIX}{i}": features.cls_layers[i].clone() for i in cls_layers})
             inputs.update({k: v for k, v in batch.items() if k not in ("pixels", "index", "error")})
             advance(len(batch["pixels"]))
             yield inputs
