@@ -134,7 +134,11 @@ def test_reproduce_takes_weights_random_like_run_and_random_init_is_a_deprecated
     old = runner.invoke(app, ["reproduce", "rad-dino-1a", "--random-init", "--plan", "--out", str(tmp_path)])
     assert old.exit_code == 0 and "deprecated" in old.output and "--weights random" in old.output, old.output
     other = runner.invoke(app, ["reproduce", "rad-dino-1a", "--weights", "/some/file.pt", "--plan"])
-    assert other.exit_code == 2 and "--weights" in other.output, other.output
+    assert other.exit_code == 2 and "--weights ENCODER=PATH" in " ".join(other.output.split()), other.output
+    typo = runner.invoke(app, ["reproduce", "rad-dino-1a", "--weights", "rad-dinoo=/some/file.pt", "--plan"])
+    assert typo.exit_code == 2 and "rad-dino" in typo.output, typo.output
+    both = runner.invoke(app, ["reproduce", "rad-dino-1a", "--weights", "random", "--weights", "mrm=/m.pth", "--plan"])
+    assert both.exit_code == 2 and "together" in both.output, both.output
 
 
 def test_list_tables_names_every_recipe_with_its_benchmarks():

@@ -317,7 +317,8 @@ def test_dinov2_table4_lays_knn_and_linear_runs_beside_the_papers_frozen_columns
              "chexpert-5-dinov2": write_synthetic_chexpert(tmp_path / "chexpert", size=32)}
     out = tmp_path / "results"
     for benchmark, root in roots.items():
-        for head, params in (("knn", ["rule=mlknn", "k=[5,10]"]), ("linear", ["epochs=3", "min_steps=10"])):
+        for head, params in (("knn", ["rule=mlknn", "k=[5,10]"]),  # pixels has no blocks: the linear grid's CLS axis only
+                             ("linear-dinov2", ["epochs=3", "min_steps=10", "blocks=1", "pooling=[cls]", "lr=[0.01,0.1]"])):
             result = runner.invoke(app, ["run", benchmark, "--encoder", "pixels", "--head", head, "--data-root", str(root),
                                          "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--seeds", "1",
                                          "--bootstrap", "20", *[x for p in params for x in ("--head-param", p)]])
@@ -326,7 +327,7 @@ def test_dinov2_table4_lays_knn_and_linear_runs_beside_the_papers_frozen_columns
     assert result.exit_code == 0, result.output
     table = pd.read_csv(out / "tables" / "dinov2-table4.csv")
     for benchmark in roots:
-        for head in ("knn", "linear"):
+        for head in ("knn", "linear-dinov2"):
             metrics = json.loads((out / benchmark / "pixels" / head / "metrics.json").read_text())
             ours = table[(table["source"] == "cxrbench") & (table["benchmark"] == benchmark) & (table["head"] == head)]
             assert ours["mean"].item() == pytest.approx(metrics["metrics"]["auroc"]["macro"]["mean"])

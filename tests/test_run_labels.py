@@ -111,6 +111,13 @@ def test_the_same_run_counts_as_stored_only_for_the_same_kind(random_init_out, t
     assert status(data_roots={"vindr": synthetic}, image_size=56) == OTHER  # released weights asked
     assert status(data_roots={"vindr": synthetic}, random_init=True) == OTHER  # 518 px asked
     assert status(random_init=True, image_size=56) == OTHER  # no data folder given: the real dataset is meant
+    # a run made from a local copy of the released weights (`--weights ENCODER=PATH`) stands for the released run
+    metrics_file = random_init_out / "vindr/rad-dino/linear/metrics.json"
+    metrics = json.loads(metrics_file.read_text())
+    metrics["run_identity"]["weights"] = "sha256:00ff"
+    metrics_file.write_text(json.dumps(metrics))
+    assert status(data_roots={"vindr": synthetic}, image_size=56) == STORED
+    assert status(data_roots={"vindr": synthetic}, random_init=True, image_size=56) == OTHER
 
 
 # ---------------------------------------------------------------- the label function
@@ -196,3 +203,24 @@ def test_a_run_of_other_settings_is_refused_naming_both_kinds(labelled, vindr_ro
     assert result.exit_code != 0
     assert ("holds a run with other settings (preprocessing differ): it holds a random-init run at 56 px on synthetic "
             "data, this run is a random-init run at 28 px on synthetic data") in one_line(result.output)
+
+
+def test_reproduce_hands_each_encoder_its_local_weights(tmp_path, monkeypatch):
+    """`reproduce --weights mrm=PATH`: the job of mrm's rows loads that file; rows of other encoders keep their
+    released source, and a recipe row's own weights (its random-init row) come first."""
+    import cxrbench.reproduce as reproduce_module
+    from cxrbench.pipeline import MachineOptions
+
+    seen = {}
+
+    def evaluate(study, evaluation, encoders, machine, progress):
+        seen[encoders.names[0]] = encoders.weights
+        return []
+
+    monkeypatch.setattr(reproduce_module, "evaluate", evaluate)
+    recipe = load_recipe("rad-dino-1b")
+    options = ReproduceOptions(tmp_path, weights={"mrm": Path("/models/MRM.pth")})
+    for name in ("mrm", "rad-dino"):
+        runs = tuple(p for p in plan_runs(recipe, tmp_path, [name]) if p.entry is recipe.runs[0])
+        reproduce_module.reproduce_encoder(runs, options, MachineOptions(tmp_path / "cache", device="cpu"), 1)
+    assert seen == {"mrm": "/models/MRM.pth", "rad-dino": None}

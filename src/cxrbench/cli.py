@@ -92,14 +92,21 @@ def _machine(device: str, threads: Optional[int]) -> str:
 
 
 def _check_request(benchmark: Optional[str] = None, encoders: Sequence[str] = (), head: Optional[str] = None,
-                   metrics: Sequence[str] = (), image_size: Optional[int] = None, out: Optional[Path] = None) -> None:
+                   metrics: Sequence[str] = (), image_size: Optional[int] = None, out: Optional[Path] = None,
+                   out_option: str = "--out", split: Optional[dict] = None) -> None:
     """A command's names (with did-you-mean) and options checked from the YAML registry alone, before torch, pandas
     or the data are touched: a typo or a bad value then answers in a fraction of a second instead of after seconds of
-    imports, or after the whole run."""
+    imports, or after the whole run. `out_option` names the option that gave `out`; `split`: --split's fields."""
     from cxrbench.registry import registry
 
     if benchmark is not None:
-        registry().get("benchmarks", benchmark)
+        spec = registry().get("benchmarks", benchmark).spec
+        if split:
+            from dataclasses import asdict
+
+            from cxrbench.specs import SplitSpec, parse_spec
+
+            parse_spec(SplitSpec, {**asdict(spec.split), **split}, f"--split for benchmark '{benchmark}'")
     for name in encoders:
         entry = registry().get("encoders", name)
         if image_size is not None:
@@ -111,7 +118,7 @@ def _check_request(benchmark: Optional[str] = None, encoders: Sequence[str] = ()
     if out is not None:
         from cxrbench.files import check_writable
 
-        check_writable(out, "--out")
+        check_writable(out, out_option)
 
 
 CacheDir = typer.Option(None, "--cache-dir", help="Feature cache folder (default $CXRBENCH_CACHE or ~/.cache/cxrbench).")
@@ -180,13 +187,14 @@ def run(
     pixel_cache: bool = PixelCache,
 ) -> None:
     """Run BENCHMARK with one or more encoders and write results under OUT/BENCHMARK/ENCODER/HEAD/."""
-    _check_request(benchmark, _names(encoder), head, metric, image_size, out)
+    splits = _key_values("--split", split)
+    _check_request(benchmark, _names(encoder), head, metric, image_size, out, split=splits)
     from cxrbench.evaluations import run_evaluation
     from cxrbench.pipeline import EncoderOptions, MachineOptions
     from cxrbench.study import StudyOptions
 
     study = StudyOptions(benchmark, data_root, _key_values("--dataset-option", dataset_option), seeds,
-                         _budgets(train_fraction, shots), bootstrap, _key_values("--split", split))
+                         _budgets(train_fraction, shots), bootstrap, splits)
     evaluation = run_evaluation(benchmark)(out, head, _key_values("--head-param", head_param), tag, overwrite, list(metric))
     encoders = EncoderOptions(_names(encoder), weights, revision, image_size)
     jobs = _launcher(launcher, launcher_param)
@@ -269,11 +277,13 @@ def _run_and_show(study, evaluation, encoders, machine) -> list:
 
 
 def _show_results(benchmark: str, results: list) -> None:
-    from cxrbench.results.labels import run_label, variant_notes
+    from cxrbench.results.labels import method_label, run_label, variant_notes
     from cxrbench.results.tables import bootstrap_caveats, run_display_table
 
     for result in results:  # the run's folder name as its head: its tag and label budget show
-        label = run_label(result.encoder, result.head, variant_notes(result.encoder, result.metrics.get("run_identity")))
+        identity = result.metrics.get("run_identity") or {}
+        head = method_label(result.head, selected_on_test=(identity.get("head") or {}).get("select_on") == "test")
+        label = run_label(result.encoder, head, variant_notes(result.encoder, identity))
         print_table(run_display_table(result.metrics, result.tasks).T, f"{benchmark} · {label}\n{VALUES}", "task")
         for caveat in bootstrap_caveats(result.metrics):
             warn(caveat)
@@ -352,7 +362,7 @@ def demo(
     """Generate a synthetic VinDr-CXR-layout dataset and benchmark `pixels` and a random-init `dinov2-small` on it;
     then (`--segmentation`) train a linear segmentation decoder on radiographs projected from one chest CT (one person,
     pose, exposure and noise varied per image), written as JSRT + SCR."""
-    _check_request(head=head, out=workdir)
+    _check_request(head=head, out=workdir, out_option="--workdir")
     from cxrbench.data.synthetic import SyntheticConfig, synthetic_settings, write_synthetic_vindr
     from cxrbench.data.synthetic_anatomy import anatomy_settings, write_anatomy_jsrt
     from cxrbench.evaluations.probe import ProbeEvaluation
@@ -796,7 +806,8 @@ def compare(
     if repeated:
         raise CxrbenchError(f"--encoders {encoders}: {', '.join(repeated)} named more than once; an encoder compared "
                             "with itself tells nothing. Name each encoder once.")
-    _check_request(benchmark, head=head, metrics=[metric] if metric else [])  # encoders: as stored, registered or not
+    # encoders: as stored, registered or not; a head as tables name it may carry its tag ('linear [lr-sweep]')
+    _check_request(benchmark, head=head.split(" [")[0] if head else None, metrics=[metric] if metric else [])
     from cxrbench.files import atomic_text
     from cxrbench.registry import benchmark_spec, metric_spec
     from cxrbench.results.comparisons import TEST_NOTES, compare_runs, reference_run
@@ -865,7 +876,7 @@ def reproduce(
     table_name: str = typer.Argument(..., metavar="TABLE", help="A paper table with a recipe (results/recipes/TABLE.yaml), e.g. rad-dino-1a."),
     data_root: list[str] = typer.Option([], "--data-root", help="BENCHMARK=DIR for each benchmark of the table (DIR alone when it has one); others come from their environment variables. Repeatable."),
     encoder: Optional[str] = typer.Option(None, "--encoder", "-e", help="Only these rows' encoders, comma-separated (default: every row)."),
-    weights: Optional[str] = typer.Option(None, "--weights", help="'random': every encoder with random weights of its architecture, as `run --weights random` (checks the whole recipe without downloads; rows are labelled random init). Default: each row's released weights."),
+    weights: list[str] = typer.Option([], "--weights", help="'random': every encoder with random weights of its architecture, as `run --weights random` (checks the whole recipe without downloads; rows are labelled random init). ENCODER=PATH: that encoder's released weights from a local file or folder (raydino, chexzero and mrm come only as files); repeatable. Default: each row's released weights from the Hugging Face cache."),
     random_init: bool = typer.Option(False, "--random-init", hidden=True, help="Deprecated: --weights random."),
     image_size: Optional[int] = typer.Option(None, min=1, help="Override every encoder's input resolution, rounded to a multiple of its patch size (resize and crop)."),
     seeds: Optional[int] = Seeds,
@@ -889,7 +900,7 @@ def reproduce(
     from cxrbench.results.recipes import load_recipe
 
     recipe = load_recipe(table_name)
-    random = _random_weights(weights, random_init)
+    random, files = _reproduce_weights(weights, random_init)
     roots = _data_roots(data_root, recipe.benchmarks)
     if not plan:
         _check_request(out=out)
@@ -898,7 +909,7 @@ def reproduce(
     from cxrbench.results.recipes import plan_runs
 
     options = ReproduceOptions(out, roots, _names(encoder) if encoder else None, random, image_size, seeds, bootstrap,
-                               overwrite)
+                               overwrite, files)
     planned = plan_runs(recipe, out, options.encoders)
     statuses = [stored_status(p, options) for p in planned]
     console.print(text_table(f"{recipe.source}: {len(planned)} runs", ["run", "folder", "status"],
@@ -924,14 +935,27 @@ def reproduce(
                             "the same command again (finished runs are kept).")
 
 
-def _random_weights(weights: Optional[str], random_init: bool) -> bool:
-    """`reproduce --weights random` (the name `run` uses); `--random-init` is its deprecated alias."""
+def _reproduce_weights(values: list[str], random_init: bool) -> tuple[bool, dict[str, Path]]:
+    """`reproduce --weights random` (the name `run` uses; `--random-init` is its deprecated alias), or
+    `--weights ENCODER=PATH` per encoder whose released weights are a local file or folder."""
     if random_init:
         warn("--random-init is deprecated: write --weights random (the same option as `cxrbench run`).")
-    if weights not in (None, "random"):
-        raise CxrbenchError(f"--weights {weights}: a table's rows each have their own released weights; give "
-                            "--weights random (every row randomly initialised) or leave it out.")
-    return random_init or weights == "random"
+    random, files = random_init, {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if value == "random":
+            random = True
+        elif sep and name.strip() and path.strip():
+            _check_request(encoders=[name.strip()])
+            files[name.strip()] = Path(path.strip()).expanduser()
+        else:
+            raise CxrbenchError(f"--weights {value}: a table's rows each have their own encoder; give --weights random "
+                                "(every row randomly initialised) or --weights ENCODER=PATH (e.g. raydino=/models/"
+                                "xray_dino_vitl16.pth), once per encoder whose weights are a local file.")
+    if random and files:
+        raise CxrbenchError("--weights random and --weights ENCODER=PATH together: choose random weights for every row, "
+                            "or released weights from the files given.")
+    return random, files
 
 
 def _data_roots(values: list[str], benchmarks: list[str]) -> dict[str, Path]:
@@ -1000,7 +1024,8 @@ def bias(
 ) -> None:
     """Bias protocol (RayDINO Fig. 4c/4d): per fold, a head trained on an equal number of patients of each group of
     ATTRIBUTE and one on their union (All), each scored on every test group; Mann-Whitney U between same-group and
-    cross-group folds, and between models. The folds share the benchmark's test split. Runs resume; writes
+    cross-group folds, and between models. The folds share the benchmark's test split (on a cross-validated
+    benchmark each fold tests its own fold). Runs resume; writes
     OUT/BENCHMARK/bias_ATTRIBUTE{_folds.csv,_tests.csv,_models.csv,.md,.png}."""
     _check_request(benchmark, _names(encoder), head, [metric] if metric else [], image_size, out)
     from cxrbench.data.splits import ALL_GROUPS, GroupBudget
@@ -1021,6 +1046,10 @@ def bias(
                             "under `labels:` so that every fold trains the same groups.")
     if folds < 2:
         raise CxrbenchError(f"--folds {folds}: the Mann-Whitney test needs at least 2 folds (the protocol uses 20).")
+    if spec.split.scheme == "kfold" and folds > spec.split.folds:
+        raise CxrbenchError(f"--folds {folds}: '{benchmark}' cross-validates over {spec.split.folds} folds of its "
+                            f"patients, so a bias run has at most {spec.split.folds} (--folds {spec.split.folds}); each "
+                            "then tests on its own fold instead of one shared test split.")
     chosen = metric or ("auroc" if "auroc" in spec.metrics else spec.primary_metric)
     budgets = [GroupBudget(attribute, name, group_patients) for name in (*group.names, ALL_GROUPS)]
     machine = MachineOptions(_cache_root(cache_dir), batch_size, 512, workers, _machine(device, threads),

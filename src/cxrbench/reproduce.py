@@ -21,7 +21,7 @@ from cxrbench.launchers import Job, Launcher
 from cxrbench.launchers.local import LocalLauncher
 from cxrbench.pipeline import EncoderOptions, MachineOptions, evaluate, on_this_host, wants_gpu
 from cxrbench.progress import Progress, SilentProgress
-from cxrbench.results.labels import RANDOM, REAL, RELEASED, SYNTHETIC, RunVariant, released_size, run_variant
+from cxrbench.results.labels import LOCAL, RANDOM, REAL, RELEASED, SYNTHETIC, RunVariant, released_size, run_variant
 from cxrbench.results.recipes import PlannedRun, Recipe, plan_runs
 from cxrbench.results.store import read_metrics, run_name
 from cxrbench.study import StudyOptions
@@ -35,11 +35,12 @@ class ReproduceOptions:
     out: Path
     data_roots: dict[str, Path] = field(default_factory=dict)  # benchmark -> dataset folder (else its environment variable)
     encoders: list[str] | None = None  # only these rows
-    random_init: bool = False  # every encoder with random weights of its architecture (a pipeline check)
+    random_init: bool = False  # --weights random: every encoder with random weights of its architecture (a pipeline check)
     image_size: int | None = None
     seeds: int | None = None
     bootstrap_resamples: int | None = None
     overwrite: bool = False
+    weights: dict[str, Path] = field(default_factory=dict)  # encoder -> local file or folder of its released weights
 
 
 @dataclass
@@ -57,7 +58,8 @@ def reproduce(recipe: Recipe, options: ReproduceOptions, machine: MachineOptions
     units = [[p for p in planned if p.entry is entry and p.encoder == name]
              for entry in recipe.runs for name in dict.fromkeys(p.encoder for p in planned if p.entry is entry)]
     anywhere = replace(options, out=options.out.resolve(),  # a job may start in another working directory
-                       data_roots={name: root.resolve() for name, root in options.data_roots.items()})
+                       data_roots={name: root.resolve() for name, root in options.data_roots.items()},
+                       weights={name: path.resolve() for name, path in options.weights.items()})
     placed = replace(machine, cache_root=machine.cache_root.resolve())
     jobs = [Job(f"{runs[0].entry.benchmark} · {runs[0].encoder} · {run_name(runs[0].head, runs[0].entry.tag)}",
                 reproduce_encoder, (tuple(replace(run, folder=run.folder.resolve()) for run in runs), anywhere, placed,
@@ -84,8 +86,9 @@ def reproduce_encoder(runs: tuple[PlannedRun, ...], options: ReproduceOptions, m
                          options.seeds, entry.budgets, options.bootstrap_resamples, dict(entry.split))
     evaluation = run_evaluation(entry.benchmark)(options.out, entry.head, dict(entry.head_params), entry.tag,
                                                  options.overwrite, [], resume=True)
-    encoders = EncoderOptions([name], "random" if options.random_init else entry.weights, None,
-                              fitted_size(name, options.image_size))
+    local = options.weights.get(name)
+    weights = "random" if options.random_init else entry.weights or (str(local) if local else None)  # a row's own first
+    encoders = EncoderOptions([name], weights, None, fitted_size(name, options.image_size))
     before = {run.folder for run in runs if run.stored}
     try:
         results = evaluate(study, evaluation, encoders, on_this_host(machine, threads, progress), progress)
@@ -103,6 +106,8 @@ def stored_status(run: PlannedRun, options: ReproduceOptions) -> tuple[str, str]
     if stored is None:
         return TO_RUN, ""
     found, asked = run_variant(stored.get("run_identity")), asked_variant(run, options)
+    if found.weights == LOCAL and asked.weights == RELEASED:  # a local copy of released weights (raydino, chexzero
+        found = replace(found, weights=RELEASED)            # and mrm come only as files) counts as released
     if found == asked:
         return STORED, ""
     return OTHER, (f"{run.folder} holds {found.describe()}, not {asked.describe()} as asked: it is not counted as "
@@ -110,7 +115,7 @@ def stored_status(run: PlannedRun, options: ReproduceOptions) -> tuple[str, str]
 
 
 def asked_variant(run: PlannedRun, options: ReproduceOptions) -> RunVariant:
-    """The kind of run `reproduce` makes for `run`: random weights with --random-init or a random-init row, the
+    """The kind of run `reproduce` makes for `run`: random weights with --weights random or a random-init row, the
     fitted --image-size or the encoder's own, and synthetic data only where the benchmark's data folder is one
     cxrbench wrote (a folder not given here is taken as the real dataset)."""
     from cxrbench.data.synthetic import synthetic_settings

@@ -152,7 +152,8 @@ class Encoder(ABC):
             raise CxrbenchError(
                 f"Encoder '{self.spec.name}' does not provide the class tokens of intermediate blocks (cls_layers, asked "
                 "for by a grid head with blocks > 1). Use blocks: 1 with this encoder, or an encoder that does "
-                "(dinov2-*, rad-dino and clip-l14 loaded from Hugging Face folders or the hub cache)."
+                "(dinov2-*, rad-dino, raydino, clip-l14 and clip-l14-336, from Hugging Face folders, the hub cache or "
+                "DINOv2-format .pth files)."
             )
 
     def check_request(self, request: FeatureRequest) -> None:

@@ -28,6 +28,7 @@ from cxrbench.explain.hits import DEFAULT_MIN_OVERLAP
 from cxrbench.explain.runner import EXPLAIN_FOLDER, ExplainResult, attentive_head_class, fit_attention_maps, run_explain
 from cxrbench.features.extract import EncoderFeatures, ExtractionSettings
 from cxrbench.progress import Progress
+from cxrbench.results.store import run_folder
 from cxrbench.specs import BenchmarkSpec, TargetSpec
 from cxrbench.study import Study
 from cxrbench.threads import use_threads
@@ -103,7 +104,7 @@ class LocalisationEvaluation:
                     one_head_per_finding=self.one_head_per_finding, findings=self.trainable, selection=selection,
                     progress=progress,
                 )
-        folder = Path(self.out) / spec.name / encoder.spec.name / EXPLAIN_FOLDER
+        folder = run_folder(Path(self.out), spec.name, encoder.spec.name, EXPLAIN_FOLDER)  # `hf:` names made safe
         result = run_explain(
             data, self.trainable, attention, encoder.preprocessing, encoder.patch_stride, folder,
             min_overlap=self.min_overlap, images_per_finding=self.images_per_finding, bootstrap=study.bootstrap,

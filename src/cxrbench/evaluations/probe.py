@@ -41,7 +41,7 @@ from cxrbench.heads.base import CLS_LAYER_PREFIX, FeatureSet, FitReport, Head
 from cxrbench.progress import Progress
 from cxrbench.registry import Entry, metric_spec, registry
 from cxrbench.results.provenance import SCHEMA_VERSION, package_versions, provenance
-from cxrbench.results.labels import run_label, run_variant, variant_notes
+from cxrbench.results.labels import method_label, run_label, run_variant, variant_notes
 from cxrbench.results.store import (json_writer, parquet_writer, read_metrics, recover_run, run_folder, run_name, text_writer, write_run,
                                     yaml_writer)
 from cxrbench.results.tables import bootstrap_caveats, run_display_table, run_long_table, to_markdown
@@ -229,7 +229,8 @@ class ProbeEvaluation:
             "run_identity": plan.identity,
             "provenance": provenance(features.encoder.weights, data.samples, list(data.tasks), manifests, data.root),
         }
-        heading = f"# {spec.title}: {run_label(encoder_name, plan.name, variant_notes(encoder_name, plan.identity))}\n\n" + (
+        head = method_label(plan.name, selected_on_test=plan.head_params.get("select_on") == "test")
+        heading = f"# {spec.title}: {run_label(encoder_name, head, variant_notes(encoder_name, plan.identity))}\n\n" + (
             "**Synthetic data** (written by cxrbench): not comparable with any paper.\n\n" if data.synthetic else "") + (
             "**Settings selected on the test split** (`select_on: test`, as the paper being reproduced did): "
             "optimistic, not a held-out estimate.\n\n" if plan.head_params.get("select_on") == "test" else "")

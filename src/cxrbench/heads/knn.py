@@ -83,6 +83,8 @@ class KNNHead(Head):
                             "weighted (the neighbours' class shares or mean value).")
         if self.params["select_on"] not in SELECT_ON:
             raise SpecError(f"Head '{self.spec.name}': select_on must be val or test, not {self.params['select_on']!r}.")
+        if self.params["select_on"] == "val":  # the default is left out: runs stored before the option keep their identity
+            del self.params["select_on"]
         if not float(self.params["smoothing"]) > 0:
             raise SpecError(f"Head '{self.spec.name}': smoothing must be > 0, not {self.params['smoothing']}.")
 

@@ -29,10 +29,16 @@ class LogisticHead(Head):
     defaults = {"C": [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0], "max_iter": 1000, "standardize": True,
                 "selection_metric": "auto"}
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.params["standardize"] is True:  # the default is left out: runs stored before the option keep their identity
+            del self.params["standardize"]
+
     def fit(self, train: FeatureSet, val: FeatureSet, seed: int, progress: Progress = SilentProgress(),
             source: BatchSource | None = None) -> FitReport:
         cached_only(self, source)
-        self.scaler = StandardScaler().fit((train.standardise_on or train).global_) if self.params["standardize"] else None
+        standardize = self.params.get("standardize", True)
+        self.scaler = StandardScaler().fit((train.standardise_on or train).global_) if standardize else None
         x_train, x_val = self._inputs(train.global_), self._inputs(val.global_) if len(val.labels) else None
         metric = self.selection
         self._classes = train.labels.shape[1]

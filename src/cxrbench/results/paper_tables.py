@@ -95,7 +95,7 @@ _DINOV2_TABLE4 = PublishedSpec(
     file="dinov2-radiology_table4_frozen_auroc.csv", model_column="model", scale=1, metric="auroc", task_columns={},
     source="DINOv2-radiology, Table 4 (macro AUROC, kNN and linear probing; point values)",
     encoders={"dinov2-large": "DINOv2 ViT-L/14", "dinov2-giant": "DINOv2 ViT-g/14", "clip-l14": "CLIP ViT-L/14"},
-    heads={"knn": "kNN", "linear": "Linear", "linear-dinov2": "Linear"})
+    heads={"knn": "kNN", "linear-dinov2": "Linear"})
 
 
 _RAYDINO_SEG = PublishedSpec(file="raydino_segmentation_mdice.csv", model_column="model", scale=100, metric="dice",
@@ -223,7 +223,7 @@ LAYOUTS: dict[str, TableLayout] = {
             title=("DINOv2-radiology Table 4: NIH ChestX-ray14 and CheXpert (5 findings), kNN and linear probes on frozen "
                    "backbones, macro AUROC"),
             model_title="Method / probe",
-            heads=("knn", "linear", "linear-dinov2"),
+            heads=("knn", "linear-dinov2"),
             decimals=3,
             groups=(GroupLayout("nih-cxr14-15", title="NIH ChestX-ray14", metrics=("auroc",), aggregate="macro AUROC",
                                 per_task=False, fallback_published={"auroc": dataclasses.replace(_DINOV2_TABLE4, task_columns={MACRO: "nih"})}),

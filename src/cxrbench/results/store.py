@@ -31,9 +31,6 @@ def run_folder(out: Path, benchmark: str, encoder: str, head: str) -> Path:
     return out / benchmark / path_part(encoder) / head
 
 
-#: how a table labels a run whose head chose its settings on the test split
-
-
 def run_name(head: str, tag: str | None = None, budget=None) -> str:
     """A run folder's name, for people: HEAD[_TAG][_train-F | _shots-N | _group-ATTRIBUTE-GROUP] (`budget`: a
     `LabelBudget`, a `GroupBudget` or None).

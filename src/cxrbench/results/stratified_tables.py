@@ -53,7 +53,8 @@ def stratified_frames(metrics: dict) -> list[tuple[str, pd.DataFrame, str]]:
         summary = part["summary"].get(metric, {}).get(MACRO)
         if summary:
             scale = metric_spec(metric).scale
-            line = (f"Mean of the {summary['groups']} group means {scale * summary['group_mean']:.1f}; worst "
+            group_mean = summary.get("group_mean", summary.get("average"))  # 'average' before cxrbench 0.1 stored it so
+            line = (f"Mean of the {summary['groups']} group means {scale * group_mean:.1f}; worst "
                     f"{summary['worst_group']} {scale * summary['worst']:.1f}; gap to {summary['best_group']} "
                     f"{scale * summary['gap']:.1f}.")
         if fnr:
