@@ -8,6 +8,7 @@ predictions.parquet, splits.parquet or fold CSV, never read back from the code u
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -416,3 +417,10 @@ def test_the_report_shows_groups_and_bias(base, tmp_path):
     html = index.read_text()
     assert "Bias by patient group" in html and "By patient group" in html and "too few patients" in html
     assert any(p.name.endswith("-bias-vindr-sex.png") for p in (tmp_path / "report").rglob("*.png"))
+    assert "folds trained on the tested group against folds trained on another group" in html
+    # a tests file missing a column is said in the report, not a KeyError that ends it
+    copy = Path(shutil.copytree(base / "results", tmp_path / "copy"))
+    tests = copy / "vindr" / "bias_sex_tests.csv"
+    pd.read_csv(tests).drop(columns="p").to_csv(tests, index=False)
+    damaged = write_report(copy, tmp_path / "report-damaged").read_text()
+    assert "bias_sex_tests.csv lacks the column(s) p" in damaged

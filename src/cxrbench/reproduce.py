@@ -23,7 +23,7 @@ from cxrbench.pipeline import EncoderOptions, MachineOptions, evaluate, on_this_
 from cxrbench.progress import Progress, SilentProgress
 from cxrbench.results.labels import LOCAL, RANDOM, REAL, RELEASED, SYNTHETIC, RunVariant, released_size, run_variant
 from cxrbench.results.recipes import PlannedRun, Recipe, plan_runs
-from cxrbench.results.store import read_metrics, run_name
+from cxrbench.results.store import read_metrics
 from cxrbench.study import StudyOptions
 
 #: A planned run's status in `reproduce --plan`: stored as asked, not stored, or its folder holds another kind of run.
@@ -61,9 +61,9 @@ def reproduce(recipe: Recipe, options: ReproduceOptions, machine: MachineOptions
                        data_roots={name: root.resolve() for name, root in options.data_roots.items()},
                        weights={name: path.resolve() for name, path in options.weights.items()})
     placed = replace(machine, cache_root=machine.cache_root.resolve())
-    jobs = [Job(f"{runs[0].entry.benchmark} · {runs[0].encoder} · {run_name(runs[0].head, runs[0].entry.tag)}",
-                reproduce_encoder, (tuple(replace(run, folder=run.folder.resolve()) for run in runs), anywhere, placed,
-                                    threads), gpu=wants_gpu(machine.device)) for runs in units]
+    jobs = [Job(runs[0].unit, reproduce_encoder,
+                (tuple(replace(run, folder=run.folder.resolve()) for run in runs), anywhere, placed, threads),
+                gpu=wants_gpu(machine.device)) for runs in units]
     outcome = Outcome()
     for runs, result in zip(units, (launcher or LocalLauncher({})).run(jobs, progress)):
         statuses = result.value if result.error is None else [("remaining", result.error)] * len(runs)

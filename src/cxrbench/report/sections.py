@@ -175,6 +175,16 @@ def efficiency_section(results: BenchmarkResults, spec: BenchmarkSpec | None, fi
     return html.heading(3, "Label efficiency") + "".join(parts) if parts else ""
 
 
+#: The bias protocol's Mann-Whitney files the report shows: file suffix, the columns shown (the first indexes the
+#: rows), and what the test compares.
+BIAS_TESTS = (
+    ("tests", ("model", "test_group", "other_group", "same_mean", "other_mean", "p"),
+     "Mann-Whitney U (two-sided), folds trained on the tested group against folds trained on another group:"),
+    ("models", ("model", "other_model", "train_group", "test_group", "model_mean", "other_mean", "p"),
+     "Mann-Whitney U (two-sided), one model's folds against another model's, same training and test group:"),
+)
+
+
 def bias_section(results: BenchmarkResults, figures: FigureFolder) -> str:
     """The bias protocol's figures and Mann-Whitney tests, as `cxrbench bias` wrote them in the benchmark's folder."""
     parts = []
@@ -185,14 +195,20 @@ def bias_section(results: BenchmarkResults, figures: FigureFolder) -> str:
                                       f"{results.name}, scored on each test group",
                                  f"{path.name} (written by `cxrbench bias --attribute {attribute}`): one box per training "
                                  "group within each test group, every fold a point."))
-        tests = path.with_name(f"bias_{attribute}_tests.csv")
-        if tests.is_file():
+        for suffix, columns, caption in BIAS_TESTS:
+            tests = path.with_name(f"bias_{attribute}_{suffix}.csv")
+            if not tests.is_file():
+                continue
             frame = pd.read_csv(tests)
-            shown = frame[["model", "test_group", "other_group", "same_mean", "other_mean", "p"]].round(
-                {"same_mean": 4, "other_mean": 4}).assign(p=frame["p"].map(lambda v: f"{v:.2g}"))
-            parts.append(html.paragraph("Mann-Whitney U (two-sided), folds trained on the tested group against folds "
-                                        "trained on another group:", "meta"))
-            parts.append(html.table(shown.set_index("model"), "model"))
+            missing = [c for c in columns if c not in frame]
+            if missing:  # a hand-edited or older file: said, not a KeyError that ends the report
+                parts.append(html.notes([f"{tests.name} lacks the column(s) {', '.join(missing)}: not shown; run "
+                                         f"`cxrbench bias --attribute {attribute}` again to rewrite it."]))
+                continue
+            shown = frame[list(columns)].round({c: 4 for c in columns if c.endswith("_mean")}).assign(
+                p=frame["p"].map(lambda v: f"{v:.2g}"))
+            parts.append(html.paragraph(caption, "meta"))
+            parts.append(html.table(shown.set_index(columns[0]), columns[0]))
     return html.heading(3, "Bias by patient group") + "".join(parts) if parts else ""
 
 

@@ -46,7 +46,7 @@ from cxrbench.files import atomic_bytes, atomic_text
 from cxrbench.registry import metric as registered_metric
 from cxrbench.registry import metric_spec
 from cxrbench.results.labels import variant_text
-from cxrbench.results.store import StoredRun
+from cxrbench.results.store import StoredRun, read_predictions
 from cxrbench.results.tables import to_markdown
 from cxrbench.stats.summary import target_arrays
 
@@ -181,7 +181,7 @@ def shared_test_set(models: Sequence[BiasRuns]) -> bool:
     tested = set()
     for model in models:
         for run in model.runs.values():
-            splits = pd.read_parquet(run.folder / "splits.parquet", columns=["image_id", "seed", "split"])
+            splits = read_predictions(run.folder / "splits.parquet", run.metrics)  # the strict reader: columns named
             test = splits[splits["split"] == "test"]
             tested |= {frozenset(part["image_id"]) for _, part in test.groupby("seed")}
     return len(tested) == 1

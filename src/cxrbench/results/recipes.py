@@ -96,11 +96,15 @@ class PlannedRun:
         return read_metrics(self.folder) is not None
 
     @property
-    def label(self) -> str:
+    def unit(self) -> str:
+        """'benchmark · encoder · head[_tag]': the runs of one recipe entry and encoder, which one job makes."""
         from cxrbench.results.store import run_name
 
-        budget = f" ({self.budget.suffix})" if self.budget else ""
-        return f"{self.entry.benchmark} · {self.encoder} · {run_name(self.head, self.entry.tag)}{budget}"
+        return f"{self.entry.benchmark} · {self.encoder} · {run_name(self.head, self.entry.tag)}"
+
+    @property
+    def label(self) -> str:
+        return self.unit + (f" ({self.budget.suffix})" if self.budget else "")
 
 
 def recipes_dir() -> Path:

@@ -22,8 +22,6 @@ from cxrbench.files import folder_lock, path_part, remove_stale, staging_name, s
 from cxrbench.results.labels import method_label, run_label, variant_notes
 from cxrbench.specs import BootstrapSpec, TargetSpec, parse_spec
 
-RUN_FILES = ("config.yaml", "metrics.json", "predictions.parquet", "splits.parquet", "table.md", "table.csv")
-
 
 def run_folder(out: Path, benchmark: str, encoder: str, head: str) -> Path:
     """The encoder's folder is its name made safe as one path component (`hf:org/name` -> `hf--org--name`); tables
