@@ -53,7 +53,7 @@ def main() -> int:
     for name, extra in TABLES:
         if name not in args.tables:
             continue
-        from cxrbench.results.recipes import load_recipe
+        from cxrbench.tables.recipes import load_recipe
 
         data = [f"--data-root={b}={roots[b]}" for b in load_recipe(name).benchmarks]
         started = time.perf_counter()

@@ -309,7 +309,11 @@ def test_segmentation_dice_by_ethnicity_and_the_table_c3_layout(tmp_path, small_
     from cxrbench.data.synthetic_layouts import write_synthetic_mimic_lungs
     from cxrbench.data.synthetic_mimic import write_mimic_iv
     from cxrbench.results.check import recompute_stratified
-    from cxrbench.results.paper_tables import SMALL_GROUP_MARK, get_layout, table_from_runs, to_latex, to_markdown
+    from cxrbench.tables.latex import to_latex
+    from cxrbench.tables.markdown import paper_markdown
+    from cxrbench.tables.model import SMALL_GROUP_MARK
+    from cxrbench.tables.paper import table_from_runs
+    from cxrbench.tables.recipes import get_layout
     from cxrbench.results.store import stored_runs
 
     root = write_synthetic_mimic_lungs(tmp_path / "lungs", patients=60, size=32, seed=2)
@@ -359,7 +363,7 @@ def test_segmentation_dice_by_ethnicity_and_the_table_c3_layout(tmp_path, small_
     paper = table_from_runs(get_layout("rad-dino-c3"), {"mimic-lungs": [replace(run, metrics=tiny)]})
     worst = min(direct, key=direct.get)
     patients = next(g["patients"] for g in tiny["stratified"]["attributes"]["ethnicity"]["groups"] if g["group"] == worst)
-    markdown = to_markdown(paper)
+    markdown = paper_markdown(paper)
     assert f"{100 * direct[worst]:.1f}{SMALL_GROUP_MARK} (n={patients})" in markdown
     assert "fewer than the benchmark's min_group_patients" in markdown
     assert r"\textsuperscript{\ddag} (n=" in to_latex(paper)

@@ -19,7 +19,7 @@ from cxrbench.evaluations.probe import ProbeEvaluation
 from cxrbench.pipeline import EncoderOptions, MachineOptions
 from cxrbench.registry import benchmark_spec
 from cxrbench.results.store import stored_runs
-from cxrbench.results.tables import comparison_table, run_display_table
+from cxrbench.tables.runs import comparison_table, run_display_table
 from cxrbench.study import StudyOptions
 
 runner = CliRunner()

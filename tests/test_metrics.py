@@ -478,7 +478,7 @@ def test_summarize_one_class_task_is_none():
 
 
 def test_resamples_left_out_of_a_ci_are_reported_with_the_table():
-    from cxrbench.results.tables import bootstrap_caveats
+    from cxrbench.tables.runs import bootstrap_caveats
 
     predictions = _predictions(60, seeds=(0, 1), rng_seed=3)
     metrics = {"bootstrap": {"resamples": 30}, "metrics": summarize(predictions, TASKS, ["auroc"], BootstrapSpec(resamples=30))}

@@ -17,12 +17,14 @@ from cxrbench.cli import app
 from cxrbench.errors import CxrbenchError
 from cxrbench.registry import benchmark_spec
 from cxrbench.resources import published_dir
-from cxrbench.results.paper_tables import (
-    LAYOUTS, build_paper_table, comparison_latex, display_frame, get_layout, long_frame, table_from_store, to_latex,
-    to_markdown, write_paper_table,
-)
 from cxrbench.results.store import json_writer, run_folder, stored_runs, write_run
 from cxrbench.specs import PublishedSpec
+from cxrbench.tables.latex import to_latex
+from cxrbench.tables.long_form import long_frame
+from cxrbench.tables.markdown import display_frame, paper_markdown
+from cxrbench.tables.output import comparison_latex, write_paper_table
+from cxrbench.tables.paper import build_paper_table, table_from_store
+from cxrbench.tables.recipes import get_layout, recipe_names
 
 runner = CliRunner()
 VINDR = benchmark_spec("vindr")
@@ -196,7 +198,7 @@ def _braces_balanced(text: str) -> bool:
 OWN_RUNS = ("rad-dino-3", "raydino-seg", "rad-dino-c3", "dinov2-table4", "rad-dino-5", "rad-dino-c2")
 
 
-@pytest.mark.parametrize("name", sorted(n for n in LAYOUTS if n not in OWN_RUNS))
+@pytest.mark.parametrize("name", sorted(n for n in recipe_names() if n not in OWN_RUNS))
 def test_latex_is_structurally_sound_and_escaped(store, name):
     write_stored_run(store, "vindr", "odd_name&co%", "linear", VINDR.tasks, base=0.4)
     table = table_from_store(get_layout(name), store, lookup, diff=True)
@@ -245,7 +247,7 @@ def test_partial_layout_notes_missing_benchmarks(tmp_path):
     write_stored_run(tmp_path, "candid-ptx", "rad-dino", "linear", CANDID.tasks, metrics=("auprc",))
     table = table_from_store(get_layout("rad-dino-1b"), tmp_path, lookup)
     assert any("rsna-pneumonia" in note for note in table.notes)
-    assert "rsna-pneumonia" in to_markdown(table)
+    assert "rsna-pneumonia" in paper_markdown(table)
 
 
 def test_comparison_latex_shows_only_the_papers_rows_we_ran(store):

@@ -15,8 +15,7 @@ from typer.testing import CliRunner
 
 from cxrbench.cli import app
 from cxrbench.reproduce import fitted_size
-from cxrbench.results.paper_tables import LAYOUTS
-from cxrbench.results.recipes import load_recipe, plan_runs, recipe_names
+from cxrbench.tables.recipes import get_layout, load_recipe, plan_runs, recipe_names
 
 runner = CliRunner()
 
@@ -31,8 +30,7 @@ def test_every_recipe_parses_and_names_its_layout_and_registered_names():
     assert recipe_names(), "no recipe found"
     for name in recipe_names():
         recipe = load_recipe(name)
-        assert recipe.table in LAYOUTS
-        layout_benchmarks = {g.benchmark for g in LAYOUTS[recipe.table].groups}
+        layout_benchmarks = {g.benchmark for g in get_layout(recipe.table).groups}
         assert set(recipe.benchmarks) <= layout_benchmarks, name
         for run in recipe.runs:
             for encoder in run.encoders:

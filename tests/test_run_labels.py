@@ -25,8 +25,8 @@ from cxrbench.data.synthetic import mark_synthetic
 from cxrbench.registry import encoder_spec
 from cxrbench.reproduce import OTHER, STORED, ReproduceOptions, stored_status
 from cxrbench.results.labels import run_label, run_variant, variant_notes
-from cxrbench.results.paper_tables import latex_escape
-from cxrbench.results.recipes import load_recipe, plan_runs
+from cxrbench.tables.latex import latex_escape
+from cxrbench.tables.recipes import load_recipe, plan_runs
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "committed"

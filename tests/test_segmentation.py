@@ -263,9 +263,10 @@ def test_rad_dino_table_3_lays_our_decoders_beside_the_papers(tmp_path):
     assert published.set_index("column")["mean"].to_dict() == pytest.approx(
         {"Lungs": 0.98, "Lung zones": 0.912, "Pneumothorax": 0.658, "Chest tubes": 0.719, "Ribs": 0.853})
     assert published.set_index("column").loc["Lungs", "std"] == pytest.approx(0.011)
-    from cxrbench.results.paper_tables import get_layout
+    from cxrbench.tables.recipes import get_layout
 
-    block = get_layout("rad-dino-3").groups[0].fallback_published["dice"]
+    layout = get_layout("rad-dino-3")
+    block = layout.published_block(layout.groups[0], "dice")
     assert block.paper_model("rad-dino", "upernet") == "RAD-DINO / UPerNet"
     assert block.paper_model("rad-dino", "seg-linear [online]") == "RAD-DINO / Linear"
     assert block.paper_model("rad-dino", "upernet-raydino") is None and block.paper_model("dinov2-small", "upernet") is None

@@ -11,7 +11,7 @@ import pytest
 from cxrbench.errors import CxrbenchError, SpecError
 from cxrbench.registry import benchmark_spec
 from cxrbench.resources import project_root
-from cxrbench.results.published import read_published
+from cxrbench.tables.published import read_published
 from cxrbench.specs import (
     AdapterSpec,
     BenchmarkSpec,

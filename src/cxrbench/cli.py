@@ -278,7 +278,7 @@ def _run_and_show(study, evaluation, encoders, machine) -> list:
 
 def _show_results(benchmark: str, results: list) -> None:
     from cxrbench.results.labels import method_label, run_label, variant_notes
-    from cxrbench.results.tables import bootstrap_caveats, run_display_table
+    from cxrbench.tables.runs import bootstrap_caveats, run_display_table
 
     for result in results:  # the run's folder name as its head: its tag and label budget show
         identity = result.metrics.get("run_identity") or {}
@@ -498,7 +498,7 @@ def list_(kind: Optional[str] = typer.Argument(None, help="encoders | heads | be
 
 def _tables_listing():
     """The paper tables with a recipe (results/recipes/TABLE.yaml): what `cxrbench reproduce TABLE` runs."""
-    from cxrbench.results.recipes import load_recipe, recipe_names
+    from cxrbench.tables.recipes import load_recipe, recipe_names
 
     rows = []
     for name in recipe_names():
@@ -704,12 +704,11 @@ def results_validate(path: Path = typer.Argument(..., help="A run folder, or a r
 @app.command()
 @user_errors
 def table(
-    benchmark: Optional[str] = typer.Argument(None, help="Benchmark name (not needed with --layout)."),
+    benchmark: Optional[str] = typer.Argument(None, help="Benchmark name, or a paper table's (as --layout NAME)."),
     out: Path = typer.Option(DEFAULT_OUT, help="Results folder holding the stored runs."),
     metric: Optional[str] = typer.Option(None, help="Metric (default: the benchmark's primary metric)."),
     layout: Optional[str] = typer.Option(
-        None, help="A paper table's layout instead of one benchmark: rad-dino-1a | rad-dino-1b | rad-dino-3 | rad-dino-5 | rad-dino-c1 | rad-dino-c2 | rad-dino-c3 | dinov2-table4 | "
-                   "raydino-headline | raydino-seg; writes OUT/tables/LAYOUT.{md,csv,tex}."),
+        None, help="A paper table instead of one benchmark (`cxrbench list tables`: the YAML files of results/recipes/); writes OUT/tables/LAYOUT.{md,csv,tex}."),
     diff: bool = typer.Option(False, "--diff", help="With --layout: add rows 'ours − published mean' for encoders the paper reports."),
     versus: Optional[str] = typer.Option(None, "--versus", help="Mark each cell better / worse / not significantly different from this encoder's run of the same head (paired patient bootstrap, Holm-adjusted); files get _vs_ENCODER."),
     all_layouts: bool = typer.Option(False, "--all", help="Every paper layout that has stored runs under OUT: writes OUT/tables/LAYOUT.{md,csv,tex}."),
@@ -717,6 +716,10 @@ def table(
 ) -> None:
     """Compare every stored run of BENCHMARK (rows encoders, columns tasks) with the paper's numbers, or lay
     out several benchmarks as a paper's table (--layout), or every layout (--all)."""
+    from cxrbench.tables.recipes import recipe_names
+
+    if benchmark in recipe_names() and layout is None and metric is None:  # `cxrbench table NAME` of a paper table
+        benchmark, layout = None, benchmark
     _check_request(benchmark, metrics=[metric] if metric else [])
     if check and not all_layouts:
         raise CxrbenchError("--check compares every committed table: give --all --check.")
@@ -731,15 +734,13 @@ def table(
         _show_layout(layout, out, diff, versus)
         return
     if benchmark is None:
-        from cxrbench.results.paper_tables import LAYOUTS
-
-        raise CxrbenchError(f"Give a BENCHMARK (e.g. `cxrbench table vindr`) or --layout NAME ({' | '.join(LAYOUTS)}).")
+        raise CxrbenchError(f"Give a BENCHMARK (e.g. `cxrbench table vindr`) or --layout NAME ({' | '.join(recipe_names())}).")
     _show_comparison(benchmark, out, metric, versus)
 
 
 def _all_layouts(out: Path, check: bool) -> None:
     from cxrbench.results.check import check_committed, layout_tables
-    from cxrbench.results.paper_tables import write_paper_table
+    from cxrbench.tables.output import write_paper_table
 
     if check:
         report = check_committed(out)
@@ -760,7 +761,10 @@ def _all_layouts(out: Path, check: bool) -> None:
 
 
 def _show_layout(name: str, out: Path, diff: bool, versus: Optional[str] = None) -> None:
-    from cxrbench.results.paper_tables import display_frame, get_layout, table_from_store, write_paper_table
+    from cxrbench.tables.markdown import display_frame
+    from cxrbench.tables.output import write_paper_table
+    from cxrbench.tables.paper import table_from_store
+    from cxrbench.tables.recipes import get_layout
 
     paper_layout = get_layout(name)
     result = table_from_store(paper_layout, out, diff=diff, versus=versus)
@@ -776,7 +780,7 @@ def _show_layout(name: str, out: Path, diff: bool, versus: Optional[str] = None)
 
 def _show_deviations(deviations, name: str) -> None:
     """The table's deviations from the paper (its recipe's), printed beside its plan or its numbers."""
-    from cxrbench.results.paper_tables import DEVIATIONS_TITLE, deviation_items
+    from cxrbench.tables.model import DEVIATIONS_TITLE, deviation_items
 
     say(f"{DEVIATIONS_TITLE} ({name}):", "bold")
     for what, why in deviation_items(deviations, name):
@@ -814,7 +818,7 @@ def compare(
     from cxrbench.results.efficiency import full_data_runs
     from cxrbench.results.labels import encoder_label, notes_of
     from cxrbench.results.store import stored_runs
-    from cxrbench.results.tables import to_markdown
+    from cxrbench.tables.markdown import to_markdown
 
     spec = benchmark_spec(benchmark)
     metric = metric or spec.primary_metric
@@ -873,7 +877,7 @@ def _missing(value) -> bool:
 @app.command()
 @user_errors
 def reproduce(
-    table_name: str = typer.Argument(..., metavar="TABLE", help="A paper table with a recipe (results/recipes/TABLE.yaml), e.g. rad-dino-1a."),
+    table_name: str = typer.Argument(..., metavar="TABLE", help="A paper table (results/recipes/TABLE.yaml; `cxrbench list tables`), e.g. rad-dino-1a."),
     data_root: list[str] = typer.Option([], "--data-root", help="BENCHMARK=DIR for each benchmark of the table (DIR alone when it has one); others come from their environment variables. Repeatable."),
     encoder: Optional[str] = typer.Option(None, "--encoder", "-e", help="Only these rows' encoders, comma-separated (default: every row)."),
     weights: list[str] = typer.Option([], "--weights", help="'random': every encoder with random weights of its architecture, as `run --weights random` (checks the whole recipe without downloads; rows are labelled random init). ENCODER=PATH: that encoder's released weights from a local file or folder (raydino, chexzero and mrm come only as files); repeatable. Default: each row's released weights from the Hugging Face cache."),
@@ -897,7 +901,7 @@ def reproduce(
 ) -> None:
     """Run what a paper table needs and is not stored yet (resumable: stored runs of the same settings are kept),
     then write the table to OUT/tables/TABLE.{md,csv,tex}."""
-    from cxrbench.results.recipes import load_recipe
+    from cxrbench.tables.recipes import load_recipe
 
     recipe = load_recipe(table_name)
     random, files = _reproduce_weights(weights, random_init)
@@ -906,7 +910,7 @@ def reproduce(
         _check_request(out=out)
     from cxrbench.pipeline import MachineOptions
     from cxrbench.reproduce import ReproduceOptions, reproduce as run_recipe, stored_status
-    from cxrbench.results.recipes import plan_runs
+    from cxrbench.tables.recipes import plan_runs
 
     options = ReproduceOptions(out, roots, _names(encoder) if encoder else None, random, image_size, seeds, bootstrap,
                                overwrite, files)
@@ -1088,14 +1092,15 @@ def _show_comparison(benchmark: str, out: Path, metric: Optional[str], versus: O
     from cxrbench.registry import benchmark_spec
     from cxrbench.files import atomic_text
     from cxrbench.results.store import stored_runs
-    from cxrbench.results.tables import comparison_long_table, comparison_table, to_markdown
+    from cxrbench.tables.markdown import to_markdown
+    from cxrbench.tables.runs import comparison_long_table, comparison_table
     from cxrbench.registry import metric_spec
 
     spec = benchmark_spec(benchmark)
     metric = metric or spec.primary_metric
     metric_spec(metric)  # a registered metric (did-you-mean otherwise)
     from cxrbench.results.efficiency import full_data_runs
-    from cxrbench.results.paper_tables import comparison_latex
+    from cxrbench.tables.output import comparison_latex
 
     runs = full_data_runs(stored_runs(out, benchmark))  # label-budget runs belong to `cxrbench curve`
     if not runs:
@@ -1122,8 +1127,11 @@ def _show_comparison(benchmark: str, out: Path, metric: Optional[str], versus: O
 
 
 def _show_versus(spec, runs: list, metric: str, versus: str, out: Path) -> None:
-    """The per-benchmark comparison with each cell marked against `versus` (paper_tables renders the marks)."""
-    from cxrbench.results.paper_tables import benchmark_layout, build_paper_table, display_frame, write_paper_table
+    """The per-benchmark comparison with each cell marked against `versus` (cxrbench.tables renders the marks)."""
+    from cxrbench.tables.layout import benchmark_layout
+    from cxrbench.tables.markdown import display_frame
+    from cxrbench.tables.output import write_paper_table
+    from cxrbench.tables.paper import build_paper_table
 
     table = build_paper_table(benchmark_layout(spec, metric), {spec.name: runs}, lambda name: spec, versus=versus)
     print_table(display_frame(table), f"{table.layout.title}\n{VALUES}; ▲ better, ▼ worse, ≈ not significantly "

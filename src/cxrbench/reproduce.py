@@ -22,7 +22,7 @@ from cxrbench.launchers.local import LocalLauncher
 from cxrbench.pipeline import EncoderOptions, MachineOptions, evaluate, on_this_host, wants_gpu
 from cxrbench.progress import Progress, SilentProgress
 from cxrbench.results.labels import LOCAL, RANDOM, REAL, RELEASED, SYNTHETIC, RunVariant, released_size, run_variant
-from cxrbench.results.recipes import PlannedRun, Recipe, plan_runs
+from cxrbench.tables.recipes import PlannedRun, Recipe, plan_runs
 from cxrbench.results.store import read_metrics
 from cxrbench.study import StudyOptions
 

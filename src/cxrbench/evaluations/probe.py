@@ -44,8 +44,9 @@ from cxrbench.results.provenance import SCHEMA_VERSION, package_versions, proven
 from cxrbench.results.labels import method_label, run_label, run_variant, variant_notes
 from cxrbench.results.store import (json_writer, parquet_writer, read_metrics, recover_run, run_folder, run_name, text_writer, write_run,
                                     yaml_writer)
-from cxrbench.results.tables import bootstrap_caveats, run_display_table, run_long_table, to_markdown
-from cxrbench.results.stratified_tables import stratified_long_table, stratified_markdown
+from cxrbench.tables.markdown import to_markdown
+from cxrbench.tables.runs import bootstrap_caveats, run_display_table, run_long_table
+from cxrbench.tables.stratified import stratified_long_table, stratified_markdown
 from cxrbench.specs import BenchmarkSpec, TargetSpec
 from cxrbench.stats.stratified import stratify
 from cxrbench.stats.summary import PROBABILITIES, summarize

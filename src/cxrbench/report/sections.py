@@ -1,8 +1,8 @@
 """The report's sections as HTML: paper-layout tables, then per benchmark an overview, paired comparisons, label
 efficiency, each stored run (summary table, ROC/PR curves, reliability diagram, overlays) and each explain run.
 
-Numbers come from the stored files through the modules that print them elsewhere (`results.tables`,
-`results.paper_tables`, `results.efficiency`), so the page shows what `cxrbench table` and `cxrbench curve` show.
+Numbers come from the stored files through the modules that print them elsewhere (`cxrbench.tables`,
+`results.efficiency`), so the page shows what `cxrbench table` and `cxrbench curve` show.
 Runs that are not the published setting (random weights, another input size, synthetic data) carry a flag
 wherever they appear.
 """
@@ -27,15 +27,17 @@ from cxrbench.results.efficiency import (
     GROUP, efficiency_display_table, efficiency_long_table, full_data_runs, plot_efficiency, run_budget,
 )
 from cxrbench.results.labels import comparable, encoder_label, notes_of, run_label
-from cxrbench.results.paper_tables import (
-    DEVIATIONS_TITLE, LAYOUTS, PUBLISHED, TableLayout, deviation_items, display_frame, legend, table_from_store,
-)
 from cxrbench.results.store import StoredRun
-from cxrbench.results.stratified_tables import stratified_frames
-from cxrbench.results.tables import MACRO_TITLE, bootstrap_caveats, comparison_table, run_display_table
 from cxrbench.registry import benchmark_spec, metric_spec
 from cxrbench.specs import BenchmarkSpec, BootstrapSpec, parse_spec
 from cxrbench.stats.summary import MACRO
+from cxrbench.tables.layout import TableLayout
+from cxrbench.tables.markdown import display_frame
+from cxrbench.tables.model import DEVIATIONS_TITLE, PUBLISHED, deviation_items, legend
+from cxrbench.tables.paper import table_from_store
+from cxrbench.tables.recipes import layouts
+from cxrbench.tables.runs import MACRO_TITLE, bootstrap_caveats, comparison_table, run_display_table
+from cxrbench.tables.stratified import stratified_frames
 
 FOREST_ROWS = 60  # rows drawn in one forest plot; the table below it lists them all
 
@@ -61,7 +63,7 @@ def _metric(name: str):
 def paper_layouts(benchmarks: Sequence[BenchmarkResults]) -> list[TableLayout]:
     """The layouts with at least one stored full-data run among their benchmarks."""
     stored = {b.name for b in benchmarks if full_data_runs(b.runs)}
-    return [layout for layout in LAYOUTS.values() if any(g.benchmark in stored for g in layout.groups)]
+    return [layout for layout in layouts().values() if any(g.benchmark in stored for g in layout.groups)]
 
 
 def paper_table_section(layout: TableLayout, out: Path) -> str:

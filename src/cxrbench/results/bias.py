@@ -47,8 +47,8 @@ from cxrbench.registry import metric as registered_metric
 from cxrbench.registry import metric_spec
 from cxrbench.results.labels import variant_text
 from cxrbench.results.store import StoredRun, read_predictions
-from cxrbench.results.tables import to_markdown
 from cxrbench.stats.summary import target_arrays
+from cxrbench.tables.markdown import to_markdown
 
 FOLD_COLUMNS = ["model", "encoder", "variant", "head", "train_group", "test_group", "fold", "value"]
 

@@ -18,9 +18,12 @@ from pathlib import Path
 import pandas as pd
 
 from cxrbench.errors import CxrbenchError
-from cxrbench.results.paper_tables import LAYOUTS, OURS, PaperTable, long_frame, table_from_runs, to_latex, to_markdown
 from cxrbench.results.store import StoredRun, stored_runs
 from cxrbench.stats.summary import summarize
+from cxrbench.tables.model import OURS, PaperTable
+from cxrbench.tables.output import rendered
+from cxrbench.tables.paper import table_from_runs
+from cxrbench.tables.recipes import get_layout, recipe_names
 
 TABLE_SUFFIXES = ("md", "csv", "tex")
 #: recomputed numbers may differ from stored ones in the last bits (another BLAS, another summation order)
@@ -121,7 +124,7 @@ def layout_tables(out: Path) -> dict[str, PaperTable]:
     """Every layout's table from the runs stored under `out` (`cxrbench table --all`); layouts none of whose runs
     follow their protocol are left out."""
     runs = benchmark_runs(out)
-    tables = {name: _table(name, runs) for name in LAYOUTS}
+    tables = {name: _table(name, runs) for name in recipe_names()}
     return {name: table for name, table in tables.items() if _filled(table)}
 
 
@@ -150,12 +153,12 @@ def _runs(out: Path, report: CheckReport) -> dict[str, list[StoredRun]]:
 def _table(name: str, runs: dict[str, list[StoredRun]]) -> PaperTable:
     """The table NAME: a layout, or LAYOUT_vs_ENCODER (the layout with verdicts against ENCODER, `table --versus`)."""
     layout, _, versus = name.partition("_vs_")
-    groups = LAYOUTS[layout].groups
-    return table_from_runs(LAYOUTS[layout], {g.benchmark: runs.get(g.benchmark, []) for g in groups}, versus=versus or None)
+    found = get_layout(layout)
+    return table_from_runs(found, {g.benchmark: runs.get(g.benchmark, []) for g in found.groups}, versus=versus or None)
 
 
 def table_texts(table: PaperTable) -> dict[str, str]:
-    return {"md": to_markdown(table), "csv": long_frame(table).to_csv(index=False), "tex": to_latex(table)}
+    return rendered(table)
 
 
 def check_committed(out: Path) -> CheckReport:
@@ -166,14 +169,15 @@ def check_committed(out: Path) -> CheckReport:
     folder = out / "tables"
     committed = sorted({p.name.rsplit(".", 1)[0] for p in folder.iterdir() if p.suffix[1:] in TABLE_SUFFIXES}) \
         if folder.is_dir() else []
-    expected = [name for name in LAYOUTS if _filled(_table(name, runs))]
+    names = recipe_names()
+    expected = [name for name in names if _filled(_table(name, runs))]
     for name in committed:
-        if name.partition("_vs_")[0] not in LAYOUTS:
+        if name.partition("_vs_")[0] not in names:
             report.problems.append(f"{folder / name}.*: no such layout: its numbers have no run behind them. Remove it.")
         elif name not in expected and not name.partition("_vs_")[2]:
             report.problems.append(f"{folder / name}.*: no stored run of its benchmarks: its numbers have no run behind "
                                    "them. Remove it, or commit the runs it was made from.")
-    for name in dict.fromkeys([*expected, *(n for n in committed if n.partition("_vs_")[2] and n.partition("_vs_")[0] in LAYOUTS)]):
+    for name in dict.fromkeys([*expected, *(n for n in committed if n.partition("_vs_")[2] and n.partition("_vs_")[0] in names)]):
         try:
             texts = table_texts(_table(name, runs))
         except CxrbenchError as exc:

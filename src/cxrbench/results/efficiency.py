@@ -25,9 +25,10 @@ from cxrbench.registry import metric_spec
 from cxrbench.files import atomic_bytes, atomic_text
 from cxrbench.results.labels import encoder_label, notes_of, run_label, variant_text
 from cxrbench.results.store import StoredRun, stored_runs
-from cxrbench.results.tables import format_entry, to_markdown
 from cxrbench.specs import BenchmarkSpec
 from cxrbench.stats.summary import MACRO
+from cxrbench.tables.markdown import to_markdown
+from cxrbench.tables.runs import format_entry
 
 FRACTION = "fraction"
 SHOTS = "shots"

@@ -1,4 +1,5 @@
-"""Result tables: one per run (every metric), and one per benchmark comparing stored runs with the paper.
+"""Frame tables: one per run (every metric, written as the run's table.md and table.csv), and one per benchmark
+comparing stored runs with the paper (`cxrbench table BENCH`, its .md and .csv).
 
 Numbers are shown as `mean ± std [CI low, CI high]` on each metric's display scale (percent for the fractions:
 AUPRC, AUROC, accuracies, SMAPE; Pearson's r and MAE as they are); CSVs keep the raw values.
@@ -12,10 +13,10 @@ import pandas as pd
 
 from cxrbench.registry import metric_spec
 from cxrbench.results.labels import variant_notes, variant_text
-from cxrbench.results.published import read_published
 from cxrbench.results.store import StoredRun
 from cxrbench.specs import BenchmarkSpec
 from cxrbench.stats.summary import MACRO
+from cxrbench.tables.published import read_published
 
 MACRO_TITLE = "Macro"
 NOT_SCORED = "–"  # a metric the target's kind has no use for
@@ -121,10 +122,3 @@ def comparison_long_table(spec: BenchmarkSpec, runs: Sequence[StoredRun], metric
                          "task": record["task"], "mean": record["mean"], "std": record["std"], "ci_low": None, "ci_high": None})
     return pd.DataFrame(rows)
 
-
-def to_markdown(frame: pd.DataFrame, index_title: str = "") -> str:
-    header = [index_title, *map(str, frame.columns)]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for index, row in frame.iterrows():
-        lines.append("| " + " | ".join([str(index), *map(str, row.tolist())]) + " |")
-    return "\n".join(lines) + "\n"

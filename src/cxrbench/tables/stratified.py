@@ -7,8 +7,9 @@ from __future__ import annotations
 import pandas as pd
 
 from cxrbench.registry import metric_spec
-from cxrbench.results.tables import format_entry, to_markdown
 from cxrbench.stats.summary import MACRO
+from cxrbench.tables.markdown import to_markdown
+from cxrbench.tables.runs import format_entry
 
 TOO_SMALL = "too few patients"
 

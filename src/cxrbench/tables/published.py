@@ -1,4 +1,4 @@
-"""The papers' published numbers (copied from the papers' tables into results/published/)."""
+"""The papers' published numbers (copied from the papers' tables into results/published/), as a long frame."""
 
 from __future__ import annotations
 

@@ -1,20 +1,22 @@
-"""Recipes: what to run for a paper's table, declared in `results/recipes/TABLE.yaml`.
+"""Paper tables: each one YAML in `results/recipes/` (found by scanning that folder), holding all of the table.
 
-A recipe names its table layout (`cxrbench table --layout TABLE`) and lists the runs behind its rows: benchmark x
-encoders x head x protocol (head parameters, dataset options, weights) x label budgets. `cxrbench reproduce TABLE`
-expands it into run folders, runs the ones not stored yet through the one pipeline (`cxrbench.pipeline.evaluate`,
-resuming: a run stored with the same settings is kept, one stored with other settings is refused) and writes the
-table. Nothing here knows a benchmark or a paper: the YAML does.
+- `runs:` what to run (the recipe proper): benchmark x encoders x head x protocol (head parameters, dataset options,
+  weights) x label budgets. `cxrbench reproduce TABLE` expands it into run folders, runs the ones not stored yet
+  through the one pipeline (resuming) and writes the table.
+- `layout:` its columns (`cxrbench.tables.layout.TableLayout`), and `published:` the paper's CSV in
+  `results/published/` that the layout reads where a benchmark's own `published:` block does not cover a column.
+- `deviations:` (required) how its runs differ from the paper's protocol and why; the tables, the report and
+  `cxrbench reproduce --plan` print that list beside the numbers, so that no difference hides behind a number laid
+  next to a published one. `deviations: []` says the runs follow the paper as published.
 
-Every recipe also declares, in a required `deviations:` list, how its runs differ from the paper's protocol and why
-(a detail the paper does not publish, data that is not available, a deliberate choice): the tables, the report and
-`cxrbench reproduce --plan` print that list beside the numbers, so that no difference hides behind a number laid
-next to a published one. `deviations: []` says the runs follow the paper as published.
+Adding a paper table is one YAML here and one CSV in `results/published/`. `CXRBENCH_TABLES_DIR` points the scan at
+another folder (its CSVs then sit in the `published/` folder beside it). Nothing here knows a benchmark or a paper.
 """
 
 from __future__ import annotations
 
 import difflib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,9 +24,13 @@ from typing import TYPE_CHECKING, Any
 from cxrbench.errors import CxrbenchError, SpecError
 from cxrbench.resources import project_root
 from cxrbench.specs import load_yaml, parse_spec
+from cxrbench.tables.layout import PaperCsv, TableLayout, with_name
 
-if TYPE_CHECKING:  # reading a recipe (`cxrbench list tables`, name checks) imports no pandas; planning does
+if TYPE_CHECKING:  # reading a table's YAML (`cxrbench list tables`, name checks) imports no pandas; planning does
     from cxrbench.data.splits import LabelBudget
+
+TABLES_DIR_VARIABLE = "CXRBENCH_TABLES_DIR"
+SET_WHEN_LOADED = ("name", "published")  # TableLayout fields that come from the file, not from its `layout:` block
 
 
 @dataclass(frozen=True)
@@ -53,7 +59,7 @@ class RecipeRun:
 
 @dataclass(frozen=True)
 class Deviation:
-    """One way a recipe's runs differ from the paper's protocol (`what`), and the reason, citing the paper's section
+    """One way a table's runs differ from the paper's protocol (`what`), and the reason, citing the paper's section
     (`why`): one typed form, so that every table can print both halves and a test can find them in its output."""
 
     what: str
@@ -68,10 +74,14 @@ class Deviation:
 
 @dataclass(frozen=True)
 class Recipe:
-    table: str  # the layout this recipe's runs fill (cxrbench.results.paper_tables.LAYOUTS)
+    """A paper table's YAML: its runs, layout, published CSV and deviations."""
+
+    table: str  # the file's name
     source: str  # the paper and table, for people
     runs: tuple[RecipeRun, ...]
     deviations: tuple[Deviation, ...]  # required; () when the runs follow the paper as published
+    layout: TableLayout
+    published: PaperCsv | None = None  # the paper's CSV the layout reads (results/published/FILE)
     notes: str = ""
 
     @property
@@ -108,7 +118,9 @@ class PlannedRun:
 
 
 def recipes_dir() -> Path:
-    return project_root() / "results" / "recipes"
+    """The folder scanned for paper tables: `results/recipes/`, or the folder `CXRBENCH_TABLES_DIR` names."""
+    chosen = os.environ.get(TABLES_DIR_VARIABLE)
+    return Path(chosen) if chosen else project_root() / "results" / "recipes"
 
 
 def recipe_names() -> list[str]:
@@ -121,21 +133,58 @@ def load_recipe(name: str) -> Recipe:
         names = recipe_names()
         close = difflib.get_close_matches(name, names, n=1)
         hint = f" Did you mean {close[0]}?" if close else ""
-        raise CxrbenchError(f"No recipe '{name}' in {recipes_dir()}.{hint} Recipes: {', '.join(names)}.")
+        raise CxrbenchError(f"No paper table '{name}' in {recipes_dir()}.{hint} Tables: {', '.join(names)}.")
     data = load_yaml(path)
     if "deviations" not in data:
         raise SpecError(f"{path}: the `deviations:` key is missing. List how these runs differ from the paper and why, "
                         "one `{what: ..., why: ...}` mapping per difference (citing the paper's section), or write "
                         "`deviations: []` when they follow the paper as published.")
+    written = [key for key in SET_WHEN_LOADED if key in (data.get("layout") or {})]
+    if written:
+        raise SpecError(f"{path}: layout.{written[0]}: set by the file (its name; the top-level `published:` block), "
+                        f"not in `layout:`; remove it.")
     recipe = parse_spec(Recipe, data, str(path))
     if recipe.table != name:
         raise SpecError(f"{path}: `table: {recipe.table}` must be the file's name ({name}).")
-    return recipe
+    published = _published_beside(recipe.published, path)
+    try:
+        layout = with_name(recipe.layout, name, published)
+    except SpecError as exc:
+        raise SpecError(f"{path}: layout: {exc}") from None
+    return Recipe(recipe.table, recipe.source, recipe.runs, recipe.deviations, layout, published, recipe.notes)
+
+
+def _published_beside(published: PaperCsv | None, path: Path) -> PaperCsv | None:
+    """The table's CSV as an absolute path in the `published/` folder beside the tables folder (checked here, so
+    that a wrong name fails when the table is listed, not when it is first rendered)."""
+    if published is None:
+        return None
+    csv = path.parent.parent / "published" / published.file
+    if not csv.is_file():
+        raise SpecError(f"{path}: published.file: {csv} does not exist; put the paper's CSV there or fix the name.")
+    return PaperCsv(str(csv), published.source, published.model_column, published.scale, published.encoders,
+                    published.heads)
 
 
 def recipe_deviations(name: str) -> tuple[Deviation, ...] | None:
-    """The deviations declared by the recipe of table `name`; None when no recipe makes that table."""
+    """The deviations declared by the paper table `name`; None when no table of that name is declared."""
     return load_recipe(name).deviations if (recipes_dir() / f"{name}.yaml").is_file() else None
+
+
+def layouts() -> dict[str, TableLayout]:
+    """Every paper table's layout, by name (the YAML files of the scanned folder, sorted)."""
+    return {name: load_recipe(name).layout for name in recipe_names()}
+
+
+def get_layout(name: str) -> TableLayout:
+    """The layout of the paper table `name` (its YAML's), with did-you-mean on an unknown name."""
+    names = recipe_names()
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f" Did you mean {close[0]}?" if close else ""
+        raise CxrbenchError(f"Unknown table layout '{name}'.{hint} Choose one of {', '.join(names)} "
+                            f"(the YAML files of {recipes_dir()}).")
+    return load_recipe(name).layout
 
 
 def plan_runs(recipe: Recipe, out: Path, encoders: list[str] | None = None) -> list[PlannedRun]:
