@@ -20,7 +20,8 @@ import pandas as pd
 from cxrbench.errors import CxrbenchError
 from cxrbench.results.paper_tables import LAYOUTS, OURS, PaperTable, long_frame, table_from_runs, to_latex, to_markdown
 from cxrbench.results.store import StoredRun, stored_runs
-from cxrbench.stats.summary import summarize
+from cxrbench.metrics.points import MetricContext
+from cxrbench.stats.summary import stored_metrics_for, summarize
 
 TABLE_SUFFIXES = ("md", "csv", "tex")
 #: recomputed numbers may differ from stored ones in the last bits (another BLAS, another summation order)
@@ -38,7 +39,7 @@ def recompute(run: StoredRun, predictions: pd.DataFrame | None = None) -> dict:
     with the metrics, targets and bootstrap settings its metrics.json names."""
     stored = run.metrics.get("metrics", {})
     return summarize(run.predictions() if predictions is None else predictions, run.scored_targets(),
-                     lambda t: [m for m in stored if t.name in stored[m]], run.bootstrap())
+                     stored_metrics_for(stored), run.bootstrap(), MetricContext.of(run.metrics))
 
 
 def metric_drift(run: StoredRun, recomputed: dict) -> list[str]:
@@ -72,7 +73,7 @@ def recompute_stratified(run: StoredRun, predictions: pd.DataFrame | None = None
                    operating_point=stored.get("operating_point", "f1"))
     metrics = run.metrics.get("metrics", {})
     return stratify(run.predictions() if predictions is None else predictions, spec, run.scored_targets(),
-                    lambda t: [m for m in metrics if t.name in metrics[m]], run.bootstrap(), run.metrics.get("thresholds"))
+                    stored_metrics_for(metrics), run.bootstrap(), run.metrics.get("thresholds"))
 
 
 def stratified_drift(run: StoredRun, recomputed: dict | None) -> list[str]:
