@@ -279,3 +279,59 @@ def test_stored_points_recompute_to_the_same_numbers():
               **point_metric_blocks(first, _targets(), context)}
     again = summarize(predictions, _targets(), stored_metrics_for(first), spec, MetricContext.of(stored))
     assert again == first
+
+
+# ------------------------------------------------------------------------------------------------- a run
+@pytest.fixture(scope="module")
+def point_run(tmp_path_factory):
+    """A synthetic VinDr-CXR run (pixels encoder, one-setting logistic head) asked for every new metric."""
+    from typer.testing import CliRunner
+
+    from cxrbench.cli import app
+    from cxrbench.data.synthetic import SyntheticConfig, write_synthetic_vindr
+
+    base = tmp_path_factory.mktemp("points")
+    data = write_synthetic_vindr(base / "vindr", SyntheticConfig(patients=200, size=32, seed=5))
+    args = ["run", "vindr", "--encoder", "pixels", "--head", "logistic", "--head-param", "C=[1.0]", "--bootstrap", "30",
+            "--seeds", "2", "--data-root", str(data), "--out", str(base / "results"), "--cache-dir", str(base / "cache")]
+    for name in ("fnr", "subset_accuracy", "selective_auroc", "auprc_bins"):
+        args += ["--metric", name]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return base, data
+
+
+def test_a_run_stores_its_points_and_bins_and_its_check_recomputes_them(point_run):
+    import json
+
+    from cxrbench.results.check import metric_drift, recompute, recompute_stratified, stratified_drift
+    from cxrbench.results.schema import validate_run
+    from cxrbench.results.store import stored_runs
+    from cxrbench.study import load_benchmark
+
+    base, data = point_run
+    run = stored_runs(base / "results", "vindr")[0]
+    assert validate_run(run.folder) == []
+    assert metric_drift(run, recompute(run)) == [] and stratified_drift(run, recompute_stratified(run)) == []
+    metrics = json.loads((run.folder / "metrics.json").read_text())
+    assert {"fnr@val", "subset_accuracy@0.3", "selective_auroc@0.25"} <= set(metrics["metrics"])
+    assert "FNR @0.3 (%)" in (run.folder / "table.md").read_text()
+
+    # the bins: a direct count of positives among the labelled training images of both seeds
+    spec, loaded = load_benchmark("vindr", data, {})
+    samples = loaded.samples.reset_index(drop=True)
+    splits = pd.read_parquet(run.folder / "splits.parquet")
+    values = loaded.labels()
+    block = metrics["metric_points"]["auprc_bins"]
+    for j, target in enumerate(loaded.targets):
+        positives = known = 0
+        for seed in (0, 1):
+            train = set(splits.loc[(splits["seed"] == seed) & (splits["split"] == "train"), "image_id"])
+            column = values[samples["image_id"].isin(train).to_numpy(), j]
+            known += int((~np.isnan(column)).sum())
+            positives += int((column == 1).sum())
+        assert block["prevalence"][target.name] == pytest.approx(positives / known, abs=1e-15)
+    members = {t for names in block["bins"].values() for t in names}
+    assert members == set(spec.tasks)
+    for name, targets in block["bins"].items():
+        assert set(metrics["metrics"].get(f"auprc_bins@{name}", {MACRO: None})) == {*targets, MACRO}

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from cxrbench.data.groups import group_column, group_order
+from cxrbench.metrics.points import PointMetric
 from cxrbench.registry import metric as registered_metric
 from cxrbench.specs import BenchmarkSpec, BootstrapSpec, TargetSpec
 from cxrbench.stats.summary import MACRO, summarize
@@ -98,9 +99,11 @@ def _summary(groups: list[dict], targets: Sequence[TargetSpec], metrics_for) -> 
 
 
 def _points_of(name: str, stored: dict) -> list[str]:
-    """The summary keys of a metric: the name itself, or for a metric read at points its NAME@POINT keys."""
-    points = [key for key in stored if key.partition("@")[0] == name and "@" in key]
-    return points or [name]
+    """The summary keys of a metric: the name itself, or for a metric read at points the NAME@POINT keys the groups'
+    summaries hold (none for a point they could not score: a per-group summary has no validation thresholds)."""
+    if not isinstance(registered_metric(name), PointMetric):
+        return [name]
+    return [key for key in stored if key == name or key.partition("@")[0] == name]
 
 
 def _underdiagnosis(predictions: pd.DataFrame, column: str, groups: list[dict], targets: Sequence[TargetSpec],
