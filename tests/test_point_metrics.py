@@ -335,3 +335,26 @@ def test_a_run_stores_its_points_and_bins_and_its_check_recomputes_them(point_ru
     assert members == set(spec.tasks)
     for name, targets in block["bins"].items():
         assert set(metrics["metrics"].get(f"auprc_bins@{name}", {MACRO: None})) == {*targets, MACRO}
+
+
+def test_the_report_draws_the_referral_curve_from_the_stored_entries(point_run, tmp_path):
+    import json
+
+    from cxrbench.report import write_report
+    from cxrbench.report.referral import referral_curves
+    from cxrbench.results.store import stored_runs
+
+    base, _ = point_run
+    run = stored_runs(base / "results", "vindr")[0]
+    metrics = json.loads((run.folder / "metrics.json").read_text())
+    curves = referral_curves(metrics)
+    assert [c.target for c in curves] == [*[t["name"] for t in metrics["targets"]], MACRO]
+    macro = curves[-1]
+    assert list(macro.rates) == list(RATES)
+    assert list(macro.mean) == [metrics["metrics"][f"selective_auroc@{r:g}"][MACRO]["mean"] for r in RATES]
+    assert referral_curves({"metrics": {"auroc": {}}}) == []
+    index = write_report(base / "results", tmp_path / "report")
+    page = index.read_text()
+    assert "Referral curve of" in page
+    figure = next((tmp_path / "report" / "figures").glob("*referral*.png"))
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
