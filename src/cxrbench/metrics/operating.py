@@ -73,8 +73,9 @@ class _ErrorRate(ThresholdMetric):
             return np.full(len(weights), np.nan)
         members = (labels > 0.5) == self.of_positives
         total = weights @ members.astype(np.float64)
+        wrong = weights @ (members & (called != self.of_positives)).astype(np.float64)
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(total > 0, weights @ (members & (called != self.of_positives)).astype(np.float64) / total, np.nan)
+            return np.where(total > 0, wrong / total, np.nan)
 
 
 class FalseNegativeRate(_ErrorRate):

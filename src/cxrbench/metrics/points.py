@@ -49,7 +49,8 @@ class MetricContext:
         return cls(metrics.get("thresholds") or {}, prevalence)
 
 
-def train_prevalence(values: np.ndarray, targets: Sequence[TargetSpec], training: Sequence[np.ndarray]) -> dict[str, float]:
+def train_prevalence(values: np.ndarray, targets: Sequence[TargetSpec],
+                     training: Sequence[np.ndarray]) -> dict[str, float]:
     """Each binary target's share of positives among its labelled training rows, pooled over seeds.
 
     `values` [N, T]: the loader's label columns (NaN unknown) in the order of `targets`; `training`: one boolean mask

@@ -8,9 +8,9 @@ positives among the labelled training images of every seed, pooled (`metrics.poi
 each seed's own where the split is fixed, as CXR-LT's official split is).
 
 `auprc_bins@common`, `@uncommon` and `@rare` each hold the AUPRC of their member targets and their macro; the run's
-metrics.json also keeps the edges, every target's training prevalence and each bin's members (`metric_points.auprc_bins`),
-an empty bin included. The edges are the metric's option (`edges`): a subclass registered
-under another name may set others, its bin names staying rare < first edge <= uncommon <= second edge < common.
+metrics.json also keeps the edges, every target's training prevalence and each bin's members, an empty bin included
+(`metric_points.auprc_bins`). The edges are the metric's option (`edges`): a subclass registered under another name
+may set others, its bin names staying rare < first edge <= uncommon <= second edge < common.
 """
 
 from __future__ import annotations
