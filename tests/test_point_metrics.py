@@ -281,6 +281,22 @@ def test_stored_points_recompute_to_the_same_numbers():
     assert again == first
 
 
+def test_paired_comparisons_take_fixed_points_and_refuse_seed_bound_or_joint_ones():
+    from cxrbench.errors import CxrbenchError
+    from cxrbench.stats.paired import paired_differences
+
+    a, b = _predictions(rng_seed=1), _predictions(rng_seed=1)
+    b["score"] = np.clip(b["score"] + 0.1, 0, 1)
+    spec = BootstrapSpec(resamples=20, seed=0)
+    rows = paired_differences(a, b, _targets(), "selective_auroc@0.1", spec)
+    alone = summarize(a, _targets(), lambda t: ["selective_auroc@0.1"], spec)["selective_auroc@0.1"]
+    macro = next(r for r in rows if r.target == MACRO)
+    assert macro.mean_a == pytest.approx(alone[MACRO]["mean"], abs=1e-12)
+    for name in ("fnr@val", "subset_accuracy@0.3"):
+        with pytest.raises(CxrbenchError, match="compare a fixed point"):
+            paired_differences(a, b, _targets(), name, spec)
+
+
 # ------------------------------------------------------------------------------------------------- a run
 @pytest.fixture(scope="module")
 def point_run(tmp_path_factory):

@@ -37,6 +37,10 @@ class ThresholdMetric(PointMetric):
     def __init__(self, threshold: float | np.ndarray | None = None):
         self.threshold = threshold if threshold is not None or self.point in (None, VALIDATION) else float(self.point)
 
+    @property
+    def pairable(self) -> bool:
+        return not self.joint and self.point != VALIDATION
+
     def available(self, point, context):
         return point != VALIDATION or context is not None and bool(context.thresholds)
 

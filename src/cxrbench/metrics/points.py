@@ -106,6 +106,12 @@ class PointMetric(Metric):
         """The targets this point scores among those asked (a prevalence bin keeps its own)."""
         return list(targets)
 
+    @property
+    def pairable(self) -> bool:
+        """Whether paired comparisons can score this point on each target from the predictions alone (they get no
+        context): not a joint metric, nor a point bound to each seed's validation threshold."""
+        return not self.joint
+
     def stored(self, targets: Sequence[TargetSpec], context: MetricContext | None) -> dict | None:
         """What metrics.json keeps of this metric besides its summaries (its `metric_points` block), or None."""
         return None
