@@ -35,7 +35,9 @@ class ThresholdMetric(PointMetric):
     points = (*THRESHOLDS, VALIDATION)
 
     def __init__(self, threshold: float | np.ndarray | None = None):
-        self.threshold = threshold if threshold is not None or self.point in (None, VALIDATION) else float(self.point)
+        if threshold is None and self.point not in (None, VALIDATION):
+            threshold = float(self.point)  # a fixed threshold is its own point
+        self.threshold = threshold
 
     @property
     def pairable(self) -> bool:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cxrbench.metrics.classification import AUROC, both_classes, weighted_curve
+from cxrbench.metrics.classification import AUROC, both_classes, running_sums, weighted_curve
 from cxrbench.metrics.points import PointMetric
 
 RATES = ("0", "0.05", "0.1", "0.15", "0.2", "0.25")
@@ -58,13 +58,14 @@ class SelectiveAUROC(PointMetric):
 
     def weighted(self, labels, scores, weights):
         """Each row split in two: its copies the budget refers (scored with their label) and the rest (scored as the
-        model scored them), the AUROC of both weighted by `weighted_curve`."""
+        model scored them), the AUROC of both weighted by `weighted_curve`. Images-major ([n, R], as the bootstrap
+        lays the weights out): rows are gathered and summed a contiguous row at a time."""
         order = referral_order(scores)
-        counts = np.atleast_2d(weights)[:, order].astype(np.int64)  # [R, n] in referral order
-        before = np.cumsum(counts, axis=1) - counts  # copies ranked ahead of each row's first copy
-        budget = referred_count(self.rate, counts.sum(axis=1))[:, None]
-        referred = np.clip(budget - before, 0, counts)
+        counts = np.ascontiguousarray(np.atleast_2d(weights).T[order], dtype=np.int32)  # [n, R] in referral order
+        before = running_sums(counts) - counts  # copies ranked ahead of each row's first copy
+        budget = referred_count(self.rate, counts.sum(axis=0, dtype=np.int64))
+        referred = np.clip(budget - before, 0, counts).astype(np.int32)
         ranked_labels = labels[order].astype(np.float64)
         rows = np.concatenate([ranked_labels, ranked_labels])
         answers = np.concatenate([np.asarray(scores, dtype=np.float64)[order], ranked_labels])
-        return weighted_curve("auroc", rows, answers, np.concatenate([counts - referred, referred], axis=1))
+        return weighted_curve("auroc", rows, answers, np.concatenate([counts - referred, referred]).T)

@@ -196,7 +196,8 @@ def point_metric_blocks(summary: dict, targets: Sequence[TargetSpec], context: M
     its summaries (`PointMetric.stored`: e.g. the prevalence bins, their edges and members); empty without one."""
     blocks = {}
     for name in dict.fromkeys(key.partition("@")[0] for key in summary if "@" in key):
-        block = registered_metric(name).stored(targets, context)
+        scorer = registered_metric(name)
+        block = scorer.stored(targets, context) if isinstance(scorer, PointMetric) else None
         if block is not None:
             blocks[name] = block
     return {"metric_points": blocks} if blocks else {}
