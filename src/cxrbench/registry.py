@@ -146,6 +146,8 @@ class Registry:
     def get(self, kind: Kind, name: str) -> Entry:
         if kind == "encoders" and name not in self._entries[kind] and is_generic(name):
             return self._generic_encoder(name)
+        if kind == "metrics" and "@" in name and name not in self._entries[kind]:
+            return self._metric_point(name)
         try:
             return self._entries[kind][name]
         except KeyError:
@@ -158,6 +160,15 @@ class Registry:
                 f"Unknown {singular} '{name}'.{hint} Run `cxrbench list {kind}` to see every available {singular}.{forms}"
             ) from None
 
+
+    def _metric_point(self, name: str) -> Entry:
+        """`NAME@POINT`: a metric read at one of its points (threshold, referral rate, bin; `cxrbench.metrics.points`)."""
+        base, _, point = name.partition("@")
+        entry = self.get("metrics", base)
+        at = getattr(entry.load(), "at", None)
+        if at is None:
+            raise UnknownNameError(f"Unknown metric '{name}': '{base}' is not read at points, so it takes no '@{point}'.")
+        return Entry("metrics", name, None, at(point), entry.origin)
 
     def _generic_encoder(self, name: str) -> Entry:
         """An encoder named by its source (`cxrbench.encoders.generic`): its spec is read from the model's own files

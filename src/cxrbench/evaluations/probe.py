@@ -49,7 +49,8 @@ from cxrbench.tables.runs import bootstrap_caveats, run_display_table, run_long_
 from cxrbench.tables.stratified import stratified_long_table, stratified_markdown
 from cxrbench.specs import BenchmarkSpec, TargetSpec
 from cxrbench.stats.stratified import stratify
-from cxrbench.stats.summary import PROBABILITIES, summarize
+from cxrbench.metrics.points import MetricContext, train_prevalence
+from cxrbench.stats.summary import PROBABILITIES, point_metric_blocks, summarize
 from cxrbench.stats.thresholds import choose_threshold
 from cxrbench.study import Study
 from cxrbench.threads import use_threads
@@ -202,7 +203,9 @@ class ProbeEvaluation:
         frame = trained.predictions.merge(group_frame(data.samples, spec.groups, spec.name), on="image_id", how="left")
         scored = self.scored_targets(data)
         tasks = tuple(t.name for t in scored)
-        summary = summarize(frame, scored, self.metrics_for(spec), study.bootstrap)
+        training = [study.split(budget, s) == "train" for s in study.seeds]
+        context = MetricContext(trained.thresholds, train_prevalence(data.labels(), data.targets, training))
+        summary = summarize(frame, scored, self.metrics_for(spec), study.bootstrap, context)
         stratified = stratify(frame, spec, scored, self.metrics_for(spec), study.bootstrap, trained.thresholds) if spec.groups else None
         manifests = study.manifests[budget]
         test_rows = manifests["split"].eq("test")
@@ -226,6 +229,7 @@ class ProbeEvaluation:
             "metrics": summary,
             "heads": {str(k): v for k, v in trained.reports.items()},
             "thresholds": {str(k): v for k, v in trained.thresholds.items()},
+            **point_metric_blocks(summary, scored, context),
             **({"stratified": stratified} if stratified is not None else {}),
             "run_identity": plan.identity,
             "provenance": provenance(features.encoder.weights, data.samples, list(data.tasks), manifests, data.root),

@@ -20,6 +20,7 @@ import pandas as pd
 from cxrbench.metrics.calibration import ExpectedCalibrationError
 from cxrbench.report.curves import TargetCurves
 from cxrbench.report.html import slug
+from cxrbench.report.referral import ReferralCurve
 from cxrbench.report.reliability import Reliability
 
 FOLDER = "figures"
@@ -185,5 +186,23 @@ def reliability_figure(items: Sequence[Reliability], title: str) -> bytes:
         ax.set_title(_text(f"{item.target}\nECE {ece} (n={item.rows:,})"), fontsize="small")
     for ax in axes.flat[len(items):]:
         ax.set_visible(False)
+    figure.suptitle(_text(title), fontsize="medium")
+    return _png(figure)
+
+
+def referral_figure(curves: Sequence[ReferralCurve], title: str) -> bytes:
+    """AUROC against referral rate: each target a thin line, the macro average thick with its bootstrap band."""
+    figure = _figure(6.0, 4.0)
+    ax = _axes(figure, 1, 1, left=0.7, right=2.0, top=0.5)[0, 0]
+    for i, curve in enumerate(curves):
+        macro = curve is curves[-1]
+        colour = "black" if macro else f"C{i % 10}"
+        if macro and np.isfinite(curve.low).any():
+            ax.fill_between(100 * curve.rates, curve.low, curve.high, color="grey", alpha=0.25, linewidth=0)
+        ax.plot(100 * curve.rates, curve.mean, color=colour, linewidth=2.0 if macro else 1.0, marker="o",
+                markersize=3, label=_text("Macro" if macro else curve.target))
+    ax.set(xlabel="predictions referred to the expert (%)", ylabel="AUROC", ylim=(None, 1.005))
+    ax.tick_params(labelsize="x-small")
+    ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     figure.suptitle(_text(title), fontsize="medium")
     return _png(figure)

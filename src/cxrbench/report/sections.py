@@ -20,7 +20,8 @@ from cxrbench.report import html
 from cxrbench.report.collect import BenchmarkResults, ExplainRun, overlays, result_columns, run_targets
 from cxrbench.report.comparisons import read_comparison
 from cxrbench.report.curves import RESAMPLES, binary_curves
-from cxrbench.report.figures import FigureFolder, curves_figure, forest_plot, reliability_figure
+from cxrbench.report.figures import FigureFolder, curves_figure, forest_plot, referral_figure, reliability_figure
+from cxrbench.report.referral import referral_curves
 from cxrbench.report.reliability import KINDS as CLASSIFICATION, run_reliability
 from cxrbench.results.comparisons import TEST_NOTES
 from cxrbench.results.efficiency import (
@@ -240,6 +241,7 @@ def run_section(run: StoredRun, out: Path, figures: FigureFolder) -> str:
         predictions = run.predictions()
         parts.append(_curves(run, predictions, targets, figures))
         parts.append(_reliability(run, predictions, targets, figures))
+    parts.append(_referral(run, figures))
     pictures = [html.figure(figures.copy(path, f"overlay-{run.encoder}-{path.stem}"),
                             f"Segmentation overlay of {run.label} on test image {path.stem}: reference and predicted outlines",
                             path.stem)
@@ -302,6 +304,17 @@ def _reliability(run: StoredRun, predictions: pd.DataFrame, targets, figures: Fi
     alt = (f"Reliability diagrams of {run.label}: observed frequency against predicted probability for "
            f"{', '.join(f'{i.target} (ECE {i.ece:.3f})' for i in items)}")
     return html.figure(figures.save(reliability_figure(items, title), f"reliability-{run.encoder}-{run.method}"), alt, caption)
+
+
+def _referral(run: StoredRun, figures: FigureFolder) -> str:
+    curves = referral_curves(run.metrics)
+    if not curves:
+        return ""
+    caption = ("Selective prediction: AUROC after the most uncertain test predictions (probability closest to 0.5) are "
+               "referred to an expert who answers correctly; seed means, band: bootstrap interval of the macro average.")
+    alt = f"Referral curve of {run.label}: AUROC against the share of predictions referred, per target and macro"
+    return html.figure(figures.save(referral_figure(curves, f"{run.label}: referral"), f"referral-{run.encoder}-{run.method}"),
+                       alt, caption)
 
 
 # ---------------------------------------------------------------- explain

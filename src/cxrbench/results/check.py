@@ -19,7 +19,8 @@ import pandas as pd
 
 from cxrbench.errors import CxrbenchError
 from cxrbench.results.store import StoredRun, stored_runs
-from cxrbench.stats.summary import summarize
+from cxrbench.metrics.points import MetricContext
+from cxrbench.stats.summary import stored_metrics_for, summarize
 from cxrbench.tables.model import OURS, PaperTable
 from cxrbench.tables.output import rendered
 from cxrbench.tables.paper import table_from_runs
@@ -41,7 +42,7 @@ def recompute(run: StoredRun, predictions: pd.DataFrame | None = None) -> dict:
     with the metrics, targets and bootstrap settings its metrics.json names."""
     stored = run.metrics.get("metrics", {})
     return summarize(run.predictions() if predictions is None else predictions, run.scored_targets(),
-                     lambda t: [m for m in stored if t.name in stored[m]], run.bootstrap())
+                     stored_metrics_for(stored), run.bootstrap(), MetricContext.of(run.metrics))
 
 
 def metric_drift(run: StoredRun, recomputed: dict) -> list[str]:
@@ -75,7 +76,7 @@ def recompute_stratified(run: StoredRun, predictions: pd.DataFrame | None = None
                    operating_point=stored.get("operating_point", "f1"))
     metrics = run.metrics.get("metrics", {})
     return stratify(run.predictions() if predictions is None else predictions, spec, run.scored_targets(),
-                    lambda t: [m for m in metrics if t.name in metrics[m]], run.bootstrap(), run.metrics.get("thresholds"))
+                    stored_metrics_for(metrics), run.bootstrap(), run.metrics.get("thresholds"))
 
 
 def stratified_drift(run: StoredRun, recomputed: dict | None) -> list[str]:

@@ -32,6 +32,7 @@ from scipy.stats import norm, ttest_ind, ttest_rel
 
 from cxrbench.errors import CxrbenchError, DataError
 from cxrbench.metrics.classification import AUROC
+from cxrbench.metrics.points import PointMetric
 from cxrbench.registry import metric as registered_metric
 from cxrbench.registry import metric_spec
 from cxrbench.specs import BootstrapSpec, TargetSpec
@@ -81,6 +82,9 @@ def paired_differences(predictions_a: pd.DataFrame, predictions_b: pd.DataFrame,
     if ttest not in TTESTS:
         raise CxrbenchError(f"Unknown t-test '{ttest}': use one of {', '.join(TTESTS)}.")
     scorer = registered_metric(metric)
+    if isinstance(scorer, PointMetric) and not scorer.pairable:
+        raise CxrbenchError(f"Paired comparisons of '{metric}' are not supported (it needs each seed's validation "
+                            "threshold, or scores all targets at once); compare a fixed point, e.g. fnr@0.3.")
     scored = [t for t in targets if t.kind in metric_spec(metric).kinds]
     if not scored:
         return []

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from cxrbench.data.groups import group_column, group_order
+from cxrbench.metrics.points import PointMetric
 from cxrbench.registry import metric as registered_metric
 from cxrbench.specs import BenchmarkSpec, BootstrapSpec, TargetSpec
 from cxrbench.stats.summary import MACRO, summarize
@@ -79,12 +80,13 @@ def _summary(groups: list[dict], targets: Sequence[TargetSpec], metrics_for) -> 
     reported = [g for g in groups if not g["too_small"]]
     names = list(dict.fromkeys(name for t in targets for name in metrics_for(t)))
     out: dict = {}
-    for name in names:
+    stored = dict.fromkeys(key for g in groups for key in g.get("metrics", {}))
+    for name in [key for name in names for key in _points_of(name, stored)]:
         higher = registered_metric(name).higher_is_better
-        columns = [t.name for t in targets if name in metrics_for(t)] + [MACRO]
+        columns = [t.name for t in targets if name in metrics_for(t) or "@" in name] + [MACRO]
         out[name] = {}
         for column in columns:
-            means = {g["group"]: g["metrics"][name][column]["mean"] for g in reported}
+            means = {g["group"]: g["metrics"][name][column]["mean"] for g in reported if column in g["metrics"].get(name, {})}
             means = {k: v for k, v in means.items() if v is not None}
             if not means:
                 continue
@@ -94,6 +96,14 @@ def _summary(groups: list[dict], targets: Sequence[TargetSpec], metrics_for) -> 
                                  "worst_group": worst, "best": means[best], "best_group": best,
                                  "gap": abs(means[best] - means[worst]), "groups": len(means)}
     return out
+
+
+def _points_of(name: str, stored: dict) -> list[str]:
+    """The summary keys of a metric: the name itself, or for a metric read at points the NAME@POINT keys the groups'
+    summaries hold (none for a point they could not score: a per-group summary has no validation thresholds)."""
+    if not isinstance(registered_metric(name), PointMetric):
+        return [name]
+    return [key for key in stored if key == name or key.partition("@")[0] == name]
 
 
 def _underdiagnosis(predictions: pd.DataFrame, column: str, groups: list[dict], targets: Sequence[TargetSpec],
