@@ -33,8 +33,11 @@ RUNS = [  # (benchmark, encoder arguments, head, seeds)
 
 
 def write_data(folder: Path) -> dict[str, Path]:
-    from cxrbench.data.synthetic import SyntheticConfig, write_synthetic_vindr
-    from cxrbench.data.synthetic_layouts import write_synthetic_candid, write_synthetic_padchest, write_synthetic_rsna
+    from cxrbench.data.common.synthetic import SyntheticConfig
+    from cxrbench.data.vindr.synthetic import write_synthetic_vindr
+    from cxrbench.data.candid.synthetic import write_synthetic_candid
+    from cxrbench.data.padchest.synthetic import write_synthetic_padchest
+    from cxrbench.data.rsna.synthetic import write_synthetic_rsna
 
     roots = {"vindr": folder / "vindr", "candid-ptx": folder / "candid", "rsna-pneumonia": folder / "rsna",
              "padchest-lateral": folder / "padchest"}

@@ -14,11 +14,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cxrbench.cli import app
-from cxrbench.data.samples import BenchmarkData
+from cxrbench.data.common.samples import BenchmarkData
 from cxrbench.encoders.preprocessing import Preprocessor
 from cxrbench.errors import CxrbenchError, DataError
-from cxrbench.data.vindr_boxes import read_boxes, read_test_boxes
-from cxrbench.explain.geometry import CLIPPED, CROPPED_AWAY, EMPTY, KEPT, InputGeometry, PatchGrid
+from cxrbench.data.vindr.boxes import read_boxes, read_test_boxes
+from cxrbench.encoders.geometry import CLIPPED, CROPPED_AWAY, EMPTY, KEPT, InputGeometry, PatchGrid
 from cxrbench.explain.hits import argmax_cells, finding_accuracy, macro_accuracy, score_boxes
 from cxrbench.explain.runner import run_explain
 from cxrbench.evaluations.localisation import LocalisationEvaluation

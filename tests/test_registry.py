@@ -68,7 +68,7 @@ def test_builtin_entry_parses_and_imports(kind, name):
 
 
 def test_builtin_implementations_are_the_expected_objects():
-    from cxrbench.data.vindr import load_vindr
+    from cxrbench.data.vindr.cxr import load_vindr
     from cxrbench.encoders.dinov2 import dinov2_encoder
     from cxrbench.encoders.pixels import PixelsEncoder
     from cxrbench.encoders.timm_vit import TimmViTEncoder

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cxrbench.explain.geometry import InputGeometry
+from cxrbench.encoders.geometry import InputGeometry
 
 #: sample points per loss-grid cell and axis when measuring how much of a cell a mask covers
 SUPERSAMPLE = 4

@@ -34,8 +34,8 @@ from cxrbench.encoders.base import Encoder, FeatureRequest
 from cxrbench.errors import DataError, SpecError
 from cxrbench.evaluations.masks import on_score_grid, to_mask_grid, training_targets
 from cxrbench.evaluations.probe import ProbeEvaluation, Trained
-from cxrbench.explain.geometry import InputGeometry
-from cxrbench.explain.sizes import image_size
+from cxrbench.encoders.geometry import InputGeometry
+from cxrbench.data.common.sizes import image_size
 from cxrbench.features.extract import EncoderFeatures, ExtractionSettings
 from cxrbench.heads.segmentation import SegmentationHead
 from cxrbench.metrics.segmentation import CASE_COLUMNS, per_case_values
@@ -322,7 +322,7 @@ def _overlay_writer(data, structures: list[_Structure], row: int, predicted: np.
     def write(path: Path) -> None:
         from skimage.transform import resize
 
-        from cxrbench.data.images import read_image
+        from cxrbench.data.common.images import read_image
 
         references = np.concatenate([_read_mask(data, t, row) for t in data.targets if t.kind == "mask"])
         image = resize(read_image(data.samples["path"].iloc[row]), references.shape[1:], order=1, anti_aliasing=True)

@@ -35,11 +35,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from cxrbench.data.images import read_image
+from cxrbench.data.common.images import read_image
 from cxrbench.encoders.preprocessing import Preprocessor
 from cxrbench.errors import CxrbenchError, SpecError
 from cxrbench.evaluations.masks import training_targets
-from cxrbench.explain.geometry import InputGeometry
+from cxrbench.encoders.geometry import InputGeometry
 from cxrbench.training.augment import encoder_work_side, view_seed
 
 
