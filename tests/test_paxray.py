@@ -153,6 +153,7 @@ def test_a_structure_named_like_a_class_needs_no_mapping(root, tmp_path):
     spec_file = tmp_path / "paxray-trachea.yaml"
     spec = yaml.safe_load((Path(__file__).parents[1] / "benchmarks" / "paxray.yaml").read_text())
     spec["targets"] = [{"name": "anatomy", "kind": "mask", "structures": ["trachea", "right_lung"]}]
+    del spec["loader"]  # the registry's key, not part of the spec
     spec_file.write_text(yaml.safe_dump(spec))
     from cxrbench.data.paxray.loader import load_paxray
     from cxrbench.specs import BenchmarkSpec, parse_spec

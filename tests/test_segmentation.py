@@ -17,7 +17,8 @@ from monai.metrics import DiceMetric
 from typer.testing import CliRunner
 
 from cxrbench.cli import app
-from cxrbench.evaluations.masks import to_mask_grid, training_targets
+from cxrbench.evaluations.masks import to_mask_grid
+from cxrbench.encoders.geometry import training_targets
 from cxrbench.evaluations.segmentation import read_predicted_masks
 from cxrbench.encoders.geometry import InputGeometry
 from cxrbench.metrics.segmentation import per_case_values

@@ -19,6 +19,11 @@ whole pipeline is one such map per axis, replayed here with the same integer ari
       x -> x + pad_left - left
 
 Patch-grid cell (r, c) of an encoder with stride s covers input pixels [c*s, (c+1)*s) x [r*s, (r+1)*s).
+
+`training_targets` carries a reference mask through this map onto a decoder's loss grid: the share of each cell (in
+input pixels) that the mask covers, sampled on a `SUPERSAMPLE` x `SUPERSAMPLE` lattice per cell; input pixels outside
+the original image (letterbox margins, crop padding) are background. It lives here, not with the evaluations, because
+both the segmentation evaluation and the online trainer (`training.mask_views`) use it.
 """
 
 from __future__ import annotations
@@ -29,6 +34,10 @@ import numpy as np
 
 from cxrbench.errors import CxrbenchError
 from cxrbench.specs import PreprocessSpec
+
+#: sample points per loss-grid cell and axis when measuring how much of a cell a mask covers
+SUPERSAMPLE = 4
+
 
 # Status of a box after mapping (explain.csv's `status` column).
 KEPT, CLIPPED, CROPPED_AWAY, EMPTY = "kept", "clipped", "cropped_away", "empty"
@@ -175,3 +184,20 @@ class PatchGrid:
     def cells(self, box, min_fraction: float = 0.5) -> np.ndarray:
         """[rows, cols] bool: cells of which at least `min_fraction` of the area lies inside `box`."""
         return self.overlaps(box) >= min_fraction * self.cell_area * (1 - 1e-9)
+
+
+def training_targets(mask: np.ndarray, geometry: InputGeometry, covered: tuple[int, int], cells: tuple[int, int]) -> np.ndarray:
+    """[S, rows, cols] float32 in [0, 1]: the coverage of each cell of a rows x cols grid over the `covered` (height,
+    width) input pixels by each structure of `mask` [S, H_mask, W_mask] (bool)."""
+    rows, cols = cells
+    height, width = geometry.original
+    ys = (np.arange(rows * SUPERSAMPLE) + 0.5) * covered[0] / (rows * SUPERSAMPLE)  # input pixel coordinates
+    xs = (np.arange(cols * SUPERSAMPLE) + 0.5) * covered[1] / (cols * SUPERSAMPLE)
+    original_y, original_x = geometry.y.inverse(ys), geometry.x.inverse(xs)
+    inside_y = (original_y >= 0) & (original_y < height)
+    inside_x = (original_x >= 0) & (original_x < width)
+    mask_rows = np.clip((original_y * mask.shape[1] / height).astype(np.int64), 0, mask.shape[1] - 1)
+    mask_cols = np.clip((original_x * mask.shape[2] / width).astype(np.int64), 0, mask.shape[2] - 1)
+    sampled = mask[:, mask_rows][:, :, mask_cols] & inside_y[None, :, None] & inside_x[None, None, :]
+    pooled = sampled.reshape(len(mask), rows, SUPERSAMPLE, cols, SUPERSAMPLE).mean(axis=(2, 4))
+    return pooled.astype(np.float32)

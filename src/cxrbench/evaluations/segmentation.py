@@ -2,7 +2,7 @@
 whose targets are masks).
 
 Per study the reference masks are read once per image and reduced to their coverage of the decoder's loss grid
-in the encoder's input (`evaluations.masks.training_targets`, through the encoder's exact preprocessing geometry),
+in the encoder's input (`encoders.geometry.training_targets`, through the encoder's exact preprocessing geometry),
 so training reads no mask file. Per seed one decoder (`heads.segmentation`) learns every structure of the
 benchmark's mask targets together on the training split, is selected on the validation loss, and predicts the
 test split; each test prediction is resampled onto its reference mask's own grid, thresholded and scored per
@@ -32,7 +32,8 @@ import torch
 
 from cxrbench.encoders.base import Encoder, FeatureRequest
 from cxrbench.errors import DataError, SpecError
-from cxrbench.evaluations.masks import on_score_grid, to_mask_grid, training_targets
+from cxrbench.evaluations.masks import on_score_grid, to_mask_grid
+from cxrbench.encoders.geometry import training_targets
 from cxrbench.evaluations.probe import ProbeEvaluation, Trained
 from cxrbench.encoders.geometry import InputGeometry
 from cxrbench.data.common.sizes import image_size
