@@ -33,11 +33,11 @@ RUNS = [  # (benchmark, encoder arguments, head, seeds)
 
 
 def write_data(folder: Path) -> dict[str, Path]:
-    from cxrbench.data.common.synthetic import SyntheticConfig
-    from cxrbench.data.vindr.synthetic import write_synthetic_vindr
     from cxrbench.data.candid.synthetic import write_synthetic_candid
+    from cxrbench.data.common.synthetic import SyntheticConfig
     from cxrbench.data.padchest.synthetic import write_synthetic_padchest
     from cxrbench.data.rsna.synthetic import write_synthetic_rsna
+    from cxrbench.data.vindr.synthetic import write_synthetic_vindr
 
     roots = {"vindr": folder / "vindr", "candid-ptx": folder / "candid", "rsna-pneumonia": folder / "rsna",
              "padchest-lateral": folder / "padchest"}

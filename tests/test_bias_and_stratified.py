@@ -19,17 +19,17 @@ from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
 from cxrbench.cli import app
-from cxrbench.data.groups import group_labels
 from cxrbench.data.common.synthetic import SyntheticConfig
+from cxrbench.data.groups import group_labels
 from cxrbench.data.vindr.synthetic import write_synthetic_vindr
 from cxrbench.errors import DataError, SpecError
 from cxrbench.registry import benchmark_spec
 from cxrbench.results.bias import model_mann_whitney, train_group
 from cxrbench.results.labels import RANDOM_INIT, SYNTHETIC_DATA, variant_text
 from cxrbench.results.store import stored_runs
-from cxrbench.study import load_benchmark
 from cxrbench.specs import GroupSpec
 from cxrbench.stats.thresholds import choose_threshold
+from cxrbench.study import load_benchmark
 
 runner = CliRunner()
 HEAD = ["--encoder", "pixels", "--head", "logistic", "--head-param", "C=[1.0]", "--bootstrap", "50"]

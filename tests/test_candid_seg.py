@@ -15,8 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cxrbench.cli import app
-from cxrbench.data.common.images import read_image
 from cxrbench.data.candid.synthetic import write_synthetic_candid_seg
+from cxrbench.data.common.images import read_image
 from cxrbench.errors import DataError
 from cxrbench.registry import benchmark_spec
 from cxrbench.study import load_benchmark

@@ -12,14 +12,14 @@ import pytest
 from typer.testing import CliRunner
 
 from cxrbench.cli import app
-from cxrbench.data.common.images import read_image
-from cxrbench.data.splits import POOL, seed_splits
-from cxrbench.data.common.synthetic import _write_dicom
-from cxrbench.data.common.rle import encode_relative_rle
 from cxrbench.data.candid.synthetic import write_synthetic_candid
+from cxrbench.data.common.images import read_image
+from cxrbench.data.common.rle import encode_relative_rle
+from cxrbench.data.common.synthetic import _write_dicom
+from cxrbench.data.splits import POOL, seed_splits
 from cxrbench.errors import DataError
-from cxrbench.study import load_benchmark, with_split
 from cxrbench.registry import benchmark_spec
+from cxrbench.study import load_benchmark, with_split
 
 SPEC = benchmark_spec("candid-ptx")
 TASKS = list(SPEC.tasks)

@@ -14,11 +14,11 @@ from typer.testing import CliRunner
 from cxrbench.cli import app
 from cxrbench.data.common.images import read_image
 from cxrbench.data.padchest.loader import padchest_lateral_labels
-from cxrbench.data.splits import POOL, seed_splits
 from cxrbench.data.padchest.synthetic import PADCHEST_CSV, write_synthetic_padchest
+from cxrbench.data.splits import POOL, seed_splits
 from cxrbench.errors import DataError
-from cxrbench.study import load_benchmark
 from cxrbench.registry import benchmark_spec
+from cxrbench.study import load_benchmark
 
 SPEC = benchmark_spec("padchest-lateral")
 TASK_LABELS = SPEC.dataset["task_labels"]

@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 
 from cxrbench.cli import app
 from cxrbench.data.mimic.lungs import split_sides
-from cxrbench.data.splits import seed_splits
 from cxrbench.data.mimic.synthetic import write_synthetic_mimic_lungs
+from cxrbench.data.splits import seed_splits
 from cxrbench.errors import DataError
 from cxrbench.study import load_benchmark
 

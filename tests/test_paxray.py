@@ -15,7 +15,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cxrbench.cli import app
-from cxrbench.data.paxray.loader import decode_coco_rle, encode_coco_rle, map_structures
+from cxrbench.data.paxray.coco_rle import decode_coco_rle, encode_coco_rle
+from cxrbench.data.paxray.loader import map_structures
 from cxrbench.data.paxray.synthetic import PAXRAY_SYNTHETIC_CLASSES, write_synthetic_paxray
 from cxrbench.errors import DataError
 from cxrbench.study import load_benchmark

@@ -17,10 +17,10 @@ from monai.metrics import DiceMetric
 from typer.testing import CliRunner
 
 from cxrbench.cli import app
-from cxrbench.evaluations.masks import to_mask_grid
 from cxrbench.encoders.geometry import training_targets
-from cxrbench.evaluations.segmentation import read_predicted_masks
 from cxrbench.encoders.geometry import InputGeometry
+from cxrbench.evaluations.masks import to_mask_grid
+from cxrbench.evaluations.segmentation import read_predicted_masks
 from cxrbench.metrics.segmentation import per_case_values
 from cxrbench.registry import registry
 from cxrbench.specs import PreprocessSpec

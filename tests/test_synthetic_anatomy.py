@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from cxrbench.data.jsrt import phantom as anatomy
 from cxrbench.data.common.images import read_image
+from cxrbench.data.jsrt import phantom as anatomy
 from cxrbench.data.splits import POOL
 from cxrbench.study import load_benchmark
 

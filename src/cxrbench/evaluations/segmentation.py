@@ -30,13 +30,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cxrbench.data.common.sizes import image_size
 from cxrbench.encoders.base import Encoder, FeatureRequest
+from cxrbench.encoders.geometry import training_targets
+from cxrbench.encoders.geometry import InputGeometry
 from cxrbench.errors import DataError, SpecError
 from cxrbench.evaluations.masks import on_score_grid, to_mask_grid
-from cxrbench.encoders.geometry import training_targets
 from cxrbench.evaluations.probe import ProbeEvaluation, Trained
-from cxrbench.encoders.geometry import InputGeometry
-from cxrbench.data.common.sizes import image_size
 from cxrbench.features.extract import EncoderFeatures, ExtractionSettings
 from cxrbench.heads.segmentation import SegmentationHead
 from cxrbench.metrics.segmentation import CASE_COLUMNS, per_case_values

@@ -28,9 +28,9 @@ import pandas as pd
 
 from cxrbench.data.common.images import read_image
 from cxrbench.data.common.samples import BenchmarkData
-from cxrbench.errors import CxrbenchError, UnknownNameError
 from cxrbench.data.vindr.boxes import NO_FINDING
 from cxrbench.encoders.geometry import CLIPPED, CROPPED_AWAY, EMPTY, InputGeometry, PatchGrid
+from cxrbench.errors import CxrbenchError, UnknownNameError
 from cxrbench.explain.heatmaps import display_image, render_overlay, write_overlay
 from cxrbench.explain.hits import (
     DEFAULT_MIN_OVERLAP, INPUT_COLUMNS, bootstrap_macro, check_attention, finding_accuracy, macro_accuracy, score_boxes,

@@ -36,10 +36,10 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from cxrbench.data.common.images import read_image
-from cxrbench.encoders.preprocessing import Preprocessor
-from cxrbench.errors import CxrbenchError, SpecError
 from cxrbench.encoders.geometry import training_targets
 from cxrbench.encoders.geometry import InputGeometry
+from cxrbench.encoders.preprocessing import Preprocessor
+from cxrbench.errors import CxrbenchError, SpecError
 from cxrbench.training.augment import encoder_work_side, view_seed
 
 

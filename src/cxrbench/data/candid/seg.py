@@ -33,9 +33,11 @@ import numpy as np
 
 from cxrbench.data.candid.ptx import CHEST_TUBE, NO_MASK, PNEUMOTHORAX, RIB_FRACTURE, candid_labels, candid_settings
 from cxrbench.data.common.csvs import csv_row, read_csv, resolve_image_files, row_error
+from cxrbench.data.common.masks import MaskReader
 from cxrbench.data.common.rle import decode_relative_rle, parse_relative_rle
 from cxrbench.data.common.samples import BenchmarkData, present_column
 from cxrbench.data.common.settings import check_choice, data_folder
+from cxrbench.data.common.sizes import image_size
 from cxrbench.data.splits import POOL
 from cxrbench.errors import DataError
 from cxrbench.specs import BenchmarkSpec, TargetSpec
@@ -118,9 +120,11 @@ def read_mask_rows(path: Path, id_column: str, mask_column: str, what: str, know
     return rows
 
 
-class CandidMasks:
+class CandidMasks(MaskReader):
     """`reader(target, image_id)`: the boolean [1, H, W] mask of one image (the union of its rows; all False without
     any) on the image's own pixel grid, read from its header when asked."""
+
+    dataset = "CANDID-PTX"
 
     def __init__(self, sources: Mapping[str, tuple[Path, str, dict[str, list[tuple[int, str]]]]],
                  paths: Mapping[str, str], encoding: str, mask_size: int = 0):
@@ -130,8 +134,6 @@ class CandidMasks:
         self.mask_size = mask_size  # the side every image (and so its mask grid) must have; 0: any size
 
     def shape(self, image_id: str) -> tuple[int, int]:
-        from cxrbench.data.common.sizes import image_size
-
         path = self.paths[image_id]
         try:
             height, width = image_size(path)
@@ -148,12 +150,13 @@ class CandidMasks:
                             "copy's masks were encoded on each image's own grid, pass --dataset-option mask_size=0.")
         return height, width
 
-    def __call__(self, target: str, reference: Any) -> np.ndarray:
-        if target not in self.sources:
-            raise DataError(f"CANDID-PTX has no mask target '{target}' here (its mask targets: {sorted(self.sources)}).")
-        if reference is None or (isinstance(reference, float) and np.isnan(reference)) or str(reference) not in self.paths:
-            raise DataError(f"CANDID-PTX target '{target}': no mask for reference {reference!r} (an image id of the benchmark).")
-        image_id = str(reference)
+    def targets(self) -> list[str]:
+        return list(self.sources)
+
+    def knows(self, target: str, reference: str) -> bool:
+        return reference in self.paths
+
+    def read(self, target: str, image_id: str) -> np.ndarray:
         height, width = self.shape(image_id)
         path, column, rows = self.sources[target]
         decode = DECODERS[self.encoding]

@@ -29,6 +29,7 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from cxrbench.data.common.images import JSRT_SIDE, JSRT_SUFFIX
+from cxrbench.data.common.masks import MaskReader
 from cxrbench.data.common.samples import BenchmarkData, present_column
 from cxrbench.data.common.settings import data_folder, dataset_settings, require_masks
 from cxrbench.data.splits import POOL
@@ -134,18 +135,22 @@ def _mask_paths(root: Path, settings: Mapping[str, Any], structures: list[str], 
     return fold_of, paths
 
 
-class SCRMasks:
+class SCRMasks(MaskReader):
     """Opens an image's SCR masks when asked: `reader(target, image_id)` -> bool [S, H, W] (structures in the target's
     order, on the masks' grid)."""
+
+    dataset = "JSRT"
 
     def __init__(self, paths: dict[str, dict[str, list[Path]]]):
         self.paths = paths
 
-    def __call__(self, target: str, reference: Any) -> np.ndarray:
-        if target not in self.paths:
-            raise DataError(f"JSRT has no mask target '{target}' (its mask targets: {sorted(self.paths)}).")
-        if reference is None or (isinstance(reference, float) and np.isnan(reference)) or reference not in self.paths[target]:
-            raise DataError(f"JSRT target '{target}': no mask for reference {reference!r} (an image id of the benchmark).")
+    def targets(self) -> list[str]:
+        return list(self.paths)
+
+    def knows(self, target: str, reference: str) -> bool:
+        return reference in self.paths[target]
+
+    def read(self, target: str, reference: str) -> np.ndarray:
         channels = [_read_mask(path) for path in self.paths[target][reference]]
         shapes = {c.shape for c in channels}
         if len(shapes) > 1:

@@ -24,9 +24,9 @@ import numpy as np
 import pandas as pd
 
 from cxrbench.data.common.csvs import MISSING_FILES, check_unique, first_existing, present_files, read_csv, row_error
-from cxrbench.data.mimic.iv import RACE_GROUPS, link_demographics
 from cxrbench.data.common.samples import BenchmarkData
 from cxrbench.data.common.settings import check_choice, data_folder, dataset_settings
+from cxrbench.data.mimic.iv import RACE_GROUPS, link_demographics
 from cxrbench.data.splits import POOL
 from cxrbench.errors import DataError
 from cxrbench.specs import BenchmarkSpec, TargetSpec

@@ -44,10 +44,12 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from cxrbench.data.common.csvs import first_existing
-from cxrbench.data.mimic.cxr import image_path, jpg_folder, read_metadata, study_dates
-from cxrbench.data.mimic.iv import link_demographics
+from cxrbench.data.common.masks import MaskReader
 from cxrbench.data.common.samples import BenchmarkData
 from cxrbench.data.common.settings import data_folder, dataset_settings, require_masks
+from cxrbench.data.common.sizes import image_size
+from cxrbench.data.mimic.cxr import image_path, jpg_folder, read_metadata, study_dates
+from cxrbench.data.mimic.iv import link_demographics
 from cxrbench.data.splits import POOL, seed_splits
 from cxrbench.errors import DataError
 from cxrbench.specs import BenchmarkSpec, SplitSpec
@@ -146,9 +148,12 @@ def split_sides(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # ----------------------------------------------------------------------------------------------- masks
 
 
-class LungMasks:
+class LungMasks(MaskReader):
     """`reader(target, dicom_id)` -> bool [S, H, W] on the mask file's grid: `left_lung`, `right_lung` (its side of the
     field, `split_sides`) or `lungs` (the whole field), in the target's order."""
+
+    dataset = "MIMIC-CXR lung masks"
+    reference_kind = "a dicom id of the benchmark"
 
     def __init__(self, structures: dict[str, tuple[str, ...]], images: dict[str, str], masks: dict[str, Path],
                  threshold: float, strict: bool):
@@ -158,17 +163,14 @@ class LungMasks:
         self.threshold = threshold
         self.strict = strict
 
-    def _reference(self, target: str, reference: Any) -> str:
-        if target not in self.structures:
-            raise DataError(f"This benchmark has no mask target '{target}' (its mask targets: {sorted(self.structures)}).")
-        if reference is None or (isinstance(reference, float) and np.isnan(reference)) or reference not in self.masks:
-            raise DataError(f"Target '{target}': no mask for reference {reference!r} (a dicom id of the benchmark).")
-        return str(reference)
+    def targets(self) -> list[str]:
+        return list(self.structures)
+
+    def knows(self, target: str, reference: str) -> bool:
+        return reference in self.masks
 
     def field(self, dicom_id: str) -> tuple[np.ndarray, tuple[int, int]]:
         """The image's lung field on the mask's grid, and the image's (height, width), read from its header."""
-        from cxrbench.data.common.sizes import image_size
-
         path = self.masks[dicom_id]
         fix = f"Re-download it, or move it out of {path.parent} to leave image {dicom_id} out."
         mask = read_binary_mask(path, self.threshold, fix)
@@ -180,8 +182,7 @@ class LungMasks:
                             "image, set --dataset-option allow_resized_masks=true.")
         return mask, size
 
-    def __call__(self, target: str, reference: Any) -> np.ndarray:
-        dicom_id = self._reference(target, reference)
+    def read(self, target: str, dicom_id: str) -> np.ndarray:
         mask, _ = self.field(dicom_id)
         right, left = split_sides(mask)
         parts = {"left_lung": left, "right_lung": right, "lungs": mask}
@@ -196,8 +197,7 @@ class LungZoneMasks(LungMasks):
         super().__init__(structures, images, masks, threshold, strict)
         self.boxes = boxes
 
-    def __call__(self, target: str, reference: Any) -> np.ndarray:
-        dicom_id = self._reference(target, reference)
+    def read(self, target: str, dicom_id: str) -> np.ndarray:
         mask, (height, width) = self.field(dicom_id)
         sides = dict(zip(("right", "left"), split_sides(mask)))
         scale_y, scale_x = mask.shape[0] / height, mask.shape[1] / width

@@ -26,10 +26,10 @@ import pandas as pd
 
 from cxrbench.data.common.csvs import check_unique, first_existing, read_csv, row_error
 from cxrbench.data.common.samples import BenchmarkData
+from cxrbench.data.common.settings import check_choice, data_folder, dataset_settings
 from cxrbench.data.splits import POOL
 from cxrbench.errors import DataError
 from cxrbench.specs import BenchmarkSpec
-from cxrbench.data.common.settings import check_choice, data_folder, dataset_settings
 
 CSV_NAME = "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv"
 MISSING_IMAGES = ("error", "drop")

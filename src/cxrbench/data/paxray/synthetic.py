@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 
 from cxrbench.data.common.synthetic import mark_synthetic
+from cxrbench.data.paxray.coco_rle import encode_coco_rle
 
 # ----------------------------------------------------------------------------------------------------- PAXRay++
 
@@ -78,8 +79,6 @@ def write_synthetic_paxray(root: str | Path, volumes: int = 16, test_volumes: in
     (PAXRAY_SYNTHETIC_CLASSES) of every image are also saved, as the truth for tests, in synthetic_truth/<stem>.npy
     (bool [C, H, W], C in that order); the loader does not read them.
     """
-    from cxrbench.data.paxray.loader import encode_coco_rle
-
     root = Path(root)
     mark_synthetic(root, "paxray", {"volumes": volumes, "test_volumes": test_volumes, "size": size, "seed": seed})
     rng = np.random.default_rng(seed)

@@ -25,10 +25,10 @@ import pandas as pd
 
 from cxrbench.data.common.csvs import binary_labels, csv_row, read_csv, resolve_image_files, row_error
 from cxrbench.data.common.samples import BenchmarkData
+from cxrbench.data.common.settings import check_choice, data_folder, dataset_settings
 from cxrbench.data.splits import POOL
 from cxrbench.errors import DataError
 from cxrbench.specs import BenchmarkSpec
-from cxrbench.data.common.settings import check_choice, data_folder, dataset_settings
 
 BOX_COLUMNS = ("x", "y", "width", "height")
 PATIENT_ID_SOURCES = ("nih_mapping", "image_id")

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from cxrbench.data.common.csvs import csv_row, read_csv, row_error
+from cxrbench.data.common.masks import MaskReader
 from cxrbench.data.common.rle import EMPTY, decode_relative_rle, parse_relative_rle
 from cxrbench.data.common.samples import BenchmarkData, present_column
 from cxrbench.data.common.settings import data_folder, dataset_settings
@@ -120,9 +121,11 @@ def index_dicoms(root: Path, folders: list[str]) -> tuple[dict[str, str], list[P
     return found, searched
 
 
-class SiimMaskReader:
+class SiimMaskReader(MaskReader):
     """`reader(target_name, reference)`: the boolean [1, H, W] pneumothorax mask of one image (the union of its RLE
     rows; all False for -1) on the DICOM's Rows x Columns, read from its header. `reference` is the image id."""
+
+    dataset = "SIIM-ACR"
 
     def __init__(self, target: str, labels_path: Path, paths: Mapping[str, str], rows: Mapping[str, list[tuple[int, str]]]):
         self.target = target
@@ -146,14 +149,13 @@ class SiimMaskReader:
             raise DataError(f"{path} (image {image_id}) has Rows {height} and Columns {width}; re-download the file.")
         return height, width
 
-    def __call__(self, target_name: str, reference: Any) -> np.ndarray:
-        if target_name != self.target:
-            raise DataError(f"SIIM-ACR has masks for the target '{self.target}' only, not '{target_name}'.")
-        if reference is None or (isinstance(reference, float) and np.isnan(reference)):
-            raise DataError(f"No {self.target} mask is known for this image (its reference is missing).")
-        image_id = str(reference)
-        if image_id not in self.paths:
-            raise DataError(f"Image {image_id!r} is not among the SIIM-ACR images of {self.labels_path}.")
+    def targets(self) -> tuple[str, ...]:
+        return (self.target,)
+
+    def knows(self, target: str, reference: str) -> bool:
+        return reference in self.paths
+
+    def read(self, target: str, image_id: str) -> np.ndarray:
         height, width = self.shape(image_id)
         mask = np.zeros((height, width), dtype=bool)
         for position, text in self.rows.get(image_id, ()):

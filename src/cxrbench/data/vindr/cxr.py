@@ -18,10 +18,10 @@ import pandas as pd
 from cxrbench.data.common.csvs import binary_labels, check_files_exist, check_unique, read_csv
 from cxrbench.data.common.dicom_headers import read_patient_headers
 from cxrbench.data.common.samples import BenchmarkData
+from cxrbench.data.common.settings import check_choice, data_folder, dataset_settings
 from cxrbench.data.vindr.boxes import TEST_BOXES, read_test_boxes
 from cxrbench.errors import DataError
 from cxrbench.specs import BenchmarkSpec
-from cxrbench.data.common.settings import check_choice, data_folder, dataset_settings
 
 TRAIN_LABELS = Path("annotations/image_labels_train.csv")
 TEST_LABELS = Path("annotations/image_labels_test.csv")

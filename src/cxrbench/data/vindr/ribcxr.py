@@ -28,8 +28,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cxrbench.data.common.masks import MaskReader
 from cxrbench.data.common.samples import BenchmarkData, present_column
 from cxrbench.data.common.settings import check_choice, data_folder, dataset_settings, require_masks
+from cxrbench.data.common.sizes import image_size
 from cxrbench.errors import DataError
 from cxrbench.specs import BenchmarkSpec
 
@@ -135,9 +137,11 @@ def _clipped(vertices: np.ndarray, size: tuple[int, int], tolerance: float, wher
     return np.stack([np.clip(y, 0, height - 1), np.clip(x, 0, width - 1)]), clipped
 
 
-class RibMasks:
+class RibMasks(MaskReader):
     """Rasterises an image's rib polygons when asked: `reader(target, image_id)` -> bool [S, H, W], one channel per
     structure of the target in its order, on the image's grid (an absent rib, with missing_ribs: empty, is all False)."""
+
+    dataset = "VinDr-RibCXR"
 
     def __init__(self, channels: Mapping[str, list[int]], polygons: Mapping[str, list[np.ndarray | None]],
                  sizes: Mapping[str, tuple[int, int]]):
@@ -145,14 +149,15 @@ class RibMasks:
         self.polygons = dict(polygons)
         self.sizes = dict(sizes)
 
-    def __call__(self, target: str, reference: Any) -> np.ndarray:
+    def targets(self) -> list[str]:
+        return list(self.channels)
+
+    def knows(self, target: str, reference: str) -> bool:
+        return reference in self.polygons
+
+    def read(self, target: str, image_id: str) -> np.ndarray:
         from skimage.draw import polygon
 
-        if target not in self.channels:
-            raise DataError(f"VinDr-RibCXR has no mask target '{target}' (its mask targets: {sorted(self.channels)}).")
-        if reference is None or (isinstance(reference, float) and np.isnan(reference)) or str(reference) not in self.polygons:
-            raise DataError(f"VinDr-RibCXR target '{target}': no mask for reference {reference!r} (an image id of the benchmark).")
-        image_id = str(reference)
         height, width = self.sizes[image_id]
         masks = np.zeros((len(self.channels[target]), height, width), dtype=bool)
         for channel, index in enumerate(self.channels[target]):
@@ -164,8 +169,6 @@ class RibMasks:
 
 
 def load_vindr_ribcxr(root: Path, spec: BenchmarkSpec, options: Mapping[str, Any]) -> BenchmarkData:
-    from cxrbench.data.common.sizes import image_size
-
     root = data_folder(root, "VinDr-RibCXR", "data/train/ and data/val/ (img/ and Vindr_RibCXR_*_mask.json)")
     settings = _settings(spec, options)
     structures = [s for t in spec.targets for s in t.structures]
