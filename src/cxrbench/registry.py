@@ -74,7 +74,8 @@ def import_object(reference: str) -> Any:
 
 @dataclass
 class Entry(Generic[SpecT]):
-    """One registered name. `origin` says where it came from (registry.yaml or a distribution)."""
+    """One registered name. `origin` says where it came from: "built-in" (a scanned spec file, or registry.yaml's metrics)
+    or a distribution."""
 
     kind: Kind
     name: str

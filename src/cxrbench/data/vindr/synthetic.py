@@ -27,7 +27,6 @@ VINDR_LABELS = [
     "Pulmonary fibrosis", "Rib fracture", "Other lesion", "COPD", "Lung tumor", "Pneumonia", "Tuberculosis",
     "Other diseases", "No finding",
 ]
-GLOBAL_FINDINGS = {"Tuberculosis"}  # VinDr has no boxes for global labels
 READERS = [f"R{i}" for i in range(1, 18)]
 
 
