@@ -19,9 +19,12 @@ import sys
 import time
 from pathlib import Path
 
-from cxrbench.data.synthetic import SyntheticConfig, write_synthetic_vindr
-from cxrbench.data.synthetic_layouts import write_synthetic_candid, write_synthetic_padchest, write_synthetic_rsna
-from cxrbench.data.synthetic_mimic import write_synthetic_mimic_cxr
+from cxrbench.data.candid.synthetic import write_synthetic_candid
+from cxrbench.data.common.synthetic import SyntheticConfig
+from cxrbench.data.mimic.synthetic import write_synthetic_mimic_cxr
+from cxrbench.data.padchest.synthetic import write_synthetic_padchest
+from cxrbench.data.rsna.synthetic import write_synthetic_rsna
+from cxrbench.data.vindr.synthetic import write_synthetic_vindr
 
 DATASETS = {  # benchmark -> how its synthetic folder is written (the demo's VinDr-CXR; small folders otherwise)
     "vindr": lambda root: write_synthetic_vindr(root, SyntheticConfig()),

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from cxrbench.data.synthetic import SyntheticConfig, write_synthetic_vindr
+from cxrbench.data.common.synthetic import SyntheticConfig
+from cxrbench.data.vindr.synthetic import write_synthetic_vindr
 
 SMALL_VINDR = SyntheticConfig(patients=200, size=64, seed=3)
 

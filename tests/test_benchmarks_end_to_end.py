@@ -11,8 +11,10 @@ from sklearn.metrics import average_precision_score
 from typer.testing import CliRunner
 
 from cxrbench.cli import app
+from cxrbench.data.candid.synthetic import write_synthetic_candid
+from cxrbench.data.padchest.synthetic import write_synthetic_padchest
+from cxrbench.data.rsna.synthetic import write_synthetic_rsna
 from cxrbench.data.splits import check_patient_disjoint
-from cxrbench.data.synthetic_layouts import write_synthetic_candid, write_synthetic_padchest, write_synthetic_rsna
 from cxrbench.registry import benchmark_spec
 
 runner = CliRunner()

@@ -19,16 +19,17 @@ from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
 from cxrbench.cli import app
+from cxrbench.data.common.synthetic import SyntheticConfig
 from cxrbench.data.groups import group_labels
-from cxrbench.data.synthetic import SyntheticConfig, write_synthetic_vindr
+from cxrbench.data.vindr.synthetic import write_synthetic_vindr
 from cxrbench.errors import DataError, SpecError
 from cxrbench.registry import benchmark_spec
 from cxrbench.results.bias import model_mann_whitney, train_group
 from cxrbench.results.labels import RANDOM_INIT, SYNTHETIC_DATA, variant_text
 from cxrbench.results.store import stored_runs
-from cxrbench.study import load_benchmark
 from cxrbench.specs import GroupSpec
 from cxrbench.stats.thresholds import choose_threshold
+from cxrbench.study import load_benchmark
 
 runner = CliRunner()
 HEAD = ["--encoder", "pixels", "--head", "logistic", "--head-param", "C=[1.0]", "--bootstrap", "50"]
@@ -306,8 +307,8 @@ def test_segmentation_dice_by_ethnicity_and_the_table_c3_layout(tmp_path, small_
     min_group_patients is shown with its patient count and a mark, never dropped."""
     from dataclasses import replace
 
-    from cxrbench.data.synthetic_layouts import write_synthetic_mimic_lungs
-    from cxrbench.data.synthetic_mimic import write_mimic_iv
+    from cxrbench.data.mimic.synthetic import write_synthetic_mimic_lungs
+    from cxrbench.data.mimic.synthetic import write_mimic_iv
     from cxrbench.results.check import recompute_stratified
     from cxrbench.tables.latex import to_latex
     from cxrbench.tables.markdown import paper_markdown
@@ -394,7 +395,7 @@ def no_finding_only(monkeypatch):
 def test_bias_by_age_group_on_mimic_cxr_with_mimic_iv(tmp_path, no_finding_only):
     """RayDINO Fig. 4d's protocol on the MIMIC-CXR-JPG + MIMIC-IV layout: age at study from MIMIC-IV, three groups
     sampled to equal size, every head scored on every test group."""
-    from cxrbench.data.synthetic_mimic import write_synthetic_mimic_cxr
+    from cxrbench.data.mimic.synthetic import write_synthetic_mimic_cxr
 
     root = write_synthetic_mimic_cxr(tmp_path / "mimic", patients=300, size=32, seed=4)
     out = tmp_path / "results"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from cxrbench.data.images import read_image
+from cxrbench.data.common.images import read_image
 from cxrbench.encoders.base import FeatureRequest
 from cxrbench.encoders.factory import build_encoder
 from cxrbench.errors import CacheError

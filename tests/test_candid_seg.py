@@ -15,8 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cxrbench.cli import app
-from cxrbench.data.images import read_image
-from cxrbench.data.synthetic_layouts import write_synthetic_candid_seg
+from cxrbench.data.candid.synthetic import write_synthetic_candid_seg
+from cxrbench.data.common.images import read_image
 from cxrbench.errors import DataError
 from cxrbench.registry import benchmark_spec
 from cxrbench.study import load_benchmark
@@ -221,7 +221,7 @@ def test_missing_mask_column_and_unknown_target_are_named(candid_copy, tmp_path)
     spec = benchmark_spec(BENCH)
     from dataclasses import replace
 
-    from cxrbench.data.candid_seg import load_candid_ptx_seg
+    from cxrbench.data.candid.seg import load_candid_ptx_seg
     from cxrbench.specs import TargetSpec
 
     wrong = replace(spec, targets=(TargetSpec("tube", "mask", structures=("tube",)),))

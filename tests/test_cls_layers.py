@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from cxrbench.cli import app
-from cxrbench.data.images import read_image
+from cxrbench.data.common.images import read_image
 from cxrbench.encoders.base import FeatureRequest
 from cxrbench.encoders.factory import build_encoder
 from cxrbench.encoders.hf_clip import HFClipVisionEncoder
@@ -123,7 +123,7 @@ def test_cls_layers_are_cached_under_their_own_key_and_other_keys_are_unchanged(
 
 
 def test_an_encoder_without_intermediate_class_tokens_refuses_the_request(tmp_path):
-    from cxrbench.data.synthetic_nih_chexpert import write_synthetic_nih_cxr14
+    from cxrbench.data.nih.synthetic import write_synthetic_nih_cxr14
 
     encoder = build_encoder("pixels")
     with pytest.raises(CxrbenchError, match="'pixels' does not provide the class tokens of intermediate blocks"):
@@ -204,7 +204,7 @@ def test_blocks_axis_in_the_grid_and_its_errors():
 def test_run_with_the_last_four_blocks_of_a_registered_dinov2(tmp_path):
     """The whole path: the probe asks the encoder for its last four blocks' class tokens, the store keeps them, the
     grid trains on them and reports which configuration won."""
-    from cxrbench.data.synthetic_nih_chexpert import write_synthetic_nih_cxr14
+    from cxrbench.data.nih.synthetic import write_synthetic_nih_cxr14
 
     root = write_synthetic_nih_cxr14(tmp_path / "nih", size=32)
     params = ["pooling=[cls]", "blocks=[1,4]", "lr=[0.01]", "epochs=1", "min_steps=2"]

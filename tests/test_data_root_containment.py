@@ -11,8 +11,10 @@ import pytest
 from typer.testing import CliRunner
 
 from cxrbench.cli import app
-from cxrbench.data.samples import BenchmarkData
-from cxrbench.data.synthetic_layouts import write_synthetic_candid, write_synthetic_padchest, write_synthetic_rsna
+from cxrbench.data.candid.synthetic import write_synthetic_candid
+from cxrbench.data.common.samples import BenchmarkData
+from cxrbench.data.padchest.synthetic import write_synthetic_padchest
+from cxrbench.data.rsna.synthetic import write_synthetic_rsna
 from cxrbench.errors import DataError
 
 runner = CliRunner()

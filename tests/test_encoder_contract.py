@@ -11,7 +11,7 @@ from safetensors import safe_open
 from typer.testing import CliRunner
 
 from cxrbench.cli import app
-from cxrbench.data.images import read_image
+from cxrbench.data.common.images import read_image
 from cxrbench.encoders.base import FeatureRequest
 from cxrbench.encoders.factory import build_encoder
 from cxrbench.encoders.preprocessing import Preprocessor

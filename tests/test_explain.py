@@ -14,17 +14,17 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cxrbench.cli import app
-from cxrbench.data.samples import BenchmarkData
+from cxrbench.data.common.samples import BenchmarkData
+from cxrbench.data.vindr.boxes import read_boxes, read_test_boxes
+from cxrbench.encoders.geometry import CLIPPED, CROPPED_AWAY, EMPTY, KEPT, InputGeometry, PatchGrid
 from cxrbench.encoders.preprocessing import Preprocessor
 from cxrbench.errors import CxrbenchError, DataError
-from cxrbench.data.vindr_boxes import read_boxes, read_test_boxes
-from cxrbench.explain.geometry import CLIPPED, CROPPED_AWAY, EMPTY, KEPT, InputGeometry, PatchGrid
+from cxrbench.evaluations.localisation import LocalisationEvaluation
 from cxrbench.explain.hits import argmax_cells, finding_accuracy, macro_accuracy, score_boxes
 from cxrbench.explain.runner import run_explain
-from cxrbench.evaluations.localisation import LocalisationEvaluation
 from cxrbench.pipeline import EncoderOptions, MachineOptions, evaluate
-from cxrbench.study import StudyOptions
 from cxrbench.specs import PreprocessSpec
+from cxrbench.study import StudyOptions
 
 SHORT_CROP = PreprocessSpec(size=224, resize="shortest_edge", crop=224, interpolation="nearest", antialias=False, channels=1)
 SQUARE = PreprocessSpec(size=32, resize="square", interpolation="nearest", antialias=False, channels=1)

@@ -1,4 +1,4 @@
-"""Pin `cxrbench.data.images.read_image` on files written at test time with known pixel values.
+"""Pin `cxrbench.data.common.images.read_image` on files written at test time with known pixel values.
 
 The DICOM expectations are computed independently of pydicom's VOI code: the LINEAR window of
 DICOM PS3.3 C.11.2.1.2 is
@@ -21,7 +21,7 @@ from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
-from cxrbench.data.images import read_image
+from cxrbench.data.common.images import read_image
 from cxrbench.errors import DataError, ImageReadError
 
 # Every 12-bit value exactly once, as a 64 x 64 image.

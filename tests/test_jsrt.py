@@ -12,8 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cxrbench.cli import app
-from cxrbench.data.images import read_image
-from cxrbench.data.synthetic_layouts import SCR_FOLDERS, jsrt_anatomy, write_synthetic_jsrt
+from cxrbench.data.common.images import read_image
+from cxrbench.data.jsrt.synthetic import SCR_FOLDERS, jsrt_anatomy, write_synthetic_jsrt
 from cxrbench.errors import DataError, ImageReadError
 from cxrbench.study import load_benchmark
 

@@ -18,7 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cxrbench.cli import app
-from cxrbench.data.synthetic_mimic import write_synthetic_mimic_cxr
+from cxrbench.data.mimic.synthetic import write_synthetic_mimic_cxr
 from cxrbench.errors import CxrbenchError
 from cxrbench.launchers import Job, JobLog, make_launcher, run_job
 from cxrbench.launchers.local import LocalLauncher

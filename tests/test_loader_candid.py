@@ -12,13 +12,14 @@ import pytest
 from typer.testing import CliRunner
 
 from cxrbench.cli import app
-from cxrbench.data.images import read_image
+from cxrbench.data.candid.synthetic import write_synthetic_candid
+from cxrbench.data.common.images import read_image
+from cxrbench.data.common.rle import encode_relative_rle
+from cxrbench.data.common.synthetic import _write_dicom
 from cxrbench.data.splits import POOL, seed_splits
-from cxrbench.data.synthetic import _write_dicom
-from cxrbench.data.synthetic_layouts import relative_rle, write_synthetic_candid
 from cxrbench.errors import DataError
-from cxrbench.study import load_benchmark, with_split
 from cxrbench.registry import benchmark_spec
+from cxrbench.study import load_benchmark, with_split
 
 SPEC = benchmark_spec("candid-ptx")
 TASKS = list(SPEC.tasks)
@@ -188,7 +189,7 @@ def test_relative_rle_round_trip():
     mask[1:3, 2] = mask[4, 4] = True
     flat = np.zeros(30, dtype=bool)
     position = 0
-    values = [int(v) for v in relative_rle(mask).split()]
+    values = [int(v) for v in encode_relative_rle(mask).split()]
     for gap, length in zip(values[0::2], values[1::2]):
         position += gap
         flat[position:position + length] = True

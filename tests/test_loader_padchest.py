@@ -12,13 +12,13 @@ import pytest
 from typer.testing import CliRunner
 
 from cxrbench.cli import app
-from cxrbench.data.images import read_image
-from cxrbench.data.padchest import padchest_lateral_labels
+from cxrbench.data.common.images import read_image
+from cxrbench.data.padchest.loader import padchest_lateral_labels
+from cxrbench.data.padchest.synthetic import PADCHEST_CSV, write_synthetic_padchest
 from cxrbench.data.splits import POOL, seed_splits
-from cxrbench.data.synthetic_layouts import PADCHEST_CSV, write_synthetic_padchest
 from cxrbench.errors import DataError
-from cxrbench.study import load_benchmark
 from cxrbench.registry import benchmark_spec
+from cxrbench.study import load_benchmark
 
 SPEC = benchmark_spec("padchest-lateral")
 TASK_LABELS = SPEC.dataset["task_labels"]

@@ -14,13 +14,13 @@ import pytest
 from typer.testing import CliRunner
 
 from cxrbench.cli import app
-from cxrbench.data.images import read_image
-from cxrbench.data.rsna import read_rsna_labels
+from cxrbench.data.common.images import read_image
+from cxrbench.data.rsna.loader import read_rsna_labels
+from cxrbench.data.rsna.synthetic import write_synthetic_rsna
 from cxrbench.data.splits import POOL, seed_splits
-from cxrbench.data.synthetic_layouts import write_synthetic_rsna
 from cxrbench.errors import DataError
-from cxrbench.study import load_benchmark
 from cxrbench.registry import benchmark_spec
+from cxrbench.study import load_benchmark
 
 SPEC = benchmark_spec("rsna-pneumonia")
 MAPPING = "pneumonia-challenge-dataset-mappings_2018.json"

@@ -115,7 +115,7 @@ def test_metrics_are_listed_with_their_kinds_and_direction():
 
 def _benchmark(metrics, targets) -> Entry:
     spec = {"name": "toy", "title": "toy", "dataset": {}, "targets": targets, "metrics": metrics, "primary_metric": metrics[0]}
-    return Entry("benchmarks", "toy", spec, "cxrbench.data.vindr:load_vindr", "tests")
+    return Entry("benchmarks", "toy", spec, "cxrbench.data.vindr.cxr:load_vindr", "tests")
 
 
 def test_a_spec_naming_an_unknown_metric_fails_when_parsed():

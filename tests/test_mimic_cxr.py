@@ -13,10 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxrbench.data.mimic_cxr import CHEXPERT_LABELS
-from cxrbench.data.mimic_iv import POUNDS_TO_KG, race_group
-from cxrbench.data.synthetic_layouts import write_synthetic_mimic_lungs
-from cxrbench.data.synthetic_mimic import PLANTED, _subject_id, write_mimic_iv, write_synthetic_mimic_cxr
+from cxrbench.data.mimic.cxr import CHEXPERT_LABELS
+from cxrbench.data.mimic.iv import POUNDS_TO_KG, race_group
+from cxrbench.data.mimic.synthetic import PLANTED, _subject_id, write_mimic_iv, write_synthetic_mimic_cxr, write_synthetic_mimic_lungs
 from cxrbench.errors import DataError
 from cxrbench.evaluations.probe import ProbeEvaluation
 from cxrbench.pipeline import EncoderOptions, MachineOptions, evaluate

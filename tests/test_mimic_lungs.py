@@ -17,9 +17,9 @@ from scipy import ndimage
 from typer.testing import CliRunner
 
 from cxrbench.cli import app
-from cxrbench.data.mimic_lungs import split_sides
+from cxrbench.data.mimic.lungs import split_sides
+from cxrbench.data.mimic.synthetic import write_synthetic_mimic_lungs
 from cxrbench.data.splits import seed_splits
-from cxrbench.data.synthetic_layouts import write_synthetic_mimic_lungs
 from cxrbench.errors import DataError
 from cxrbench.study import load_benchmark
 

@@ -18,10 +18,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cxrbench.cli import app
-from cxrbench.data.chexpert import LABELS, chexpert_samples
-from cxrbench.data.nih_cxr14 import FINDINGS
-from cxrbench.data.samples import BenchmarkData
-from cxrbench.data.synthetic_nih_chexpert import NIH_COLUMNS, write_synthetic_chexpert, write_synthetic_nih_cxr14
+from cxrbench.data.chexpert.loader import LABELS, chexpert_samples
+from cxrbench.data.chexpert.synthetic import write_synthetic_chexpert
+from cxrbench.data.common.samples import BenchmarkData
+from cxrbench.data.nih.loader import FINDINGS
+from cxrbench.data.nih.synthetic import NIH_COLUMNS, write_synthetic_nih_cxr14
 from cxrbench.errors import DataError
 from cxrbench.registry import benchmark_spec
 from cxrbench.study import load_benchmark

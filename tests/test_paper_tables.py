@@ -313,7 +313,8 @@ def test_a_run_of_random_weights_or_another_size_is_labelled_and_never_diffed(tm
 def test_dinov2_table4_lays_knn_and_linear_runs_beside_the_papers_frozen_columns(tmp_path):
     """NIH ChestX-ray14 and CheXpert (five findings) in their release layouts, an ML-kNN and a linear probe on each:
     our rows are the runs' macro AUROC, the paper's rows its kNN / linear columns (fine-tuning left out)."""
-    from cxrbench.data.synthetic_nih_chexpert import write_synthetic_chexpert, write_synthetic_nih_cxr14
+    from cxrbench.data.chexpert.synthetic import write_synthetic_chexpert
+    from cxrbench.data.nih.synthetic import write_synthetic_nih_cxr14
 
     roots = {"nih-cxr14-15": write_synthetic_nih_cxr14(tmp_path / "nih", size=32),
              "chexpert-5-dinov2": write_synthetic_chexpert(tmp_path / "chexpert", size=32)}

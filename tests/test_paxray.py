@@ -15,8 +15,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cxrbench.cli import app
-from cxrbench.data.paxray import decode_coco_rle, encode_coco_rle, map_structures
-from cxrbench.data.synthetic_layouts import PAXRAY_SYNTHETIC_CLASSES, write_synthetic_paxray
+from cxrbench.data.paxray.coco_rle import decode_coco_rle, encode_coco_rle
+from cxrbench.data.paxray.loader import map_structures
+from cxrbench.data.paxray.synthetic import PAXRAY_SYNTHETIC_CLASSES, write_synthetic_paxray
 from cxrbench.errors import DataError
 from cxrbench.study import load_benchmark
 
@@ -153,8 +154,9 @@ def test_a_structure_named_like_a_class_needs_no_mapping(root, tmp_path):
     spec_file = tmp_path / "paxray-trachea.yaml"
     spec = yaml.safe_load((Path(__file__).parents[1] / "benchmarks" / "paxray.yaml").read_text())
     spec["targets"] = [{"name": "anatomy", "kind": "mask", "structures": ["trachea", "right_lung"]}]
+    del spec["loader"]  # the registry's key, not part of the spec
     spec_file.write_text(yaml.safe_dump(spec))
-    from cxrbench.data.paxray import load_paxray
+    from cxrbench.data.paxray.loader import load_paxray
     from cxrbench.specs import BenchmarkSpec, parse_spec
 
     data = load_paxray(root, parse_spec(BenchmarkSpec, spec, str(spec_file)), {})

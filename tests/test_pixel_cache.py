@@ -14,8 +14,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cxrbench.cli import app
-from cxrbench.data.images import read_image
-from cxrbench.data.synthetic_nih_chexpert import write_synthetic_nih_cxr14
+from cxrbench.data.common.images import read_image
+from cxrbench.data.nih.synthetic import write_synthetic_nih_cxr14
 from cxrbench.encoders.base import FeatureRequest
 from cxrbench.encoders.factory import build_encoder
 from cxrbench.errors import ImageReadError, StorageError

@@ -17,7 +17,19 @@ from cxrbench.registry import KINDS, SPEC_TYPES, MetricSpec, benchmark_spec, enc
 from cxrbench.resources import project_root
 from cxrbench.specs import AdapterSpec, BenchmarkSpec, HeadSpec
 
-BUILTINS = yaml.safe_load((project_root() / "registry.yaml").read_text())
+REGISTRY_YAML = yaml.safe_load((project_root() / "registry.yaml").read_text())
+FOLDERS = {"encoders": "adapters", "heads": "heads", "benchmarks": "benchmarks"}
+IMPL_KEY = {"encoders": "impl", "heads": "impl", "benchmarks": "loader"}
+
+
+def _scanned(kind: str) -> dict[str, str]:
+    """name -> implementation of every spec file in the kind's folder, read here independently of the registry."""
+    return {path.stem: yaml.safe_load(path.read_text())[IMPL_KEY[kind]]
+            for path in (project_root() / FOLDERS[kind]).glob("*.yaml")}
+
+
+BUILTINS = {**{kind: _scanned(kind) for kind in FOLDERS},
+            "metrics": {name: item["impl"] for name, item in REGISTRY_YAML["metrics"].items()}}
 BUILTIN_ITEMS = [(kind, name) for kind in KINDS for name in BUILTINS[kind]]
 
 # adapters/pixels.yaml, field by field, under another name
@@ -46,7 +58,7 @@ TOY_SPEC = {
 # --------------------------------------------------------------------------------------------- built-ins
 
 
-def test_builtin_names_match_registry_yaml():
+def test_builtin_names_are_the_scanned_files_and_registry_yaml_metrics():
     assert {"pixels", "rad-dino", "dinov2-base"} <= set(BUILTINS["encoders"])
     for kind in KINDS:
         builtin = [e.name for e in registry().entries(kind) if e.origin == "built-in"]
@@ -64,11 +76,11 @@ def test_builtin_entry_parses_and_imports(kind, name):
     assert entry.spec is spec  # parsed once
     implementation = entry.load()
     assert callable(implementation)
-    assert implementation is import_object(BUILTINS[kind][name]["impl"])
+    assert implementation is import_object(BUILTINS[kind][name])
 
 
 def test_builtin_implementations_are_the_expected_objects():
-    from cxrbench.data.vindr import load_vindr
+    from cxrbench.data.vindr.cxr import load_vindr
     from cxrbench.encoders.dinov2 import dinov2_encoder
     from cxrbench.encoders.pixels import PixelsEncoder
     from cxrbench.encoders.timm_vit import TimmViTEncoder
@@ -175,6 +187,7 @@ def toy_plugin(tmp_path):
 
 def test_toy_spec_copies_pixels_yaml():
     pixels = yaml.safe_load((project_root() / "adapters" / "pixels.yaml").read_text())
+    assert pixels.pop("impl") == "cxrbench.encoders.pixels:PixelsEncoder"
     assert {**TOY_SPEC, "name": "pixels"} == pixels
 
 
@@ -312,3 +325,89 @@ def test_plugin_spec_errors_name_the_plugin(tmp_path, plugin_path):
         registry().get("encoders", "typo").spec
     assert "cxrb-typo-plugin 0.3:typo" in str(info.value)
     assert "preprocessing" in str(info.value)
+
+
+# ------------------------------------------------------------------------------------------ found by scanning
+
+
+@pytest.fixture
+def project_copy(tmp_path, monkeypatch):
+    """A copy of the project's registry.yaml and spec folders, made the registry's project for the test."""
+    import shutil
+
+    import cxrbench.registry as registry_module
+
+    shutil.copy(project_root() / "registry.yaml", tmp_path / "registry.yaml")
+    for folder in FOLDERS.values():
+        shutil.copytree(project_root() / folder, tmp_path / folder)
+    monkeypatch.setattr(registry_module, "project_root", lambda: tmp_path)
+    registry.cache_clear()
+    yield tmp_path
+    registry.cache_clear()
+
+
+def test_a_benchmark_yaml_dropped_into_the_folder_is_found_without_editing_registry_yaml(project_copy):
+    before = (project_copy / "registry.yaml").read_bytes()
+    spec = yaml.safe_load((project_copy / "benchmarks" / "vindr.yaml").read_text())
+    spec.update(name="vindr-copy", title="VinDr-CXR under another name")
+    (project_copy / "benchmarks" / "vindr-copy.yaml").write_text(yaml.safe_dump(spec))
+
+    from cxrbench.data.vindr.cxr import load_vindr
+
+    entry = registry().get("benchmarks", "vindr-copy")
+    assert entry.origin == "built-in" and entry.spec.name == "vindr-copy"
+    assert entry.spec.targets == benchmark_spec("vindr").targets
+    assert entry.load() is load_vindr
+    assert "vindr-copy" in registry().names("benchmarks")
+    assert (project_copy / "registry.yaml").read_bytes() == before
+
+
+def test_a_head_yaml_dropped_into_the_folder_is_found(project_copy):
+    (project_copy / "heads" / "linear-short.yaml").write_text(
+        "name: linear-short\nimpl: cxrbench.heads.linear:LinearProbe\ndescription: d\nparams: {epochs: 3}\n")
+    from cxrbench.heads.linear import LinearProbe
+
+    assert head_spec("linear-short").params == {"epochs": 3}
+    assert registry().get("heads", "linear-short").load() is LinearProbe
+
+
+def test_a_scanned_spec_without_its_implementation_key_is_refused_with_the_fix(project_copy):
+    spec = yaml.safe_load((project_copy / "benchmarks" / "vindr.yaml").read_text())
+    del spec["loader"]
+    spec["name"] = "no-loader"
+    (project_copy / "benchmarks" / "no-loader.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(SpecError) as info:
+        registry().get("benchmarks", "no-loader").load()
+    message = str(info.value)
+    assert "no-loader.yaml" in message and "`loader:`" in message and "package.module:attribute" in message
+
+
+def test_a_scanned_spec_is_registered_under_its_file_name(project_copy):
+    spec = yaml.safe_load((project_copy / "heads" / "knn.yaml").read_text())
+    (project_copy / "heads" / "knn-renamed.yaml").write_text(yaml.safe_dump(spec))  # its name: is still knn
+    with pytest.raises(SpecError, match="knn-renamed.yaml.*rename the file or its `name:`"):
+        head_spec("knn-renamed")
+
+
+def test_registry_yaml_unknown_key_is_named(project_copy):
+    path = project_copy / "registry.yaml"
+    path.write_text(path.read_text().replace("\nscan:\n", "\nscans:\n", 1))
+    with pytest.raises(SpecError, match="unknown key 'scans'. Did you mean 'scan'"):
+        registry()
+
+
+def test_registry_imports_no_encoder_module():
+    """Generic encoder names are resolved through registry.yaml's `encoder_resolver`, a string: the registry module
+    itself names no encoder module (encoders import the registry, not the other way round)."""
+    import ast
+
+    import cxrbench.registry as registry_module
+
+    tree = ast.parse(Path(registry_module.__file__).read_text())
+    imported = [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+    imported += [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+    assert not [name for name in imported if name and name.startswith("cxrbench.encoders")]
+    assert REGISTRY_YAML["encoder_resolver"] == "cxrbench.encoders.generic:resolve_generic"
+    from cxrbench.encoders.generic import resolve_generic
+
+    assert resolve_generic("rad-dinov") is None  # not a generic form: the registry then says "unknown encoder"

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from transformers import Dinov2Config, Dinov2Model
 
-from cxrbench.data.images import read_image
+from cxrbench.data.common.images import read_image
 from cxrbench.encoders.base import FeatureRequest
 from cxrbench.encoders.factory import build_encoder
 from cxrbench.encoders.timm_vit import TimmViTEncoder

@@ -21,7 +21,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cxrbench.cli import app
-from cxrbench.data.synthetic import mark_synthetic
+from cxrbench.data.common.synthetic import mark_synthetic
 from cxrbench.registry import encoder_spec
 from cxrbench.reproduce import OTHER, STORED, ReproduceOptions, stored_status
 from cxrbench.results.labels import run_label, run_variant, variant_notes

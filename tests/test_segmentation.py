@@ -17,9 +17,10 @@ from monai.metrics import DiceMetric
 from typer.testing import CliRunner
 
 from cxrbench.cli import app
-from cxrbench.evaluations.masks import to_mask_grid, training_targets
+from cxrbench.encoders.geometry import training_targets
+from cxrbench.encoders.geometry import InputGeometry
+from cxrbench.evaluations.masks import to_mask_grid
 from cxrbench.evaluations.segmentation import read_predicted_masks
-from cxrbench.explain.geometry import InputGeometry
 from cxrbench.metrics.segmentation import per_case_values
 from cxrbench.registry import registry
 from cxrbench.specs import PreprocessSpec
@@ -35,7 +36,7 @@ def _message(result) -> str:
 @pytest.fixture(scope="module")
 def jsrt_root(tmp_path_factory) -> Path:
     """Radiographs projected from one real CT with its projected labels (no drawn shapes): 12 train, 12 test poses."""
-    from cxrbench.data.synthetic_anatomy import write_anatomy_jsrt
+    from cxrbench.data.jsrt.phantom import write_anatomy_jsrt
 
     return write_anatomy_jsrt(tmp_path_factory.mktemp("seg") / "jsrt", images=24, seed=1)
 
@@ -153,7 +154,7 @@ def test_masks_follow_the_encoder_geometry_there_and_back(preprocessing):
 
 
 def test_siim_runs_with_the_pixels_encoder_and_records_the_empty_cases(tmp_path):
-    from cxrbench.data.synthetic_layouts import write_synthetic_siim
+    from cxrbench.data.siim.synthetic import write_synthetic_siim
 
     root = write_synthetic_siim(tmp_path / "siim", patients=60, size=64)
     result = runner.invoke(app, ["run", "siim-acr", "--encoder", "pixels", "--data-root", str(root), "--out",
@@ -239,7 +240,8 @@ def test_a_flip_is_refused_for_lateral_structures_before_any_data_is_read(tmp_pa
 
 def test_rad_dino_table_3_lays_our_decoders_beside_the_papers(tmp_path):
     """Our rows show the spread over test cases, as the paper does; the paper's rows are encoder / decoder pairs."""
-    from cxrbench.data.synthetic_layouts import write_synthetic_candid_seg, write_synthetic_vindr_ribcxr
+    from cxrbench.data.candid.synthetic import write_synthetic_candid_seg
+    from cxrbench.data.vindr.synthetic import write_synthetic_vindr_ribcxr
 
     roots = {"candid-ptx-seg": write_synthetic_candid_seg(tmp_path / "candid", patients=30),
              "vindr-ribcxr": write_synthetic_vindr_ribcxr(tmp_path / "ribs")}
@@ -275,7 +277,7 @@ def test_rad_dino_table_3_lays_our_decoders_beside_the_papers(tmp_path):
 @pytest.mark.parametrize("head, features", [("seg-linear-4", "cached"), ("vitdet", "cached"), ("upernet", "online")])
 def test_every_decoder_trains_and_predicts_from_a_vit(tmp_path, head, features):
     """The decoders that read a ViT's intermediate blocks or build a pyramid, on SIIM-ACR's layout, cached and online."""
-    from cxrbench.data.synthetic_layouts import write_synthetic_siim
+    from cxrbench.data.siim.synthetic import write_synthetic_siim
 
     root = write_synthetic_siim(tmp_path / "siim", patients=30, size=64)
     result = runner.invoke(app, ["run", "siim-acr", "--encoder", "dinov2-small", "--weights", "random", "--image-size", "56",
@@ -293,7 +295,7 @@ def test_every_decoder_trains_and_predicts_from_a_vit(tmp_path, head, features):
 
 
 def test_paxray_transfer_trains_on_projections_and_scores_the_real_masks(jsrt_root, tmp_path, monkeypatch):
-    from cxrbench.data.synthetic_layouts import write_synthetic_paxray
+    from cxrbench.data.paxray.synthetic import write_synthetic_paxray
 
     monkeypatch.delenv("CXRBENCH_JSRT_ROOT", raising=False)
     paxray = write_synthetic_paxray(tmp_path / "paxray", volumes=12)
@@ -335,7 +337,7 @@ def test_paxray_transfer_trains_on_projections_and_scores_the_real_masks(jsrt_ro
 
 
 def test_training_targets_larger_than_memory_go_to_a_scratch_file_that_is_removed(tmp_path, monkeypatch):
-    from cxrbench.data.synthetic_layouts import write_synthetic_siim
+    from cxrbench.data.siim.synthetic import write_synthetic_siim
     from cxrbench.evaluations import segmentation
 
     root = write_synthetic_siim(tmp_path / "siim", patients=30, size=64)

@@ -16,9 +16,9 @@ import pytest
 from typer.testing import CliRunner
 
 from cxrbench.cli import app
-from cxrbench.data.images import read_image
-from cxrbench.data.rle import decode_relative_rle, encode_relative_rle
-from cxrbench.data.synthetic_layouts import write_synthetic_siim
+from cxrbench.data.common.images import read_image
+from cxrbench.data.common.rle import decode_relative_rle, encode_relative_rle
+from cxrbench.data.siim.synthetic import write_synthetic_siim
 from cxrbench.errors import DataError
 from cxrbench.study import load_benchmark
 

@@ -30,7 +30,9 @@ WHERE = "adapters/toy.yaml"
 @pytest.fixture
 def adapter() -> dict:
     """A valid encoder spec mapping (as adapters/pixels.yaml)."""
-    return copy.deepcopy(load_yaml(project_root() / "adapters" / "pixels.yaml"))
+    spec = copy.deepcopy(load_yaml(project_root() / "adapters" / "pixels.yaml"))
+    del spec["impl"]  # the registry's key (it names the code), not part of the spec
+    return spec
 
 
 def _error(cls, data, where=WHERE) -> str:

@@ -8,7 +8,7 @@ import json
 from typer.testing import CliRunner
 
 from cxrbench.cli import app
-from cxrbench.data.synthetic_layouts import write_synthetic_rsna
+from cxrbench.data.rsna.synthetic import write_synthetic_rsna
 from cxrbench.study import StudyOptions, prepare_study
 
 runner = CliRunner()

@@ -1,4 +1,4 @@
-"""Radiographs projected from one real CT (`cxrbench.data.synthetic_anatomy`): the derived file and its provenance, the
+"""Radiographs projected from one real CT (`cxrbench.data.jsrt.phantom`): the derived file and its provenance, the
 projection's geometry against scipy and against hand-computed positions, anatomy where a PA film shows it, the JSRT +
 SCR loader on the written folder, and determinism per seed."""
 
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from cxrbench.data import synthetic_anatomy as anatomy
-from cxrbench.data.images import read_image
+from cxrbench.data.common.images import read_image
+from cxrbench.data.jsrt import phantom as anatomy
 from cxrbench.data.splits import POOL
 from cxrbench.study import load_benchmark
 

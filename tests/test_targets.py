@@ -14,8 +14,9 @@ from sklearn.metrics import balanced_accuracy_score, mean_absolute_error, roc_au
 from typer.testing import CliRunner
 
 from cxrbench.cli import app
-from cxrbench.data.samples import BenchmarkData
-from cxrbench.data.synthetic_layouts import write_synthetic_polcovid, write_synthetic_scoliosis
+from cxrbench.data.common.samples import BenchmarkData
+from cxrbench.data.polcovid.synthetic import write_synthetic_polcovid
+from cxrbench.data.scoliosis.synthetic import write_synthetic_scoliosis
 from cxrbench.errors import DataError
 from cxrbench.evaluations.probe import TargetGroup
 from cxrbench.heads.base import FeatureSet

@@ -10,10 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from cxrbench.cli import app
-from cxrbench.data.vindr import combine_readers
+from cxrbench.data.vindr.cxr import combine_readers
 from cxrbench.errors import DataError
-from cxrbench.study import load_benchmark
 from cxrbench.registry import benchmark_spec
+from cxrbench.study import load_benchmark
 
 TASKS = list(benchmark_spec("vindr").tasks)
 

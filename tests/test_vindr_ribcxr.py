@@ -15,9 +15,9 @@ from skimage.draw import polygon2mask
 from typer.testing import CliRunner
 
 from cxrbench.cli import app
-from cxrbench.data.images import read_image
+from cxrbench.data.common.images import read_image
 from cxrbench.data.splits import seed_splits
-from cxrbench.data.synthetic_layouts import RIBS, write_synthetic_vindr_ribcxr
+from cxrbench.data.vindr.synthetic import RIBS, write_synthetic_vindr_ribcxr
 from cxrbench.study import load_benchmark
 
 runner = CliRunner()

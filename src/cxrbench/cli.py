@@ -363,8 +363,9 @@ def demo(
     then (`--segmentation`) train a linear segmentation decoder on radiographs projected from one chest CT (one person,
     pose, exposure and noise varied per image), written as JSRT + SCR."""
     _check_request(head=head, out=workdir, out_option="--workdir")
-    from cxrbench.data.synthetic import SyntheticConfig, synthetic_settings, write_synthetic_vindr
-    from cxrbench.data.synthetic_anatomy import anatomy_settings, write_anatomy_jsrt
+    from cxrbench.data.common.synthetic import SyntheticConfig, synthetic_settings
+    from cxrbench.data.jsrt.phantom import anatomy_settings, write_anatomy_jsrt
+    from cxrbench.data.vindr.synthetic import write_synthetic_vindr
     from cxrbench.evaluations.probe import ProbeEvaluation
     from cxrbench.evaluations.segmentation import SegmentationEvaluation
     from cxrbench.pipeline import EncoderOptions, MachineOptions
@@ -1089,12 +1090,11 @@ def curve(
 
 
 def _show_comparison(benchmark: str, out: Path, metric: Optional[str], versus: Optional[str] = None) -> None:
-    from cxrbench.registry import benchmark_spec
     from cxrbench.files import atomic_text
+    from cxrbench.registry import benchmark_spec, metric_spec
     from cxrbench.results.store import stored_runs
     from cxrbench.tables.markdown import to_markdown
     from cxrbench.tables.runs import comparison_long_table, comparison_table
-    from cxrbench.registry import metric_spec
 
     spec = benchmark_spec(benchmark)
     metric = metric or spec.primary_metric

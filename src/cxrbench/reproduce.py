@@ -118,7 +118,7 @@ def asked_variant(run: PlannedRun, options: ReproduceOptions) -> RunVariant:
     """The kind of run `reproduce` makes for `run`: random weights with --weights random or a random-init row, the
     fitted --image-size or the encoder's own, and synthetic data only where the benchmark's data folder is one
     cxrbench wrote (a folder not given here is taken as the real dataset)."""
-    from cxrbench.data.synthetic import synthetic_settings
+    from cxrbench.data.common.synthetic import synthetic_settings
     from cxrbench.registry import registry
     from cxrbench.study import resolve_data_root
 

@@ -27,7 +27,7 @@ Interpolation = Literal["nearest", "bilinear", "bicubic", "area"]
 class PreprocessSpec:
     """How an encoder's released code turns an image into its input tensor.
 
-    Images arrive as float intensities in [0, 1] (see `cxrbench.data.images`). The steps run in order:
+    Images arrive as float intensities in [0, 1] (see `cxrbench.data.common.images`). The steps run in order:
     optional quantisation (for encoders whose released pipeline reads 8-bit files), optional letterbox, resize, crop,
     scaling to `value_range`, channel replication, then (x - mean) / std per channel.
     """

@@ -16,9 +16,9 @@ from typing import Any
 
 import pandas as pd
 
-from cxrbench.data.samples import BenchmarkData
+from cxrbench.data.common.samples import BenchmarkData
+from cxrbench.data.common.synthetic import SYNTHETIC_MARKER, synthetic_settings
 from cxrbench.data.splits import GroupBudget, LabelBudget, seed_splits
-from cxrbench.data.synthetic import SYNTHETIC_MARKER, synthetic_settings
 from cxrbench.errors import DataError
 from cxrbench.heads.params import check_params
 from cxrbench.progress import Progress, SilentProgress

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cxrbench.data.synthetic import SyntheticConfig, write_synthetic_vindr
+from cxrbench.data.common.synthetic import SyntheticConfig
+from cxrbench.data.vindr.synthetic import write_synthetic_vindr
 from cxrbench.features.cache import FeatureStore
 
 

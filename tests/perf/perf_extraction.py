@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cxrbench.data.images import read_image
-from cxrbench.data.synthetic import SyntheticConfig, write_synthetic_vindr
+from cxrbench.data.common.images import read_image
+from cxrbench.data.common.synthetic import SyntheticConfig
+from cxrbench.data.vindr.synthetic import write_synthetic_vindr
 from cxrbench.encoders.base import FeatureRequest
 from cxrbench.encoders.factory import build_encoder
 from cxrbench.features.cache import file_checksum

@@ -17,8 +17,9 @@ from collections import Counter
 from pathlib import Path
 from unittest import mock
 
-from cxrbench.data.images import read_image
-from cxrbench.data.synthetic import SyntheticConfig, write_synthetic_vindr
+from cxrbench.data.common.images import read_image
+from cxrbench.data.common.synthetic import SyntheticConfig
+from cxrbench.data.vindr.synthetic import write_synthetic_vindr
 from cxrbench.encoders.base import FeatureRequest
 from cxrbench.encoders.factory import build_encoder
 from cxrbench.features.extract import extract_features

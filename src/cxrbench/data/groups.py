@@ -13,7 +13,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from cxrbench.data.samples import BenchmarkData
+from cxrbench.data.common.samples import BenchmarkData
 from cxrbench.errors import DataError
 from cxrbench.specs import BenchmarkSpec, GroupSpec
 

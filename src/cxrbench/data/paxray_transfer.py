@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cxrbench.data.samples import BenchmarkData, present_column
-from cxrbench.data.settings import dataset_settings
+from cxrbench.data.common.samples import BenchmarkData, present_column
+from cxrbench.data.common.settings import dataset_settings
 from cxrbench.errors import DataError
 from cxrbench.specs import BenchmarkSpec
 
@@ -47,7 +47,7 @@ class TransferMasks:
 
 
 def load_paxray_transfer(root: Path, spec: BenchmarkSpec, options: Mapping[str, Any]) -> BenchmarkData:
-    from cxrbench.data.synthetic import synthetic_settings
+    from cxrbench.data.common.synthetic import synthetic_settings
     from cxrbench.registry import registry
     from cxrbench.study import load_benchmark, resolve_data_root
 

@@ -24,7 +24,7 @@ from cxrbench.errors import DataError
 from cxrbench.specs import SplitSpec, TargetSpec
 
 if TYPE_CHECKING:
-    from cxrbench.data.samples import BenchmarkData
+    from cxrbench.data.common.samples import BenchmarkData
     from cxrbench.specs import BenchmarkSpec
 
 SPLIT_MANIFEST_VERSION = 2

@@ -53,8 +53,11 @@ def is_generic(name: str) -> bool:
     return name.startswith(PREFIXES)
 
 
-def resolve_generic(name: str) -> GenericEncoder:
-    """The spec of a generic encoder name, read from the model's own files (see the module docstring)."""
+def resolve_generic(name: str) -> GenericEncoder | None:
+    """The spec of a generic encoder name, read from the model's own files (see the module docstring); None for a name
+    of no generic form (the registry's `encoder_resolver`: it asks about every name no spec file has)."""
+    if not is_generic(name):
+        return None
     prefix, _, rest = name.partition(":")
     if not rest:
         raise SpecError(f"Encoder '{name}' names no model after '{prefix}:'. {forms_text()}")

@@ -2,12 +2,11 @@
 
 A reference mask covers the whole original image on its own grid (SCR's 1024 x 1024 masks of 2048 x 2048 JSRT
 images; SIIM's masks on the DICOM's grid). An encoder sees the image after its letterbox / resize / crop
-(`explain.geometry.InputGeometry`, the same map the box localisation uses), and a decoder predicts on its patch
+(`encoders.geometry.InputGeometry`, the same map the box localisation uses), and a decoder predicts on its patch
 grid, which covers `grid x stride` input pixels (a ViT drops a remainder, never adds one).
 
-- `training_targets`: the share of each loss-grid cell (in input pixels) that the mask covers, sampled on a
-  `SUPERSAMPLE` x `SUPERSAMPLE` lattice per cell. Input pixels outside the original image (letterbox margins, crop
-  padding) are background.
+- `encoders.geometry.training_targets` (beside the geometry, as the online trainer needs it too): the share of each
+  loss-grid cell that the mask covers.
 - `to_mask_grid`: decoder logits resampled bilinearly at the centre of every mask pixel, so that masks are scored
   at their original resolution. Mask pixels that the crop removed from the input take the nearest predicted value
   (the encoder never saw them; crops in the built-in adapters remove at most a few border pixels).
@@ -19,28 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cxrbench.explain.geometry import InputGeometry
-
-#: sample points per loss-grid cell and axis when measuring how much of a cell a mask covers
-SUPERSAMPLE = 4
-
-
-def training_targets(mask: np.ndarray, geometry: InputGeometry, covered: tuple[int, int], cells: tuple[int, int]) -> np.ndarray:
-    """[S, rows, cols] float32 in [0, 1]: the coverage of each cell of a rows x cols grid over the `covered` (height,
-    width) input pixels by each structure of `mask` [S, H_mask, W_mask] (bool)."""
-    rows, cols = cells
-    height, width = geometry.original
-    ys = (np.arange(rows * SUPERSAMPLE) + 0.5) * covered[0] / (rows * SUPERSAMPLE)  # input pixel coordinates
-    xs = (np.arange(cols * SUPERSAMPLE) + 0.5) * covered[1] / (cols * SUPERSAMPLE)
-    original_y, original_x = geometry.y.inverse(ys), geometry.x.inverse(xs)
-    inside_y = (original_y >= 0) & (original_y < height)
-    inside_x = (original_x >= 0) & (original_x < width)
-    mask_rows = np.clip((original_y * mask.shape[1] / height).astype(np.int64), 0, mask.shape[1] - 1)
-    mask_cols = np.clip((original_x * mask.shape[2] / width).astype(np.int64), 0, mask.shape[2] - 1)
-    sampled = mask[:, mask_rows][:, :, mask_cols] & inside_y[None, :, None] & inside_x[None, None, :]
-    pooled = sampled.reshape(len(mask), rows, SUPERSAMPLE, cols, SUPERSAMPLE).mean(axis=(2, 4))
-    return pooled.astype(np.float32)
-
+from cxrbench.encoders.geometry import InputGeometry
 
 def to_mask_grid(logits: torch.Tensor, geometry: InputGeometry, covered: tuple[int, int], mask_shape: tuple[int, int]) -> torch.Tensor:
     """Logits [S, h, w] over the `covered` input pixels -> logits [S, H_mask, W_mask] at the mask pixels' centres."""

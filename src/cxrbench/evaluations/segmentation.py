@@ -2,7 +2,7 @@
 whose targets are masks).
 
 Per study the reference masks are read once per image and reduced to their coverage of the decoder's loss grid
-in the encoder's input (`evaluations.masks.training_targets`, through the encoder's exact preprocessing geometry),
+in the encoder's input (`encoders.geometry.training_targets`, through the encoder's exact preprocessing geometry),
 so training reads no mask file. Per seed one decoder (`heads.segmentation`) learns every structure of the
 benchmark's mask targets together on the training split, is selected on the validation loss, and predicts the
 test split; each test prediction is resampled onto its reference mask's own grid, thresholded and scored per
@@ -30,12 +30,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cxrbench.data.common.sizes import image_size
 from cxrbench.encoders.base import Encoder, FeatureRequest
+from cxrbench.encoders.geometry import training_targets
+from cxrbench.encoders.geometry import InputGeometry
 from cxrbench.errors import DataError, SpecError
-from cxrbench.evaluations.masks import on_score_grid, to_mask_grid, training_targets
+from cxrbench.evaluations.masks import on_score_grid, to_mask_grid
 from cxrbench.evaluations.probe import ProbeEvaluation, Trained
-from cxrbench.explain.geometry import InputGeometry
-from cxrbench.explain.sizes import image_size
 from cxrbench.features.extract import EncoderFeatures, ExtractionSettings
 from cxrbench.heads.segmentation import SegmentationHead
 from cxrbench.metrics.segmentation import CASE_COLUMNS, per_case_values
@@ -322,7 +323,7 @@ def _overlay_writer(data, structures: list[_Structure], row: int, predicted: np.
     def write(path: Path) -> None:
         from skimage.transform import resize
 
-        from cxrbench.data.images import read_image
+        from cxrbench.data.common.images import read_image
 
         references = np.concatenate([_read_mask(data, t, row) for t in data.targets if t.kind == "mask"])
         image = resize(read_image(data.samples["path"].iloc[row]), references.shape[1:], order=1, anti_aliasing=True)

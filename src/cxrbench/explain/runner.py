@@ -26,16 +26,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cxrbench.data.images import read_image
-from cxrbench.data.samples import BenchmarkData
+from cxrbench.data.common.images import read_image
+from cxrbench.data.common.samples import BenchmarkData
+from cxrbench.data.vindr.boxes import NO_FINDING
+from cxrbench.encoders.geometry import CLIPPED, CROPPED_AWAY, EMPTY, InputGeometry, PatchGrid
 from cxrbench.errors import CxrbenchError, UnknownNameError
-from cxrbench.data.vindr_boxes import NO_FINDING
-from cxrbench.explain.geometry import CLIPPED, CROPPED_AWAY, EMPTY, InputGeometry, PatchGrid
 from cxrbench.explain.heatmaps import display_image, render_overlay, write_overlay
 from cxrbench.explain.hits import (
     DEFAULT_MIN_OVERLAP, INPUT_COLUMNS, bootstrap_macro, check_attention, finding_accuracy, macro_accuracy, score_boxes,
 )
-from cxrbench.explain.sizes import image_sizes
+from cxrbench.data.common.sizes import image_sizes
 from cxrbench.heads.base import FeatureSet, FitReport
 from cxrbench.progress import Progress, SilentProgress
 from cxrbench.registry import registry

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from cxrbench.data.images import DATASET_FIX, read_image
+from cxrbench.data.common.images import DATASET_FIX, read_image
 from cxrbench.encoders.base import Encoder, FeatureRequest
 from cxrbench.encoders.preprocessing import Preprocessor
 from cxrbench.errors import CxrbenchError, ImageReadError, StorageError

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cxrbench.data.images import read_image
+from cxrbench.data.common.images import read_image
 from cxrbench.features.cache import image_key
 from cxrbench.files import atomic_write, is_staging
 

@@ -4,7 +4,7 @@ The decoder reads the encoder's last patch grid (`layers: last`), its last four 
 "linear4"), the adapter's four default intermediate blocks (`default`, ViT-B [3, 5, 7, 11]) or listed blocks. It
 predicts one logit per structure (structures may overlap, so sigmoids, not a softmax), upsampled bilinearly to
 a loss grid of one cell per `loss_stride` input pixels, where the masks' coverage of each cell is the target
-(`evaluations.masks.training_targets`). The loss is MONAI's Dice (`dice`) or Dice + BCE (`dicece`), per image and
+(`encoders.geometry.training_targets`). The loss is MONAI's Dice (`dice`) or Dice + BCE (`dicece`), per image and
 structure, on sigmoid outputs. With `auxiliary_weight` > 0 a pyramid decoder also trains an auxiliary FCN head
 (`heads.decoders.auxiliary_head`), whose loss is added with that weight during training only: validation losses
 and predictions are the UPerNet head's alone.

@@ -22,7 +22,7 @@ config of the same Microsoft Health Futures group (InnerEye-DeepLearning,
 | `interpolation`             | bilinear       | cxrbench's choice (torchvision's affine default is nearest neighbour)   |
 | `work_side`                 | "encoder"      | cxrbench's choice, see below                                            |
 
-Where the policy runs: on the decoded float image in [0, 1] (`cxrbench.data.images.read_image`), BEFORE the
+Where the policy runs: on the decoded float image in [0, 1] (`cxrbench.data.common.images.read_image`), BEFORE the
 encoder's own `Preprocessor`, so every encoder still receives its released resize / crop / quantisation /
 normalisation. The geometric steps keep the image's shape (the random crop is resized back to the size it was
 cropped from), and the noise is clipped to [0, 1].

@@ -19,7 +19,7 @@ and gamma. The strengths are not published; the defaults below are cxrbench's ch
 Views are made at the encoder's working side (the largest side its preprocessing keeps, as for the classification
 probe's online views): the image is resized so that its shorter edge has that side, the masks to the same grid
 (area average, then > 0.5). After the random draw the image goes through the encoder's own `Preprocessor` and the
-masks through the same geometry to the decoder's loss grid (`evaluations.masks.training_targets`). Every view is
+masks through the same geometry to the decoder's loss grid (`encoders.geometry.training_targets`). Every view is
 drawn from its own seed (run seed, epoch, image), so a run is reproducible whatever the number of workers.
 """
 
@@ -35,11 +35,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from cxrbench.data.images import read_image
+from cxrbench.data.common.images import read_image
+from cxrbench.encoders.geometry import training_targets
+from cxrbench.encoders.geometry import InputGeometry
 from cxrbench.encoders.preprocessing import Preprocessor
 from cxrbench.errors import CxrbenchError, SpecError
-from cxrbench.evaluations.masks import training_targets
-from cxrbench.explain.geometry import InputGeometry
 from cxrbench.training.augment import encoder_work_side, view_seed
 
 

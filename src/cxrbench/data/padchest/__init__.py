@@ -1,0 +1,1 @@
+"""PadChest (Bustos et al., Medical Image Analysis 2020): lateral-view findings."""

@@ -1,0 +1,1 @@
+"""POLCOVID: normal / pneumonia / COVID-19 chest radiographs from Polish hospitals."""

@@ -1,0 +1,1 @@
+"""AASCE 2019 / BoostNet spine radiographs: Cobb angles as regression targets."""
