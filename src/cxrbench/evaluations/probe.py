@@ -226,6 +226,7 @@ class ProbeEvaluation:
             "heads": {str(k): v for k, v in trained.reports.items()},
             "thresholds": {str(k): v for k, v in trained.thresholds.items()},
             **({"stratified": stratified} if stratified is not None else {}),
+            **({"transfer": study.transfer} if study.transfer is not None else {}),
             "run_identity": plan.identity,
             "provenance": provenance(features.encoder.weights, data.samples, list(data.tasks), manifests, data.root),
         }
