@@ -124,6 +124,7 @@ def test_a_transfer_head_equals_one_trained_on_a_and_scored_on_b_by_hand(roots, 
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["transfer"]["train"] == "nih-cxr14" and metrics["transfer"]["test"] == "chexpert-5"
     assert metrics["transfer"]["mapping"]["Pleural Effusion"] == "Effusion"
+    assert runner.invoke(app, ["results", "validate", str(run)]).exit_code == 0  # the schema knows the transfer block
     predictions, splits = pd.read_parquet(run / "predictions.parquet"), pd.read_parquet(run / "splits.parquet")
 
     # A's and B's own studies, features from the same cache: nothing is encoded again
@@ -236,7 +237,9 @@ def test_unmapped_findings_are_noted_or_refused_and_bad_options_named(roots, mon
 
     entries = registry()._entries["benchmarks"]
     made = {"x-to-y": _transfer(targets=["Atelectasis"], mapping={"Atelectasis": "Atelectasis"}, unmapped="refuse"),
-            "x-to-z": _transfer(targets=["Atelectasis"], mapping={"Atelectasis": "Atelectasis"})}
+            "x-to-z": _transfer(targets=["Atelectasis"], mapping={"Atelectasis": "Atelectasis"}),
+            "x-to-w": _transfer(targets=["Atelectasis"], mapping={"Atelectasis": "anatomy"})}
+    made["x-to-w"]["transfer"]["train"] = "paxray-to-jsrt"
     for name, data in made.items():
         data["name"] = name
         monkeypatch.setitem(entries, name, reg.Entry("benchmarks", name, data, "cxrbench.transfer:compose_transfer", "test"))
@@ -248,5 +251,11 @@ def test_unmapped_findings_are_noted_or_refused_and_bad_options_named(roots, mon
                for n in data.notes)
     with pytest.raises(DataError, match="test_images='bogus' is neither"):
         load_benchmark("x-to-z", roots["nih-cxr14"], {**options, "test_images": "bogus"})
+    with pytest.raises(DataError, match="'paxray-to-jsrt' is itself a transfer"):
+        load_benchmark("x-to-w", roots["nih-cxr14"], options)
+    made["x-to-w"]["transfer"]["train"] = "paxray"  # a binary target fed by PAXRay++'s mask target
+    monkeypatch.setitem(entries, "x-to-w", reg.Entry("benchmarks", "x-to-w", made["x-to-w"], "", "test"))
+    with pytest.raises(DataError, match="has 'anatomy' as a mask target; map it onto a binary one"):
+        load_benchmark("x-to-w", roots["nih-cxr14"], options)
     with pytest.raises(CxrbenchError, match="--dataset-option views"):
         load_benchmark("x-to-z", roots["nih-cxr14"], {**options, "views": ["PA"]})

@@ -48,6 +48,9 @@ def side_spec(spec: BenchmarkSpec, side: BenchmarkSpec, role: str) -> BenchmarkS
     """`side`'s spec asking for the transfer's targets under that side's names (the train side through the mapping),
     so its loader reads exactly those labels, or builds exactly those structures."""
     plan: TransferSpec = spec.transfer
+    if side.transfer is not None:
+        raise DataError(f"benchmark '{spec.name}': its {role} benchmark '{side.name}' is itself a transfer; name the "
+                        f"benchmark it {'trains' if role == 'train' else 'tests'} on instead.")
     targets = []
     for target in spec.targets:
         name = plan.mapping[target.name] if role == "train" else target.name
