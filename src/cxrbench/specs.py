@@ -265,6 +265,27 @@ class TargetSpec:
 
 
 @dataclass(frozen=True)
+class TransferSpec:
+    """A transfer benchmark: heads trained and validated on one benchmark, scored on another's images.
+
+    `train` and `test` name registered benchmarks; each is read by its own loader with its own options
+    (`train_options`, `test_options`: what `--dataset-option` would give it) and with the transfer's targets as that
+    side names them. `mapping` is the label table of the pair: each target of the transfer (named as the test
+    benchmark names it) -> the train benchmark's target that supplies its training labels; for a mask target, the
+    train benchmark's loader builds the test benchmark's structures itself (e.g. PAXRay++'s `structure_classes`
+    among `train_options`). The test benchmark's findings left out of the mapping are not scored: `unmapped: drop`
+    says so in a note, `refuse` stops the run.
+    """
+
+    train: str
+    test: str
+    mapping: dict[str, str]
+    train_options: dict[str, Any] = field(default_factory=dict)
+    test_options: dict[str, Any] = field(default_factory=dict)
+    unmapped: Literal["drop", "refuse"] = "drop"
+
+
+@dataclass(frozen=True)
 class BenchmarkSpec:
     name: str
     title: str
@@ -289,6 +310,8 @@ class BenchmarkSpec:
     # underdiagnosis (false-negative) rate per group: `f1` (maximum F1) or `youden` (maximum TPR - FPR).
     operating_point: Literal["f1", "youden"] = "f1"
     notes: str = ""
+    # A transfer benchmark (`cxrbench.transfer`): trained on one benchmark, tested on another; None for the others.
+    transfer: TransferSpec | None = None
 
     def __post_init__(self) -> None:
         targets = tuple(TargetSpec(t) if isinstance(t, str) else t for t in self.targets)
@@ -304,9 +327,24 @@ class BenchmarkSpec:
         if duplicate is not None:
             raise SpecError(f"benchmark '{self.name}': structure '{duplicate}' is listed twice; each structure belongs "
                             "to one mask target, once.")
+        if self.transfer is not None:
+            self._check_transfer(self.transfer, names)
         if self.primary_metric not in self.metrics:
             raise SpecError(f"benchmark '{self.name}': primary_metric '{self.primary_metric}' is not among its "
                             f"metrics {list(self.metrics)}.")
+
+    def _check_transfer(self, transfer: TransferSpec, names: list[str]) -> None:
+        """One mapping row per target, and the test images' datasets taken from the test benchmark (pre-training
+        overlap is judged on the images scored), so they are not declared twice."""
+        unmapped = [n for n in names if n not in transfer.mapping]
+        extra = [n for n in transfer.mapping if n not in names]
+        if unmapped or extra:
+            problem = (f"target '{unmapped[0]}' has no row in transfer.mapping" if unmapped else
+                       f"transfer.mapping row '{extra[0]}' is not a target")
+            raise SpecError(f"benchmark '{self.name}': {problem}; give every target exactly one row (test name: train name).")
+        if self.source_datasets:
+            raise SpecError(f"benchmark '{self.name}': a transfer benchmark's source datasets are its test benchmark's "
+                            f"('{transfer.test}'); remove source_datasets.")
 
     @property
     def tasks(self) -> tuple[str, ...]:

@@ -24,6 +24,7 @@ from cxrbench.heads.params import check_params
 from cxrbench.progress import Progress, SilentProgress
 from cxrbench.registry import registry
 from cxrbench.specs import BenchmarkSpec, BootstrapSpec, SplitSpec, TargetSpec, parse_spec
+from cxrbench.transfer import compose_transfer, side_spec, transfer_settings, unmapped_findings
 
 
 @dataclass
@@ -59,6 +60,12 @@ class Study:
         manifest = self.manifests[budget]
         return manifest.loc[manifest["seed"] == seed, "split"].to_numpy()
 
+    @property
+    def transfer(self) -> dict[str, Any] | None:
+        """What a transfer run records in its metrics.json (train and test benchmarks, each side's options, the label
+        mapping); None for a run on one benchmark."""
+        return None if self.spec.transfer is None else asdict(self.spec.transfer)
+
     def with_targets(self, targets: Sequence[TargetSpec | str]) -> "Study":
         """The same images, splits and settings with other label columns as targets (e.g. every boxed finding)."""
         data = self.data.with_targets(targets)
@@ -93,11 +100,18 @@ def with_split(spec: BenchmarkSpec, overrides: Mapping[str, Any]) -> BenchmarkSp
 
 
 def load_benchmark(name: str, data_root: Path | None, options: Mapping[str, Any]) -> tuple[BenchmarkSpec, BenchmarkData]:
-    """The benchmark's data as its loader reads it (options checked first), marked when cxrbench generated it."""
+    """The benchmark's data as its loader reads it (options checked first), marked when cxrbench generated it; a
+    transfer benchmark's from its two benchmarks, each read by its own loader (`cxrbench.transfer`)."""
     entry = registry().get("benchmarks", name)
     spec: BenchmarkSpec = entry.spec
     options = check_dataset_options(spec, options)
-    data = entry.load()(resolve_data_root(spec, data_root), spec, options)
+    if spec.transfer is not None:
+        return spec, _load_transfer(spec, data_root, options)
+    return _load(spec, entry.load(), resolve_data_root(spec, data_root), options)
+
+
+def _load(spec: BenchmarkSpec, loader: Any, root: Path, options: Mapping[str, Any]) -> tuple[BenchmarkSpec, BenchmarkData]:
+    data = loader(root, spec, options)
     if tuple(data.targets) != tuple(spec.targets):  # a dataset option changed them (PAXRay++'s all_classes)
         spec = replace(spec, targets=tuple(data.targets))
     if synthetic_settings(data.root) is not None:
@@ -105,6 +119,26 @@ def load_benchmark(name: str, data_root: Path | None, options: Mapping[str, Any]
         data.notes.insert(0, f"synthetic data ({data.root / SYNTHETIC_MARKER}): written by cxrbench for demos and tests; "
                              "its numbers are not comparable with any paper")
     return spec, data
+
+
+def _load_transfer(spec: BenchmarkSpec, data_root: Path | None, options: Mapping[str, Any]) -> BenchmarkData:
+    """Train side from --data-root (else the YAML's variable, the train benchmark's); test side from the option
+    test_root, else the test benchmark's own variable."""
+    plan = spec.transfer
+    settings = transfer_settings(spec, options)
+    train_entry, test_entry = registry().get("benchmarks", plan.train), registry().get("benchmarks", plan.test)
+    test_spec: BenchmarkSpec = test_entry.spec
+    given = settings["test_root"]
+    if given is None and not (test_spec.data_root_env and os.environ.get(test_spec.data_root_env)):
+        variable = f" or set {test_spec.data_root_env}" if test_spec.data_root_env else ""
+        raise DataError(f"benchmark '{spec.name}' is scored on {plan.test}'s images: pass --dataset-option test_root=DIR "
+                        f"(the {plan.test} folder){variable}.")
+    _, train = _load(side_spec(spec, train_entry.spec, "train"), train_entry.load(), resolve_data_root(spec, data_root),
+                     check_dataset_options(train_entry.spec, plan.train_options))
+    _, test = _load(side_spec(spec, test_spec, "test"), test_entry.load(),
+                    resolve_data_root(test_spec, None if given is None else Path(given)),
+                    check_dataset_options(test_spec, plan.test_options))
+    return compose_transfer(spec, train, test, settings, unmapped_findings(spec, test_spec, test))
 
 
 def prepare_study(options: StudyOptions, progress: Progress = SilentProgress()) -> Study:

@@ -231,6 +231,7 @@ class ProbeEvaluation:
             "thresholds": {str(k): v for k, v in trained.thresholds.items()},
             **point_metric_blocks(summary, scored, context),
             **({"stratified": stratified} if stratified is not None else {}),
+            **({"transfer": study.transfer} if study.transfer is not None else {}),
             "run_identity": plan.identity,
             "provenance": provenance(features.encoder.weights, data.samples, list(data.tasks), manifests, data.root),
         }

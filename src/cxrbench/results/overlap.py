@@ -18,11 +18,14 @@ LEGEND = (f"{MARK}: in-distribution: the encoder was pre-trained on this benchma
 
 def pretraining_overlap(encoder: str, benchmark: BenchmarkSpec) -> tuple[str, ...]:
     """The datasets `encoder` was pre-trained on that `benchmark`'s test images come from; empty when none (or when
-    the encoder is no longer registered, so nothing is known of it)."""
+    the encoder is no longer registered, so nothing is known of it). A transfer benchmark's test images are its test
+    benchmark's: an encoder pre-trained on the training benchmark only is not flagged (the heads, not the encoder,
+    saw those labels)."""
     from cxrbench.registry import registry
 
     try:
         pretrained = registry().get("encoders", encoder).spec.pretraining_data
+        tested = benchmark if benchmark.transfer is None else registry().get("benchmarks", benchmark.transfer.test).spec
     except CxrbenchError:
         return ()
-    return tuple(d for d in benchmark.source_datasets if d in pretrained)
+    return tuple(d for d in tested.source_datasets if d in pretrained)
