@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cxrbench.data.csvs import MISSING_FILES
 from cxrbench.data.mimic_cxr import COMMON, DEMOGRAPHIC_COLUMNS, attach_demographics, frontal_images, study_labels
 from cxrbench.data.samples import BenchmarkData
 from cxrbench.data.settings import check_choice, data_folder, dataset_settings
-from cxrbench.data.csvs import MISSING_FILES
 from cxrbench.errors import DataError
 from cxrbench.specs import BenchmarkSpec
 

@@ -105,9 +105,11 @@ def followed_until(folder: Path) -> pd.DataFrame:
     for column, bad in (("anchor_year_group", last.isna()), ("anchor_year", anchor.isna())):
         if bad.any():
             position = int(np.flatnonzero(bad.to_numpy())[0])
-            raise row_error(path, position, column, f"is {frame[column].iloc[position]!r}", "MIMIC-IV writes a year "
-                            "and a group 'YYYY - YYYY'; re-download the table", f"subject_id {frame['subject_id'].iloc[position]}")
-    dod = pd.to_datetime(frame["dod"].fillna("").str.strip(), errors="coerce") if "dod" in frame else pd.Series(pd.NaT, index=frame.index)
+            raise row_error(path, position, column, f"is {frame[column].iloc[position]!r}",
+                            "MIMIC-IV writes a year and a group 'YYYY - YYYY'; re-download the table",
+                            f"subject_id {frame['subject_id'].iloc[position]}")
+    dod = (pd.to_datetime(frame["dod"].fillna("").str.strip(), errors="coerce") if "dod" in frame
+           else pd.Series(pd.NaT, index=frame.index))
     return pd.DataFrame({"shift": (anchor - last).to_numpy(), "dod": dod.to_numpy()},
                         index=pd.Index(frame["subject_id"], name="subject_id"))
 
@@ -211,8 +213,9 @@ def load_mimic_prognosis(root: Path, spec: BenchmarkSpec, options: Mapping[str, 
     raw = outcomes(frame, admissions, ph_admissions(hosp, admissions, settings), settings)
     labels = balance(censor(raw, frame, followed_until(hosp), settings), frame["patient_id"], int(settings["draw_seed"]))
     for target in TARGETS:
-        notes.append(f"{target}: {int((raw[target] == 1).sum())} positive / {int((raw[target] == 0).sum())} negative images "
-                     f"before censoring and balancing; kept {int((labels[target] == 1).sum())} / {int((labels[target] == 0).sum())}")
+        before, kept = (raw[target] == 1).sum(), (labels[target] == 1).sum()
+        notes.append(f"{target}: {int(before)} positive / {int((raw[target] == 0).sum())} negative images before censoring "
+                     f"and balancing; kept {int(kept)} / {int((labels[target] == 0).sum())}")
     frame = pd.concat([frame, labels], axis=1)
     known = labels.notna().any(axis=1)
     notes.append(f"{int(known.sum())} of {len(frame)} frontal images are known for at least one target and kept; "

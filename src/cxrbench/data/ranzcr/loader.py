@@ -58,8 +58,8 @@ def release_labels(raw: pd.DataFrame, path: Path) -> pd.DataFrame:
         bad = ~values.isin([0.0, 1.0])
         if bad.any():
             position = int(np.flatnonzero(bad.to_numpy())[0])
-            raise row_error(path, position, column, f"is {text.iloc[position]!r}",
-                            "RANZCR labels are 0 or 1; correct the row", f"StudyInstanceUID {raw['StudyInstanceUID'].iloc[position]}")
+            raise row_error(path, position, column, f"is {text.iloc[position]!r}", "RANZCR labels are 0 or 1; correct the row",
+                            f"StudyInstanceUID {raw['StudyInstanceUID'].iloc[position]}")
         out[column] = values.to_numpy(dtype=np.float64)
     return pd.DataFrame(out, index=raw.index)
 

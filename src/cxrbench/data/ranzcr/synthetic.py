@@ -70,7 +70,8 @@ def write_synthetic_ranzcr(root: str | Path, patients: int = 60, size: int = 64,
                 incomplete = tube == "NGT" and rng.random() < 0.1
                 row["NGT - Incompletely Imaged" if incomplete else f"{tube} - {position}"] = 1
             row["Swan Ganz Catheter Present"] = int(rng.random() < 0.03)
-            Image.fromarray(np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)).save(folder / "train" / f"{uid}.jpg", quality=95)
+            pixels = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / "train" / f"{uid}.jpg", quality=95)
             rows.append({**row, "PatientID": patient})
     pd.DataFrame(rows, columns=["StudyInstanceUID", *LABEL_COLUMNS, "PatientID"]).to_csv(folder / "train.csv", index=False)
     return root
