@@ -175,3 +175,11 @@ def test_benchmark_runs_end_to_end(roots, tmp_path, name):
     for task in data.tasks:
         rows = predictions[(predictions["seed"] == 1) & (predictions["task"] == task)].dropna(subset=["label"])
         assert metrics[task]["per_seed"]["1"] == pytest.approx(average_precision_score(rows["label"], rows["score"]), abs=1e-9)
+
+
+@pytest.mark.parametrize("name, note", [("brax", "images have ViewPosition PA / AP"),
+                                        ("ranzcr-catheters", "position groups' mean tube prevalence")])
+def test_data_check_reads_through_the_loader(small, name, note):
+    result = runner.invoke(app, ["data", "check", name, "--data-root", str(small[name])])
+    assert result.exit_code == 0, result.output
+    assert note in " ".join(result.output.split())

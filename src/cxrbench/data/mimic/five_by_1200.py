@@ -8,7 +8,9 @@ demographics when present). The paper does not say how the images were drawn; he
      none of the other four uncertain (-1.0; an uncertain one would make "exactly one" unsure);
   2. one eligible image per subject, drawn at random, so that no subject is in two classes or in both splits;
   3. per class, `per_class` of those subjects drawn at random, the first `test_per_class` of them the test set.
-The official MIMIC-CXR split is not used (the paper builds its own 1,000 / 200 split).
+The official MIMIC-CXR split is not used (the paper builds its own 1,000 / 200 split). Its synthetic release is
+`synthetic_mimic.write_synthetic_mimic_cxr` (studies with one or two findings), read with small per_class and
+test_per_class.
 """
 
 from __future__ import annotations
