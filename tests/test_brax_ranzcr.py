@@ -14,6 +14,7 @@ from sklearn.metrics import average_precision_score
 from typer.testing import CliRunner
 
 from cxrbench.cli import app
+from cxrbench.data.brax.loader import LABELS as BRAX_LABELS
 from cxrbench.data.brax.synthetic import FOLDER as BRAX, age_group, write_synthetic_brax
 from cxrbench.data.mimic_cxr import CHEXPERT_LABELS
 from cxrbench.data.ranzcr.loader import GROUPS, LABEL_COLUMNS
@@ -58,6 +59,7 @@ def test_brax_reads_frontal_images_with_the_label_policies(roots, uncertain):
     frontal = raw[raw["ViewPosition"].isin(["PA", "AP"])].set_index("PngPath")
     samples = data.samples.set_index("image_id")
     assert data.synthetic and set(samples.index) == set(frontal.index) and (raw["ViewPosition"] == "LL").any()
+    assert BRAX_LABELS == CHEXPERT_LABELS  # BRAX releases CheXpert's 14 findings
     assert (samples["patient_id"] == frontal.loc[samples.index, "PatientID"]).all() and (samples["split"] == "pool").all()
     for label in CHEXPERT_LABELS:
         text = frontal.loc[samples.index, label]

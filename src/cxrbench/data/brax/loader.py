@@ -23,13 +23,18 @@ import numpy as np
 import pandas as pd
 
 from cxrbench.data.csvs import MISSING_FILES, check_unique, present_files, read_csv, row_error
-from cxrbench.data.mimic_cxr import BLANK, CHEXPERT_LABELS, UNCERTAIN
 from cxrbench.data.samples import BenchmarkData
 from cxrbench.data.settings import check_choice, data_folder, dataset_settings, require_labels
 from cxrbench.data.splits import POOL
 from cxrbench.errors import DataError
 from cxrbench.specs import BenchmarkSpec
 
+#: BRAX's 14 label columns: CheXpert's findings (BRAX's own constant, so that the family imports no other family)
+LABELS = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Enlarged Cardiomediastinum", "Fracture",
+          "Lung Lesion", "Lung Opacity", "No Finding", "Pleural Effusion", "Pleural Other", "Pneumonia", "Pneumothorax",
+          "Support Devices")
+UNCERTAIN = {"ignore": np.nan, "positive": 1.0, "negative": 0.0}  # -1: U-Ignore, U-Ones, U-Zeros
+BLANK = {"negative": 0.0, "unknown": np.nan}
 DEFAULTS: dict[str, Any] = {
     "folder": ["brax/1.1.0", "physionet.org/files/brax/1.1.0", "."],
     "labels_csv": ["master_spreadsheet_update.csv", "master_spreadsheet.csv"],
@@ -38,7 +43,7 @@ DEFAULTS: dict[str, Any] = {
     "blank": "negative",
     "missing_images": "error",
 }
-REQUIRED = ["PngPath", "PatientID", "PatientSex", "PatientAge", "ViewPosition", *CHEXPERT_LABELS]
+REQUIRED = ["PngPath", "PatientID", "PatientSex", "PatientAge", "ViewPosition", *LABELS]
 SEXES = {"M": "M", "F": "F", "O": ""}  # "O" (other) belongs to neither sex group
 #: PatientAge as released: a 5-year group "40-44", the top group "85 or more", or a plain number of years
 AGE_PATTERN = re.compile(r"^\s*(\d+)\s*(?:(?:-|to)\s*\d+|or more|\+)?\s*$", re.IGNORECASE)
@@ -76,7 +81,7 @@ def age_years(raw: pd.DataFrame, path: Path) -> pd.Series:
 def label_values(raw: pd.DataFrame, path: Path, uncertain: str, blank: str) -> pd.DataFrame:
     """The 14 labels as 1.0 / 0.0 / NaN after the uncertain (-1) and blank policies; other values refused by row."""
     out = {}
-    for label in CHEXPERT_LABELS:
+    for label in LABELS:
         text = raw[label].fillna("").astype(str).str.strip()
         values = pd.to_numeric(text, errors="coerce")
         bad = ~values.isin([1.0, 0.0, -1.0]) & text.ne("")
@@ -103,7 +108,7 @@ def image_ids(raw: pd.DataFrame, path: Path) -> pd.Series:
 
 def _settings(spec: BenchmarkSpec, options: Mapping[str, Any]) -> dict[str, Any]:
     settings = dataset_settings(spec, options, DEFAULTS)
-    require_labels(spec, CHEXPERT_LABELS, "BRAX (CheXpert) label")
+    require_labels(spec, LABELS, "BRAX (CheXpert) label")
     check_choice(spec, "uncertain", settings["uncertain"], tuple(UNCERTAIN))
     check_choice(spec, "blank", settings["blank"], tuple(BLANK))
     check_choice(spec, "missing_images", settings["missing_images"], MISSING_FILES)
@@ -118,7 +123,7 @@ def load_brax(root: Path, spec: BenchmarkSpec, options: Mapping[str, Any]) -> Be
     settings = _settings(spec, options)
     path = labels_file(root, settings["folder"], settings["labels_csv"])
     raw = read_csv(path, REQUIRED, "BRAX label spreadsheet", text_columns=["PngPath", "PatientID", "PatientAge",
-                   "PatientSex", "ViewPosition", "AccessionNumber", *CHEXPERT_LABELS]).reset_index(drop=True)
+                   "PatientSex", "ViewPosition", "AccessionNumber", *LABELS]).reset_index(drop=True)
     ids = image_ids(raw, path)
     check_unique(raw.assign(PngPath=ids), ["PngPath"], path)
     patients = raw["PatientID"].fillna("").astype(str).str.strip()
@@ -140,5 +145,5 @@ def load_brax(root: Path, spec: BenchmarkSpec, options: Mapping[str, Any]) -> Be
     frame, missing = present_files(frame[keep].reset_index(drop=True), settings["missing_images"], "BRAX images",
                                    shown="image_id")
     frame["no_finding"] = frame["No Finding"]
-    columns = ["image_id", "patient_id", "path", "split", "sex", "age_years", "no_finding", *CHEXPERT_LABELS]
+    columns = ["image_id", "patient_id", "path", "split", "sex", "age_years", "no_finding", *LABELS]
     return BenchmarkData(spec.name, root, spec.targets, frame[columns], notes + missing)

@@ -1,6 +1,6 @@
 """A small synthetic BRAX 1.1.0 release (master_spreadsheet_update.csv and PNGs under images/) for the `brax`
-loader, its tests and demos. Findings are drawn by `synthetic.render_chest` as the stand-ins of `synthetic_mimic`
-(a visible sign per CheXpert label, not what the finding looks like); labels are per study, as BRAX's report
+loader, its tests and demos. Findings are drawn by `synthetic.render_chest` as stand-ins (`STAND_INS`: a visible
+sign per label, not what the finding looks like); labels are per study, as BRAX's report
 labeller gives them, with uncertain (-1) and blank cells, lateral (LL) images, 5-year age groups with "85 or more"
 and the sex "O". Same arguments, same files.
 """
@@ -14,14 +14,17 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from cxrbench.data.mimic_cxr import CHEXPERT_LABELS
+from cxrbench.data.brax.loader import LABELS
 from cxrbench.data.synthetic import mark_synthetic, render_chest
 from cxrbench.data.synthetic_layouts import _patients
-from cxrbench.data.synthetic_mimic import STAND_INS, _study_labels
 
 FOLDER = "brax/1.1.0"
-COLUMNS = ["DicomPath", "PngPath", "PatientID", "PatientSex", "PatientAge", "AccessionNumber", "StudyDate",
-           *CHEXPERT_LABELS, "ViewPosition", "Rows", "Columns", "Manufacturer"]
+#: BRAX label -> the finding `render_chest` draws for it (a visible stand-in, not what the finding looks like)
+STAND_INS = {"Cardiomegaly": "Cardiomegaly", "Pleural Effusion": "Pleural effusion", "Lung Opacity": "Lung Opacity",
+             "Lung Lesion": "Nodule/Mass", "Pleural Other": "Pleural thickening",
+             "Enlarged Cardiomediastinum": "Aortic enlargement", "Edema": "Pulmonary fibrosis"}
+ABNORMAL = [label for label in LABELS if label != "No Finding"]
+COLUMNS = ["DicomPath", "PngPath", "PatientID", "PatientSex", "PatientAge", "AccessionNumber", "StudyDate", *LABELS, "ViewPosition", "Rows", "Columns", "Manufacturer"]
 
 
 def _hex(*parts: object) -> str:
@@ -40,10 +43,27 @@ def _cell(value: float) -> str:
     return "" if np.isnan(value) else f"{value:g}"
 
 
+def study_labels(rng: np.random.Generator, first: str) -> dict[str, float]:
+    """One study's labels as the report labeller leaves them: No Finding 1 (40%), else `first` and sometimes another
+    finding, with a negative, often an uncertain (-1) one, and blanks for the rest."""
+    row = dict.fromkeys(LABELS, np.nan)
+    if rng.random() < 0.4:
+        row["No Finding"] = 1.0
+        return row
+    row[first] = 1.0
+    if rng.random() < 0.4:
+        row[str(rng.choice([label for label in ABNORMAL if label != first]))] = 1.0
+    uncertain, negative = rng.choice([label for label in ABNORMAL if np.isnan(row[label])], size=2, replace=False)
+    row[str(negative)] = 0.0
+    if rng.random() < 0.6:
+        row[str(uncertain)] = -1.0
+    return row
+
+
 def write_synthetic_brax(root: str | Path, patients: int = 60, size: int = 64, seed: int = 0) -> Path:
     """ROOT/brax/1.1.0/{master_spreadsheet_update.csv, images/id-<patient>/Study-<n>/Series-<n>/image-<n>.png}; each
-    patient has 1-2 studies of a frontal (PA or AP) image and sometimes a lateral (LL) one. Every seventh patient's
-    sex is "O"."""
+    patient has 1-2 studies of a frontal (PA or AP) image and sometimes a lateral (LL) one; the findings of abnormal
+    studies take turns, so that each is about as frequent as the others. Every seventh patient's sex is "O"."""
     root = Path(root)
     mark_synthetic(root, "brax", {"patients": patients, "size": size, "seed": seed})
     rng = np.random.default_rng(seed)
@@ -54,7 +74,7 @@ def write_synthetic_brax(root: str | Path, patients: int = 60, size: int = 64, s
         sex = "O" if index % 7 == 6 else person["sex"]
         for study in range(1 + int(rng.random() < 0.4)):
             accession = _hex("study", seed, index, study)
-            labels = _study_labels(rng)
+            labels = study_labels(rng, ABNORMAL[len(rows) % len(ABNORMAL)])
             planted = sorted(STAND_INS[label] for label in STAND_INS if labels[label] == 1.0)
             views = ["PA" if rng.random() < 0.6 else "AP"] + (["LL"] if rng.random() < 0.4 else [])
             for series, view in enumerate(views):
