@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +76,22 @@ def test_too_few_subjects_and_bad_counts_are_refused(root):
         load_benchmark("mimic-5x1200", root, {"per_class": fewest + 1, "test_per_class": 1})
     with pytest.raises(DataError, match="0 < test_per_class < per_class"):
         load_benchmark("mimic-5x1200", root, {"per_class": 4, "test_per_class": 4})
+
+
+def test_bad_labels_and_missing_images_are_named(root, tmp_path):
+    copy = Path(shutil.copytree(root, tmp_path / "copy"))
+    path = copy / JPG / "mimic-cxr-2.0.0-chexpert.csv.gz"
+    chexpert = _read(path)
+    with gzip.open(path, "wt", newline="") as handle:
+        chexpert.assign(Edema=np.where(np.arange(len(chexpert)) == 4, "yes", chexpert["Edema"])).to_csv(handle, index=False)
+    with pytest.raises(DataError, match=rf"chexpert\.csv\.gz, row 6 .*column 'Edema': is 'yes'"):
+        load_benchmark("mimic-5x1200", copy, SMALL)
+    with gzip.open(path, "wt", newline="") as handle:
+        chexpert.to_csv(handle, index=False)
+    _, data = load_benchmark("mimic-5x1200", copy, SMALL)
+    Path(data.samples["path"].iloc[0]).unlink()
+    with pytest.raises(DataError, match="1 of .* images are missing"):
+        load_benchmark("mimic-5x1200", copy, SMALL)
 
 
 def test_mimic_5x1200_runs_end_to_end(root, tmp_path):
