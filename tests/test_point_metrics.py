@@ -304,7 +304,8 @@ def point_run(tmp_path_factory):
     from typer.testing import CliRunner
 
     from cxrbench.cli import app
-    from cxrbench.data.synthetic import SyntheticConfig, write_synthetic_vindr
+    from cxrbench.data.common.synthetic import SyntheticConfig
+    from cxrbench.data.vindr.synthetic import write_synthetic_vindr
 
     base = tmp_path_factory.mktemp("points")
     data = write_synthetic_vindr(base / "vindr", SyntheticConfig(patients=200, size=32, seed=5))

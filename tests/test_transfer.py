@@ -65,10 +65,14 @@ def _labels_of(text) -> list[str]:
 @pytest.fixture(scope="module")
 def roots(tmp_path_factory) -> dict[str, Path]:
     """Small synthetic folders in each dataset's release layout."""
-    from cxrbench.data.synthetic import SyntheticConfig, write_synthetic_vindr
-    from cxrbench.data.synthetic_layouts import write_synthetic_padchest, write_synthetic_paxray, write_synthetic_vindr_ribcxr
-    from cxrbench.data.synthetic_mimic import write_synthetic_mimic_cxr
-    from cxrbench.data.synthetic_nih_chexpert import write_synthetic_chexpert, write_synthetic_nih_cxr14
+    from cxrbench.data.common.synthetic import SyntheticConfig
+    from cxrbench.data.vindr.synthetic import write_synthetic_vindr
+    from cxrbench.data.padchest.synthetic import write_synthetic_padchest
+    from cxrbench.data.paxray.synthetic import write_synthetic_paxray
+    from cxrbench.data.vindr.synthetic import write_synthetic_vindr_ribcxr
+    from cxrbench.data.mimic.synthetic import write_synthetic_mimic_cxr
+    from cxrbench.data.chexpert.synthetic import write_synthetic_chexpert
+    from cxrbench.data.nih.synthetic import write_synthetic_nih_cxr14
 
     base = tmp_path_factory.mktemp("transfer")
     folders = {
@@ -83,7 +87,7 @@ def roots(tmp_path_factory) -> dict[str, Path]:
     folders["chexpert-5"] = folders["chexpert"]
     if _has("brax"):
         from cxrbench.data.brax.synthetic import write_synthetic_brax
-        from cxrbench.data.mimic_cxr import CHEXPERT_LABELS
+        from cxrbench.data.mimic.cxr import CHEXPERT_LABELS
 
         folders["brax"] = _plant_csv(next(write_synthetic_brax(base / "brax", patients=40, size=32).rglob("master_*.csv")),
                                      CHEXPERT_LABELS)

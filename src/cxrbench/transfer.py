@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cxrbench.data.samples import BenchmarkData, present_column
+from cxrbench.data.common.samples import BenchmarkData, present_column
 from cxrbench.errors import DataError
 from cxrbench.specs import BenchmarkSpec, TargetSpec, TransferSpec
 
