@@ -302,6 +302,7 @@ def explain(
     seeds: Optional[int] = Seeds,
     images_per_finding: int = typer.Option(4, help="Attention overlays (PNG) written per finding, first seed."),
     min_overlap: float = typer.Option(0.5, help="A box is hit when the argmax patch overlaps it by this fraction of a patch."),
+    overwrite: bool = typer.Option(False, help="Replace a stored explain run made with other settings (default: refuse it; the same settings are kept)."),
     data_root: Optional[Path] = DataRoot,
     weights: Optional[str] = Weights,
     revision: Optional[str] = Revision,
@@ -319,7 +320,7 @@ def explain(
     pixel_cache: bool = PixelCache,
 ) -> None:
     """RayDINO's explainability: attentive probes per finding; is the most-attended patch on the radiologist's box?
-    Writes OUT/BENCHMARK/ENCODER/explain/ (explain.json, explain.csv, heatmaps/)."""
+    Writes OUT/BENCHMARK/ENCODER/explain/ (metrics.json, explain.csv, heatmaps/); resumes like `run`."""
     _check_request(benchmark, _names(encoder), head, image_size=image_size, out=out)
     from cxrbench.evaluations.localisation import LocalisationEvaluation
     from cxrbench.pipeline import EncoderOptions, MachineOptions, evaluate
@@ -331,7 +332,7 @@ def explain(
     study = StudyOptions(benchmark, data_root, _key_values("--dataset-option", dataset_option), seeds,
                          bootstrap_resamples=bootstrap)
     evaluation = LocalisationEvaluation(out, findings, images_per_finding, min_overlap, head,
-                                        _key_values("--head-param", head_param), not shared_head)
+                                        _key_values("--head-param", head_param), not shared_head, overwrite)
     with progress_bar() as bar:
         results = evaluate(study, evaluation, EncoderOptions(_names(encoder), weights, revision, image_size), machine,
                            RichProgress(bar))

@@ -32,6 +32,9 @@ REQUIRED_COLUMNS = {
 SPLITS = {"train", "val", "test", "unused"}
 #: rounding room when a mean is compared with its interval (both are stored as computed, not rounded)
 INTERVAL_SLACK = 1e-9
+#: an explain run's scored boxes, one row per seed and box (the numbers of its metrics.json are counted from them)
+EXPLAIN_CSV = "explain.csv"
+EXPLAIN_COLUMNS = ("seed", "image_id", "finding", "hit")
 #: metrics.json keys holding one entry per seed
 PER_SEED_KEYS = ("n_train_images", "n_test_images", "n_test_patients", "heads")
 
@@ -65,6 +68,11 @@ def validate_run(folder: Path) -> list[str]:
     if _newer(metrics):
         return problems
     seeds, names = _seeds(metrics), _target_names(metrics.get("targets"))
+    kind = metrics.get("kind") or "run"
+    if kind == "explain":
+        return problems + [f"{EXPLAIN_CSV}: {message}" for message in _csv_problems(folder / EXPLAIN_CSV, seeds)]
+    if kind == "bias":
+        return problems + _bias_run_problems(folder, metrics)
     for name in REQUIRED_COLUMNS:
         columns = required_columns(name, metrics)
         problems += [f"{name}: {message}" for message in _parquet_problems(folder / name, columns, seeds, names)]
@@ -169,6 +177,7 @@ def _consistency_problems(metrics: dict, seeds: set[str] | None, names: set[str]
         for key in PER_SEED_KEYS:
             if isinstance(metrics.get(key), dict) and set(metrics[key]) != seeds:
                 problems.append(f"{key}: {_seed_mismatch(metrics[key], seeds)}")
+    problems += _explain_seed_problems(metrics.get("explain"), seeds)
     summaries = metrics.get("metrics")
     for metric, entries in (summaries.items() if isinstance(summaries, dict) else ()):
         for target, entry in (entries.items() if isinstance(entries, dict) else ()):
@@ -180,6 +189,17 @@ def _consistency_problems(metrics: dict, seeds: set[str] | None, names: set[str]
             if seeds is not None and isinstance(per_seed, dict) and set(per_seed) != seeds:
                 problems.append(f"{where}.per_seed: {_seed_mismatch(per_seed, seeds)}")
     return problems
+
+
+def _explain_seed_problems(explain, seeds: set[str] | None) -> list[str]:
+    """An explain run's per-seed numbers (macro accuracy, each finding's hits) are keyed by exactly its seeds."""
+    if not isinstance(explain, dict) or seeds is None:
+        return []
+    keyed = [(["explain", "macro_accuracy", "per_seed"], (explain.get("macro_accuracy") or {}).get("per_seed"))]
+    findings = explain.get("findings") if isinstance(explain.get("findings"), dict) else {}
+    keyed += [(["explain", "findings", name, "hits"], item.get("hits")) for name, item in findings.items() if isinstance(item, dict)]
+    return [f"{json_path(path)}: {_seed_mismatch(value, seeds)}" for path, value in keyed
+            if isinstance(value, dict) and set(value) != seeds]
 
 
 def _interval_problems(metrics: dict) -> list[str]:
@@ -227,6 +247,39 @@ def _target_names(targets) -> set[str] | None:
 
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+# -- files of explain and bias runs ----------------------------------------------------------------------------
+def _csv_problems(path: Path, seeds: set[str] | None) -> list[str]:
+    """explain.csv is there, readable, with its columns, and holds exactly the run's seeds."""
+    import pandas as pd
+
+    if not path.is_file():
+        return ["missing: the explain run is incomplete; run `cxrbench explain` again with --overwrite."]
+    try:
+        frame = pd.read_csv(path, usecols=lambda c: c in EXPLAIN_COLUMNS)
+    except (OSError, ValueError) as exc:
+        return [f"cannot be read as CSV ({exc}); the file is damaged: run `cxrbench explain` again with --overwrite."]
+    missing = [c for c in EXPLAIN_COLUMNS if c not in frame.columns]
+    if missing:
+        return [f"{', '.join(missing)}: required column(s) missing (it needs {', '.join(EXPLAIN_COLUMNS)})."]
+    stored = {str(s) for s in frame["seed"].unique()}
+    if seeds is not None and frame.size and stored != seeds:
+        return [f"seed: holds seeds {_listed(stored)}, but metrics.json's seeds are {_listed(seeds)}."]
+    return []
+
+
+def _bias_run_problems(folder: Path, metrics: dict) -> list[str]:
+    """Every group run a bias run scored is stored beside it, and its folds are the run's seeds."""
+    bias = metrics.get("bias") if isinstance(metrics.get("bias"), dict) else {}
+    runs = bias.get("runs") if isinstance(bias.get("runs"), dict) else {}
+    problems = [f"metrics.json: bias.runs.{group}: {folder.parent / str(name)} holds no run (no metrics.json); run "
+                "`cxrbench bias` again." for group, name in runs.items() if not (folder.parent / str(name) / "metrics.json").is_file()]
+    seeds = _seeds(metrics)
+    folds = {str(row.get("fold")) for row in bias.get("folds") or [] if isinstance(row, dict)}
+    if seeds is not None and folds and folds != seeds:
+        problems.append(f"metrics.json: bias.folds: has folds {_listed(folds)}, but the run's seeds are {_listed(seeds)}.")
+    return problems
 
 
 # -- parquet files --------------------------------------------------------------------------------------------
