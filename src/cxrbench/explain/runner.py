@@ -43,7 +43,7 @@ from cxrbench.heads.base import FeatureSet, FitReport
 from cxrbench.progress import Progress, SilentProgress
 from cxrbench.registry import registry
 from cxrbench.results.provenance import SCHEMA_VERSION
-from cxrbench.results.store import EXPLAIN, json_writer, text_writer, write_run, yaml_writer
+from cxrbench.results.store import EXPLAIN, METRICS, json_writer, text_writer, write_run, yaml_writer
 from cxrbench.specs import BootstrapSpec, PreprocessSpec
 
 CSV_COLUMNS = [
@@ -362,7 +362,7 @@ def run_explain(
     pictures = _heatmap_writers(test, scored_by_seed[seeds[0]], attention[seeds[0]], findings, preprocessing, grid,
                                 images_per_finding, seeds[0])
     summary["heatmaps"] = sorted(pictures)
-    writers["metrics.json"] = json_writer({"schema_version": SCHEMA_VERSION, "kind": EXPLAIN, **(run or {}),
+    writers[METRICS] = json_writer({"schema_version": SCHEMA_VERSION, "kind": EXPLAIN, **(run or {}),
                                            "explain": plain(summary)})
     if config is not None:
         writers["config.yaml"] = yaml_writer(plain(config))

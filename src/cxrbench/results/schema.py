@@ -21,13 +21,14 @@ from jsonschema import Draft202012Validator, ValidationError
 
 from cxrbench.errors import DataError
 from cxrbench.results.provenance import SCHEMA_VERSION
+from cxrbench.results.store.layout import BIAS, EXPLAIN, METRICS, PREDICTIONS, RUN, SPLITS
 from cxrbench.stats.summary import MACRO
 
 SCHEMA_FILE = Path(__file__).with_name("metrics.schema.json")
 #: columns each parquet file of a run must have (predictions may have more: probabilities, per-case values)
 REQUIRED_COLUMNS = {
-    "predictions.parquet": ("image_id", "patient_id", "seed", "task", "label"),
-    "splits.parquet": ("image_id", "patient_id", "seed", "split"),
+    PREDICTIONS: ("image_id", "patient_id", "seed", "task", "label"),
+    SPLITS: ("image_id", "patient_id", "seed", "split"),
 }
 SPLITS = {"train", "val", "test", "unused"}
 #: rounding room when a mean is compared with its interval (both are stored as computed, not rounded)
@@ -42,16 +43,16 @@ PER_SEED_KEYS = ("n_train_images", "n_test_images", "n_test_patients", "heads")
 def find_runs(path: Path) -> list[Path]:
     """The run folders at `path`: itself when it holds metrics.json (or is one), else every folder below it that
     does, skipping hidden folders (runs being written or left by a killed process) and a run's own subfolders."""
-    if path.is_file() and path.name == "metrics.json":
+    if path.is_file() and path.name == METRICS:
         return [path.parent]
     if not path.is_dir():
         raise DataError(f"{path}: no such folder. Give a run folder (holding metrics.json) or a results folder (--out of "
                         "`cxrbench run`).")
-    if (path / "metrics.json").is_file():
+    if (path / METRICS).is_file():
         return [path]
     runs = []
     for folder, subfolders, files in os.walk(path):
-        if "metrics.json" in files and folder != str(path):
+        if METRICS in files and folder != str(path):
             runs.append(Path(folder))
             subfolders.clear()
         else:
@@ -61,17 +62,17 @@ def find_runs(path: Path) -> list[Path]:
 
 def validate_run(folder: Path) -> list[str]:
     """Every problem of the run folder, each as 'FILE: PATH: what is wrong'; empty when the run is valid."""
-    metrics, problems = _read_metrics(folder / "metrics.json")
+    metrics, problems = _read_metrics(folder / METRICS)
     if metrics is None:
         return problems
     problems += [f"metrics.json: {message}" for message in metrics_problems(metrics)]
     if _newer(metrics):
         return problems
     seeds, names = _seeds(metrics), _target_names(metrics.get("targets"))
-    kind = metrics.get("kind") or "run"
-    if kind == "explain":
+    kind = metrics.get("kind") or RUN
+    if kind == EXPLAIN:
         return problems + [f"{EXPLAIN_CSV}: {message}" for message in _csv_problems(folder / EXPLAIN_CSV, seeds)]
-    if kind == "bias":
+    if kind == BIAS:
         return problems + _bias_run_problems(folder, metrics)
     for name in REQUIRED_COLUMNS:
         columns = required_columns(name, metrics)
@@ -84,7 +85,7 @@ def required_columns(name: str, metrics: dict) -> tuple[str, ...]:
     each image's `score` (segmentation runs store per-case values instead)."""
     targets = metrics.get("targets") if isinstance(metrics.get("targets"), list) else []
     scored = any(isinstance(t, dict) and t.get("kind") != "mask" for t in targets)
-    return REQUIRED_COLUMNS[name] + (("score",) if name == "predictions.parquet" and scored else ())
+    return REQUIRED_COLUMNS[name] + (("score",) if name == PREDICTIONS and scored else ())
 
 
 def metrics_problems(metrics: dict, older_ok: bool = False) -> list[str]:
@@ -274,7 +275,7 @@ def _bias_run_problems(folder: Path, metrics: dict) -> list[str]:
     bias = metrics.get("bias") if isinstance(metrics.get("bias"), dict) else {}
     runs = bias.get("runs") if isinstance(bias.get("runs"), dict) else {}
     problems = [f"metrics.json: bias.runs.{group}: {folder.parent / str(name)} holds no run (no metrics.json); run "
-                "`cxrbench bias` again." for group, name in runs.items() if not (folder.parent / str(name) / "metrics.json").is_file()]
+                "`cxrbench bias` again." for group, name in runs.items() if not (folder.parent / str(name) / METRICS).is_file()]
     seeds = _seeds(metrics)
     folds = {str(row.get("fold")) for row in bias.get("folds") or [] if isinstance(row, dict)}
     if seeds is not None and folds and folds != seeds:

@@ -83,6 +83,16 @@ def efficiency_files(out: Path, benchmark: str, metric: str) -> dict[str, Path]:
     return {suffix: stem.with_name(f"{stem.name}.{suffix}") for suffix in ("md", "csv", "png")}
 
 
+def efficiency_pictures(out: Path, benchmark: str) -> list[Path]:
+    """The label-efficiency figures `cxrbench curve` wrote for a benchmark, one per metric."""
+    return sorted(benchmark_folder(out, benchmark).glob("efficiency_*.png"))
+
+
+def comparison_files(out: Path, benchmark: str) -> list[Path]:
+    """The comparison CSVs `cxrbench compare` wrote for a benchmark (hidden names are work in progress)."""
+    return sorted(p for p in comparisons_folder(out, benchmark).glob("*.csv") if not p.name.startswith("."))
+
+
 def benchmark_table_stem(out: Path, benchmark: str, metric: str, versus: str | None = None) -> Path:
     """`cxrbench table BENCHMARK`'s files without their suffix (.md, .csv, .tex)."""
     return benchmark_folder(out, benchmark) / (f"table_{metric}" + (f"_vs_{path_part(versus)}" if versus else ""))

@@ -143,11 +143,10 @@ def run_kind(metrics: dict) -> str:
     return str(metrics.get("kind") or RUN)
 
 
-def stored_runs(out: Path, benchmark: str, kind: str = RUN) -> list[StoredRun]:
-    """Every complete run of `benchmark` under `out` of `kind` (folders holding metrics.json), each read by
-    `load_metrics`: one that cannot be trusted stops the table with its file and problem named, instead of becoming
-    a row."""
-    if kind not in RUN_KINDS:
+def stored_runs(out: Path, benchmark: str, kind: str | None = RUN) -> list[StoredRun]:
+    """Every complete run of `benchmark` under `out` of `kind` (None: of every kind), each read by `load_metrics`: one
+    that cannot be trusted stops the table with its file and problem named, instead of becoming a row."""
+    if kind is not None and kind not in RUN_KINDS:
         raise ValueError(f"unknown run kind {kind!r}")
     runs = []
     for metrics_path in sorted(benchmark_folder(out, benchmark).glob(f"*/*/{METRICS}")):
@@ -155,7 +154,7 @@ def stored_runs(out: Path, benchmark: str, kind: str = RUN) -> list[StoredRun]:
         if folder.name.startswith(".") or folder.parent.name.startswith("."):
             continue
         run = StoredRun(benchmark, folder, load_metrics(folder))
-        if run.kind == kind:
+        if kind is None or run.kind == kind:
             runs.append(run)
     return runs
 
