@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import platform
 import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+import cxrbench
 from cxrbench.data.groups import group_column
 from cxrbench.data.splits import ALL_GROUPS
 from cxrbench.errors import CxrbenchError
@@ -51,7 +53,7 @@ from cxrbench.files import atomic_bytes, atomic_text
 from cxrbench.registry import metric as registered_metric
 from cxrbench.registry import metric_spec
 from cxrbench.results.labels import variant_text
-from cxrbench.results.provenance import SCHEMA_VERSION
+from cxrbench.results.provenance import SCHEMA_VERSION, command_line, git_info, package_versions
 from cxrbench.results.store import (BIAS, METRICS, StoredRun, bias_files, bias_folder, csv_writer, json_writer,
                                     refuse_other_settings, resume_decision, split_manifests, stored_runs, text_writer,
                                     write_run)
@@ -329,7 +331,7 @@ def _write_bias_run(folder: Path, model: BiasRuns, identity: dict, attribute: st
     metrics = {
         "schema_version": SCHEMA_VERSION, "kind": BIAS, "benchmark": first.benchmark, "encoder": first.encoder,
         "head": first.head, "tag": first.tag, "seeds": sorted(int(f) for f in scores["fold"].unique()),
-        "run_identity": identity,
+        "run_identity": identity, "provenance": _provenance(first),
         "bias": {"attribute": attribute, "metric": metric, "groups": list(order),
                  "runs": {group: run.folder.name for group, run in sorted(model.runs.items())},
                  "folds": [{"train_group": r.train_group, "test_group": r.test_group, "fold": int(r.fold),
@@ -344,6 +346,13 @@ def _write_bias_run(folder: Path, model: BiasRuns, identity: dict, attribute: st
                        "table.md": text_writer(heading + to_markdown(table, "model · training group"))},
               check=lambda stored: refuse_other_settings(folder, stored, identity, overwrite, at_write=True))
     return metrics
+
+
+def _provenance(run: StoredRun) -> dict:
+    """A bias run's provenance: the software that scored it now, and the weights and data of its group runs (`run`:
+    one of them; every group run of a model shares its weights and data set)."""
+    return {**(run.metrics.get("provenance") or {}), "cxrbench": cxrbench.__version__, "git": git_info(),
+            "packages": package_versions(), "platform": platform.platform(), "command": command_line()}
 
 
 def stored_scores(runs: Sequence[StoredRun]) -> pd.DataFrame:
