@@ -50,6 +50,9 @@ CSV_COLUMNS = [
     "seed", "image_id", "finding", "csv_row", "x_min", "y_min", "x_max", "y_max", "status",
     *INPUT_COLUMNS, "argmax_row", "argmax_col", "attention_max", "overlap_fraction", "hit",
 ]
+#: the order of an explain summary's keys (as explain.json had them before explain runs were ordinary runs)
+SUMMARY_ORDER = ("split", "n_test_images", "n_images_with_boxes", "protocol", "seeds", "std_ddof", "macro_accuracy",
+                 "findings", "left_out", "published")
 PROTOCOL = {
     "source": "RayDINO (Moutakanni et al. 2024), Methods, 'Explainability'; headline: VinDr-CXR macro accuracy 52.6",
     "probe": "attentive pooling, one learned query per finding over the patch tokens, trained on the training split "
@@ -280,41 +283,75 @@ def run_explain(
     lock, to replace a run of other settings. Writes `folder` atomically and returns the summary.
     """
     findings = list(findings)
-    if not findings:
-        raise CxrbenchError("No finding to explain.")
     if images_per_finding < 0:
         raise CxrbenchError(f"--images-per-finding must be 0 or more, got {images_per_finding}.")
-    attention = {0: attention} if isinstance(attention, np.ndarray) else dict(attention)
-    if not attention:
-        raise CxrbenchError("No attention maps given (no seed).")
     test = data.samples.loc[data.samples["split"] == "test"].reset_index(drop=True)
-    for seed, maps in attention.items():
-        attention[seed] = check_attention(maps, len(test), len(findings))
-    shapes = {maps.shape[2:] for maps in attention.values()}
-    if len(shapes) != 1:
-        raise CxrbenchError(f"The seeds' attention maps have different grids: {sorted(shapes)}.")
-    grid_h, grid_w = shapes.pop()
+    attention, (grid_h, grid_w) = _checked_attention(attention, len(test), findings)
     boxes = data.boxes if boxes is None else boxes
     if boxes is None:
         raise CxrbenchError(f"Benchmark '{data.name}' supplies no test boxes to score attention maps against.")
     placed, left_out, input_size = place_boxes(test, boxes, findings, preprocessing, sizes)
     grid = PatchGrid.for_input(grid_h, grid_w, patch_stride, input_size)
     missing = [f for f in findings if not (placed["finding"] == f).any()]
+    scored_by_seed = {seed: score_boxes(placed, attention[seed], grid.stride, min_overlap) for seed in sorted(attention)}
+    summary, table = _summary(test, scored_by_seed, findings, bootstrap or BootstrapSpec(), info)
+    summary["protocol"] = {**PROTOCOL, "min_overlap": min_overlap, "patch_stride": grid.stride,
+                           "input_size": list(input_size), "grid": [grid.rows, grid.cols]}
+    summary["left_out"] = {**left_out, "findings_without_test_boxes": missing}
+    summary["published"] = published_explainability()
+    summary = {**(info or {}), **{key: summary[key] for key in SUMMARY_ORDER}}  # explain.json's key order
 
-    seeds = sorted(attention)
-    scored_by_seed: dict[int, pd.DataFrame] = {}
-    per_seed: dict[int, pd.DataFrame] = {}
-    for seed in seeds:
-        scored = score_boxes(placed, attention[seed], grid.stride, min_overlap)
-        scored_by_seed[seed] = scored
-        per_seed[seed] = finding_accuracy(scored, findings)
+    csv = pd.concat([s.assign(seed=seed) for seed, s in scored_by_seed.items()], ignore_index=True)
+    csv = csv[CSV_COLUMNS].sort_values(["seed", "finding", "image_id", "csv_row"], kind="stable").reset_index(drop=True)
+    first = min(scored_by_seed)
+    pictures = _heatmap_writers(test, scored_by_seed[first], attention[first], findings, preprocessing, grid,
+                                images_per_finding, first)
+    summary["heatmaps"] = sorted(pictures)
+    writers = {"explain.csv": lambda path: csv.to_csv(path, index=False),
+               METRICS: json_writer({"schema_version": SCHEMA_VERSION, "kind": EXPLAIN, **(run or {}),
+                                     "explain": plain(summary)})}
+    if config is not None:
+        writers["config.yaml"] = yaml_writer(plain(config))
+    writers["table.md"] = text_writer(explain_markdown(summary))
+    advance = progress.task(f"writing {len(pictures)} attention overlays", len(pictures))
+
+    def counted(write):
+        def run(path: Path) -> None:
+            write(path)
+            advance(1)
+        return run
+
+    writers.update({name: counted(write) for name, write in pictures.items()})
+    write_run(Path(folder), writers, check=check, on_wait=progress.note)
+    return ExplainResult(str((info or {}).get("encoder", "")), str((info or {}).get("head", "")), Path(folder),
+                         json.loads(json.dumps(plain(summary))), table, csv)
+
+
+def _checked_attention(attention, n_test: int, findings: list[str]) -> tuple[dict[int, np.ndarray], tuple[int, int]]:
+    """The attention maps by seed, each checked against the test split and the findings, and their one grid (H, W)."""
+    if not findings:
+        raise CxrbenchError("No finding to explain.")
+    attention = {0: attention} if isinstance(attention, np.ndarray) else dict(attention)
+    if not attention:
+        raise CxrbenchError("No attention maps given (no seed).")
+    for seed, maps in attention.items():
+        attention[seed] = check_attention(maps, n_test, len(findings))
+    shapes = {maps.shape[2:] for maps in attention.values()}
+    if len(shapes) != 1:
+        raise CxrbenchError(f"The seeds' attention maps have different grids: {sorted(shapes)}.")
+    return attention, shapes.pop()
+
+
+def _summary(test: pd.DataFrame, scored_by_seed: dict[int, pd.DataFrame], findings: list[str], bootstrap: BootstrapSpec,
+             info: dict | None) -> tuple[dict, pd.DataFrame]:
+    """Per finding and seed the boxes, hits and accuracy, the macro accuracy per seed, over seeds and its bootstrap
+    interval (test `units` resampled: patients, or images without patient ids); and the per-finding table."""
+    seeds = sorted(scored_by_seed)
+    per_seed = {seed: finding_accuracy(scored_by_seed[seed], findings) for seed in seeds}
     macros = {seed: macro_accuracy(per_seed[seed]) for seed in seeds}
-
-    bootstrap = bootstrap or BootstrapSpec()
     unit = "patient_id" if bootstrap.unit == "patient" and "patient_id" in test else "image_id"
     units = pd.Series(test[unit].astype(str).to_numpy(), index=test["image_id"].astype(str))
     ci = bootstrap_macro(scored_by_seed, findings, units, bootstrap.resamples, bootstrap.confidence, bootstrap.seed)
-
     first = per_seed[seeds[0]]
     accuracy = pd.DataFrame({s: per_seed[s]["accuracy"] for s in seeds})
     table = pd.DataFrame({
@@ -327,8 +364,6 @@ def run_explain(
         "n_test_images": len(test),
         # distinct test images with a scored box of any finding (an image with two findings counts once)
         "n_images_with_boxes": int(scored_by_seed[seeds[0]].loc[lambda f: f["hit"].notna(), "image_id"].nunique()),
-        "protocol": {**PROTOCOL, "min_overlap": min_overlap, "patch_stride": grid.stride,
-                     "input_size": list(input_size), "grid": [grid.rows, grid.cols]},
         "seeds": seeds,
         "std_ddof": 1,
         "macro_accuracy": {
@@ -351,34 +386,8 @@ def run_explain(
             }
             for name in findings
         },
-        "left_out": {**left_out, "findings_without_test_boxes": missing},
-        "published": published_explainability(),
     }
-
-    csv = pd.concat([s.assign(seed=seed) for seed, s in scored_by_seed.items()], ignore_index=True)
-    csv = csv[CSV_COLUMNS].sort_values(["seed", "finding", "image_id", "csv_row"], kind="stable").reset_index(drop=True)
-
-    writers = {"explain.csv": lambda path: csv.to_csv(path, index=False)}
-    pictures = _heatmap_writers(test, scored_by_seed[seeds[0]], attention[seeds[0]], findings, preprocessing, grid,
-                                images_per_finding, seeds[0])
-    summary["heatmaps"] = sorted(pictures)
-    writers[METRICS] = json_writer({"schema_version": SCHEMA_VERSION, "kind": EXPLAIN, **(run or {}),
-                                           "explain": plain(summary)})
-    if config is not None:
-        writers["config.yaml"] = yaml_writer(plain(config))
-    writers["table.md"] = text_writer(explain_markdown(summary))
-    advance = progress.task(f"writing {len(pictures)} attention overlays", len(pictures))
-
-    def counted(write):
-        def run(path: Path) -> None:
-            write(path)
-            advance(1)
-        return run
-
-    writers.update({name: counted(write) for name, write in pictures.items()})
-    write_run(Path(folder), writers, check=check, on_wait=progress.note)
-    return ExplainResult(str((info or {}).get("encoder", "")), str((info or {}).get("head", "")), Path(folder),
-                         json.loads(json.dumps(plain(summary))), table, csv)
+    return summary, table
 
 
 def _heatmap_writers(test, scored, attention, findings, preprocessing, grid, per_finding, seed) -> dict:
