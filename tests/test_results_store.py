@@ -71,7 +71,7 @@ def test_an_explain_run_resumes_refuses_other_settings_and_is_found(vindr_root, 
     again = _explain(vindr_root, tmp_path)  # the same settings: kept, nothing trained or written
     assert again.resumed and (folder / "metrics.json").stat().st_mtime_ns == stamp
     assert again.summary == metrics["explain"] and again.headline == first.headline
-    with pytest.raises(DataError, match=r"other settings \(min_overlap differ\).*--overwrite"):
+    with pytest.raises(DataError, match=r"other settings \(min_overlap differ\)\. Write to another --out or pass --overwrite"):
         _explain(vindr_root, tmp_path, min_overlap=0.25)
     assert (folder / "metrics.json").stat().st_mtime_ns == stamp
     replaced = _explain(vindr_root, tmp_path, min_overlap=0.25, overwrite=True)

@@ -94,7 +94,7 @@ class LocalisationEvaluation:
         self.identity = self._identity(study, encoder, feature_numerics(settings.precision, settings.pixel_cache))
         from cxrbench.console import warn
 
-        self.stored = resume_decision(self.folder, self.identity, self.overwrite, warn)
+        self.stored = resume_decision(self.folder, self.identity, self.overwrite, warn, tagged=False)
         return self.stored is None
 
     def _identity(self, study: Study, encoder: Encoder, numerics: dict) -> dict:
@@ -142,7 +142,8 @@ class LocalisationEvaluation:
             run={"benchmark": spec.name, "encoder": encoder.spec.name, "head": self.head, "tag": None, "seeds": study.seeds,
                  "run_identity": self.identity,
                  "provenance": provenance(encoder.weights, data.samples, list(data.tasks), study.manifests[None], data.root)},
-            check=lambda stored: refuse_other_settings(self.folder, stored, self.identity, self.overwrite, at_write=True),
+            check=lambda stored: refuse_other_settings(self.folder, stored, self.identity, self.overwrite, at_write=True,
+                                                       tagged=False),
         )
         return [result]
 

@@ -81,7 +81,8 @@ def _restore_retired(folder: Path, note: Callable[[str], None] | None) -> None:
             note(f"restored {folder} from {retired[-1].name}: a process was stopped while replacing that run.")
 
 
-def resume_decision(folder: Path, identity: dict, overwrite: bool, note: Callable[[str], None] | None = None) -> dict | None:
+def resume_decision(folder: Path, identity: dict, overwrite: bool, note: Callable[[str], None] | None = None,
+                    tagged: bool = True) -> dict | None:
     """Before any work: the stored metrics.json when `folder` holds this very run (the same `run_identity` and this
     cxrbench's schema version): keep it, train nothing. None when nothing is stored, or when a run of other settings
     may be replaced (`overwrite`); a run of other settings without `overwrite` is refused (`refuse_other_settings`)."""
@@ -91,14 +92,16 @@ def resume_decision(folder: Path, identity: dict, overwrite: bool, note: Callabl
         return None
     if stored.get("run_identity") == identity and stored.get("schema_version") == SCHEMA_VERSION:
         return stored
-    refuse_other_settings(folder, stored, identity, overwrite)
+    refuse_other_settings(folder, stored, identity, overwrite, tagged=tagged)
     return None
 
 
-def refuse_other_settings(folder: Path, stored: dict | None, identity: dict, overwrite: bool, at_write: bool = False) -> None:
+def refuse_other_settings(folder: Path, stored: dict | None, identity: dict, overwrite: bool, at_write: bool = False,
+                          tagged: bool = True) -> None:
     """Refuse to replace `stored` (a metrics.json of `folder`, or None) by a run of `identity`, unless `overwrite` or
     the identities agree. Called before any work and again under the folder's lock when writing (`at_write`): another
-    process may have stored a run there meanwhile, and two results must never silently become one."""
+    process may have stored a run there meanwhile, and two results must never silently become one. `tagged`: the
+    command has --tag (explain has not), so the message offers it."""
     if overwrite or stored is None:
         return
     previous = stored.get("run_identity")
@@ -109,8 +112,9 @@ def refuse_other_settings(folder: Path, stored: dict | None, identity: dict, ove
                  "trains the heads)") if at_write else ""
     found, asked = run_variant(previous), run_variant(identity)
     kinds = f": it holds {found.describe()}, this run is {asked.describe()}" if found != asked else ""
-    raise DataError(f"{folder} holds a run with other settings ({', '.join(differing)} differ){kinds}{meanwhile}. Name "
-                    "this run with --tag NAME, write to another --out, or pass --overwrite to replace it.")
+    fix = ("Name this run with --tag NAME, write to another --out," if tagged else "Write to another --out")
+    raise DataError(f"{folder} holds a run with other settings ({', '.join(differing)} differ){kinds}{meanwhile}. {fix} "
+                    "or pass --overwrite to replace it.")
 
 
 def yaml_writer(data: dict) -> Callable[[Path], None]:
