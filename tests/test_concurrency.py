@@ -15,7 +15,7 @@ import pytest
 
 from cxrbench.errors import DataError
 from cxrbench.features.cache import FeatureStore, list_stores
-from cxrbench.results import store as store_module
+from cxrbench.results.store import writing as store_module
 from cxrbench.results.store import recover_run, write_run
 
 CLI = [sys.executable, "-c", "from cxrbench.cli import main; main()"]

@@ -214,7 +214,7 @@ def test_run_explain_writes_json_csv_and_valid_pngs(tiny, tmp_path):
                  1: _peaked(3, 2, 8, 8, {(0, 0): (7, 7), (1, 0): (7, 7), (1, 1): (0, 7)})}
     folder = tmp_path / "out/vindr/enc/explain"
     result = run_explain(data, ["A", "B"], attention, spec, 4, folder, images_per_finding=2, info={"encoder": "enc"})
-    summary = json.loads((folder / "explain.json").read_text())
+    summary = json.loads((folder / "metrics.json").read_text())["explain"]
     # seed 0: img0's two A boxes -> argmax (0, 0) hits the first only; img1's A box (x 0..30 -> 0..10, y 0..32) hits
     # seed 1: argmax (7, 7): img0's second A box (20..32) hits; img1's A box misses
     assert summary["findings"]["A"]["boxes"] == 3 and summary["findings"]["A"]["hits"] == {"0": 2, "1": 1}
@@ -299,7 +299,9 @@ def test_explain_benchmark_on_synthetic_vindr(vindr_root, tmp_path):
                          EncoderOptions(["pixels"]), MachineOptions(tmp_path / "cache"))
     folder = tmp_path / "out/vindr/pixels/explain"
     assert result.folder == folder
-    summary = json.loads((folder / "explain.json").read_text())
+    metrics = json.loads((folder / "metrics.json").read_text())
+    summary = metrics["explain"]
+    assert metrics["kind"] == "explain" and metrics["run_identity"]["seeds"] == [0, 1]
     boxed = set(pd.read_csv(vindr_root / "annotations/annotations_test.csv")["class_name"])
     assert set(summary["findings"]) == boxed and "Tuberculosis" not in boxed  # the generator draws no TB boxes
     assert summary["protocol"]["grid"] == [8, 8] and summary["protocol"]["patch_stride"] == 4
@@ -311,7 +313,7 @@ def test_explain_benchmark_on_synthetic_vindr(vindr_root, tmp_path):
     csv = pd.read_csv(folder / "explain.csv")
     assert set(csv["seed"]) == {0, 1} and len(csv) == 2 * sum(i["boxes"] for i in summary["findings"].values())
     assert len(list(folder.glob("heatmaps/*/*.png"))) == len(boxed)
-    assert (folder / "config.yaml").is_file() and not (folder / "metrics.json").exists()
+    assert (folder / "config.yaml").is_file() and not (folder / "explain.json").exists()
 
 
 def test_explain_command(vindr_root, tmp_path):
@@ -322,7 +324,7 @@ def test_explain_command(vindr_root, tmp_path):
     assert result.exit_code == 0, result.output
     assert "Cardiomegaly" in result.output and "macro accuracy" in result.output and "52.6" in result.output
     assert "vindr explainability · pixels (synthetic data) / attentive" in " ".join(result.output.split())  # its label
-    summary = json.loads((tmp_path / "out/vindr/pixels/explain/explain.json").read_text())
+    summary = json.loads((tmp_path / "out/vindr/pixels/explain/metrics.json").read_text())["explain"]
     assert list(summary["findings"]) == ["Cardiomegaly", "Nodule/Mass"] and summary["heatmaps"] == []
     bad = CliRunner().invoke(app, [*args, "--findings", "Tuberculosis"])
     assert bad.exit_code == 2 and "no box" in bad.output

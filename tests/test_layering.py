@@ -22,9 +22,11 @@ LAYERS: list[tuple[frozenset[str], bool]] = [
     (frozenset({"metrics"}), False),
     (frozenset({"registry"}), False),
     (frozenset({"data", "encoders", "heads"}), False),
+    (frozenset({"transfer"}), False),
     (frozenset({"study", "features", "stats"}), False),
     (frozenset({"training"}), False),
     (frozenset({"results"}), False),
+    (frozenset({"tables"}), False),
     (frozenset({"explain"}), False),
     (frozenset({"evaluations"}), False),
     (frozenset({"report", "launchers"}), False),
@@ -38,11 +40,7 @@ LAYERS: list[tuple[frozenset[str], bool]] = [
 DATA_LAYERS = [frozenset({"common"}), frozenset({"groups"}), frozenset({"splits"})]
 
 #: known exceptions, each with the reason it stands and who removes it
-EXCEPTIONS = {
-    # a loader that asks the registry and the study for two other benchmarks: the transfer study (issue 23) composes
-    # them at the study level instead, and this file then leaves data/
-    "cxrbench.data.paxray_transfer": "issue 23: transfer benchmarks are composed at the study level",
-}
+EXCEPTIONS: dict[str, str] = {}
 
 
 def _module_name(path: Path) -> str:

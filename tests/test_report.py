@@ -25,12 +25,12 @@ from cxrbench.metrics.calibration import ExpectedCalibrationError
 from cxrbench.registry import benchmark_spec
 from cxrbench.report import write_report
 from cxrbench.report.build import MARKER
-from cxrbench.report.collect import EXPLAIN_FOLDER, HEATMAPS_PER_EXPLAIN, OVERLAYS_PER_RUN
+from cxrbench.report.collect import HEATMAPS_PER_EXPLAIN, OVERLAYS_PER_RUN
 from cxrbench.report.comparisons import COLUMNS, read_comparison
 from cxrbench.results.comparisons import TEST_NOTES
 from cxrbench.report.curves import FPR_GRID, RECALL_GRID, binary_curves
 from cxrbench.report.reliability import run_reliability
-from cxrbench.results.store import json_writer, parquet_writer, run_folder, write_run
+from cxrbench.results.store import explain_folder, json_writer, parquet_writer, run_folder, write_run
 from cxrbench.specs import BootstrapSpec, TargetSpec
 
 CHROMIUM = next((found for name in ("chromium", "chromium-browser", "google-chrome") if (found := shutil.which(name))), None)
@@ -117,14 +117,13 @@ def store(vindr_root, tmp_path_factory) -> Path:
     for i in range(OVERLAYS_PER_RUN + 2):
         _png(folder / "overlays" / f"case{i}.png", (0, 40 * i, 0))
 
-    explain = out / "vindr" / "pixels" / EXPLAIN_FOLDER
-    explain.mkdir(parents=True)
-    (explain / "explain.json").write_text(json.dumps({
-        "encoder": "pixels", "head": "attentive", "seeds": [0, 1], "n_images_with_boxes": 12,
-        "macro_accuracy": {"mean": 0.4, "std": 0.05, "ci_low": 0.3, "ci_high": 0.5},
-        "findings": {"Cardiomegaly": {"boxes": 5, "images": 5, "accuracy_mean": 0.6, "accuracy_std": 0.1},
-                     "Aortic enlargement": {"boxes": 7, "images": 7, "accuracy_mean": 0.2, "accuracy_std": 0.0}}}))
-    (explain / "config.yaml").write_text("benchmark: {synthetic_data: true}\nencoder: {weights: 'sha256:0'}\n")
+    summary = {"encoder": "pixels", "head": "attentive", "seeds": [0, 1], "n_images_with_boxes": 12,
+               "macro_accuracy": {"mean": 0.4, "std": 0.05, "ci_low": 0.3, "ci_high": 0.5},
+               "findings": {"Cardiomegaly": {"boxes": 5, "images": 5, "accuracy_mean": 0.6, "accuracy_std": 0.1},
+                            "Aortic enlargement": {"boxes": 7, "images": 7, "accuracy_mean": 0.2, "accuracy_std": 0.0}}}
+    explain = write_run(explain_folder(out, "vindr", "pixels"), {"metrics.json": json_writer({
+        "kind": "explain", "benchmark": "vindr", "encoder": "pixels", "head": "attentive", "seeds": [0, 1],
+        "run_identity": {"weights": "sha256:0", "synthetic_data": True}, "explain": summary})})
     for finding in ("Cardiomegaly", "Aortic enlargement"):
         for i in range(HEATMAPS_PER_EXPLAIN):
             _png(explain / "heatmaps" / finding / f"image{i}.png", (200, 10 * i, 0))
@@ -264,12 +263,6 @@ def test_rewrite_replaces_a_report_and_refuses_other_folders(tmp_path):
     inside = write_report(store, store / "report")  # the default place: never read as a benchmark of its own
     again = write_report(store, store / "report")
     assert inside == again and [h.get("id") for h in _Page(again.read_text()).of("h2")] == ["paper-tables", "b0-vindr"]
-
-
-def test_explain_folder_is_the_runners():
-    from cxrbench.explain.runner import EXPLAIN_FOLDER as RUNNER_FOLDER
-
-    assert EXPLAIN_FOLDER == RUNNER_FOLDER
 
 
 def test_comparison_csv_is_checked(tmp_path):

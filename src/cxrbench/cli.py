@@ -302,6 +302,7 @@ def explain(
     seeds: Optional[int] = Seeds,
     images_per_finding: int = typer.Option(4, help="Attention overlays (PNG) written per finding, first seed."),
     min_overlap: float = typer.Option(0.5, help="A box is hit when the argmax patch overlaps it by this fraction of a patch."),
+    overwrite: bool = typer.Option(False, help="Replace a stored explain run made with other settings (default: refuse it; the same settings are kept)."),
     data_root: Optional[Path] = DataRoot,
     weights: Optional[str] = Weights,
     revision: Optional[str] = Revision,
@@ -319,7 +320,7 @@ def explain(
     pixel_cache: bool = PixelCache,
 ) -> None:
     """RayDINO's explainability: attentive probes per finding; is the most-attended patch on the radiologist's box?
-    Writes OUT/BENCHMARK/ENCODER/explain/ (explain.json, explain.csv, heatmaps/)."""
+    Writes OUT/BENCHMARK/ENCODER/explain/ (metrics.json, explain.csv, heatmaps/); resumes like `run`."""
     _check_request(benchmark, _names(encoder), head, image_size=image_size, out=out)
     from cxrbench.evaluations.localisation import LocalisationEvaluation
     from cxrbench.pipeline import EncoderOptions, MachineOptions, evaluate
@@ -331,7 +332,7 @@ def explain(
     study = StudyOptions(benchmark, data_root, _key_values("--dataset-option", dataset_option), seeds,
                          bootstrap_resamples=bootstrap)
     evaluation = LocalisationEvaluation(out, findings, images_per_finding, min_overlap, head,
-                                        _key_values("--head-param", head_param), not shared_head)
+                                        _key_values("--head-param", head_param), not shared_head, overwrite)
     with progress_bar() as bar:
         results = evaluate(study, evaluation, EncoderOptions(_names(encoder), weights, revision, image_size), machine,
                            RichProgress(bar))
@@ -742,22 +743,23 @@ def table(
 def _all_layouts(out: Path, check: bool) -> None:
     from cxrbench.results.check import check_committed, layout_tables
     from cxrbench.tables.output import write_paper_table
+    from cxrbench.results.store import paper_table_stem, tables_folder
 
     if check:
         report = check_committed(out)
         for problem in report.problems:
             error(problem)
         if report.problems:
-            raise CxrbenchError(f"{len(report.problems)} difference(s) between the committed tables under {out / 'tables'} "
+            raise CxrbenchError(f"{len(report.problems)} difference(s) between the committed tables under {tables_folder(out)} "
                                 "and the stored predictions. Regenerate with `cxrbench table --all` (after checking why).")
         say(f"ok: {report.runs} runs' metrics recomputed from their predictions and {report.tables} tables regenerated "
-            f"match {out / 'tables'}")
+            f"match {tables_folder(out)}")
         return
     tables = layout_tables(out)
     if not tables:
         raise CxrbenchError(f"No stored run under {out} belongs to a paper layout. Run `cxrbench reproduce TABLE` first.")
     for name, table in tables.items():
-        paths = write_paper_table(table, out / "tables" / name)
+        paths = write_paper_table(table, paper_table_stem(out, name))
         say(f"{name}: " + ", ".join(str(path) for path in paths.values()))
 
 
@@ -766,6 +768,7 @@ def _show_layout(name: str, out: Path, diff: bool, versus: Optional[str] = None)
     from cxrbench.tables.output import write_paper_table
     from cxrbench.tables.paper import table_from_store
     from cxrbench.tables.recipes import get_layout
+    from cxrbench.results.store import paper_table_stem
 
     paper_layout = get_layout(name)
     result = table_from_store(paper_layout, out, diff=diff, versus=versus)
@@ -775,7 +778,7 @@ def _show_layout(name: str, out: Path, diff: bool, versus: Optional[str] = None)
     for line in result.notes:
         note(line)
     _show_deviations(result.deviations, name)
-    paths = write_paper_table(result, out / "tables" / (f"{name}_vs_{versus}" if versus else name))
+    paths = write_paper_table(result, paper_table_stem(out, f"{name}_vs_{versus}" if versus else name))
     say("tables: " + ", ".join(str(path) for path in paths.values()))
 
 
@@ -818,8 +821,8 @@ def compare(
     from cxrbench.results.comparisons import TEST_NOTES, compare_runs, reference_run
     from cxrbench.results.efficiency import full_data_runs
     from cxrbench.results.labels import encoder_label, notes_of
-    from cxrbench.results.store import stored_runs
     from cxrbench.tables.markdown import to_markdown
+    from cxrbench.results.store import comparison_stem, stored_runs
 
     spec = benchmark_spec(benchmark)
     metric = metric or spec.primary_metric
@@ -845,7 +848,7 @@ def compare(
         terminal.columns = ["difference [CI]", "p boot", "p DeLong", "p t", "p adj", "verdict"]
         terminal = terminal.loc[:, (terminal != "–").any()]  # a test that does not apply (DeLong off AUROC) is left out
         print_table(terminal, pair, "target")
-    stem = out / benchmark / "comparisons" / f"{metric}_vs_{names[0]}"
+    stem = comparison_stem(out, benchmark, metric, names[0])
     atomic_text(stem.with_suffix(".csv"), frame.to_csv(index=False))
     notes = "".join(f"- {note}\n" for note in TEST_NOTES)
     atomic_text(stem.with_suffix(".md"), f"# {title}\n\n" + to_markdown(shown, "comparison") + f"\n\n{notes}")
@@ -989,9 +992,10 @@ def report(
     ROC / PR curves with bootstrap bands, reliability diagrams, label efficiency, explain heatmaps, overlays):
     open DEST/index.html, no server needed."""
     from cxrbench.report import write_report
+    from cxrbench.results.store import report_folder
 
     with progress_bar() as bar:
-        index = write_report(out, dest or out / "report", RichProgress(bar))
+        index = write_report(out, dest or report_folder(out), RichProgress(bar))
     say(f"report: {index}")
 
 
@@ -1038,7 +1042,6 @@ def bias(
     from cxrbench.pipeline import EncoderOptions, MachineOptions, evaluate
     from cxrbench.registry import benchmark_spec
     from cxrbench.results.bias import write_bias
-    from cxrbench.results.store import stored_runs
     from cxrbench.study import StudyOptions
 
     spec = benchmark_spec(benchmark)
@@ -1064,7 +1067,7 @@ def bias(
     with progress_bar() as bar:
         evaluate(study, evaluation, EncoderOptions(_names(encoder), weights, revision, image_size), machine, RichProgress(bar))
     title = f"{spec.title}: heads trained on one {attribute} group, scored on each"
-    _, _, table, paths = write_bias(out, benchmark, stored_runs(out, benchmark), attribute, chosen, group.names, title)
+    _, _, table, paths = write_bias(out, benchmark, attribute, chosen, group.names, title, overwrite, warn)
     print_table(table, f"{title}\nmean ± std over folds", "model · training group")
     say(f"bias: {paths['md']}, {paths['png']}")
 
@@ -1092,9 +1095,9 @@ def curve(
 def _show_comparison(benchmark: str, out: Path, metric: Optional[str], versus: Optional[str] = None) -> None:
     from cxrbench.files import atomic_text
     from cxrbench.registry import benchmark_spec, metric_spec
-    from cxrbench.results.store import stored_runs
     from cxrbench.tables.markdown import to_markdown
     from cxrbench.tables.runs import comparison_long_table, comparison_table
+    from cxrbench.results.store import benchmark_table_stem, stored_benchmarks, stored_runs
 
     spec = benchmark_spec(benchmark)
     metric = metric or spec.primary_metric
@@ -1106,7 +1109,7 @@ def _show_comparison(benchmark: str, out: Path, metric: Optional[str], versus: O
     if not runs:
         demo_runs = DEFAULT_DEMO_DIR / "results"
         hint = (f" The demo's runs are in {demo_runs}: `cxrbench table {benchmark} --out {demo_runs}`."
-                if out != demo_runs and any((demo_runs / benchmark).glob("*/*/metrics.json")) else "")
+                if out != demo_runs and benchmark in stored_benchmarks(demo_runs) else "")
         raise CxrbenchError(f"No stored runs of '{benchmark}' under {out}.{hint} Run `cxrbench run {benchmark} --encoder NAME "
                             f"--out {out}` first.")
     if not any(metric in run.metrics.get("metrics", {}) for run in runs):
@@ -1119,7 +1122,7 @@ def _show_comparison(benchmark: str, out: Path, metric: Optional[str], versus: O
     title = f"{spec.title}: {metric_spec(metric).heading}"
     print_table(frame, f"{title}\n{VALUES}", "model")
     title += f" ({VALUES})"
-    stem = out / benchmark / f"table_{metric}"
+    stem = benchmark_table_stem(out, benchmark, metric)
     atomic_text(stem.with_suffix(".md"), f"# {title}\n\n" + to_markdown(frame, "model"))
     atomic_text(stem.with_suffix(".csv"), comparison_long_table(spec, runs, metric).to_csv(index=False))
     atomic_text(stem.with_suffix(".tex"), comparison_latex(spec, runs, metric))
@@ -1132,13 +1135,14 @@ def _show_versus(spec, runs: list, metric: str, versus: str, out: Path) -> None:
     from cxrbench.tables.markdown import display_frame
     from cxrbench.tables.output import write_paper_table
     from cxrbench.tables.paper import build_paper_table
+    from cxrbench.results.store import benchmark_table_stem
 
     table = build_paper_table(benchmark_layout(spec, metric), {spec.name: runs}, lambda name: spec, versus=versus)
     print_table(display_frame(table), f"{table.layout.title}\n{VALUES}; ▲ better, ▼ worse, ≈ not significantly "
                 f"different from {versus} (paired patient bootstrap, Holm-adjusted p < 0.05)", "model")
     for line in table.notes:
         note(line)
-    paths = write_paper_table(table, out / spec.name / f"table_{metric}_vs_{versus}")
+    paths = write_paper_table(table, benchmark_table_stem(out, spec.name, metric, versus))
     say("tables: " + ", ".join(str(path) for path in paths.values()))
 
 

@@ -5,12 +5,15 @@ VinDr-CXR's annotations/annotations_test.csv): the study's targets become the fi
 default, as RayDINO's "one classifier for each class"; or the benchmark's own targets, or a list), one attentive
 probe per finding trains on the official training split per seed (validation carved as for `cxrbench run`), and
 each test box is a hit when the most-attended patch overlaps it by `min_overlap` of a patch (`cxrbench.explain`).
-Writes OUT/BENCHMARK/ENCODER/explain/ (explain.json, explain.csv, config.yaml, table.md, heatmaps/).
+Writes an explain run, OUT/BENCHMARK/ENCODER/explain/ (metrics.json, explain.csv, config.yaml, table.md, heatmaps/),
+through the results store: a stored run of the same settings is kept, one of other settings refused without
+--overwrite, as for `cxrbench run`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -25,10 +28,11 @@ from cxrbench.encoders.base import Encoder, FeatureRequest
 from cxrbench.errors import CxrbenchError, DataError
 from cxrbench.evaluations.probe import TargetGroup, selection_metric
 from cxrbench.explain.hits import DEFAULT_MIN_OVERLAP
-from cxrbench.explain.runner import EXPLAIN_FOLDER, ExplainResult, attentive_head_class, fit_attention_maps, run_explain
-from cxrbench.features.extract import EncoderFeatures, ExtractionSettings
+from cxrbench.explain.runner import ExplainResult, attentive_head_class, fit_attention_maps, run_explain
+from cxrbench.features.extract import EncoderFeatures, ExtractionSettings, feature_numerics
 from cxrbench.progress import Progress
-from cxrbench.results.store import run_folder
+from cxrbench.results.provenance import provenance
+from cxrbench.results.store import explain_folder, refuse_other_settings, resume_decision
 from cxrbench.specs import BenchmarkSpec, TargetSpec
 from cxrbench.study import Study
 from cxrbench.threads import use_threads
@@ -46,6 +50,7 @@ class LocalisationEvaluation:
     head_overrides: dict[str, Any] = field(default_factory=dict)
     # True: a separate head (one query) per finding, as RayDINO; False: one head with a query per finding
     one_head_per_finding: bool = True
+    overwrite: bool = False  # replace a stored explain run of other settings
 
     def check(self, spec: BenchmarkSpec) -> None:
         if self.images_per_finding < 0:
@@ -84,12 +89,35 @@ class LocalisationEvaluation:
         return study.with_targets([TargetSpec(f) for f in self.trainable])
 
     def plan(self, study: Study, encoder: Encoder, settings: ExtractionSettings) -> bool:
-        return True
+        """Where the run goes and what identifies it; False (no features needed) when it is stored with these settings."""
+        self.folder = explain_folder(Path(self.out), study.spec.name, encoder.spec.name)  # `hf:` names made safe
+        self.identity = self._identity(study, encoder, feature_numerics(settings.precision, settings.pixel_cache))
+        from cxrbench.console import warn
+
+        self.stored = resume_decision(self.folder, self.identity, self.overwrite, warn, tagged=False)
+        return self.stored is None
+
+    def _identity(self, study: Study, encoder: Encoder, numerics: dict) -> dict:
+        """The settings that make this explain run this run (metrics.json `run_identity`), as a probe run's plus the
+        protocol's own: the findings asked for, the overlap rule, the overlays written and the head layout."""
+        return json.loads(json.dumps({
+            "weights": encoder.weights.identity, "preprocessing": asdict(encoder.preprocessing),
+            "dataset_options": study.dataset_options, "split": study.spec.split.identity(),
+            "head": {"name": self.head, **{k: v for k, v in self.params.items() if k != "device"},
+                     "one_head_per_finding": self.one_head_per_finding},
+            "targets": [asdict(t) for t in study.data.targets], "label_budget": None, "seeds": study.seeds,
+            "bootstrap": asdict(study.bootstrap), "synthetic_data": study.data.synthetic, "metrics": ["localisation_accuracy"],
+            "findings": self.findings, "min_overlap": self.min_overlap, "images_per_finding": self.images_per_finding,
+            **({"features": numerics} if numerics else {}),
+        }, default=str))
 
     def request(self, study: Study, encoder: Encoder) -> FeatureRequest:
         return FeatureRequest(global_embedding=True, patch_tokens=True)
 
-    def evaluate(self, study: Study, features: EncoderFeatures, settings: ExtractionSettings, progress: Progress) -> list[ExplainResult]:
+    def evaluate(self, study: Study, features: EncoderFeatures | None, settings: ExtractionSettings,
+                 progress: Progress) -> list[ExplainResult]:
+        if self.stored is not None:
+            return [ExplainResult.stored(self.folder, self.stored)]
         spec, data, encoder = study.spec, study.data, features.encoder
         labels = data.labels()
         selection = selection_metric(spec, TargetGroup("binary", data.targets))
@@ -104,14 +132,18 @@ class LocalisationEvaluation:
                     one_head_per_finding=self.one_head_per_finding, findings=self.trainable, selection=selection,
                     progress=progress,
                 )
-        folder = run_folder(Path(self.out), spec.name, encoder.spec.name, EXPLAIN_FOLDER)  # `hf:` names made safe
         result = run_explain(
-            data, self.trainable, attention, encoder.preprocessing, encoder.patch_stride, folder,
+            data, self.trainable, attention, encoder.preprocessing, encoder.patch_stride, self.folder,
             min_overlap=self.min_overlap, images_per_finding=self.images_per_finding, bootstrap=study.bootstrap,
             info={"benchmark": spec.name, "encoder": encoder.spec.name, "head": self.head,
                   "one_head_per_finding": self.one_head_per_finding, "fit": reports,
                   "findings_without_positive_training_image": self.untrainable},
             config=self._config(study, features), progress=progress,
+            run={"benchmark": spec.name, "encoder": encoder.spec.name, "head": self.head, "tag": None, "seeds": study.seeds,
+                 "run_identity": self.identity,
+                 "provenance": provenance(encoder.weights, data.samples, list(data.tasks), study.manifests[None], data.root)},
+            check=lambda stored: refuse_other_settings(self.folder, stored, self.identity, self.overwrite, at_write=True,
+                                                       tagged=False),
         )
         return [result]
 

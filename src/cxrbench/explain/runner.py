@@ -2,16 +2,18 @@
 
 The localisation evaluation (`cxrbench.evaluations.localisation`, `cxrbench explain`) fits attentive heads on the
 official training split of a benchmark whose loader supplies test boxes (`fit_attention_maps`), takes each
-finding's attention map on every test image and scores the test boxes (`hits`), then `run_explain` writes
+finding's attention map on every test image and scores the test boxes (`hits`), then `run_explain` writes an
+explain run through the results store (`results.store.explain_folder`):
 
     OUT/BENCHMARK/ENCODER/explain/
-        explain.json    protocol, per-finding boxes / hits / accuracy per seed, macro accuracy (mean, std, CI)
+        metrics.json    kind "explain", the run's identity and provenance, and under `explain` the protocol,
+                        per-finding boxes / hits / accuracy per seed, macro accuracy (mean, std, CI)
         explain.csv     one row per (seed, box): original and input-pixel box, status, argmax cell, overlap, hit
         config.yaml     encoder, preprocessing, head and options
         heatmaps/<finding>/<image_id>.png   attention overlays of the first seed for a few images per finding
 
-atomically (the folder is assembled aside and renamed into place). The folder holds no metrics.json, so
-`cxrbench table` never mistakes it for a classification run.
+atomically (the folder is assembled aside and renamed into place). Its `kind` keeps it off the tables of
+`cxrbench run`'s runs; `results validate`, `table --all --check` and the report find it as a run of its own kind.
 """
 
 from __future__ import annotations
@@ -36,17 +38,21 @@ from cxrbench.explain.hits import (
     DEFAULT_MIN_OVERLAP, INPUT_COLUMNS, bootstrap_macro, check_attention, finding_accuracy, macro_accuracy, score_boxes,
 )
 from cxrbench.data.common.sizes import image_sizes
+from cxrbench.explain.summary import explain_markdown, plain, published_explainability
 from cxrbench.heads.base import FeatureSet, FitReport
 from cxrbench.progress import Progress, SilentProgress
 from cxrbench.registry import registry
-from cxrbench.results.store import json_writer, text_writer, write_run, yaml_writer
+from cxrbench.results.provenance import SCHEMA_VERSION
+from cxrbench.results.store import EXPLAIN, METRICS, json_writer, text_writer, write_run, yaml_writer
 from cxrbench.specs import BootstrapSpec, PreprocessSpec
 
-EXPLAIN_FOLDER = "explain"
 CSV_COLUMNS = [
     "seed", "image_id", "finding", "csv_row", "x_min", "y_min", "x_max", "y_max", "status",
     *INPUT_COLUMNS, "argmax_row", "argmax_col", "attention_max", "overlap_fraction", "hit",
 ]
+#: the order of an explain summary's keys (as explain.json had them before explain runs were ordinary runs)
+SUMMARY_ORDER = ("split", "n_test_images", "n_images_with_boxes", "protocol", "seeds", "std_ddof", "macro_accuracy",
+                 "findings", "left_out", "published")
 PROTOCOL = {
     "source": "RayDINO (Moutakanni et al. 2024), Methods, 'Explainability'; headline: VinDr-CXR macro accuracy 52.6",
     "probe": "attentive pooling, one learned query per finding over the patch tokens, trained on the training split "
@@ -69,6 +75,19 @@ class ExplainResult:
     summary: dict
     per_finding: pd.DataFrame  # index finding: boxes, images, accuracy_mean, accuracy_std
     boxes: pd.DataFrame  # explain.csv
+    resumed: bool = False  # stored already with the same settings: kept, nothing trained
+
+    @classmethod
+    def stored(cls, folder: Path, metrics: dict) -> "ExplainResult":
+        """The result of an explain run kept as stored (its metrics.json's `explain` block and its explain.csv)."""
+        summary = metrics["explain"]
+        table = pd.DataFrame.from_dict(
+            {name: {"boxes": item["boxes"], "images": item["images"],
+                    "accuracy_mean": np.nan if item["accuracy_mean"] is None else item["accuracy_mean"],
+                    "accuracy_std": np.nan if item["accuracy_std"] is None else item["accuracy_std"]}
+             for name, item in summary["findings"].items()}, orient="index")
+        return cls(str(metrics.get("encoder", "")), str(metrics.get("head", "")), Path(folder), summary, table,
+                   pd.read_csv(Path(folder) / "explain.csv"), resumed=True)
 
     @property
     def display(self) -> pd.DataFrame:
@@ -250,6 +269,8 @@ def run_explain(
     bootstrap: BootstrapSpec | None = None,
     info: dict | None = None,
     config: dict | None = None,
+    run: dict | None = None,
+    check=None,
     progress: Progress = SilentProgress(),
 ) -> ExplainResult:
     """Score and write the explainability of fitted attention maps.
@@ -257,44 +278,80 @@ def run_explain(
     `data`: the benchmark (its test-split rows, in order, are the images of the attention maps; needs image_id,
     path and patient_id). `attention`: seed -> [N_test, T, H, W] (or one array, seed 0), T = len(findings).
     `boxes`: the loader's test boxes (`data.boxes`) by default. `sizes`: [N_test, 2] original (height, width), by default
-    read from the image headers. Writes `folder` atomically and returns the summary.
+    read from the image headers. `run`: metrics.json's top level (benchmark, encoder, head, seeds, run_identity,
+    provenance; the summary goes under `explain`); `check(stored metrics.json or None)`: refuses, under the folder's
+    lock, to replace a run of other settings. Writes `folder` atomically and returns the summary.
     """
     findings = list(findings)
-    if not findings:
-        raise CxrbenchError("No finding to explain.")
     if images_per_finding < 0:
         raise CxrbenchError(f"--images-per-finding must be 0 or more, got {images_per_finding}.")
-    attention = {0: attention} if isinstance(attention, np.ndarray) else dict(attention)
-    if not attention:
-        raise CxrbenchError("No attention maps given (no seed).")
     test = data.samples.loc[data.samples["split"] == "test"].reset_index(drop=True)
-    for seed, maps in attention.items():
-        attention[seed] = check_attention(maps, len(test), len(findings))
-    shapes = {maps.shape[2:] for maps in attention.values()}
-    if len(shapes) != 1:
-        raise CxrbenchError(f"The seeds' attention maps have different grids: {sorted(shapes)}.")
-    grid_h, grid_w = shapes.pop()
+    attention, (grid_h, grid_w) = _checked_attention(attention, len(test), findings)
     boxes = data.boxes if boxes is None else boxes
     if boxes is None:
         raise CxrbenchError(f"Benchmark '{data.name}' supplies no test boxes to score attention maps against.")
     placed, left_out, input_size = place_boxes(test, boxes, findings, preprocessing, sizes)
     grid = PatchGrid.for_input(grid_h, grid_w, patch_stride, input_size)
     missing = [f for f in findings if not (placed["finding"] == f).any()]
+    scored_by_seed = {seed: score_boxes(placed, attention[seed], grid.stride, min_overlap) for seed in sorted(attention)}
+    summary, table = _summary(test, scored_by_seed, findings, bootstrap or BootstrapSpec(), info)
+    summary["protocol"] = {**PROTOCOL, "min_overlap": min_overlap, "patch_stride": grid.stride,
+                           "input_size": list(input_size), "grid": [grid.rows, grid.cols]}
+    summary["left_out"] = {**left_out, "findings_without_test_boxes": missing}
+    summary["published"] = published_explainability()
+    summary = {**(info or {}), **{key: summary[key] for key in SUMMARY_ORDER}}  # explain.json's key order
 
-    seeds = sorted(attention)
-    scored_by_seed: dict[int, pd.DataFrame] = {}
-    per_seed: dict[int, pd.DataFrame] = {}
-    for seed in seeds:
-        scored = score_boxes(placed, attention[seed], grid.stride, min_overlap)
-        scored_by_seed[seed] = scored
-        per_seed[seed] = finding_accuracy(scored, findings)
+    csv = pd.concat([s.assign(seed=seed) for seed, s in scored_by_seed.items()], ignore_index=True)
+    csv = csv[CSV_COLUMNS].sort_values(["seed", "finding", "image_id", "csv_row"], kind="stable").reset_index(drop=True)
+    first = min(scored_by_seed)
+    pictures = _heatmap_writers(test, scored_by_seed[first], attention[first], findings, preprocessing, grid,
+                                images_per_finding, first)
+    summary["heatmaps"] = sorted(pictures)
+    writers = {"explain.csv": lambda path: csv.to_csv(path, index=False),
+               METRICS: json_writer({"schema_version": SCHEMA_VERSION, "kind": EXPLAIN, **(run or {}),
+                                     "explain": plain(summary)})}
+    if config is not None:
+        writers["config.yaml"] = yaml_writer(plain(config))
+    writers["table.md"] = text_writer(explain_markdown(summary))
+    advance = progress.task(f"writing {len(pictures)} attention overlays", len(pictures))
+
+    def counted(write):
+        def run(path: Path) -> None:
+            write(path)
+            advance(1)
+        return run
+
+    writers.update({name: counted(write) for name, write in pictures.items()})
+    write_run(Path(folder), writers, check=check, on_wait=progress.note)
+    return ExplainResult(str((info or {}).get("encoder", "")), str((info or {}).get("head", "")), Path(folder),
+                         json.loads(json.dumps(plain(summary))), table, csv)
+
+
+def _checked_attention(attention, n_test: int, findings: list[str]) -> tuple[dict[int, np.ndarray], tuple[int, int]]:
+    """The attention maps by seed, each checked against the test split and the findings, and their one grid (H, W)."""
+    if not findings:
+        raise CxrbenchError("No finding to explain.")
+    attention = {0: attention} if isinstance(attention, np.ndarray) else dict(attention)
+    if not attention:
+        raise CxrbenchError("No attention maps given (no seed).")
+    for seed, maps in attention.items():
+        attention[seed] = check_attention(maps, n_test, len(findings))
+    shapes = {maps.shape[2:] for maps in attention.values()}
+    if len(shapes) != 1:
+        raise CxrbenchError(f"The seeds' attention maps have different grids: {sorted(shapes)}.")
+    return attention, shapes.pop()
+
+
+def _summary(test: pd.DataFrame, scored_by_seed: dict[int, pd.DataFrame], findings: list[str], bootstrap: BootstrapSpec,
+             info: dict | None) -> tuple[dict, pd.DataFrame]:
+    """Per finding and seed the boxes, hits and accuracy, the macro accuracy per seed, over seeds and its bootstrap
+    interval (test `units` resampled: patients, or images without patient ids); and the per-finding table."""
+    seeds = sorted(scored_by_seed)
+    per_seed = {seed: finding_accuracy(scored_by_seed[seed], findings) for seed in seeds}
     macros = {seed: macro_accuracy(per_seed[seed]) for seed in seeds}
-
-    bootstrap = bootstrap or BootstrapSpec()
     unit = "patient_id" if bootstrap.unit == "patient" and "patient_id" in test else "image_id"
     units = pd.Series(test[unit].astype(str).to_numpy(), index=test["image_id"].astype(str))
     ci = bootstrap_macro(scored_by_seed, findings, units, bootstrap.resamples, bootstrap.confidence, bootstrap.seed)
-
     first = per_seed[seeds[0]]
     accuracy = pd.DataFrame({s: per_seed[s]["accuracy"] for s in seeds})
     table = pd.DataFrame({
@@ -307,8 +364,6 @@ def run_explain(
         "n_test_images": len(test),
         # distinct test images with a scored box of any finding (an image with two findings counts once)
         "n_images_with_boxes": int(scored_by_seed[seeds[0]].loc[lambda f: f["hit"].notna(), "image_id"].nunique()),
-        "protocol": {**PROTOCOL, "min_overlap": min_overlap, "patch_stride": grid.stride,
-                     "input_size": list(input_size), "grid": [grid.rows, grid.cols]},
         "seeds": seeds,
         "std_ddof": 1,
         "macro_accuracy": {
@@ -331,33 +386,8 @@ def run_explain(
             }
             for name in findings
         },
-        "left_out": {**left_out, "findings_without_test_boxes": missing},
-        "published": published_explainability(),
     }
-
-    csv = pd.concat([s.assign(seed=seed) for seed, s in scored_by_seed.items()], ignore_index=True)
-    csv = csv[CSV_COLUMNS].sort_values(["seed", "finding", "image_id", "csv_row"], kind="stable").reset_index(drop=True)
-
-    writers = {"explain.csv": lambda path: csv.to_csv(path, index=False)}
-    pictures = _heatmap_writers(test, scored_by_seed[seeds[0]], attention[seeds[0]], findings, preprocessing, grid,
-                                images_per_finding, seeds[0])
-    summary["heatmaps"] = sorted(pictures)
-    writers["explain.json"] = json_writer(_plain(summary))
-    if config is not None:
-        writers["config.yaml"] = yaml_writer(_plain(config))
-    writers["table.md"] = text_writer(explain_markdown(summary))
-    advance = progress.task(f"writing {len(pictures)} attention overlays", len(pictures))
-
-    def counted(write):
-        def run(path: Path) -> None:
-            write(path)
-            advance(1)
-        return run
-
-    writers.update({name: counted(write) for name, write in pictures.items()})
-    write_run(Path(folder), writers)
-    return ExplainResult(str((info or {}).get("encoder", "")), str((info or {}).get("head", "")), Path(folder),
-                         json.loads(json.dumps(_plain(summary))), table, csv)
+    return summary, table
 
 
 def _heatmap_writers(test, scored, attention, findings, preprocessing, grid, per_finding, seed) -> dict:
@@ -389,62 +419,3 @@ def _overlay_writer(path, attention, preprocessing, stride, boxes, argmax, hit, 
         image = display_image(read_image(path), preprocessing)
         write_overlay(target, render_overlay(image, attention, stride, boxes, argmax, hit, caption))
     return write
-
-
-def published_explainability() -> dict | None:
-    """RayDINO's published VinDr-CXR explainability figure (results/published/raydino_headline.csv), as fractions."""
-    from cxrbench.resources import published_dir
-
-    path = published_dir() / "raydino_headline.csv"
-    if not path.is_file():
-        return None
-    table = pd.read_csv(path, comment="#")
-    row = table[table["task"].astype(str).str.strip().eq("explainability")]
-    if row.empty:
-        return None
-    row = row.iloc[0]
-    return {"model": "RayDINO (ViT-L/16)", "benchmark": str(row["benchmark"]), "metric": str(row["metric"]),
-            "macro_accuracy": float(row["raydino"]) / 100, "ci_low": float(row["ci_low"]) / 100,
-            "ci_high": float(row["ci_high"]) / 100, "best_competitor": str(row["best_competitor"]),
-            "competitor_delta": str(row["competitor_delta"]), "source": str(path.name)}
-
-
-def explain_markdown(summary: dict) -> str:
-    """A short table: finding, boxes, images, accuracy (%, mean ± std over seeds), then the macro accuracy."""
-    def pct(mean, std=None):
-        if mean is None:
-            return "–"
-        return f"{100 * mean:.1f}" + (f" ± {100 * std:.1f}" if std is not None else "")
-
-    lines = [f"# Explainability: {summary.get('benchmark', '')} · {summary.get('encoder', '')} · {summary.get('head', '')}",
-             "", f"Argmax attention patch overlaps the box by ≥ {summary['protocol']['min_overlap']:g} patch "
-             f"(per box), seeds {summary['seeds']}.", "",
-             "| finding | boxes | images | accuracy (%) |", "|---|---:|---:|---:|"]
-    for name, item in _plain(summary)["findings"].items():
-        lines.append(f"| {name} | {item['boxes']} | {item['images']} | {pct(item['accuracy_mean'], item['accuracy_std'])} |")
-    macro = _plain(summary)["macro_accuracy"]
-    ci = f" [{100 * macro['ci_low']:.1f}–{100 * macro['ci_high']:.1f}]" if macro["ci_low"] is not None else ""
-    lines.append(f"| **macro** | | | **{pct(macro['mean'], macro['std'])}**{ci} |")
-    published = summary.get("published")
-    if published:
-        lines += ["", f"Published ({published['model']}): {100 * published['macro_accuracy']:.1f} "
-                      f"[{100 * published['ci_low']:.1f}–{100 * published['ci_high']:.1f}]."]
-    return "\n".join(lines) + "\n"
-
-
-def _plain(value):
-    """JSON-safe: NaN -> None, numpy scalars -> Python, tuples -> lists."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return None if not np.isfinite(value) else float(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, Path):
-        return str(value)
-    return value
-

@@ -1,34 +1,30 @@
 """What a results folder holds, benchmark by benchmark, for the report.
 
-    OUT/BENCHMARK/ENCODER/HEAD/metrics.json          stored runs (`results.store.stored_runs`), with
-                                ... predictions.parquet, overlays/*.png (segmentation)
-    OUT/BENCHMARK/ENCODER/explain/explain.json       explain runs (`explain.runner`), heatmaps/FINDING/*.png
-    OUT/BENCHMARK/comparisons/METRIC.csv             paired comparisons (`cxrbench compare`)
-    OUT/BENCHMARK/efficiency_METRIC.png              label-efficiency curves (`cxrbench curve`)
+    runs (`results.store.stored_runs`, kind run)     metrics.json, predictions.parquet, overlays/*.png (segmentation)
+    explain runs (kind explain, `cxrbench explain`)  metrics.json's `explain` block, heatmaps/FINDING/*.png
+    bias runs (kind bias, `cxrbench bias`)           their attributes' side-by-side files (`results.store.bias_files`)
+    paired comparisons (`cxrbench compare`)          `results.store.comparisons_folder`/METRIC_vs_REFERENCE.csv
+    label-efficiency curves (`cxrbench curve`)       `results.store.efficiency_pictures`
 
-Hidden names are work in progress or locks and are never read. Pictures are chosen here, a bounded number per
+Every run is found by its metrics.json through the results store, never by its folder's name. Hidden names are
+work in progress or locks and are never read. Pictures are chosen here, a bounded number per
 run, so that a results folder of many runs still gives a page that loads.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import zip_longest
 from pathlib import Path
 
-import yaml
-
 from cxrbench.errors import CxrbenchError
 from cxrbench.files import is_staging
-from cxrbench.report.comparisons import comparison_files
-from cxrbench.results.labels import config_identity, variant_notes
-from cxrbench.results.store import StoredRun, stored_runs
+from cxrbench.results.store import (BIAS, EXPLAIN, RUN, StoredRun, bias_files, comparison_files, efficiency_pictures,
+                                    stored_runs)
 from cxrbench.specs import TargetSpec, parse_spec
 from cxrbench.stats.summary import MACRO
 
-EXPLAIN_FOLDER = "explain"  # explain.runner.EXPLAIN_FOLDER (importing that module loads torch)
 HEATMAPS_PER_EXPLAIN = 8  # spread over the findings
 OVERLAYS_PER_RUN = 4
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -36,7 +32,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 @dataclass
 class ExplainRun:
-    """An explain folder: explain.json's summary, how its encoder differs from the released one, its heatmaps."""
+    """An explain run: its metrics.json's `explain` block, how its encoder differs from the released one, its heatmaps."""
 
     encoder: str
     folder: Path
@@ -53,12 +49,12 @@ class BenchmarkResults:
     comparisons: list[Path] = field(default_factory=list)
     explains: list[ExplainRun] = field(default_factory=list)
     efficiency_images: list[Path] = field(default_factory=list)
-    bias_images: list[Path] = field(default_factory=list)  # bias_ATTRIBUTE.png of `cxrbench bias`
+    bias: dict[str, dict[str, Path]] = field(default_factory=dict)  # attribute -> its bias files (`store.bias_files`)
     problems: list[str] = field(default_factory=list)  # what could not be read, shown on the page
 
     @property
     def empty(self) -> bool:
-        return not (self.runs or self.comparisons or self.explains or self.efficiency_images or self.bias_images
+        return not (self.runs or self.comparisons or self.explains or self.efficiency_images or self.bias
                     or self.problems)
 
 
@@ -70,40 +66,30 @@ def collect(out: Path, exclude: Sequence[Path] = ()) -> list[BenchmarkResults]:
     for folder in sorted(p for p in out.iterdir() if p.is_dir() and not is_staging(p.name)):
         if folder.resolve() in skipped:
             continue
-        results = BenchmarkResults(folder.name, folder, comparisons=comparison_files(folder),
-                                   efficiency_images=sorted(folder.glob("efficiency_*.png")),
-                                   bias_images=sorted(folder.glob("bias_*.png")))
+        results = BenchmarkResults(folder.name, folder, comparisons=comparison_files(out, folder.name),
+                                   efficiency_images=efficiency_pictures(out, folder.name))
         try:
-            results.runs = stored_runs(out, folder.name)
+            stored = stored_runs(out, folder.name, kind=None)
+            results.runs = [run for run in stored if run.kind == RUN]
+            results.explains = [_explain_run(run) for run in stored if run.kind == EXPLAIN]
+            results.bias = _bias_files(out, folder.name, [run for run in stored if run.kind == BIAS])
         except CxrbenchError as exc:  # one damaged metrics.json: say so, show the rest
             results.problems.append(str(exc))
-        for path in sorted(folder.glob(f"*/{EXPLAIN_FOLDER}/explain.json")):
-            explain = None if is_staging(path.parent.parent.name) else _explain_run(folder.name, path, results.problems)
-            if explain is not None:
-                results.explains.append(explain)
         if not results.empty:
             found.append(results)
     return found
 
 
-def _explain_run(benchmark: str, path: Path, problems: list[str]) -> ExplainRun | None:
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        problems.append(f"{path} cannot be read ({exc}); run `cxrbench explain` again.")
-        return None
-    folder = path.parent
-    name = str(summary.get("encoder") or folder.parent.name)
-    variant = list(variant_notes(name, config_identity(_yaml(folder / "config.yaml"))))
-    return ExplainRun(name, folder, summary, variant, _spread(folder / "heatmaps", HEATMAPS_PER_EXPLAIN))
+def _explain_run(run: StoredRun) -> ExplainRun:
+    return ExplainRun(run.encoder, run.folder, run.metrics["explain"], run.variant,
+                      _spread(run.folder / "heatmaps", HEATMAPS_PER_EXPLAIN))
 
 
-def _yaml(path: Path) -> dict:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return {}
-    return data if isinstance(data, dict) else {}
+def _bias_files(out: Path, benchmark: str, runs: Sequence[StoredRun]) -> dict[str, dict[str, Path]]:
+    """Per attribute of the stored bias runs, the side-by-side files `cxrbench bias` wrote (when its figure is there)."""
+    attributes = sorted({run.metrics["bias"]["attribute"] for run in runs})
+    files = {attribute: bias_files(out, benchmark, attribute) for attribute in attributes}
+    return {attribute: paths for attribute, paths in files.items() if paths["png"].is_file()}
 
 
 def _spread(folder: Path, limit: int) -> list[Path]:

@@ -1,4 +1,4 @@
-"""Paired comparisons written by `cxrbench compare`: OUT/BENCHMARK/comparisons/METRIC.csv.
+"""Paired comparisons written by `cxrbench compare` (`results.store.comparison_stem`: OUT/BENCHMARK/comparisons/).
 
 One row per (encoder, head, target) against a reference encoder: `diff` is the encoder's mean minus the reference's
 (raw fractions, as metrics.json), `ci_low`/`ci_high` its paired bootstrap interval, `verdict` the decision after
@@ -17,12 +17,6 @@ from cxrbench.results.comparisons import BETTER, COLUMNS, SAME, UNTESTED, WORSE
 
 NUMERIC = ("mean_reference", "mean_encoder", "diff", "ci_low", "ci_high", "p_bootstrap", "p_delong", "p_ttest", "p_adjusted")
 VERDICTS = (BETTER, WORSE, SAME, UNTESTED)
-FOLDER = "comparisons"
-
-
-def comparison_files(benchmark_folder: Path) -> list[Path]:
-    """The comparison CSVs of one benchmark, by metric name."""
-    return sorted(p for p in (benchmark_folder / FOLDER).glob("*.csv") if not p.name.startswith("."))
 
 
 def read_comparison(path: Path) -> pd.DataFrame:

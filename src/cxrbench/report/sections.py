@@ -28,7 +28,7 @@ from cxrbench.results.efficiency import (
     GROUP, efficiency_display_table, efficiency_long_table, full_data_runs, plot_efficiency, run_budget,
 )
 from cxrbench.results.labels import comparable, encoder_label, notes_of, run_label
-from cxrbench.results.store import StoredRun
+from cxrbench.results.store import PREDICTIONS, StoredRun
 from cxrbench.registry import benchmark_spec, metric_spec
 from cxrbench.specs import BenchmarkSpec, BootstrapSpec, parse_spec
 from cxrbench.stats.summary import MACRO
@@ -189,17 +189,18 @@ BIAS_TESTS = (
 
 
 def bias_section(results: BenchmarkResults, figures: FigureFolder) -> str:
-    """The bias protocol's figures and Mann-Whitney tests, as `cxrbench bias` wrote them in the benchmark's folder."""
+    """The bias protocol's figures and Mann-Whitney tests of every attribute with stored bias runs, as `cxrbench bias`
+    laid them side by side in the benchmark's folder."""
     parts = []
-    for path in results.bias_images:
-        attribute = path.stem.removeprefix("bias_")
+    for attribute, files in results.bias.items():
+        path = files["png"]
         src = figures.copy(path, f"bias-{results.name}-{attribute}")
         parts.append(html.figure(src, f"Box plots of the metric per fold for heads trained on each {attribute} group of "
                                       f"{results.name}, scored on each test group",
                                  f"{path.name} (written by `cxrbench bias --attribute {attribute}`): one box per training "
                                  "group within each test group, every fold a point."))
         for suffix, columns, caption in BIAS_TESTS:
-            tests = path.with_name(f"bias_{attribute}_{suffix}.csv")
+            tests = files[suffix]
             if not tests.is_file():
                 continue
             frame = pd.read_csv(tests)
@@ -236,7 +237,7 @@ def run_section(run: StoredRun, out: Path, figures: FigureFolder) -> str:
                                     "test patients are not reported):", "meta"))
         for title, frame, line in stratified_frames(run.metrics):
             parts += [html.paragraph(title, "meta"), html.table(frame, "group"), html.notes([line] if line else [])]
-    predictions_path = run.folder / "predictions.parquet"
+    predictions_path = run.folder / PREDICTIONS
     if predictions_path.is_file() and any(t.kind in CLASSIFICATION for t in targets):  # not a segmentation run's
         predictions = run.predictions()
         parts.append(_curves(run, predictions, targets, figures))

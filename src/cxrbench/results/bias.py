@@ -15,30 +15,37 @@ stored predictions are broken down by the test images' group (the `group:<attrib
 
 What the folds vary: each fold draws new training patients per group and a new validation split, but the test split
 is the benchmark's (its official test set, or a `random` split's fixed one), so every fold of a run is scored on the
-same test images (`shared_test_set` checks it on the stored manifests and the Markdown says so). The spread over
+same test images (`test_sets` checks it on the stored manifests and the Markdown says so). The spread over
 folds is training-sample variation only, and the Mann-Whitney tests treat the folds as independent samples although
 they share those test images: their p-values say nothing about test-set sampling.
 
 Each head chooses its configuration (e.g. the RayDINO grid's) on the validation images of the group it trains on
 (`GroupBudget`), never on another group's.
 
-Written to OUT/BENCHMARK/ as bias_ATTRIBUTE_folds.csv, bias_ATTRIBUTE_tests.csv, bias_ATTRIBUTE_models.csv,
-bias_ATTRIBUTE.md and .png, for every encoder and head with bias runs of that attribute. `model` is the run's label
+Each model's analysis is a bias run of the results store (`store_bias_runs`): OUT/BENCHMARK/ENCODER/HEAD[_TAG]_bias-
+ATTRIBUTE-METRIC/ with metrics.json (kind "bias": the fold scores, the same-vs-other tests, the group runs it read and
+its identity, made of theirs), folds.csv, tests.csv and table.md; a stored one of the same settings is kept, one of
+other settings refused without --overwrite. Every model's bias runs of an attribute are then laid side by side in
+OUT/BENCHMARK/ (`results.store.bias_files`: bias_ATTRIBUTE_folds.csv, bias_ATTRIBUTE_tests.csv,
+bias_ATTRIBUTE_models.csv, bias_ATTRIBUTE.md and .png) from their metrics.json. `model` is the run's label
 for people ('rad-dino (random init) / linear'); the CSV files also give it apart, as the other CSV files do: the bare
 `encoder`, its `variant` ('' for the published protocol, `cxrbench.results.labels`) and the `head`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import platform
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+import cxrbench
 from cxrbench.data.groups import group_column
 from cxrbench.data.splits import ALL_GROUPS
 from cxrbench.errors import CxrbenchError
@@ -46,7 +53,10 @@ from cxrbench.files import atomic_bytes, atomic_text
 from cxrbench.registry import metric as registered_metric
 from cxrbench.registry import metric_spec
 from cxrbench.results.labels import variant_text
-from cxrbench.results.store import StoredRun, read_predictions
+from cxrbench.results.provenance import SCHEMA_VERSION, command_line, git_info, package_versions
+from cxrbench.results.store import (BIAS, METRICS, StoredRun, bias_files, bias_folder, csv_writer, json_writer,
+                                    refuse_other_settings, resume_decision, split_manifests, stored_runs, text_writer,
+                                    write_run)
 from cxrbench.stats.summary import target_arrays
 from cxrbench.tables.markdown import to_markdown
 
@@ -176,15 +186,16 @@ def model_mann_whitney(scores: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=MODEL_TEST_COLUMNS)
 
 
-def shared_test_set(models: Sequence[BiasRuns]) -> bool:
-    """Whether every fold of every stored bias run tests on the same images (the benchmark's fixed test split)."""
+def test_sets(model: BiasRuns) -> list[str]:
+    """A digest of each distinct set of test images the model's group runs were scored on (one per fold, or one in
+    all when the folds share the benchmark's fixed test split)."""
     tested = set()
-    for model in models:
-        for run in model.runs.values():
-            splits = read_predictions(run.folder / "splits.parquet", run.metrics)  # the strict reader: columns named
-            test = splits[splits["split"] == "test"]
-            tested |= {frozenset(part["image_id"]) for _, part in test.groupby("seed")}
-    return len(tested) == 1
+    for run in model.runs.values():
+        splits = split_manifests(run)  # the strict reader: columns named
+        test = splits[splits["split"] == "test"]
+        tested |= {hashlib.sha256("\n".join(sorted(map(str, part["image_id"]))).encode()).hexdigest()
+                   for _, part in test.groupby("seed")}
+    return sorted(tested)
 
 
 def bias_table(scores: pd.DataFrame, tests: pd.DataFrame, metric: str, order: Sequence[str]) -> pd.DataFrame:
@@ -278,27 +289,99 @@ def plot_bias(scores: pd.DataFrame, metric: str, order: Sequence[str], title: st
     return figure
 
 
-def write_bias(out: Path, benchmark: str, runs: Sequence[StoredRun], attribute: str, metric: str,
-               order: Sequence[str], title: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, Path]]:
-    """Fold scores, tests, table and figure of every model's bias runs of `attribute`, written under OUT/BENCHMARK/."""
-    models = bias_runs(runs, attribute)
+def bias_identity(model: BiasRuns, attribute: str, metric: str, order: Sequence[str]) -> dict:
+    """A bias run's `run_identity`: its group runs' shared settings (weights, preprocessing, data, head, seeds, ...:
+    so tables label it as they label them), and the analysis: attribute, metric, groups and each group run's own
+    identity (a group run trained again with other settings makes the analysis another)."""
+    first = model.runs.get(ALL_GROUPS) or next(iter(model.runs.values()))
+    shared = {k: v for k, v in (first.metrics.get("run_identity") or {}).items() if k != "label_budget"}
+    return {**shared, "label_budget": None, "metrics": [metric],
+            "bias": {"attribute": attribute, "metric": metric, "groups": list(order),
+                     "group_runs": {group: run.metrics.get("run_identity")
+                                    for group, run in sorted(model.runs.items())}}}
+
+
+def store_bias_runs(out: Path, benchmark: str, attribute: str, metric: str, order: Sequence[str],
+                    overwrite: bool = False, note: Callable[[str], None] | None = None) -> list[StoredRun]:
+    """One bias run per model with group runs of `attribute` under OUT/BENCHMARK (the store's `bias_folder`): kept as
+    stored when its settings are the same, refused when they differ (unless `overwrite`), else scored and written."""
+    models = bias_runs(stored_runs(out, benchmark), attribute)
     if not models:
         raise CxrbenchError(f"No bias runs of '{attribute}' for {benchmark} under {out}: run `cxrbench bias {benchmark} "
                             f"--attribute {attribute} --encoder NAME` first.")
-    scores = train_order(fold_scores(models, attribute, metric), order)
+    stored = []
+    for model in models:
+        first = next(iter(model.runs.values()))
+        folder = bias_folder(out, benchmark, first.encoder, first.head, first.tag, attribute, metric)
+        identity = bias_identity(model, attribute, metric, order)
+        metrics = resume_decision(folder, identity, overwrite, note)
+        if metrics is None:
+            metrics = _write_bias_run(folder, model, identity, attribute, metric, order, overwrite)
+        stored.append(StoredRun(benchmark, folder, metrics))
+    return stored
+
+
+def _write_bias_run(folder: Path, model: BiasRuns, identity: dict, attribute: str, metric: str, order: Sequence[str],
+                    overwrite: bool) -> dict:
+    """Score one model's group runs per test group and write its bias run; returns its metrics.json."""
+    scores = train_order(fold_scores([model], attribute, metric), order)
+    tests = mann_whitney(scores)
+    first = model.runs.get(ALL_GROUPS) or next(iter(model.runs.values()))
+    digests = test_sets(model)
+    metrics = {
+        "schema_version": SCHEMA_VERSION, "kind": BIAS, "benchmark": first.benchmark, "encoder": first.encoder,
+        "head": first.head, "tag": first.tag, "seeds": sorted(int(f) for f in scores["fold"].unique()),
+        "run_identity": identity, "provenance": _provenance(first),
+        "bias": {"attribute": attribute, "metric": metric, "groups": list(order),
+                 "runs": {group: run.folder.name for group, run in sorted(model.runs.items())},
+                 "folds": [{"train_group": r.train_group, "test_group": r.test_group, "fold": int(r.fold),
+                            "value": None if pd.isna(r.value) else float(r.value)} for r in scores.itertuples()],
+                 "tests": [{k: None if isinstance(v, float) and np.isnan(v) else v for k, v in row.items()
+                            if k not in ("model", *model.parts)} for row in tests.to_dict("records")],
+                 "shared_test_set": len(digests) == 1, "test_sets": digests},
+    }
+    table = bias_table(scores, tests, metric, order)
+    heading = f"# {model.model}: heads trained on one {attribute} group, scored on each\n\n"
+    write_run(folder, {METRICS: json_writer(metrics), "folds.csv": csv_writer(scores), "tests.csv": csv_writer(tests),
+                       "table.md": text_writer(heading + to_markdown(table, "model · training group"))},
+              check=lambda stored: refuse_other_settings(folder, stored, identity, overwrite, at_write=True))
+    return metrics
+
+
+def _provenance(run: StoredRun) -> dict:
+    """A bias run's provenance: the software that scored it now, and the weights and data of its group runs (`run`:
+    one of them; every group run of a model shares its weights and data set)."""
+    return {**(run.metrics.get("provenance") or {}), "cxrbench": cxrbench.__version__, "git": git_info(),
+            "packages": package_versions(), "platform": platform.platform(), "command": command_line()}
+
+
+def stored_scores(runs: Sequence[StoredRun]) -> pd.DataFrame:
+    """The fold scores of stored bias runs (their metrics.json), in FOLD_COLUMNS, each labelled as its model."""
+    rows = [{"model": run.label, "encoder": run.encoder, "variant": variant_text(run.variant), "head": run.method,
+             "train_group": row["train_group"], "test_group": row["test_group"], "fold": int(row["fold"]),
+             "value": np.nan if row["value"] is None else float(row["value"])}
+            for run in runs for row in run.metrics["bias"]["folds"]]
+    return pd.DataFrame(rows, columns=FOLD_COLUMNS)
+
+
+def write_bias(out: Path, benchmark: str, attribute: str, metric: str, order: Sequence[str], title: str,
+               overwrite: bool = False, note: Callable[[str], None] | None = None,
+               ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, Path]]:
+    """Every model's bias run of `attribute` (stored, or scored now: `store_bias_runs`), side by side: fold scores,
+    tests, model-against-model tests, table and figure under OUT/BENCHMARK/ (`results.store.bias_files`)."""
+    runs = store_bias_runs(out, benchmark, attribute, metric, order, overwrite, note)
+    scores = train_order(stored_scores(runs), order)
     tests = mann_whitney(scores)
     versus = model_mann_whitney(scores)
     table = bias_table(scores, tests, metric, order)
-    folder = out / benchmark
-    paths = {kind: folder / f"bias_{attribute}{suffix}" for kind, suffix in
-             (("folds", "_folds.csv"), ("tests", "_tests.csv"), ("models", "_models.csv"), ("md", ".md"), ("png", ".png"))}
+    paths = bias_files(out, benchmark, attribute)
     atomic_text(paths["folds"], scores.to_csv(index=False))
     atomic_text(paths["tests"], tests.to_csv(index=False))
     atomic_text(paths["models"], versus.to_csv(index=False))
     folds = int(scores["fold"].nunique())
     shared = ("Every fold is scored on the same test images (the benchmark's test split); folds redraw the training "
               "patients and the validation split only, so the spread and the p-values reflect training samples, not "
-              "test-set sampling." if shared_test_set(models) else
+              "test-set sampling." if len({d for run in runs for d in run.metrics["bias"]["test_sets"]}) == 1 else
               "The folds are scored on different test images (the benchmark's split redraws its test set per seed).")
     atomic_text(paths["md"], f"# {title}\n\n{metric_spec(metric).heading}, mean ± std over {folds} folds; p: Mann-Whitney "
                              "U (two-sided) of the head trained on the tested group against this one, over folds. "

@@ -6,6 +6,8 @@ Two links can break between a number in a paper table and the model outputs behi
   run's own bootstrap settings and compared;
 - a committed table (OUT/tables/LAYOUT.{md,csv,tex}) no longer matches the runs (hand-edited, a run added or
   removed, the layout changed): every table is regenerated from the recomputed metrics and compared cell by cell.
+Explain and bias runs are held to their files too: an explain run's hits and accuracies are counted again from its
+explain.csv, a bias run's fold scores recomputed from the predictions of the group runs it names.
 Every problem names the file, and the run, metric and target, or the table's row and column, with both values.
 """
 
@@ -18,8 +20,9 @@ from pathlib import Path
 import pandas as pd
 
 from cxrbench.errors import CxrbenchError
-from cxrbench.results.store import StoredRun, stored_runs
 from cxrbench.metrics.points import MetricContext
+from cxrbench.results.store import (BIAS, EXPLAIN, METRICS, StoredRun, load_metrics, stored_benchmarks, stored_runs,
+                                    tables_folder)
 from cxrbench.stats.summary import stored_metrics_for, summarize
 from cxrbench.tables.model import OURS, PaperTable
 from cxrbench.tables.output import rendered
@@ -32,9 +35,48 @@ TOLERANCE = 1e-9
 
 
 def benchmark_runs(out: Path) -> dict[str, list[StoredRun]]:
-    """Every stored run under `out`, by benchmark (folders OUT/BENCHMARK/ENCODER/HEAD/ holding metrics.json)."""
-    found = sorted({path.parent.parent.parent.name for path in out.glob("*/*/*/metrics.json")})
-    return {name: stored_runs(out, name) for name in found if not name.startswith(".")}
+    """Every stored run of `cxrbench run` under `out`, by benchmark (the tables' rows)."""
+    runs = {name: stored_runs(out, name) for name in stored_benchmarks(out)}
+    return {name: found for name, found in runs.items() if found}
+
+
+def explain_drift(run: StoredRun) -> list[str]:
+    """Every per-seed count and accuracy of an explain run (and its macro accuracy per seed) that its explain.csv does
+    not give back: boxes with a hit value are the scored ones, accuracy = hits / boxes, the macro accuracy the mean
+    over findings with a scored box."""
+    where = run.folder / METRICS
+    boxes = pd.read_csv(run.folder / "explain.csv", dtype={"hit": "boolean", "finding": str})
+    scored = boxes[boxes["hit"].notna()]
+    stored, problems = run.metrics["explain"], []
+    for seed in stored["seeds"]:
+        mine, accuracies = scored[scored["seed"] == seed], []
+        for name, item in stored["findings"].items():
+            hits = mine.loc[mine["finding"] == name, "hit"].astype(bool)
+            found = {"hits": int(hits.sum()), "accuracy": float(hits.mean()) if len(hits) else None}
+            accuracies += [found["accuracy"]] if len(hits) else []
+            problems += [f"{where}: explain.findings.{name}.{key}.{seed} is {item[key].get(str(seed))!r}, explain.csv "
+                         f"gives {value!r}." for key, value in found.items() if not _same(item[key].get(str(seed)), value)]
+        macro = sum(accuracies) / len(accuracies) if accuracies else None
+        if not _same(stored["macro_accuracy"]["per_seed"].get(str(seed)), macro):
+            problems.append(f"{where}: explain.macro_accuracy.per_seed.{seed} is "
+                            f"{stored['macro_accuracy']['per_seed'].get(str(seed))!r}, explain.csv gives {macro!r}.")
+    return problems
+
+
+def bias_drift(run: StoredRun) -> list[str]:
+    """Every fold score of a bias run that the predictions of its group runs do not give back."""
+    from cxrbench.results.bias import BiasRuns, fold_scores
+
+    bias, where = run.metrics["bias"], run.folder / METRICS
+    groups = {group: StoredRun(run.benchmark, run.folder.parent / name, load_metrics(run.folder.parent / name))
+              for group, name in bias["runs"].items()}
+    fresh = fold_scores([BiasRuns(run.label, groups)], bias["attribute"], bias["metric"])
+    ours = {(r["train_group"], r["test_group"], int(r["fold"])): r["value"] for r in bias["folds"]}
+    theirs = {(r.train_group, r.test_group, int(r.fold)): None if pd.isna(r.value) else float(r.value)
+              for r in fresh.itertuples()}
+    return [f"{where}: bias.folds (trained on {key[0]}, tested on {key[1]}, fold {key[2]}) is {ours.get(key)!r}, the "
+            f"group runs' predictions give {theirs.get(key)!r}." for key in sorted(set(ours) | set(theirs), key=str)
+            if not _same(ours.get(key), theirs.get(key))]
 
 
 def recompute(run: StoredRun, predictions: pd.DataFrame | None = None) -> dict:
@@ -48,7 +90,7 @@ def recompute(run: StoredRun, predictions: pd.DataFrame | None = None) -> dict:
 def metric_drift(run: StoredRun, recomputed: dict) -> list[str]:
     """Every number of metrics.json that its predictions do not give back."""
     problems = []
-    where = run.folder / "metrics.json"
+    where = run.folder / METRICS
     stored = run.metrics.get("metrics", {})
     for metric in sorted(set(stored) | set(recomputed)):
         for target in sorted(set(stored.get(metric, {})) | set(recomputed.get(metric, {}))):
@@ -85,7 +127,7 @@ def stratified_drift(run: StoredRun, recomputed: dict | None) -> list[str]:
     if recomputed is None or stored is None:
         return []
     ours, theirs = _leaves(stored), _leaves(recomputed)
-    where = run.folder / "metrics.json"
+    where = run.folder / METRICS
     return [f"{where}: stratified.{key} is {ours.get(key)!r}, the predictions give {theirs.get(key)!r}."
             for key in sorted(set(ours) | set(theirs)) if not _same(ours.get(key), theirs.get(key))]
 
@@ -167,7 +209,14 @@ def check_committed(out: Path) -> CheckReport:
     committed under OUT/tables/. A committed table with no stored run behind it is a problem too."""
     report = CheckReport()
     runs = _runs(out, report)
-    folder = out / "tables"
+    for name in stored_benchmarks(out):
+        for run in stored_runs(out, name, EXPLAIN):
+            report.problems += explain_drift(run)
+            report.runs += 1
+        for run in stored_runs(out, name, BIAS):
+            report.problems += bias_drift(run)
+            report.runs += 1
+    folder = tables_folder(out)
     committed = sorted({p.name.rsplit(".", 1)[0] for p in folder.iterdir() if p.suffix[1:] in TABLE_SUFFIXES}) \
         if folder.is_dir() else []
     names = recipe_names()

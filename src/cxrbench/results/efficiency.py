@@ -24,7 +24,7 @@ from cxrbench.errors import CxrbenchError
 from cxrbench.registry import metric_spec
 from cxrbench.files import atomic_bytes, atomic_text
 from cxrbench.results.labels import encoder_label, notes_of, run_label, variant_text
-from cxrbench.results.store import StoredRun, stored_runs
+from cxrbench.results.store import METRICS, StoredRun, efficiency_files, stored_runs
 from cxrbench.specs import BenchmarkSpec
 from cxrbench.stats.summary import MACRO
 from cxrbench.tables.markdown import to_markdown
@@ -87,7 +87,7 @@ def _parse_budget(value, where: str) -> Budget:
 
 def run_budget(run: StoredRun) -> Budget:
     """The run's label budget (metrics.json `label_budget`; a run without one trained on the whole split)."""
-    return _parse_budget(run.metrics.get("label_budget"), str(run.folder / "metrics.json"))
+    return _parse_budget(run.metrics.get("label_budget"), str(run.folder / METRICS))
 
 
 def full_data_runs(runs: Sequence[StoredRun]) -> list[StoredRun]:
@@ -238,7 +238,8 @@ class EfficiencyResult:
 
 
 def write_efficiency(spec: BenchmarkSpec, out: Path, metric: str | None = None) -> EfficiencyResult:
-    """Collect every stored run of `spec` under `out` and write OUT/BENCH/efficiency_<metric>.{md,csv,png}."""
+    """Collect every stored run of `spec` under `out` and write its efficiency_<metric>.{md,csv,png}
+    (`results.store.efficiency_files`)."""
     metric = metric or spec.primary_metric
     metric_spec(metric)  # a registered metric (did-you-mean otherwise)
     runs = stored_runs(out, spec.name)
@@ -255,8 +256,7 @@ def write_efficiency(spec: BenchmarkSpec, out: Path, metric: str | None = None) 
         notes.append("only full-data runs were found: the curve has a single point per encoder.")
     display = efficiency_display_table(long)
     title = f"{spec.title}: label efficiency, macro {metric_spec(metric).heading}"
-    stem = out / spec.name / f"efficiency_{metric}"
-    paths = {suffix: stem.with_name(f"{stem.name}.{suffix}") for suffix in ("md", "csv", "png")}
+    paths = efficiency_files(out, spec.name, metric)
     atomic_text(paths["md"], f"# {title} (mean ± std over seeds [95% bootstrap CI])\n\n" + to_markdown(display, "model"))
     atomic_text(paths["csv"], long.to_csv(index=False))
     atomic_bytes(paths["png"], plot_efficiency(long, title, metric))

@@ -21,17 +21,21 @@ from jsonschema import Draft202012Validator, ValidationError
 
 from cxrbench.errors import DataError
 from cxrbench.results.provenance import SCHEMA_VERSION
+from cxrbench.results.store.layout import BIAS, EXPLAIN, METRICS, PREDICTIONS, RUN, SPLITS
 from cxrbench.stats.summary import MACRO
 
 SCHEMA_FILE = Path(__file__).with_name("metrics.schema.json")
 #: columns each parquet file of a run must have (predictions may have more: probabilities, per-case values)
 REQUIRED_COLUMNS = {
-    "predictions.parquet": ("image_id", "patient_id", "seed", "task", "label"),
-    "splits.parquet": ("image_id", "patient_id", "seed", "split"),
+    PREDICTIONS: ("image_id", "patient_id", "seed", "task", "label"),
+    SPLITS: ("image_id", "patient_id", "seed", "split"),
 }
 SPLITS = {"train", "val", "test", "unused"}
 #: rounding room when a mean is compared with its interval (both are stored as computed, not rounded)
 INTERVAL_SLACK = 1e-9
+#: an explain run's scored boxes, one row per seed and box (the numbers of its metrics.json are counted from them)
+EXPLAIN_CSV = "explain.csv"
+EXPLAIN_COLUMNS = ("seed", "image_id", "finding", "hit")
 #: metrics.json keys holding one entry per seed
 PER_SEED_KEYS = ("n_train_images", "n_test_images", "n_test_patients", "heads")
 
@@ -39,16 +43,16 @@ PER_SEED_KEYS = ("n_train_images", "n_test_images", "n_test_patients", "heads")
 def find_runs(path: Path) -> list[Path]:
     """The run folders at `path`: itself when it holds metrics.json (or is one), else every folder below it that
     does, skipping hidden folders (runs being written or left by a killed process) and a run's own subfolders."""
-    if path.is_file() and path.name == "metrics.json":
+    if path.is_file() and path.name == METRICS:
         return [path.parent]
     if not path.is_dir():
         raise DataError(f"{path}: no such folder. Give a run folder (holding metrics.json) or a results folder (--out of "
                         "`cxrbench run`).")
-    if (path / "metrics.json").is_file():
+    if (path / METRICS).is_file():
         return [path]
     runs = []
     for folder, subfolders, files in os.walk(path):
-        if "metrics.json" in files and folder != str(path):
+        if METRICS in files and folder != str(path):
             runs.append(Path(folder))
             subfolders.clear()
         else:
@@ -58,13 +62,18 @@ def find_runs(path: Path) -> list[Path]:
 
 def validate_run(folder: Path) -> list[str]:
     """Every problem of the run folder, each as 'FILE: PATH: what is wrong'; empty when the run is valid."""
-    metrics, problems = _read_metrics(folder / "metrics.json")
+    metrics, problems = _read_metrics(folder / METRICS)
     if metrics is None:
         return problems
     problems += [f"metrics.json: {message}" for message in metrics_problems(metrics)]
     if _newer(metrics):
         return problems
     seeds, names = _seeds(metrics), _target_names(metrics.get("targets"))
+    kind = metrics.get("kind") or RUN
+    if kind == EXPLAIN:
+        return problems + [f"{EXPLAIN_CSV}: {message}" for message in _csv_problems(folder / EXPLAIN_CSV, seeds)]
+    if kind == BIAS:
+        return problems + _bias_run_problems(folder, metrics)
     for name in REQUIRED_COLUMNS:
         columns = required_columns(name, metrics)
         problems += [f"{name}: {message}" for message in _parquet_problems(folder / name, columns, seeds, names)]
@@ -76,7 +85,7 @@ def required_columns(name: str, metrics: dict) -> tuple[str, ...]:
     each image's `score` (segmentation runs store per-case values instead)."""
     targets = metrics.get("targets") if isinstance(metrics.get("targets"), list) else []
     scored = any(isinstance(t, dict) and t.get("kind") != "mask" for t in targets)
-    return REQUIRED_COLUMNS[name] + (("score",) if name == "predictions.parquet" and scored else ())
+    return REQUIRED_COLUMNS[name] + (("score",) if name == PREDICTIONS and scored else ())
 
 
 def metrics_problems(metrics: dict, older_ok: bool = False) -> list[str]:
@@ -169,6 +178,7 @@ def _consistency_problems(metrics: dict, seeds: set[str] | None, names: set[str]
         for key in PER_SEED_KEYS:
             if isinstance(metrics.get(key), dict) and set(metrics[key]) != seeds:
                 problems.append(f"{key}: {_seed_mismatch(metrics[key], seeds)}")
+    problems += _explain_seed_problems(metrics.get("explain"), seeds)
     summaries = metrics.get("metrics")
     for metric, entries in (summaries.items() if isinstance(summaries, dict) else ()):
         for target, entry in (entries.items() if isinstance(entries, dict) else ()):
@@ -180,6 +190,17 @@ def _consistency_problems(metrics: dict, seeds: set[str] | None, names: set[str]
             if seeds is not None and isinstance(per_seed, dict) and set(per_seed) != seeds:
                 problems.append(f"{where}.per_seed: {_seed_mismatch(per_seed, seeds)}")
     return problems
+
+
+def _explain_seed_problems(explain, seeds: set[str] | None) -> list[str]:
+    """An explain run's per-seed numbers (macro accuracy, each finding's hits) are keyed by exactly its seeds."""
+    if not isinstance(explain, dict) or seeds is None:
+        return []
+    keyed = [(["explain", "macro_accuracy", "per_seed"], (explain.get("macro_accuracy") or {}).get("per_seed"))]
+    findings = explain.get("findings") if isinstance(explain.get("findings"), dict) else {}
+    keyed += [(["explain", "findings", name, "hits"], item.get("hits")) for name, item in findings.items() if isinstance(item, dict)]
+    return [f"{json_path(path)}: {_seed_mismatch(value, seeds)}" for path, value in keyed
+            if isinstance(value, dict) and set(value) != seeds]
 
 
 def _interval_problems(metrics: dict) -> list[str]:
@@ -227,6 +248,39 @@ def _target_names(targets) -> set[str] | None:
 
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+# -- files of explain and bias runs ----------------------------------------------------------------------------
+def _csv_problems(path: Path, seeds: set[str] | None) -> list[str]:
+    """explain.csv is there, readable, with its columns, and holds exactly the run's seeds."""
+    import pandas as pd
+
+    if not path.is_file():
+        return ["missing: the explain run is incomplete; run `cxrbench explain` again with --overwrite."]
+    try:
+        frame = pd.read_csv(path, usecols=lambda c: c in EXPLAIN_COLUMNS)
+    except (OSError, ValueError) as exc:
+        return [f"cannot be read as CSV ({exc}); the file is damaged: run `cxrbench explain` again with --overwrite."]
+    missing = [c for c in EXPLAIN_COLUMNS if c not in frame.columns]
+    if missing:
+        return [f"{', '.join(missing)}: required column(s) missing (it needs {', '.join(EXPLAIN_COLUMNS)})."]
+    stored = {str(s) for s in frame["seed"].unique()}
+    if seeds is not None and frame.size and stored != seeds:
+        return [f"seed: holds seeds {_listed(stored)}, but metrics.json's seeds are {_listed(seeds)}."]
+    return []
+
+
+def _bias_run_problems(folder: Path, metrics: dict) -> list[str]:
+    """Every group run a bias run scored is stored beside it, and its folds are the run's seeds."""
+    bias = metrics.get("bias") if isinstance(metrics.get("bias"), dict) else {}
+    runs = bias.get("runs") if isinstance(bias.get("runs"), dict) else {}
+    problems = [f"metrics.json: bias.runs.{group}: {folder.parent / str(name)} holds no run (no metrics.json); run "
+                "`cxrbench bias` again." for group, name in runs.items() if not (folder.parent / str(name) / METRICS).is_file()]
+    seeds = _seeds(metrics)
+    folds = {str(row.get("fold")) for row in bias.get("folds") or [] if isinstance(row, dict)}
+    if seeds is not None and folds and folds != seeds:
+        problems.append(f"metrics.json: bias.folds: has folds {_listed(folds)}, but the run's seeds are {_listed(seeds)}.")
+    return problems
 
 
 # -- parquet files --------------------------------------------------------------------------------------------
