@@ -24,7 +24,7 @@ from cxrbench.data.groups import group_labels
 from cxrbench.data.vindr.synthetic import write_synthetic_vindr
 from cxrbench.errors import DataError, SpecError
 from cxrbench.registry import benchmark_spec
-from cxrbench.results.bias import model_mann_whitney, train_group
+from cxrbench.analyses.bias import model_mann_whitney, train_group
 from cxrbench.results.labels import RANDOM_INIT, SYNTHETIC_DATA, variant_text
 from cxrbench.results.store import stored_runs
 from cxrbench.specs import GroupSpec
@@ -129,7 +129,7 @@ def test_false_negative_rate_per_group_at_the_validation_thresholds(base):
 def test_the_ci_check_recomputes_the_stratified_block_and_names_a_tampered_number(base):
     from dataclasses import replace
 
-    from cxrbench.results.check import recompute_stratified, stratified_drift
+    from cxrbench.analyses.check import recompute_stratified, stratified_drift
     from cxrbench.results.store import stored_runs
 
     run = next(r for r in stored_runs(base / "results", "vindr") if r.metrics.get("label_budget") is None)
@@ -309,7 +309,7 @@ def test_segmentation_dice_by_ethnicity_and_the_table_c3_layout(tmp_path, small_
 
     from cxrbench.data.mimic.synthetic import write_synthetic_mimic_lungs
     from cxrbench.data.mimic.synthetic import write_mimic_iv
-    from cxrbench.results.check import recompute_stratified
+    from cxrbench.analyses.check import recompute_stratified
     from cxrbench.tables.latex import to_latex
     from cxrbench.tables.markdown import paper_markdown
     from cxrbench.tables.model import SMALL_GROUP_MARK

@@ -15,9 +15,8 @@ from typer.testing import CliRunner
 from cxrbench.cli import app
 from cxrbench.errors import CxrbenchError
 from cxrbench.registry import benchmark_spec
-from cxrbench.results.efficiency import (
-    FULL, Budget, efficiency_display_table, efficiency_long_table, full_data_runs, run_budget, write_efficiency,
-)
+from cxrbench.analyses.efficiency import efficiency_display_table, efficiency_long_table, write_efficiency
+from cxrbench.results.budgets import FULL, Budget, full_data_runs, run_budget
 from cxrbench.results.labels import RANDOM_INIT, run_label, variant_text
 from cxrbench.results.store import json_writer, run_folder, stored_runs, write_run
 

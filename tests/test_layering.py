@@ -27,6 +27,7 @@ LAYERS: list[tuple[frozenset[str], bool]] = [
     (frozenset({"training"}), False),
     (frozenset({"results"}), False),
     (frozenset({"tables"}), False),
+    (frozenset({"analyses"}), False),
     (frozenset({"explain"}), False),
     (frozenset({"evaluations"}), False),
     (frozenset({"report", "launchers"}), False),

@@ -321,7 +321,7 @@ def point_run(tmp_path_factory):
 def test_a_run_stores_its_points_and_bins_and_its_check_recomputes_them(point_run):
     import json
 
-    from cxrbench.results.check import metric_drift, recompute, recompute_stratified, stratified_drift
+    from cxrbench.analyses.check import metric_drift, recompute, recompute_stratified, stratified_drift
     from cxrbench.results.schema import validate_run
     from cxrbench.results.store import stored_runs
     from cxrbench.study import load_benchmark

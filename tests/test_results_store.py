@@ -17,8 +17,8 @@ from cxrbench.errors import DataError
 from cxrbench.evaluations.localisation import LocalisationEvaluation
 from cxrbench.pipeline import EncoderOptions, MachineOptions, evaluate
 from cxrbench.report.collect import collect
-from cxrbench.results.bias import store_bias_runs, write_bias
-from cxrbench.results.check import check_committed
+from cxrbench.analyses.bias import store_bias_runs, write_bias
+from cxrbench.analyses.check import check_committed
 from cxrbench.results.schema import find_runs, validate_run
 from cxrbench.results.store import (BIAS, EXPLAIN, explain_folder, json_writer, parquet_writer, run_folder,
                                     stored_runs, write_run)

@@ -102,7 +102,7 @@ def test_stored_dice_equals_monai_recomputed_from_the_saved_masks(jsrt_run, jsrt
 def test_the_ci_check_recomputes_a_segmentation_run_from_its_predictions(jsrt_run, tmp_path):
     """`cxrbench table --all --check` scores mask targets once per structure, as the run did; an edited per-case Dice
     is caught."""
-    from cxrbench.results.check import metric_drift, recompute
+    from cxrbench.analyses.check import metric_drift, recompute
     from cxrbench.results.store import stored_runs
 
     copy = tmp_path / "jsrt" / "dinov2-small" / "upernet"

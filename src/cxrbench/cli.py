@@ -741,7 +741,7 @@ def table(
 
 
 def _all_layouts(out: Path, check: bool) -> None:
-    from cxrbench.results.check import check_committed, layout_tables
+    from cxrbench.analyses.check import check_committed, layout_tables
     from cxrbench.tables.output import write_paper_table
     from cxrbench.results.store import paper_table_stem, tables_folder
 
@@ -819,7 +819,7 @@ def compare(
     from cxrbench.files import atomic_text
     from cxrbench.registry import benchmark_spec, metric_spec
     from cxrbench.results.comparisons import TEST_NOTES, compare_runs, reference_run
-    from cxrbench.results.efficiency import full_data_runs
+    from cxrbench.results.budgets import full_data_runs
     from cxrbench.results.labels import encoder_label, notes_of
     from cxrbench.tables.markdown import to_markdown
     from cxrbench.results.store import comparison_stem, stored_runs
@@ -1041,7 +1041,7 @@ def bias(
     from cxrbench.evaluations.probe import ProbeEvaluation
     from cxrbench.pipeline import EncoderOptions, MachineOptions, evaluate
     from cxrbench.registry import benchmark_spec
-    from cxrbench.results.bias import write_bias
+    from cxrbench.analyses.bias import write_bias
     from cxrbench.study import StudyOptions
 
     spec = benchmark_spec(benchmark)
@@ -1083,7 +1083,7 @@ def curve(
     the stored runs HEAD/, HEAD_train-F/ and HEAD_shots-N/; writes OUT/BENCHMARK/efficiency_METRIC.{md,csv,png}."""
     _check_request(benchmark, metrics=[metric] if metric else [])
     from cxrbench.registry import benchmark_spec
-    from cxrbench.results.efficiency import write_efficiency
+    from cxrbench.analyses.efficiency import write_efficiency
 
     result = write_efficiency(benchmark_spec(benchmark), out, metric)
     print_table(result.display, f"{result.title}\n{VALUES}", "model")
@@ -1102,7 +1102,7 @@ def _show_comparison(benchmark: str, out: Path, metric: Optional[str], versus: O
     spec = benchmark_spec(benchmark)
     metric = metric or spec.primary_metric
     metric_spec(metric)  # a registered metric (did-you-mean otherwise)
-    from cxrbench.results.efficiency import full_data_runs
+    from cxrbench.results.budgets import full_data_runs
     from cxrbench.tables.output import comparison_latex
 
     runs = full_data_runs(stored_runs(out, benchmark))  # label-budget runs belong to `cxrbench curve`

@@ -24,9 +24,8 @@ from cxrbench.report.figures import FigureFolder, curves_figure, forest_plot, re
 from cxrbench.report.referral import referral_curves
 from cxrbench.report.reliability import KINDS as CLASSIFICATION, run_reliability
 from cxrbench.results.comparisons import TEST_NOTES
-from cxrbench.results.efficiency import (
-    GROUP, efficiency_display_table, efficiency_long_table, full_data_runs, plot_efficiency, run_budget,
-)
+from cxrbench.analyses.efficiency import efficiency_display_table, efficiency_long_table, plot_efficiency
+from cxrbench.results.budgets import GROUP, full_data_runs, run_budget
 from cxrbench.results.labels import comparable, encoder_label, notes_of, run_label
 from cxrbench.results.store import PREDICTIONS, StoredRun
 from cxrbench.registry import benchmark_spec, metric_spec

@@ -17,7 +17,7 @@ import pandas as pd
 
 from cxrbench.errors import CxrbenchError
 from cxrbench.registry import metric_spec
-from cxrbench.results.efficiency import full_data_runs
+from cxrbench.results.budgets import full_data_runs
 from cxrbench.results.labels import comparable, run_label
 from cxrbench.results.overlap import pretraining_overlap
 from cxrbench.results.store import StoredRun, stored_runs

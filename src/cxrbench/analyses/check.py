@@ -65,7 +65,7 @@ def explain_drift(run: StoredRun) -> list[str]:
 
 def bias_drift(run: StoredRun) -> list[str]:
     """Every fold score of a bias run that the predictions of its group runs do not give back."""
-    from cxrbench.results.bias import BiasRuns, fold_scores
+    from cxrbench.analyses.bias import BiasRuns, fold_scores
 
     bias, where = run.metrics["bias"], run.folder / METRICS
     groups = {group: StoredRun(run.benchmark, run.folder.parent / name, load_metrics(run.folder.parent / name))
