@@ -139,10 +139,12 @@ class Report:
 
 
 def run_numbers(folder: Path) -> dict:
-    """A run's numbers: metrics.json's "metrics"; an older explain run's are its explain.json's "metrics"."""
-    if (folder / "metrics.json").is_file():
-        return dict(numbers(json.loads((folder / "metrics.json").read_text())["metrics"]))
-    return dict(numbers(json.loads((folder / "explain.json").read_text())["metrics"]))
+    """A run's numbers: metrics.json's "metrics"; an explain run's are its whole "explain" block (which older versions
+    wrote as explain.json)."""
+    if (folder / "explain.json").is_file():
+        return dict(numbers(json.loads((folder / "explain.json").read_text())))
+    metrics = json.loads((folder / "metrics.json").read_text())
+    return dict(numbers(metrics["explain"] if metrics.get("kind") == "explain" else metrics["metrics"]))
 
 
 def compare_runs(old: Path, new: Path, report: Report) -> None:
@@ -155,11 +157,23 @@ def compare_runs(old: Path, new: Path, report: Report) -> None:
         report.same_numbers(str(relative), run_numbers(old / relative), run_numbers(new / relative))
         p_old, p_new = old / relative / "predictions.parquet", new / relative / "predictions.parquet"
         if p_old.is_file():
-            a, b = pd.read_parquet(p_old), pd.read_parquet(p_new)
-            columns = ["image_id", "patient_id", "seed", "task", "label", "score"]
-            if list(b.columns[: len(columns)]) != columns or not a[columns].equals(b[columns]):
-                diff = np.abs(a["score"].to_numpy() - b["score"].to_numpy()).max() if len(a) == len(b) else "rows differ"
-                report.differ(f"{relative}/predictions.parquet", f"differs (max score difference {diff})")
+            same_predictions(str(relative / "predictions.parquet"), pd.read_parquet(p_old), pd.read_parquet(p_new), report)
+
+
+def same_predictions(where: str, a: pd.DataFrame, b: pd.DataFrame, report: Report) -> None:
+    """Every column of the old predictions (a probe's image_id ... score, a segmentation run's per-case values),
+    the same in the new ones, in the same rows and order."""
+    missing = [c for c in a.columns if c not in b.columns]
+    if missing or len(a) != len(b):
+        report.differ(where, f"columns {missing} missing or rows differ ({len(a)} vs {len(b)})")
+        return
+    report.compared += 1
+    for column in a.columns:
+        if a[column].equals(b[column]):
+            continue
+        numeric = pd.api.types.is_numeric_dtype(a[column]) and pd.api.types.is_numeric_dtype(b[column])
+        diff = np.nanmax(np.abs(a[column].to_numpy(float) - b[column].to_numpy(float))) if numeric else "text"
+        report.differ(f"{where}:{column}", f"differs (max difference {diff})")
 
 
 def compare_files(old: Path, new: Path, report: Report) -> None:
