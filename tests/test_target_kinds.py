@@ -66,7 +66,8 @@ def test_outputs_and_result_columns_per_kind():
 
 def test_counts_per_kind_equal_counting_by_hand(tmp_path):
     values = [1.0, 0.0, np.nan, 1.0, 1.0, 0.0]
-    frame = pd.DataFrame({"finding": values, "diagnosis": [0.0, 2.0, 2.0, np.nan, 1.0, 2.0], "angle": [3.0, np.nan, 5.0, 9.0, 1.0, 2.0]})
+    frame = pd.DataFrame({"finding": values, "diagnosis": [0.0, 2.0, 2.0, np.nan, 1.0, 2.0],
+                          "angle": [3.0, np.nan, 5.0, 9.0, 1.0, 2.0]})
     assert target_kind("binary").counts(FINDING, frame) == {"positive": 3, "negative": 2, "unknown": 1}
     assert target_kind("multiclass").counts(DIAGNOSIS, frame) == {"normal": 1, "pneumonia": 1, "covid-19": 3, "unknown": 1}
     known = np.array([3.0, 5.0, 9.0, 1.0, 2.0])
@@ -151,7 +152,8 @@ def test_a_kind_registered_elsewhere_flows_through_validation_counts_and_rows(to
     counts = data.label_counts()["lesion-count"].set_index("split")
     assert counts.loc["train", "known"] == 2 and counts.loc["train", "unknown"] == 1 and counts.loc["test", "known"] == 3
     spec = BenchmarkSpec("b", "B", {}, (FINDING, target), metrics=("mae",), primary_metric="mae")
-    assert [(g.kind, [t.name for t in g.targets]) for g in target_groups(spec)] == [("binary", ["finding"]), ("lesion-count", ["lesions"])]
+    groups = [(g.kind, [t.name for t in g.targets]) for g in target_groups(spec)]
+    assert groups == [("binary", ["finding"]), ("lesion-count", ["lesions"])]
     rows = target_kind("lesion-count").long_form(pd.DataFrame({"image_id": ["a"], "patient_id": ["p"]}), 1, (target,),
                                                 np.array([[2.0]]), np.array([[1.6]]), np.array([[2.0]]))
     assert rows[0][["task", "label", "score"]].values.tolist() == [["lesions", 2.0, 1.6]]

@@ -29,7 +29,8 @@ class Reliability:
 
 
 def run_reliability(predictions: pd.DataFrame, targets: Sequence[TargetSpec], bins: int = BINS) -> list[Reliability]:
-    """Pooled-over-seeds reliability bins and ECE of each target in `predictions` whose kind scores probabilities (`calibrated`: binary, multiclass)."""
+    """Pooled-over-seeds reliability bins and ECE of each target in `predictions` whose kind scores probabilities
+    (`TargetKind.calibrated`: binary, multiclass)."""
     images = pd.Index(sorted(predictions["image_id"].unique()))
     result = []
     for target in targets:

@@ -83,8 +83,10 @@ class TargetKind:
         """Its counts among `frame`'s rows (what `cxrbench data check` prints): known, unknown, mean, std, min, max."""
         values = frame[target.name].to_numpy(dtype=np.float64)
         known = values[~np.isnan(values)]
-        stats = {"mean": float(known.mean()), "std": float(known.std(ddof=1)) if len(known) > 1 else float("nan"),
-                 "min": float(known.min()), "max": float(known.max())} if len(known) else dict.fromkeys(("mean", "std", "min", "max"), float("nan"))
+        stats = dict.fromkeys(("mean", "std", "min", "max"), float("nan"))
+        if len(known):
+            stats = {"mean": float(known.mean()), "std": float(known.std(ddof=1)) if len(known) > 1 else float("nan"),
+                     "min": float(known.min()), "max": float(known.max())}
         return {"known": int(len(known)), "unknown": int(np.isnan(values).sum()), **stats}
 
     def missing(self, target: TargetSpec, counts: Mapping[str, Any]) -> str | None:
