@@ -139,15 +139,16 @@ def _parse_cached(entry: Entry) -> Any:
 
 
 def _metric_spec(entry: Entry) -> MetricSpec:
-    from cxrbench.metrics.base import TARGET_KINDS, Metric
+    from cxrbench.metrics.base import Metric
+    from cxrbench.targets import kind_names
 
     implementation = entry.load()
     if not (isinstance(implementation, type) and issubclass(implementation, Metric)):
         raise SpecError(f"Metric '{entry.name}' ({entry.origin}): {entry.impl_ref!r} is not a cxrbench.metrics.base.Metric subclass.")
-    unknown = [k for k in implementation.kinds if k not in TARGET_KINDS]
+    unknown = [k for k in implementation.kinds if k not in kind_names()]
     if not implementation.kinds or unknown:
         raise SpecError(f"Metric '{entry.name}' ({entry.origin}): `kinds` must name target kinds among "
-                        f"{', '.join(TARGET_KINDS)} (got {list(implementation.kinds)}).")
+                        f"{', '.join(kind_names())} (got {list(implementation.kinds)}).")
     return MetricSpec(entry.name, implementation.title or entry.name, tuple(implementation.kinds),
                       bool(implementation.higher_is_better), float(implementation.scale), implementation.unit,
                       int(implementation.decimals), " ".join(implementation.description.split()))

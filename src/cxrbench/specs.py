@@ -19,6 +19,8 @@ from typing import Any, Literal, Union
 import yaml
 
 from cxrbench.errors import SpecError
+from cxrbench.targets import kind_names, target_kind
+from cxrbench.targets.base import OWNED_FIELDS, TargetKind
 
 Interpolation = Literal["nearest", "bilinear", "bicubic", "area"]
 
@@ -220,24 +222,18 @@ class GroupSpec:
         return self.labels
 
 
-TargetKind = Literal["binary", "multiclass", "regression", "mask"]
-
-
 @dataclass(frozen=True)
 class TargetSpec:
     """One thing a benchmark asks about an image, and the kind of answer.
 
-    binary:     a finding, present (1) or absent (0); the loader's column holds 1.0 / 0.0 / NaN (unknown).
-    multiclass: one of `classes`; the column holds the class index (0-based, in the order of `classes`) or NaN.
-    regression: a number in `unit`; the column holds the value or NaN.
-    mask:       `structures` outlined on the image; the column holds a reference the loader's mask reader opens
-                lazily (masks are never all in memory). `lateral: true` when the structures have a side (left / right
-                lung, ribs): a horizontal flip would swap them, so augmentation may not flip.
-    A spec lists a binary target by its name alone, any other as a mapping.
+    `kind` names a target kind (`cxrbench.targets`: binary, multiclass, regression, mask, or one registered by a
+    plugin); the kind's module says what the loader's column holds and which fields the kind takes (`classes` for
+    multiclass, `structures` and `lateral` for mask). A spec lists a binary target by its name alone, any other
+    as a mapping.
     """
 
     name: str
-    kind: TargetKind = "binary"
+    kind: str = "binary"
     classes: tuple[str, ...] = ()
     unit: str = ""
     structures: tuple[str, ...] = ()
@@ -247,21 +243,23 @@ class TargetSpec:
 
     def __post_init__(self) -> None:
         where = f"target '{self.name}'"
-        if self.lateral and self.kind != "mask":
-            raise SpecError(f"{where}: `lateral` belongs to mask targets (this one is {self.kind}).")
-        if self.kind == "multiclass" and (len(self.classes) < 2 or len(set(self.classes)) != len(self.classes)):
-            raise SpecError(f"{where}: a multiclass target needs `classes`, two or more distinct names.")
-        if self.kind != "multiclass" and self.classes:
-            raise SpecError(f"{where}: `classes` belong to multiclass targets (this one is {self.kind}).")
-        if self.kind == "mask" and not self.structures:
-            raise SpecError(f"{where}: a mask target needs `structures`, the names of what is outlined.")
-        if self.kind != "mask" and self.structures:
-            raise SpecError(f"{where}: `structures` belong to mask targets (this one is {self.kind}).")
+        kind = target_kind(self.kind, where)
+        for name in OWNED_FIELDS:
+            if getattr(self, name) and name not in kind.fields:
+                owners = " / ".join(k for k in kind_names() if name in target_kind(k).fields)
+                raise SpecError(f"{where}: `{name}` belong{'s' if name == 'lateral' else ''} to {owners} targets (this "
+                                f"one is {self.kind}).")
+        kind.check(self, where)
+
+    @property
+    def target_kind(self) -> TargetKind:
+        """The kind object behind `kind`: what this target's column holds and how it is learned and scored."""
+        return target_kind(self.kind)
 
     @property
     def outputs(self) -> int:
         """How many numbers a head predicts for it: one per class for multiclass, else one."""
-        return len(self.classes) if self.kind == "multiclass" else 1
+        return self.target_kind.outputs(self)
 
 
 @dataclass(frozen=True)
@@ -354,7 +352,7 @@ class BenchmarkSpec:
     @property
     def result_columns(self) -> tuple[str, ...]:
         """What results are reported per: each target, or for a mask target each of its structures."""
-        return tuple(c for t in self.targets for c in (t.structures if t.kind == "mask" else (t.name,)))
+        return tuple(c for t in self.targets for c in t.target_kind.result_columns(t))
 
     def target(self, name: str) -> TargetSpec:
         return next(t for t in self.targets if t.name == name)

@@ -172,20 +172,13 @@ def apply_label_budget(manifest: pd.DataFrame, labels: np.ndarray, budget: Label
         keep = set()
         frame = pd.DataFrame(labels[train], index=patients[train].to_numpy())
         for column, target in zip(frame.columns, targets):
-            if target.kind not in ("binary", "multiclass"):
+            classes = target.target_kind.shot_classes(target, frame[column])
+            if classes is None:
                 raise DataError(f"benchmark '{benchmark}': --shots counts patients per class, and target '{target.name}' "
                                 f"is {target.kind}; use --train-fraction.")
-            classes = (1.0, 0.0) if target.kind == "binary" else tuple(float(k) for k in range(len(target.classes)))
-            patient_max = frame[column].groupby(level=0).max()
-            for value in classes:
-                if target.kind == "binary":  # positive if any image is; negative if none is
-                    members = patient_max.index[patient_max.to_numpy() == value]
-                else:  # a patient counts for every class one of its images has
-                    has = frame[column].eq(value).groupby(level=0).any()
-                    members = has.index[has.to_numpy()]
+            for name, members in classes:
                 candidates = rng.permutation(np.sort(members.to_numpy()))
                 if len(candidates) < budget.shots:
-                    name = f"label {value:g}" if target.kind == "binary" else f"class '{target.classes[int(value)]}'"
                     raise DataError(
                         f"benchmark '{benchmark}': --shots {budget.shots} needs {budget.shots} training patients with "
                         f"{name} for task '{target.name}', the seed-{seed} training split has {len(candidates)}."

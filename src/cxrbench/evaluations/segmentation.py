@@ -8,7 +8,8 @@ benchmark's mask targets together on the training split, is selected on the vali
 test split; each test prediction is resampled onto its reference mask's own grid, thresholded and scored per
 structure there (`metrics.segmentation.per_case_values`, MONAI). A head with `score_grid: N` (RayDINO's 512) scores
 instead on an N x N grid, prediction and reference both brought there by nearest neighbour
-(`evaluations.masks.on_score_grid`); the stored masks stay on the reference's grid. The run folder is a probe's plus:
+(`evaluations.masks.on_score_grid`); the stored masks stay on the reference's grid. The shared run steps
+(`evaluations.runs`) write the run folder, as for a probe; this evaluation adds its own files:
 
     masks/seed-S.npz     the predicted test masks of seed S (bit-packed, one [S, H, W] entry per image id), from
                          which the stored per-case values can be recomputed
@@ -35,8 +36,9 @@ from cxrbench.encoders.base import Encoder, FeatureRequest
 from cxrbench.encoders.geometry import training_targets
 from cxrbench.encoders.geometry import InputGeometry
 from cxrbench.errors import DataError, SpecError
+from cxrbench.evaluations.base import EvaluationResult, RunOptions, RunResult
 from cxrbench.evaluations.masks import on_score_grid, to_mask_grid
-from cxrbench.evaluations.probe import ProbeEvaluation, Trained
+from cxrbench.evaluations.runs import Method, RunPlan, plan_runs, run_each, write_result
 from cxrbench.features.extract import EncoderFeatures, ExtractionSettings
 from cxrbench.heads.segmentation import SegmentationHead
 from cxrbench.metrics.segmentation import CASE_COLUMNS, per_case_values
@@ -72,24 +74,37 @@ class _Structure:
 
 
 @dataclass
-class SegmentationEvaluation(ProbeEvaluation):
-    """A probe evaluation whose head is a segmentation decoder and whose targets are masks."""
+class SegmentationEvaluation(RunOptions):
+    """Segmentation decoders on patch grids for mask targets; the run steps of `evaluations.runs` write it."""
 
     def check(self, spec: BenchmarkSpec) -> None:
         self.entry = registry().get("heads", self.head or spec.default_head)
-        others = [t.name for t in spec.targets if t.kind != "mask"]
+        others = [t.name for t in spec.targets if t.target_kind.evaluation != "segmentation"]
         if others:
             raise SpecError(f"benchmark '{spec.name}': segmentation scores mask targets; {others} are not masks.")
         for name in self.metrics:
-            if "mask" not in metric_spec(name).kinds:
-                raise SpecError(f"--metric {name} does not score mask targets (see `cxrbench list metrics`).")
-        self.groups = []
-        self.params = self._decoder(spec).params
-        if self.params["features"] == "online":  # a bad augmentation fails before any data is read
+            kinds = metric_spec(name).kinds
+            wrong = list(dict.fromkeys(t.kind for t in spec.targets if t.kind not in kinds))
+            if wrong:
+                raise SpecError(f"--metric {name} does not score {' / '.join(wrong)} targets (see `cxrbench list metrics`).")
+        self.method = Method(self.entry.name, self._decoder(spec).params)
+        if self.method.params["features"] == "online":  # a bad augmentation fails before any data is read
             from cxrbench.training.mask_views import MaskAugmentation
 
-            MaskAugmentation.from_dict(self.params["augmentation"], [t.name for t in spec.targets if t.lateral],
+            MaskAugmentation.from_dict(self.method.params["augmentation"], [t.name for t in spec.targets if t.lateral],
                                        f"Head '{self.entry.name}'")
+
+    def prepare(self, study: Study, progress: Progress) -> Study:
+        return study
+
+    def plan(self, study: Study, encoder: Encoder, settings: ExtractionSettings) -> bool:
+        self.plans = plan_runs(self, self.method, study, encoder, settings)
+        return not all(plan.stored for plan in self.plans)
+
+    def evaluate(self, study: Study, features: EncoderFeatures | None, settings: ExtractionSettings,
+                 progress: Progress) -> list[RunResult]:
+        return run_each(self.plans, study, lambda plan: write_result(
+            study, features, self, self.method, plan, self._train(study, features, settings, plan, progress), progress))
 
     def _decoder(self, spec: BenchmarkSpec, device: str | None = None) -> SegmentationHead:
         head_class = self.entry.load()
@@ -106,17 +121,9 @@ class SegmentationEvaluation(ProbeEvaluation):
         layers = tuple(int(n.split("_")[1]) for n in needs if n != "patches")
         return FeatureRequest(global_embedding=True, patch_tokens="patches" in needs, layers=layers)
 
-    def scored_targets(self, data) -> tuple[TargetSpec, ...]:
-        """One scored target per structure (the tables' columns; the macro average is over structures)."""
-        return tuple(TargetSpec(s.structure, "mask", structures=(s.structure,), metrics=data.target(s.target).metrics)
-                     for s in _structures(data.targets))
-
-    def metrics_for(self, spec: BenchmarkSpec):
-        owner = {s.structure: spec.targets[[t.name for t in spec.targets].index(s.target)] for s in _structures(spec.targets)}
-        return lambda target: list(dict.fromkeys([*spec.metrics_for(owner.get(target.name, target)), *self.metrics]))
-
     # -- training and prediction -------------------------------------------------------------------------------
-    def _train(self, study: Study, features: EncoderFeatures, settings: ExtractionSettings, plan, progress: Progress) -> Trained:
+    def _train(self, study: Study, features: EncoderFeatures, settings: ExtractionSettings, plan: RunPlan,
+               progress: Progress) -> EvaluationResult:
         encoder = features.encoder
         grid = _grid(features)
         covered = (grid[0] * encoder.patch_stride, grid[1] * encoder.patch_stride)
@@ -130,11 +137,11 @@ class SegmentationEvaluation(ProbeEvaluation):
             for path in self._scratch_files:
                 path.unlink(missing_ok=True)
 
-    def _fit_and_score(self, study: Study, features: EncoderFeatures, settings: ExtractionSettings, plan,
-                       progress: Progress, layout: "_Layout") -> Trained:
+    def _fit_and_score(self, study: Study, features: EncoderFeatures, settings: ExtractionSettings, plan: RunPlan,
+                       progress: Progress, layout: "_Layout") -> EvaluationResult:
         data, encoder, known = study.data, features.encoder, layout.known
         targets = self._targets(study, encoder, layout, Path(settings.cache_root), progress)
-        trained = Trained()
+        trained = EvaluationResult()
         masks: dict[int, dict[str, np.ndarray]] = {}
         rows = []
         advance = progress.task(f"training {plan.name} decoders on {encoder.spec.name}", len(study.seeds))
@@ -177,7 +184,7 @@ class SegmentationEvaluation(ProbeEvaluation):
         from cxrbench.training.mask_views import MaskAugmentation, MaskViews
         from cxrbench.training.online import OnlineBatches
 
-        lateral = [t.name for t in data.targets if t.kind == "mask" and t.lateral]
+        lateral = [t.name for t in data.targets if t.lateral]
         policy = MaskAugmentation.from_dict(head.params["augmentation"], lateral, f"Head '{head.spec.name}'")
         rows = np.flatnonzero(train & layout.known)
         views = MaskViews(data.samples["path"].to_numpy()[rows], _MaskRows(data, rows), len(layout.structures), policy,
@@ -206,7 +213,7 @@ class SegmentationEvaluation(ProbeEvaluation):
         for row in rows:
             geometry = InputGeometry.from_spec(encoder.preprocessing, *sizes[row])
             channel = 0
-            for target in (t for t in data.targets if t.kind == "mask"):
+            for target in data.targets:
                 mask = _read_mask(data, target, row, sizes[row])
                 out[row, channel : channel + len(target.structures)] = training_targets(mask, geometry, layout.covered, layout.cells)
                 channel += len(target.structures)
@@ -218,7 +225,7 @@ class SegmentationEvaluation(ProbeEvaluation):
         """(predicted, reference) bool [S, H, W] of one test image on its reference masks' grid."""
         size = layout.sizes[row]
         geometry = InputGeometry.from_spec(encoder.preprocessing, *size)
-        references = [_read_mask(data, t, row, size) for t in data.targets if t.kind == "mask"]
+        references = [_read_mask(data, t, row, size) for t in data.targets]
         if len({m.shape[1:] for m in references}) > 1:
             raise DataError(f"Image {data.samples['image_id'].iloc[row]}: its mask targets are on different grids; "
                             "score them as separate benchmarks.")
@@ -239,7 +246,7 @@ def scored_values(predicted: np.ndarray, reference: np.ndarray, grid: int | None
 
 
 def _structures(targets) -> list[_Structure]:
-    return [_Structure(t.name, s, k) for t in targets if t.kind == "mask" for k, s in enumerate(t.structures)]
+    return [_Structure(t.name, s, k) for t in targets for k, s in enumerate(t.structures)]
 
 
 def _grid(features: EncoderFeatures) -> tuple[int, int]:
@@ -263,7 +270,7 @@ class _MaskRows:
 
     def __call__(self, position: int) -> np.ndarray:
         row = int(self.rows[position])
-        return np.concatenate([_read_mask(self.data, t, row) for t in self.data.targets if t.kind == "mask"])
+        return np.concatenate([_read_mask(self.data, t, row) for t in self.data.targets])
 
 
 class _Sizes:
@@ -325,7 +332,7 @@ def _overlay_writer(data, structures: list[_Structure], row: int, predicted: np.
 
         from cxrbench.data.common.images import read_image
 
-        references = np.concatenate([_read_mask(data, t, row) for t in data.targets if t.kind == "mask"])
+        references = np.concatenate([_read_mask(data, t, row) for t in data.targets])
         image = resize(read_image(data.samples["path"].iloc[row]), references.shape[1:], order=1, anti_aliasing=True)
         path.write_bytes(overlay_png(image, references, predicted, [s.structure for s in structures]))
     return write

@@ -22,6 +22,7 @@ from sklearn.preprocessing import StandardScaler
 from cxrbench.heads.base import BatchSource, FeatureSet, FitReport, Head, cached_only
 from cxrbench.heads.selection import ranking, validation_score
 from cxrbench.progress import Progress, SilentProgress
+from cxrbench.targets import target_kind
 
 
 class LogisticHead(Head):
@@ -42,15 +43,16 @@ class LogisticHead(Head):
         x_train, x_val = self._inputs(train.global_), self._inputs(val.global_) if len(val.labels) else None
         metric = self.selection
         self._classes = train.labels.shape[1]
-        # binary: one column per target; multiclass: the class index of the one-hot rows
-        columns = [train.labels[:, [t]] for t in range(train.labels.shape[1])] if self.kind == "binary" else [train.labels]
-        val_columns = ([val.labels[:, [t]] for t in range(val.labels.shape[1])] if self.kind == "binary" else [val.labels])
+        # binary: one column per target; multiclass (one-hot): the class index of the one-hot rows
+        one_hot = target_kind(self.kind).one_hot
+        columns = [train.labels] if one_hot else [train.labels[:, [t]] for t in range(train.labels.shape[1])]
+        val_columns = [val.labels] if one_hot else [val.labels[:, [t]] for t in range(val.labels.shape[1])]
         self.models, chosen, table = [], {}, []
         unconverged = fits = 0
         advance = progress.task(f"{self.spec.name} head, seed {seed}: tasks", len(columns), transient=True)
         for t, (labels, val_labels) in enumerate(zip(columns, val_columns)):
             known = ~np.isnan(labels).any(axis=1)
-            y = labels[known, 0] if self.kind == "binary" else labels[known].argmax(axis=1)
+            y = labels[known].argmax(axis=1) if one_hot else labels[known, 0]
             candidates = {}
             for c in self.params["C"]:
                 model = LogisticRegression(C=float(c), max_iter=int(self.params["max_iter"]), random_state=seed)
@@ -80,7 +82,7 @@ class LogisticHead(Head):
         """[N, 1] P(positive) for a binary target; [N, K] over every declared class for a multiclass one (a class
         the training split lacks gets probability 0)."""
         probabilities = model.predict_proba(x)
-        if self.kind == "binary":
+        if not target_kind(self.kind).one_hot:
             return probabilities[:, 1:2]
         out = np.zeros((len(x), self._classes))
         out[:, model.classes_.astype(int)] = probabilities

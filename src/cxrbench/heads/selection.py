@@ -12,12 +12,13 @@ from __future__ import annotations
 import numpy as np
 
 from cxrbench.metrics.base import Metric
+from cxrbench.targets import target_kind
 
 
 def validation_score(metric: Metric, kind: str, labels: np.ndarray, scores: np.ndarray) -> float:
     """`labels` / `scores` as a head sees them: [N, T] for binary and regression targets, a one-hot [N, K] and
-    class probabilities [N, K] for one multiclass target."""
-    if kind == "multiclass":
+    class probabilities [N, K] for one multiclass target (a `one_hot` kind)."""
+    if target_kind(kind).one_hot:
         known = ~np.isnan(labels).any(axis=1)
         classes = labels[known].argmax(axis=1).astype(np.float64)
         if len(np.unique(classes)) < 2:

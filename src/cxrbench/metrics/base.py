@@ -5,7 +5,7 @@ value for regression) against `scores` ([N] probability of the positive class or
 probabilities for multiclass). It declares what it applies to and how to read it, so that specs are checked when
 parsed and tables, curves and comparisons need no per-metric code:
 
-- `kinds`: the target kinds it scores;
+- `kinds`: the target kinds it scores, by name (`cxrbench.targets`);
 - `higher_is_better`: its direction (selection, "best" marks, paired comparisons);
 - `scale`, `unit` and `decimals`: how a value is shown (100, "%" and 1 for fractions);
 - `weighted`: optionally, the metric for many bootstrap resamples at once, each a vector of integer weights per
@@ -17,8 +17,6 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
-
-TARGET_KINDS = ("binary", "multiclass", "regression", "mask")
 
 
 class Metric:

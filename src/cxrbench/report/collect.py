@@ -136,6 +136,6 @@ def result_columns(run: StoredRun, targets: Sequence[TargetSpec]) -> list[str]:
     """The run table's columns: each target, or each structure of a mask target (as BenchmarkSpec.result_columns);
     for a run whose targets are unknown, what its metrics hold."""
     if targets:
-        return [c for t in targets for c in (t.structures if t.kind == "mask" else (t.name,))]
+        return [c for t in targets for c in t.target_kind.result_columns(t)]
     entries = next(iter(run.metrics.get("metrics", {}).values()), {})
     return [task for task in entries if task != MACRO]

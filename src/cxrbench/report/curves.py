@@ -54,7 +54,7 @@ def binary_curves(predictions: pd.DataFrame, targets: Sequence[TargetSpec], boot
                   resamples: int = RESAMPLES) -> list[TargetCurves]:
     """Seed-mean ROC and PR curves with bootstrap bands for the binary `targets` present in `predictions` (a run's
     predictions.parquet: image_id, patient_id, seed, task, label, score)."""
-    binary = [t for t in targets if t.kind == "binary" and (predictions["task"] == t.name).any()]
+    binary = [t for t in targets if t.target_kind.thresholded and (predictions["task"] == t.name).any()]
     if not binary:
         return []
     seeds = sorted(predictions["seed"].unique().tolist())

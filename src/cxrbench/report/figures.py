@@ -22,6 +22,7 @@ from cxrbench.report.curves import TargetCurves
 from cxrbench.report.html import slug
 from cxrbench.report.referral import ReferralCurve
 from cxrbench.report.reliability import Reliability
+from cxrbench.targets import target_kind
 
 FOLDER = "figures"
 PAIRS_PER_ROW = 2  # ROC + PR panel pairs per row of a run's curve figure
@@ -179,7 +180,7 @@ def reliability_figure(items: Sequence[Reliability], title: str) -> bytes:
         ax.plot(bins["confidence"], bins["observed"], color="C2", linewidth=1)
         sizes = 10 + 90 * bins["count"] / bins["count"].max()
         ax.scatter(bins["confidence"], bins["observed"], s=sizes, color="C2", zorder=3)
-        axis = "top-label confidence" if item.kind == "multiclass" else "mean predicted probability"
+        axis = "top-label confidence" if target_kind(item.kind).one_hot else "mean predicted probability"
         ax.set(xlim=(0, 1), ylim=(-0.02, 1.02), xlabel=axis, ylabel="observed frequency")
         _small(ax)
         ece = f"{metric.scale * item.ece:.{metric.decimals}f}{metric.unit}"

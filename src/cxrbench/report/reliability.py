@@ -19,9 +19,6 @@ from cxrbench.metrics.calibration import BINS, reliability_bins
 from cxrbench.specs import TargetSpec
 from cxrbench.stats.summary import target_arrays
 
-KINDS = ("binary", "multiclass")
-
-
 @dataclass
 class Reliability:
     target: str
@@ -32,11 +29,12 @@ class Reliability:
 
 
 def run_reliability(predictions: pd.DataFrame, targets: Sequence[TargetSpec], bins: int = BINS) -> list[Reliability]:
-    """Pooled-over-seeds reliability bins and ECE of each binary or multiclass target in `predictions`."""
+    """Pooled-over-seeds reliability bins and ECE of each target in `predictions` whose kind scores probabilities
+    (`TargetKind.calibrated`: binary, multiclass)."""
     images = pd.Index(sorted(predictions["image_id"].unique()))
     result = []
     for target in targets:
-        if target.kind not in KINDS or not (predictions["task"] == target.name).any():
+        if not target.target_kind.calibrated or not (predictions["task"] == target.name).any():
             continue
         labels, scores = [], []
         for _, part in predictions.groupby("seed", sort=True):

@@ -22,7 +22,7 @@ from cxrbench.report.comparisons import read_comparison
 from cxrbench.report.curves import RESAMPLES, binary_curves
 from cxrbench.report.figures import FigureFolder, curves_figure, forest_plot, referral_figure, reliability_figure
 from cxrbench.report.referral import referral_curves
-from cxrbench.report.reliability import KINDS as CLASSIFICATION, run_reliability
+from cxrbench.report.reliability import run_reliability
 from cxrbench.results.comparisons import TEST_NOTES
 from cxrbench.analyses.efficiency import efficiency_display_table, efficiency_long_table, plot_efficiency
 from cxrbench.results.budgets import GROUP, full_data_runs, run_budget
@@ -237,7 +237,7 @@ def run_section(run: StoredRun, out: Path, figures: FigureFolder) -> str:
         for title, frame, line in stratified_frames(run.metrics):
             parts += [html.paragraph(title, "meta"), html.table(frame, "group"), html.notes([line] if line else [])]
     predictions_path = run.folder / PREDICTIONS
-    if predictions_path.is_file() and any(t.kind in CLASSIFICATION for t in targets):  # not a segmentation run's
+    if predictions_path.is_file() and any(t.target_kind.calibrated for t in targets):  # not a segmentation run's
         predictions = run.predictions()
         parts.append(_curves(run, predictions, targets, figures))
         parts.append(_reliability(run, predictions, targets, figures))

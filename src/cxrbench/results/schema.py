@@ -23,6 +23,7 @@ from cxrbench.errors import DataError
 from cxrbench.results.provenance import SCHEMA_VERSION
 from cxrbench.results.store.layout import BIAS, EXPLAIN, METRICS, PREDICTIONS, RUN, SPLITS
 from cxrbench.stats.summary import MACRO
+from cxrbench.targets import kind_names, target_kind
 
 SCHEMA_FILE = Path(__file__).with_name("metrics.schema.json")
 #: columns each parquet file of a run must have (predictions may have more: probabilities, per-case values)
@@ -84,7 +85,7 @@ def required_columns(name: str, metrics: dict) -> tuple[str, ...]:
     """The columns a run's parquet file `name` must have: predictions of a run scoring anything but masks also hold
     each image's `score` (segmentation runs store per-case values instead)."""
     targets = metrics.get("targets") if isinstance(metrics.get("targets"), list) else []
-    scored = any(isinstance(t, dict) and t.get("kind") != "mask" for t in targets)
+    scored = any(isinstance(t, dict) and not (t.get("kind") in kind_names() and target_kind(t["kind"]).per_case) for t in targets)
     return REQUIRED_COLUMNS[name] + (("score",) if name == PREDICTIONS and scored else ())
 
 
@@ -238,11 +239,11 @@ def _listed(keys: set) -> str:
 
 
 def _target_names(targets) -> set[str] | None:
-    """What metrics may be keyed by: each target's name, and each structure of a mask target (scored one by one);
-    None when `targets` is too damaged to tell (the schema reports it)."""
+    """What metrics may be keyed by: each target's name, and each structure of a mask target (scored one by one; only
+    mask targets have structures); None when `targets` is too damaged to tell (the schema reports it)."""
     if not isinstance(targets, list) or not all(isinstance(t, dict) and isinstance(t.get("name"), str) for t in targets):
         return None
-    return {t["name"] for t in targets} | {s for t in targets if t.get("kind") == "mask" for s in t.get("structures") or ()
+    return {t["name"] for t in targets} | {s for t in targets for s in t.get("structures") or ()
                                            if isinstance(s, str)}
 
 

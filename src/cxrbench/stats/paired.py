@@ -111,7 +111,7 @@ def paired_differences(predictions_a: pd.DataFrame, predictions_b: pd.DataFrame,
 
     out = []
     for j, target in enumerate(scored):
-        delong = _delong_p(run_a, run_b, scorer, target) if isinstance(scorer, AUROC) and target.kind == "binary" else None
+        delong = _delong_p(run_a, run_b, scorer, target) if isinstance(scorer, AUROC) and target.target_kind.thresholded else None
         out.append(difference(target.name, points_a[:, j], points_b[:, j], samples_a[:, :, j], samples_b[:, :, j],
                               known[j], delong))
     with np.errstate(invalid="ignore"):  # a resample where a target is undefined leaves the macro undefined

@@ -110,7 +110,7 @@ def _underdiagnosis(predictions: pd.DataFrame, column: str, groups: list[dict], 
                     thresholds: Mapping) -> dict:
     """Per binary target (and macro over them): each reported group's false-negative rate at the seed's validation
     threshold, averaged over seeds, and the gap between the highest and the lowest; {} without thresholds."""
-    binary = [t.name for t in targets if t.kind == "binary"]
+    binary = [t.name for t in targets if t.target_kind.thresholded]
     reported = [g["group"] for g in groups if not g["too_small"]]
     if not binary or not reported or not thresholds:
         return {}

@@ -24,10 +24,10 @@ from cxrbench.metrics.points import MetricContext, PointMetric
 from cxrbench.registry import metric as registered_metric
 from cxrbench.specs import BootstrapSpec, TargetSpec
 from cxrbench.stats.bootstrap import ClusterBootstrap, percentile_interval
+from cxrbench.targets.multiclass import PROBABILITIES
 from cxrbench.threads import threads_for
 
 MACRO = "macro"
-PROBABILITIES = "probabilities"  # multiclass rows: one probability per class, in the target's class order
 _CHUNK_CELLS = 20_000_000  # resamples x images evaluated at once, bounds memory to a few hundred MB
 
 
@@ -38,7 +38,7 @@ def target_arrays(predictions: pd.DataFrame, target: TargetSpec, images: pd.Inde
     position = images.get_indexer(rows["image_id"])
     labels = np.full(len(images), np.nan)
     labels[position] = rows["label"].to_numpy(dtype=np.float64)
-    if target.kind == "multiclass":
+    if target.target_kind.one_hot:
         scores = np.full((len(images), target.outputs), np.nan)
         if len(rows):
             scores[position] = np.stack(rows[PROBABILITIES].to_numpy()).astype(np.float64)
@@ -51,7 +51,7 @@ def target_arrays(predictions: pd.DataFrame, target: TargetSpec, images: pd.Inde
 def metric_arrays(predictions: pd.DataFrame, target: TargetSpec, images: pd.Index, scorer) -> tuple[np.ndarray, np.ndarray]:
     """`target_arrays` as `scorer` reads them: a mask metric averages its per-case column over the cases it selects
     (`metrics.segmentation.CaseAverage`), the others are left unknown."""
-    if target.kind != "mask":
+    if not target.target_kind.per_case:
         return target_arrays(predictions, target, images)
     labels, values = target_arrays(predictions, target, images, scorer.case_value)
     labels[~scorer.selects(labels, values)] = np.nan
@@ -89,7 +89,7 @@ class RunArrays:
 
     def arrays(self, scorer, seed: int, target: TargetSpec) -> tuple[np.ndarray, np.ndarray]:
         """`metric_arrays` of one seed and target (a mask metric reads its own per-case column and cases)."""
-        key = (seed, target.name, type(scorer) if target.kind == "mask" else None)
+        key = (seed, target.name, type(scorer) if target.target_kind.per_case else None)
         if key not in self._arrays:
             self._arrays[key] = metric_arrays(self._per_seed[seed], target, self.split.images, scorer)
         return self._arrays[key]

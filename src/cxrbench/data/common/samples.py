@@ -28,14 +28,9 @@ import pandas as pd
 
 from cxrbench.errors import DataError
 from cxrbench.specs import TargetSpec
+from cxrbench.targets.mask import present_column  # the loader contract's companion column, named with the mask kind
 
 REQUIRED_COLUMNS = ("image_id", "patient_id", "path", "split")
-
-
-def present_column(target: str) -> str:
-    """The name of a mask target's optional companion column: 1.0 where any of its structures is drawn, else 0.0
-    (known to the loader without reading masks)."""
-    return f"{target}:present"
 
 
 #: the splits a model is trained or scored on: a target must be learnable and measurable there
@@ -102,19 +97,12 @@ class BenchmarkData:
 
     def _check_values(self, target: TargetSpec) -> None:
         column = self.samples[target.name]
-        if target.kind == "mask":
+        kind = target.target_kind
+        allowed = kind.holds(target)
+        if allowed is None:
             return
         values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
-        known = ~np.isnan(values)
-        if target.kind == "binary":
-            bad = known & ~np.isin(values, (0.0, 1.0))
-            allowed = "1, 0 or NaN (unknown)"
-        elif target.kind == "multiclass":
-            bad = known & ~np.isin(values, np.arange(len(target.classes), dtype=np.float64))
-            allowed = f"a class index 0..{len(target.classes) - 1} ({', '.join(target.classes)}) or NaN"
-        else:
-            bad = (known & ~np.isfinite(values)) | (column.notna().to_numpy() & ~known)
-            allowed = "a finite number or NaN"
+        bad = kind.invalid(target, values, column.notna().to_numpy())
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
             raise DataError(
@@ -125,20 +113,11 @@ class BenchmarkData:
 
     # -- labels ---------------------------------------------------------------------------------------------
     def labels(self, rows: pd.DataFrame | None = None) -> np.ndarray:
-        """[N, T] float32: each target's column (the class index for multiclass targets), NaN unknown. A mask target's
-        column is whether its structures are drawn (`<name>:present`, else 1 wherever there is a mask reference)."""
+        """[N, T] float32: each target's column as its kind reads it (`TargetKind.label_values`: the class index for
+        multiclass targets; for a mask target whether its structures are drawn), NaN unknown."""
         frame = self.samples if rows is None else rows
-        columns = [self.mask_presence(t.name, frame) if t.kind == "mask" else frame[t.name].to_numpy(dtype=np.float32)
-                   for t in self.targets]
+        columns = [t.target_kind.label_values(t, frame) for t in self.targets]
         return np.stack(columns, axis=1).astype(np.float32) if columns else np.zeros((len(frame), 0), dtype=np.float32)
-
-    def mask_presence(self, name: str, frame: pd.DataFrame | None = None) -> np.ndarray:
-        """1 / 0 / NaN per image: a mask target's structures drawn, none drawn, no mask reference."""
-        frame = self.samples if frame is None else frame
-        known = frame[name].notna().to_numpy()
-        present = present_column(name)
-        values = frame[present].to_numpy(dtype=np.float32) if present in frame else np.ones(len(frame), dtype=np.float32)
-        return np.where(known, values, np.nan).astype(np.float32)
 
     def label_counts(self, split: np.ndarray | None = None) -> dict[str, pd.DataFrame]:
         """Per target kind, a table of counts per split and target (what `cxrbench data check` prints):
@@ -152,14 +131,7 @@ class BenchmarkData:
         for name, frame in groups:
             common = {"images": len(frame), "patients": int(frame["patient_id"].nunique())}
             for target in self.targets:
-                values = frame[target.name]
-                if target.kind == "mask":
-                    counts = {"with_mask": int(values.notna().sum()), "unknown": int(values.isna().sum())}
-                    if present_column(target.name) in frame:  # a loader's companion column: has the structure (1) or not (0)
-                        present = self.mask_presence(target.name, frame)
-                        counts.update(present=int((present == 1).sum()), empty=int((present == 0).sum()))
-                else:
-                    counts = _counts(target, values.to_numpy(dtype=np.float64))
+                counts = target.target_kind.counts(target, frame)
                 rows.setdefault(target.kind, []).append({"split": name, "task": target.name, **counts, **common})
         return {kind: pd.DataFrame(table) for kind, table in rows.items()}
 
@@ -168,15 +140,12 @@ class BenchmarkData:
         split: a binary target without a positive or a negative, a multiclass target with fewer than two classes, a
         regression target with fewer than two distinct values."""
         problems = []
-        for kind, table in self.label_counts(split).items():
+        for table in self.label_counts(split).values():
             for _, row in table[table["split"].isin(CHECKED_SPLITS)].iterrows():
                 target = self.target(row["task"])
-                if kind == "binary" and (row["positive"] == 0 or row["negative"] == 0):
-                    problems.append((row["split"], row["task"], f"no {'positive' if row['positive'] == 0 else 'negative'} example"))
-                elif kind == "multiclass" and sum(row[c] > 0 for c in target.classes) < 2:
-                    problems.append((row["split"], row["task"], "fewer than two of its classes"))
-                elif kind == "regression" and (row["known"] < 2 or not row["std"] > 0):
-                    problems.append((row["split"], row["task"], "fewer than two distinct values"))
+                missing = target.target_kind.missing(target, row)
+                if missing is not None:
+                    problems.append((row["split"], row["task"], missing))
         return problems
 
     def require_learnable(self, split: np.ndarray | None = None, where: str = "", fixes: str = "") -> None:
@@ -194,14 +163,3 @@ class BenchmarkData:
                 f"{f'{fixes[:1].upper()}{fixes[1:]}, add data,' if fixes else 'Add data'} or drop the task from the benchmark spec."
             )
 
-
-def _counts(target: TargetSpec, values: np.ndarray) -> dict[str, Any]:
-    known = values[~np.isnan(values)]
-    unknown = int(np.isnan(values).sum())
-    if target.kind == "binary":
-        return {"positive": int((known == 1).sum()), "negative": int((known == 0).sum()), "unknown": unknown}
-    if target.kind == "multiclass":
-        return {**{name: int((known == k).sum()) for k, name in enumerate(target.classes)}, "unknown": unknown}
-    stats = {"mean": float(known.mean()), "std": float(known.std(ddof=1)) if len(known) > 1 else float("nan"),
-             "min": float(known.min()), "max": float(known.max())} if len(known) else dict.fromkeys(("mean", "std", "min", "max"), float("nan"))
-    return {"known": int(len(known)), "unknown": unknown, **stats}
