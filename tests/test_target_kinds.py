@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from cxrbench import targets
-from cxrbench.data.samples import BenchmarkData
+from cxrbench.data.common.samples import BenchmarkData
 from cxrbench.errors import DataError, SpecError
 from cxrbench.evaluations.base import RunOptions
 from cxrbench.evaluations.probe import ProbeEvaluation, TargetGroup, target_groups

@@ -23,9 +23,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cxrbench.data.common.samples import BenchmarkData, present_column
+from cxrbench.data.common.samples import BenchmarkData
 from cxrbench.errors import DataError
 from cxrbench.specs import BenchmarkSpec, TargetSpec, TransferSpec
+from cxrbench.targets.mask import present_column
 
 #: the dataset options of a transfer benchmark itself (`--dataset-option`); each side's are fixed in the YAML
 DEFAULTS: dict[str, Any] = {"test_root": None, "test_images": "all"}

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 import cxrbench
-from cxrbench.data.common.samples import present_column
+from cxrbench.targets.mask import present_column
 from cxrbench.encoders.weights import WEIGHT_SUFFIXES, WeightsSource, file_sha256
 
 #: the format of metrics.json this cxrbench writes (`metrics.schema.json` describes it); raise it with any change

@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING, TypeVar
 from cxrbench.errors import SpecError
 
 if TYPE_CHECKING:
-    from cxrbench.specs import TargetSpec
-    from cxrbench.targets.base import TargetKind
+    from cxrbench.targets.base import Target, TargetKind
 
 KindT = TypeVar("KindT", bound="type[TargetKind]")
 
@@ -56,7 +55,7 @@ def target_kind(name: str, where: str = "target") -> TargetKind:
     return _KINDS[name]
 
 
-def scored_targets(targets: Sequence[TargetSpec]) -> tuple[TargetSpec, ...]:
+def scored_targets(targets: Sequence[Target]) -> tuple[Target, ...]:
     """The targets a summary scores and the tables show, one per result column (a mask target's structures each)."""
     return tuple(s for t in targets for s in target_kind(t.kind).scored_targets(t))
 

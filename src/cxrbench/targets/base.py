@@ -14,14 +14,26 @@ statistics can all ask a target for its kind. Kinds work on plain arrays and on 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from cxrbench.specs import TargetSpec
+
+class Target(Protocol):
+    """What a kind reads of a target: the fields of `cxrbench.specs.TargetSpec` (kinds see targets through this
+    view, so that this package stays below the specs that use it)."""
+
+    name: str
+    kind: str
+    classes: tuple[str, ...]
+    unit: str
+    structures: tuple[str, ...]
+    metrics: tuple[str, ...]
+    lateral: bool
+
 
 #: the optional fields of a `TargetSpec` that belong to some kinds only (name, kind, unit and metrics are everyone's)
 OWNED_FIELDS = ("lateral", "classes", "structures")
@@ -48,38 +60,38 @@ class TargetKind:
     per_case: ClassVar[bool] = False
 
     # -- the spec -------------------------------------------------------------------------------------------------
-    def check(self, target: TargetSpec, where: str) -> None:
+    def check(self, target: Target, where: str) -> None:
         """Refuse a spec this kind cannot use (beyond fields it does not own, which `TargetSpec` refuses)."""
 
-    def outputs(self, target: TargetSpec) -> int:
+    def outputs(self, target: Target) -> int:
         """How many numbers a head predicts for it."""
         return 1
 
-    def result_columns(self, target: TargetSpec) -> tuple[str, ...]:
+    def result_columns(self, target: Target) -> tuple[str, ...]:
         """What results are reported per (a table column each)."""
         return (target.name,)
 
-    def scored_targets(self, target: TargetSpec) -> tuple[TargetSpec, ...]:
+    def scored_targets(self, target: Target) -> tuple[Target, ...]:
         """The targets a summary scores for it, one per result column."""
         return (target,)
 
     # -- a loader's column -----------------------------------------------------------------------------------
-    def holds(self, target: TargetSpec) -> str | None:
+    def holds(self, target: Target) -> str | None:
         """What its label column may hold, said for an error message; None: the column is a reference the loader
         reads itself (not checked or converted here)."""
         return "a finite number or NaN"
 
-    def invalid(self, target: TargetSpec, values: np.ndarray, present: np.ndarray) -> np.ndarray:
+    def invalid(self, target: Target, values: np.ndarray, present: np.ndarray) -> np.ndarray:
         """Rows whose value it cannot hold: `values` the column as float64 (NaN where missing or not a number),
         `present` where the column has any entry at all."""
         known = ~np.isnan(values)
         return (known & ~np.isfinite(values)) | (present & ~known)
 
-    def label_values(self, target: TargetSpec, frame: pd.DataFrame) -> np.ndarray:
+    def label_values(self, target: Target, frame: pd.DataFrame) -> np.ndarray:
         """[N] float32: its column of the label matrix (NaN unknown)."""
         return frame[target.name].to_numpy(dtype=np.float32)
 
-    def counts(self, target: TargetSpec, frame: pd.DataFrame) -> dict[str, Any]:
+    def counts(self, target: Target, frame: pd.DataFrame) -> dict[str, Any]:
         """Its counts among `frame`'s rows (what `cxrbench data check` prints): known, unknown, mean, std, min, max."""
         values = frame[target.name].to_numpy(dtype=np.float64)
         known = values[~np.isnan(values)]
@@ -89,22 +101,22 @@ class TargetKind:
                      "min": float(known.min()), "max": float(known.max())}
         return {"known": int(len(known)), "unknown": int(np.isnan(values).sum()), **stats}
 
-    def missing(self, target: TargetSpec, counts: Mapping[str, Any]) -> str | None:
+    def missing(self, target: Target, counts: Mapping[str, Any]) -> str | None:
         """What its `counts` in a split lack for it to be learned and measured there; None when nothing."""
         return "fewer than two distinct values" if counts["known"] < 2 or not counts["std"] > 0 else None
 
     # -- heads and predictions ---------------------------------------------------------------------------------
-    def head_labels(self, targets: tuple[TargetSpec, ...], values: np.ndarray) -> np.ndarray:
+    def head_labels(self, targets: tuple[Target, ...], values: np.ndarray) -> np.ndarray:
         """A head's label matrix from its targets' columns `values` [N, T]: as they are."""
         return values
 
-    def long_form(self, test: pd.DataFrame, seed: int, targets: tuple[TargetSpec, ...], labels: np.ndarray,
+    def long_form(self, test: pd.DataFrame, seed: int, targets: tuple[Target, ...], labels: np.ndarray,
                   scores: np.ndarray, values: np.ndarray) -> list[pd.DataFrame]:
         """One frame per target, a row per test image (`test`: image_id, patient_id): `labels` [N, T] the head's
         labels, `scores` its predictions, `values` the targets' own columns [N, T]."""
         return [test.assign(seed=seed, task=t.name, label=labels[:, j], score=scores[:, j]) for j, t in enumerate(targets)]
 
-    def shot_classes(self, target: TargetSpec, column: pd.Series) -> list[tuple[str, pd.Index]] | None:
+    def shot_classes(self, target: Target, column: pd.Series) -> list[tuple[str, pd.Index]] | None:
         """For --shots: (class name, the patients that count for it) per class, from one target's training labels
         indexed by patient; None when it has no classes to count."""
         return None

@@ -11,12 +11,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cxrbench.targets import register
-from cxrbench.targets.base import TargetKind
+from cxrbench.targets.base import Target, TargetKind
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from cxrbench.specs import TargetSpec
 
 
 @register
@@ -25,23 +24,23 @@ class Binary(TargetKind):
     thresholded = True
     calibrated = True
 
-    def holds(self, target: TargetSpec) -> str:
+    def holds(self, target: Target) -> str:
         return "1, 0 or NaN (unknown)"
 
-    def invalid(self, target: TargetSpec, values: np.ndarray, present: np.ndarray) -> np.ndarray:
+    def invalid(self, target: Target, values: np.ndarray, present: np.ndarray) -> np.ndarray:
         return ~np.isnan(values) & ~np.isin(values, (0.0, 1.0))
 
-    def counts(self, target: TargetSpec, frame: pd.DataFrame) -> dict[str, Any]:
+    def counts(self, target: Target, frame: pd.DataFrame) -> dict[str, Any]:
         values = frame[target.name].to_numpy(dtype=np.float64)
         known = values[~np.isnan(values)]
         return {"positive": int((known == 1).sum()), "negative": int((known == 0).sum()), "unknown": int(np.isnan(values).sum())}
 
-    def missing(self, target: TargetSpec, counts: Mapping[str, Any]) -> str | None:
+    def missing(self, target: Target, counts: Mapping[str, Any]) -> str | None:
         if counts["positive"] == 0 or counts["negative"] == 0:
             return f"no {'positive' if counts['positive'] == 0 else 'negative'} example"
         return None
 
-    def shot_classes(self, target: TargetSpec, column: pd.Series) -> list[tuple[str, pd.Index]]:
+    def shot_classes(self, target: Target, column: pd.Series) -> list[tuple[str, pd.Index]]:
         """Positive patients (any training image positive), then negative ones (none is)."""
         patient_max = column.groupby(level=0).max()
         return [(f"label {value:g}", patient_max.index[patient_max.to_numpy() == value]) for value in (1.0, 0.0)]

@@ -15,12 +15,11 @@ import numpy as np
 
 from cxrbench.errors import SpecError
 from cxrbench.targets import register
-from cxrbench.targets.base import TargetKind
+from cxrbench.targets.base import Target, TargetKind
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from cxrbench.specs import TargetSpec
 
 
 def present_column(target: str) -> str:
@@ -44,25 +43,25 @@ class Mask(TargetKind):
     fields = ("lateral", "structures")
     per_case = True
 
-    def check(self, target: TargetSpec, where: str) -> None:
+    def check(self, target: Target, where: str) -> None:
         if not target.structures:
             raise SpecError(f"{where}: a mask target needs `structures`, the names of what is outlined.")
 
-    def result_columns(self, target: TargetSpec) -> tuple[str, ...]:
+    def result_columns(self, target: Target) -> tuple[str, ...]:
         return target.structures
 
-    def scored_targets(self, target: TargetSpec) -> tuple[TargetSpec, ...]:
+    def scored_targets(self, target: Target) -> tuple[Target, ...]:
         """One mask target per structure, with its owner's metrics (the macro average is over structures)."""
         return tuple(dataclasses.replace(target, name=s, structures=(s,), unit="", lateral=False) for s in target.structures)
 
-    def holds(self, target: TargetSpec) -> None:
+    def holds(self, target: Target) -> None:
         return None
 
-    def label_values(self, target: TargetSpec, frame: pd.DataFrame) -> np.ndarray:
+    def label_values(self, target: Target, frame: pd.DataFrame) -> np.ndarray:
         """Whether its structures are drawn (`<name>:present`, else 1 wherever there is a mask reference)."""
         return presence(target.name, frame)
 
-    def counts(self, target: TargetSpec, frame: pd.DataFrame) -> dict[str, Any]:
+    def counts(self, target: Target, frame: pd.DataFrame) -> dict[str, Any]:
         values = frame[target.name]
         counts = {"with_mask": int(values.notna().sum()), "unknown": int(values.isna().sum())}
         if present_column(target.name) in frame:  # a loader's companion column: has the structure (1) or not (0)
@@ -70,6 +69,6 @@ class Mask(TargetKind):
             counts.update(present=int((drawn == 1).sum()), empty=int((drawn == 0).sum()))
         return counts
 
-    def missing(self, target: TargetSpec, counts: Mapping[str, Any]) -> str | None:
+    def missing(self, target: Target, counts: Mapping[str, Any]) -> str | None:
         """Never refused here: images without a mask take part in no split (`evaluations.segmentation`)."""
         return None

@@ -35,12 +35,13 @@ from cxrbench.data.candid.ptx import CHEST_TUBE, NO_MASK, PNEUMOTHORAX, RIB_FRAC
 from cxrbench.data.common.csvs import csv_row, read_csv, resolve_image_files, row_error
 from cxrbench.data.common.masks import MaskReader
 from cxrbench.data.common.rle import decode_relative_rle, parse_relative_rle
-from cxrbench.data.common.samples import BenchmarkData, present_column
+from cxrbench.data.common.samples import BenchmarkData
 from cxrbench.data.common.settings import check_choice, data_folder
 from cxrbench.data.common.sizes import image_size
 from cxrbench.data.splits import POOL
 from cxrbench.errors import DataError
 from cxrbench.specs import BenchmarkSpec, TargetSpec
+from cxrbench.targets.mask import present_column
 
 #: mask target name -> the CANDID-PTX task (and CSV) it is read from
 SOURCES = {"pneumothorax": PNEUMOTHORAX, "chest_tube": CHEST_TUBE, "rib_fracture": RIB_FRACTURE}

@@ -28,7 +28,6 @@ import pandas as pd
 
 from cxrbench.errors import DataError
 from cxrbench.specs import TargetSpec
-from cxrbench.targets.mask import present_column  # the loader contract's companion column, named with the mask kind
 
 REQUIRED_COLUMNS = ("image_id", "patient_id", "path", "split")
 

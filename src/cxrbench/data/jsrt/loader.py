@@ -30,11 +30,12 @@ from PIL import Image, UnidentifiedImageError
 
 from cxrbench.data.common.images import JSRT_SIDE, JSRT_SUFFIX
 from cxrbench.data.common.masks import MaskReader
-from cxrbench.data.common.samples import BenchmarkData, present_column
+from cxrbench.data.common.samples import BenchmarkData
 from cxrbench.data.common.settings import data_folder, dataset_settings, require_masks
 from cxrbench.data.splits import POOL
 from cxrbench.errors import DataError, ImageReadError
 from cxrbench.specs import BenchmarkSpec
+from cxrbench.targets.mask import present_column
 
 SHOWN = 5  # missing files named in an error
 

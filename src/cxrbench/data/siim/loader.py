@@ -38,11 +38,12 @@ import pandas as pd
 from cxrbench.data.common.csvs import csv_row, read_csv, row_error
 from cxrbench.data.common.masks import MaskReader
 from cxrbench.data.common.rle import EMPTY, decode_relative_rle, parse_relative_rle
-from cxrbench.data.common.samples import BenchmarkData, present_column
+from cxrbench.data.common.samples import BenchmarkData
 from cxrbench.data.common.settings import data_folder, dataset_settings
 from cxrbench.data.splits import POOL
 from cxrbench.errors import DataError
 from cxrbench.specs import BenchmarkSpec
+from cxrbench.targets.mask import present_column
 
 IMAGE_ID, MASK = "ImageId", "EncodedPixels"
 DEFAULTS: dict[str, Any] = {

@@ -29,11 +29,12 @@ import numpy as np
 import pandas as pd
 
 from cxrbench.data.common.masks import MaskReader
-from cxrbench.data.common.samples import BenchmarkData, present_column
+from cxrbench.data.common.samples import BenchmarkData
 from cxrbench.data.common.settings import check_choice, data_folder, dataset_settings, require_masks
 from cxrbench.data.common.sizes import image_size
 from cxrbench.errors import DataError
 from cxrbench.specs import BenchmarkSpec
+from cxrbench.targets.mask import present_column
 
 SPLITS = ("train", "test")
 #: how a rib without an outline on an image is read: `official` as the official loader does (the string "None" is an
