@@ -22,7 +22,7 @@ from cxrbench.explain.geometry import CLIPPED, CROPPED_AWAY, EMPTY, KEPT, InputG
 from cxrbench.explain.hits import argmax_cells, finding_accuracy, macro_accuracy, score_boxes
 from cxrbench.explain.runner import run_explain
 from cxrbench.evaluations.localisation import LocalisationEvaluation
-from cxrbench.pipeline import EncoderOptions, MachineOptions, evaluate
+from cxrbench.runs.pipeline import EncoderOptions, MachineOptions, evaluate
 from cxrbench.study import StudyOptions
 from cxrbench.specs import PreprocessSpec
 

@@ -19,7 +19,7 @@ from cxrbench.data.synthetic_layouts import write_synthetic_mimic_lungs
 from cxrbench.data.synthetic_mimic import PLANTED, _subject_id, write_mimic_iv, write_synthetic_mimic_cxr
 from cxrbench.errors import DataError
 from cxrbench.evaluations.probe import ProbeEvaluation
-from cxrbench.pipeline import EncoderOptions, MachineOptions, evaluate
+from cxrbench.runs.pipeline import EncoderOptions, MachineOptions, evaluate
 from cxrbench.study import StudyOptions, load_benchmark
 
 PATIENTS = 120

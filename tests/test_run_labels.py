@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from cxrbench.cli import app
 from cxrbench.data.synthetic import mark_synthetic
 from cxrbench.registry import encoder_spec
-from cxrbench.reproduce import OTHER, STORED, ReproduceOptions, stored_status
+from cxrbench.runs.reproduce import OTHER, STORED, ReproduceOptions, stored_status
 from cxrbench.results.labels import run_label, run_variant, variant_notes
 from cxrbench.results.paper_tables import latex_escape
 from cxrbench.results.recipes import load_recipe, plan_runs
@@ -208,8 +208,8 @@ def test_a_run_of_other_settings_is_refused_naming_both_kinds(labelled, vindr_ro
 def test_reproduce_hands_each_encoder_its_local_weights(tmp_path, monkeypatch):
     """`reproduce --weights mrm=PATH`: the job of mrm's rows loads that file; rows of other encoders keep their
     released source, and a recipe row's own weights (its random-init row) come first."""
-    import cxrbench.reproduce as reproduce_module
-    from cxrbench.pipeline import MachineOptions
+    import cxrbench.runs.reproduce as reproduce_module
+    from cxrbench.runs.pipeline import MachineOptions
 
     seen = {}
 

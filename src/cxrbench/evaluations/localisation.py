@@ -11,7 +11,6 @@ Writes OUT/BENCHMARK/ENCODER/explain/ (explain.json, explain.csv, config.yaml, t
 from __future__ import annotations
 
 import datetime as dt
-import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from cxrbench.explain.runner import EXPLAIN_FOLDER, ExplainResult, attentive_hea
 from cxrbench.features.extract import EncoderFeatures, ExtractionSettings
 from cxrbench.progress import Progress
 from cxrbench.results.store import run_folder
+from cxrbench.runs.record import recorded_command, recorded_run_spec
 from cxrbench.specs import BenchmarkSpec, TargetSpec
 from cxrbench.study import Study
 from cxrbench.threads import use_threads
@@ -120,7 +120,8 @@ class LocalisationEvaluation:
         return {
             "cxrbench_version": cxrbench.__version__,
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+            "command": recorded_command(),
+            "run_spec": recorded_run_spec(),
             "benchmark": {"name": study.spec.name, "data_root": str(study.data.root), "dataset_options": study.dataset_options,
                           "split": study.spec.split.identity(), "synthetic_data": study.data.synthetic,
                           "loader_notes": study.data.notes},

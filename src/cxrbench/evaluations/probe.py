@@ -23,7 +23,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ from cxrbench.results.store import (json_writer, parquet_writer, read_metrics, r
                                     yaml_writer)
 from cxrbench.results.tables import bootstrap_caveats, run_display_table, run_long_table, to_markdown
 from cxrbench.results.stratified_tables import stratified_long_table, stratified_markdown
+from cxrbench.runs.record import recorded_command, recorded_run_spec
 from cxrbench.specs import BenchmarkSpec, TargetSpec
 from cxrbench.stats.stratified import stratify
 from cxrbench.stats.summary import PROBABILITIES, summarize
@@ -405,7 +405,8 @@ def _resolved_config(study: Study, features: EncoderFeatures, evaluation: ProbeE
     return {
         "cxrbench_version": cxrbench.__version__,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "command": recorded_command(),
+        "run_spec": recorded_run_spec(),
         "benchmark": {**asdict(spec), "data_root": str(study.data.root), "synthetic_data": study.data.synthetic,
                       "dataset_options": study.dataset_options, "loader_notes": study.data.notes},
         "encoder": {"name": encoder.spec.name, "weights": encoder.weights.identity,
