@@ -50,7 +50,7 @@ def run_specs(specs: Sequence[RunSpec], storage: Storage, machine: MachineSpec, 
     placed = replace(placed, cache_root=placed.cache_root.resolve()) if launcher.name != "local" else placed
     typed = command or recorded_command()
     jobs = [Job(unit_label(spec), run_spec, (spec, storage, replace(placed, precision=spec.precision), machine.threads),
-                gpu=wants_gpu(machine.device), command=typed, run_spec=spec.as_dict())
+                gpu=wants_gpu(machine.device), command=typed, run_spec=spec.resolved().as_dict())
             for spec, problem in zip(specs, problems) if problem is None]
     ran = iter(launcher.run(jobs, progress) if jobs else [])
     return [next(ran) if problem is None else JobOutcome(unit_label(spec), error=problem)
