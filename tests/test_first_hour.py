@@ -12,7 +12,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from cxrbench import threads
-from cxrbench.runs import pipeline
+from cxrbench.runs import fanout, pipeline
 from cxrbench.cli import app
 from cxrbench.console import fitted_table
 from cxrbench.heads.linear import LinearProbe
@@ -121,7 +121,7 @@ def test_ctrl_c_says_what_was_kept_and_that_a_rerun_resumes(vindr_root, tmp_path
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline, "evaluate", interrupted)
+    monkeypatch.setattr(fanout, "evaluate", interrupted)  # each job's call of the pipeline
     result = runner.invoke(app, run_args(vindr_root, tmp_path / "out", tmp_path / "cache", "--encoder", "pixels"))
     assert result.exit_code == 130
     assert "interrupted" in result.output and "resumes" in result.output and "Traceback" not in result.output

@@ -18,17 +18,17 @@ from cxrbench.errors import CxrbenchError
 BIAS_HEAD = "raydino-grid"
 
 
-@app.command()
+@app.command(epilog=o.MORE)
 @user_errors
 @o.machine_options
 def bias(
     benchmark: str = typer.Argument(..., help="Benchmark name (one whose spec declares `groups:`)."),
-    attribute: str = typer.Option(..., help="The patient attribute whose groups train and test (a name under the benchmark's `groups:`, e.g. sex or age)."),
+    attribute: str = typer.Option(..., help="Patient attribute under the benchmark's `groups:`, e.g. sex or age."),
     encoder: str = o.Encoders,
-    head: str = typer.Option(BIAS_HEAD, help="Head name (default: RayDINO's grid of decoders; each group's head chooses its configuration on that group's validation images)."),
-    folds: int = typer.Option(20, help="Folds: each draws new training patients per group (and a new validation split)."),
-    group_patients: Optional[int] = typer.Option(None, help="Training patients drawn from every group in each fold (default: 80% of the smallest group's)."),
-    metric: Optional[str] = typer.Option(None, help="Metric per test group (default: auroc where the benchmark scores it, else its primary metric)."),
+    head: str = typer.Option(BIAS_HEAD, help="Head name (default: RayDINO's grid, chosen per group on its validation images)."),
+    folds: int = typer.Option(20, help="Folds, each a new draw of training patients per group."),
+    group_patients: Optional[int] = typer.Option(None, help="Training patients per group and fold (default: 80% of the smallest group's)."),
+    metric: Optional[str] = typer.Option(None, help="Metric per test group (default: auroc where scored, else the primary metric)."),
     data_root: Optional[Path] = o.DataRoot,
     dataset_option: list[str] = o.DatasetOptions,
     weights: Optional[str] = o.Weights,
@@ -36,7 +36,7 @@ def bias(
     image_size: Optional[int] = o.ImageSize,
     precision: str = o.Precision,
     head_param: list[str] = o.HeadParams,
-    tag: Optional[str] = typer.Option(None, help="Name this variant (results in HEAD_TAG_group-.../)."),
+    tag: Optional[str] = typer.Option(None, help="Names this variant (results in HEAD_TAG_group-.../)."),
     overwrite: bool = o.Overwrite,
     bootstrap: Optional[int] = o.Bootstrap,
     out: Path = o.Out,

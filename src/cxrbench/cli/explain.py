@@ -13,19 +13,19 @@ from cxrbench.cli.common import check_request, key_values, names, user_errors
 from cxrbench.console import print_table, say
 
 
-@app.command()
+@app.command(epilog=o.MORE)
 @user_errors
 @o.machine_options
 def explain(
-    benchmark: str = typer.Argument("vindr", help="Benchmark with test boxes (VinDr-CXR: annotations/annotations_test.csv)."),
+    benchmark: str = typer.Argument("vindr", help="Benchmark with test boxes (VinDr-CXR)."),
     encoder: str = o.Encoders,
-    findings: str = typer.Option("all", help="'all' (every finding with test boxes, RayDINO), 'benchmark' (its tasks), or comma-separated names."),
+    findings: str = typer.Option("all", help="all (every finding with test boxes), benchmark (its tasks), or names, comma-separated."),
     head: str = typer.Option("attentive", help="A head with attentive pooling and attention maps."),
     head_param: list[str] = o.HeadParams,
-    shared_head: bool = typer.Option(False, "--shared-head", help="One head with a query per finding instead of one head per finding."),
+    shared_head: bool = typer.Option(False, "--shared-head", help="One head with a query per finding, not one head each."),
     seeds: Optional[int] = o.Seeds,
-    images_per_finding: int = typer.Option(4, help="Attention overlays (PNG) written per finding, first seed."),
-    min_overlap: float = typer.Option(0.5, help="A box is hit when the argmax patch overlaps it by this fraction of a patch."),
+    images_per_finding: int = typer.Option(4, help="Attention overlays (PNG) per finding, first seed."),
+    min_overlap: float = typer.Option(0.5, help="A box is hit when the argmax patch overlaps it by this fraction."),
     data_root: Optional[Path] = o.DataRoot,
     weights: Optional[str] = o.Weights,
     revision: Optional[str] = o.Revision,

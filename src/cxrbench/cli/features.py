@@ -29,7 +29,7 @@ def settle(device: str, threads: Optional[int]) -> str:
     return chosen
 
 
-@app.command()
+@app.command(epilog=o.MORE)
 @user_errors
 @o.machine_options
 def extract(

@@ -30,12 +30,12 @@ Encoders = typer.Option(..., "--encoder", "-e", help="Encoder name(s), comma-sep
 Seeds = typer.Option(None, min=1, help=RUN_KEYS["seeds"])
 DataRoot = typer.Option(None, help=RUN_KEYS["data_root"])
 Weights = typer.Option(None, help=RUN_KEYS["weights"])
-Revision = typer.Option(None, help=RUN_KEYS["revision"])
+Revision = typer.Option(None, help=RUN_KEYS["revision"], hidden=True)
 ImageSize = typer.Option(None, min=1, help=RUN_KEYS["image_size"])
-DatasetOptions = typer.Option([], "--dataset-option", help="One of the benchmark's dataset options, KEY=VALUE, e.g. label_rule=any; repeatable.")
-SplitOptions = typer.Option([], "--split", help="Replace a field of the benchmark's `split:`, KEY=VALUE, e.g. scheme=random; repeatable.")
+DatasetOptions = typer.Option([], "--dataset-option", help="One of the benchmark's dataset options, KEY=VALUE, e.g. label_rule=any; repeatable.", hidden=True)
+SplitOptions = typer.Option([], "--split", help="Replace a field of the benchmark's `split:`, KEY=VALUE, e.g. scheme=random; repeatable.", hidden=True)
 HeadParams = typer.Option([], "--head-param", help="Override a head parameter, KEY=VALUE (VALUE read as YAML, e.g. epochs=5 or 'lr=[1e-2, 1e-1]'); repeatable.")
-Precision = typer.Option("fp32", "--precision", help=RUN_KEYS["precision"])
+Precision = typer.Option("fp32", "--precision", help=RUN_KEYS["precision"], hidden=True)
 Out = typer.Option(DEFAULT_OUT, help=RUN_KEYS["out"])
 StoredOut = typer.Option(DEFAULT_OUT, help="Results folder holding the stored runs.")
 Bootstrap = typer.Option(None, min=0, help=f"Bootstrap resamples (default: the benchmark's). {NO_BOOTSTRAP}")
@@ -43,6 +43,12 @@ Overwrite = typer.Option(False, help=RUN_KEYS["overwrite"])
 CacheDir = typer.Option(None, "--cache-dir", help=MACHINE_KEYS["cache_dir"], rich_help_panel=MACHINE)
 Device = typer.Option("auto", help=MACHINE_KEYS["device"], rich_help_panel=MACHINE)
 Threads = typer.Option(None, "--threads", help=MACHINE_KEYS["threads"], rich_help_panel=MACHINE)
+
+
+#: the epilog of a command with rarer options hidden from its --help (they work, and --print-config documents them)
+MORE = ("Also (rarer): --dataset-option KEY=VALUE, --split KEY=VALUE, --revision REV, --precision fp32|bf16|fp16, "
+        "--metric NAME, --train-fraction F,..., --shots N,..., --batch-size N|auto, --shard-size N, --workers N, --pixel-cache, --launcher-param KEY=VALUE, where a "
+        "command takes them. `cxrbench run ... --print-config` documents every setting.")
 
 
 def _batch_size(text: str) -> Optional[int]:
@@ -57,14 +63,14 @@ def _batch_size(text: str) -> Optional[int]:
 
 _GROUP = {  # option name -> (MachineSpec key, annotation, typer option)
     "cache_dir": ("cache_dir", Optional[Path], CacheDir),
-    "batch_size": ("batch_size", Optional[int], typer.Option("32", parser=_batch_size, metavar="N|auto", help=MACHINE_KEYS["batch_size"], rich_help_panel=MACHINE)),
-    "shard_size": ("shard_size", int, typer.Option(512, min=1, help=MACHINE_KEYS["shard_size"], rich_help_panel=MACHINE)),
-    "workers": ("workers", Optional[int], typer.Option(None, min=0, help=MACHINE_KEYS["workers"], rich_help_panel=MACHINE)),
+    "batch_size": ("batch_size", Optional[int], typer.Option("32", parser=_batch_size, metavar="N|auto", help=MACHINE_KEYS["batch_size"], rich_help_panel=MACHINE, hidden=True)),
+    "shard_size": ("shard_size", int, typer.Option(512, min=1, help=MACHINE_KEYS["shard_size"], rich_help_panel=MACHINE, hidden=True)),
+    "workers": ("workers", Optional[int], typer.Option(None, min=0, help=MACHINE_KEYS["workers"], rich_help_panel=MACHINE, hidden=True)),
     "device": ("device", str, Device),
     "threads": ("threads", Optional[int], Threads),
-    "pixel_cache": ("pixel_cache", bool, typer.Option(False, "--pixel-cache/--no-pixel-cache", help=MACHINE_KEYS["pixel_cache"], rich_help_panel=MACHINE)),
+    "pixel_cache": ("pixel_cache", bool, typer.Option(False, "--pixel-cache/--no-pixel-cache", help=MACHINE_KEYS["pixel_cache"], rich_help_panel=MACHINE, hidden=True)),
     "launcher": ("launcher", str, typer.Option("local", "--launcher", help=f"Where the jobs run: {', '.join(LAUNCHERS)} (local: here, one after the other).", rich_help_panel=MACHINE)),
-    "launcher_param": ("launcher_params", list[str], typer.Option([], "--launcher-param", help=MACHINE_KEYS["launcher_params"] + " Repeatable.", rich_help_panel=MACHINE)),
+    "launcher_param": ("launcher_params", list[str], typer.Option([], "--launcher-param", help=MACHINE_KEYS["launcher_params"] + " Repeatable.", rich_help_panel=MACHINE, hidden=True)),
 }
 
 

@@ -16,7 +16,7 @@ from cxrbench.console import RichProgress, console, error, progress_bar, say, te
 from cxrbench.errors import CxrbenchError
 
 
-@app.command()
+@app.command(epilog=o.MORE)
 @user_errors
 @o.machine_options
 def reproduce(

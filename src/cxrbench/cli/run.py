@@ -25,7 +25,7 @@ FLAGS = {
 }
 
 
-@app.command()
+@app.command(epilog=o.MORE)
 @user_errors
 @o.machine_options
 def run(
@@ -43,9 +43,9 @@ def run(
     tag: Optional[str] = typer.Option(None, help=RUN_KEYS["tag"]),
     overwrite: bool = o.Overwrite,
     head_param: list[str] = o.HeadParams,
-    metric: list[str] = typer.Option([], "--metric", help="Also score this registered metric (`cxrbench list metrics`); repeatable."),
-    train_fraction: Optional[str] = typer.Option(None, help="Label efficiency: train on these fractions of the training patients, e.g. 0.01,0.1,1 (one run each)."),
-    shots: Optional[str] = typer.Option(None, help="Few-shot: train on N patients per class, e.g. 1,2,4,8 (one run each)."),
+    metric: list[str] = typer.Option([], "--metric", hidden=True, help="Also score this registered metric (`cxrbench list metrics`); repeatable."),
+    train_fraction: Optional[str] = typer.Option(None, help="Label efficiency: fractions of the training patients, e.g. 0.01,0.1,1 (one run each).", hidden=True),
+    shots: Optional[str] = typer.Option(None, help="Few-shot: N patients per class, e.g. 1,2,4,8 (one run each).", hidden=True),
     bootstrap: Optional[int] = o.Bootstrap,
     out: Path = o.Out,
     config: Optional[Path] = typer.Option(None, "--config", exists=True, dir_okay=False, help="A run file (YAML): its keys are those --print-config writes; flags given here override them."),

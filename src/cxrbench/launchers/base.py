@@ -1,9 +1,9 @@
 """What a launcher runs: independent jobs, each a picklable call, and what each one gave back.
 
-A job is one (benchmark, encoder, head) unit of a sweep: `cxrbench reproduce` makes one per recipe entry and
-encoder, a multi-encoder `cxrbench run` one per encoder. Jobs never talk to each other: the feature cache is their
-rendezvous (a job finding another's store locked waits, then reuses its shards) and each writes its own run folder,
-so a launcher only has to start them, wait, and hand back values or errors in the order it was given.
+A job is one RunSpec, a (benchmark, encoder, head) unit of runs (`cxrbench.runs.fanout` makes one per spec). Jobs
+never talk to each other: the feature cache is their rendezvous (a job finding another's store locked waits, then
+reuses its shards) and each writes its own run folder, so a launcher only has to start them, wait, and hand back
+values or errors in the order it was given.
 """
 
 from __future__ import annotations
