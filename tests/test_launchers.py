@@ -26,7 +26,7 @@ from cxrbench.launchers.local import LocalLauncher
 from cxrbench.progress import SilentProgress
 from cxrbench.results.labels import run_label, variant_notes
 from cxrbench.results.provenance import command_line
-from cxrbench.runs.record import typed_command
+from cxrbench.recording import typed_command
 
 RUNS = ("biovil-t/logistic-default", "rad-dino/logistic-default")
 

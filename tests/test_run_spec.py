@@ -23,7 +23,7 @@ from cxrbench.launchers import Job, JobOutcome, run_job
 from cxrbench.launchers.local import LocalLauncher
 from cxrbench.runs import fanout
 from cxrbench.runs.config import build_request, read_config, resolved
-from cxrbench.runs.record import recorded_command, recorded_run_spec, typed_command
+from cxrbench.recording import recorded_command, recorded_run_spec, typed_command
 
 runner = CliRunner()
 TINY = ["--weights", "random", "--image-size", "32", "--head", "logistic", "--seeds", "1", "--bootstrap", "20",

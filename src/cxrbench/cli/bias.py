@@ -52,7 +52,7 @@ def bias(
     from cxrbench.results.bias import write_bias
     from cxrbench.results.store import stored_runs
     from cxrbench.runs.fanout import Storage
-    from cxrbench.runs.record import typed_command
+    from cxrbench.recording import typed_command
     from cxrbench.runs.spec import GroupBudgets, RunSpec
 
     spec = benchmark_spec(benchmark)

@@ -40,7 +40,7 @@ def demo(
     check_request(head=head, out=workdir, out_option="--workdir")
     from cxrbench.data.synthetic import SyntheticConfig, synthetic_settings, write_synthetic_vindr
     from cxrbench.runs.fanout import Storage
-    from cxrbench.runs.record import typed_command
+    from cxrbench.recording import typed_command
     from cxrbench.runs.spec import MachineSpec, RunSpec
 
     config = SyntheticConfig(patients=patients)

@@ -41,7 +41,7 @@ def explain(
     check_request(benchmark, names(encoder), head, image_size=image_size, out=out)
     from cxrbench.cli.show import run_and_show
     from cxrbench.runs.fanout import Storage
-    from cxrbench.runs.record import typed_command
+    from cxrbench.recording import typed_command
     from cxrbench.runs.spec import RunSpec
 
     settings = {"findings": findings, "images_per_finding": images_per_finding, "min_overlap": min_overlap,

@@ -45,7 +45,7 @@ def reproduce(
         check_request(out=out)
     from cxrbench.launchers import make_launcher
     from cxrbench.results.recipes import plan_runs
-    from cxrbench.runs.record import typed_command
+    from cxrbench.recording import typed_command
     from cxrbench.runs.reproduce import ReproduceOptions, reproduce as run_recipe, stored_status
 
     options = ReproduceOptions(out, roots, names(encoder) if encoder else None, random, image_size, seeds, bootstrap,

@@ -68,6 +68,6 @@ def run(
         return
     from cxrbench.cli.show import run_and_show
     from cxrbench.runs.fanout import Storage
-    from cxrbench.runs.record import typed_command
+    from cxrbench.recording import typed_command
 
     run_and_show(list(request.specs), Storage(Path(request.out), request.overwrite), request.machine, typed_command())

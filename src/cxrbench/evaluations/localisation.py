@@ -27,8 +27,8 @@ from cxrbench.explain.hits import DEFAULT_MIN_OVERLAP
 from cxrbench.explain.runner import EXPLAIN_FOLDER, ExplainResult, attentive_head_class, fit_attention_maps, run_explain
 from cxrbench.features.extract import EncoderFeatures, ExtractionSettings
 from cxrbench.progress import Progress
+from cxrbench.recording import recorded_command, recorded_run_spec
 from cxrbench.results.store import run_folder
-from cxrbench.runs.record import recorded_command, recorded_run_spec
 from cxrbench.specs import BenchmarkSpec, TargetSpec
 from cxrbench.study import Study
 from cxrbench.threads import use_threads

@@ -38,6 +38,7 @@ from cxrbench.errors import DataError, SpecError
 from cxrbench.features.extract import EncoderFeatures, ExtractionSettings, feature_numerics
 from cxrbench.heads.base import CLS_LAYER_PREFIX, FeatureSet, FitReport, Head
 from cxrbench.progress import Progress
+from cxrbench.recording import recorded_command, recorded_run_spec
 from cxrbench.registry import Entry, metric_spec, registry
 from cxrbench.results.provenance import SCHEMA_VERSION, package_versions, provenance
 from cxrbench.results.labels import method_label, run_label, run_variant, variant_notes
@@ -45,7 +46,6 @@ from cxrbench.results.store import (json_writer, parquet_writer, read_metrics, r
                                     yaml_writer)
 from cxrbench.results.tables import bootstrap_caveats, run_display_table, run_long_table, to_markdown
 from cxrbench.results.stratified_tables import stratified_long_table, stratified_markdown
-from cxrbench.runs.record import recorded_command, recorded_run_spec
 from cxrbench.specs import BenchmarkSpec, TargetSpec
 from cxrbench.stats.stratified import stratify
 from cxrbench.stats.summary import PROBABILITIES, summarize

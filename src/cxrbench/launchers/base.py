@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from cxrbench.errors import CxrbenchError
 from cxrbench.progress import Progress
-from cxrbench.runs.record import recorded_command, recording
+from cxrbench.recording import recorded_command, recording
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ import pandas as pd
 import cxrbench
 from cxrbench.data.samples import present_column
 from cxrbench.encoders.weights import WEIGHT_SUFFIXES, WeightsSource, file_sha256
-from cxrbench.runs.record import recorded_command
+from cxrbench.recording import recorded_command
 
 #: the format of metrics.json this cxrbench writes (`metrics.schema.json` describes it); raise it with any change
 #: that a reader of older files must know about

@@ -3,8 +3,9 @@
 `cxrbench run` (one spec per encoder), `explain`, `bias` (one spec whose group budgets are its folds' runs), the demo
 and `reproduce` (one spec per recipe entry and encoder) all come through `run_specs`. Each job prepares its study
 itself, so jobs need no shared memory, only shared disks: the feature cache is their rendezvous. Every job carries
-the command the user typed and its RunSpec, which its runs record (`runs.record`). Names and settings are checked
-here, before any job is submitted, so that a typo fails once and at once instead of in every job on a cluster.
+the command the user typed and its RunSpec, which its runs record (`cxrbench.recording`). Names and settings
+are checked here, before any job is submitted, so that a typo fails once and at once, not in every job on a
+cluster.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from cxrbench.errors import CxrbenchError
 from cxrbench.evaluations import run_evaluation
 from cxrbench.launchers import Job, JobOutcome, make_launcher
 from cxrbench.progress import Progress, SilentProgress
+from cxrbench.recording import recorded_command
 from cxrbench.results.store import run_name
 from cxrbench.runs.pipeline import (EncoderOptions, MachineOptions, check_run, evaluate, machine_options, on_this_host,
                                     wants_gpu)
-from cxrbench.runs.record import recorded_command
 from cxrbench.runs.spec import MachineSpec, RunSpec
 from cxrbench.study import StudyOptions
 
