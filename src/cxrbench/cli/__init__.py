@@ -6,7 +6,8 @@
     demo.py     demo                                                    features.py extract, embed, cache ls|clear
     data.py     data check                                              listing.py  list
     tables.py   table, curve, report, results validate                  compare.py  compare
-    show.py     how runs and paper tables are shown                     options.py  the shared option groups
+    show.py     finished runs shown; failed jobs listed                 show_tables.py  tables of stored runs
+    common.py   errors, name checks, KEY=VALUE                          options.py  the shared option groups
 
 Answers come in well under a second: importing this package loads no torch, pandas, scikit-learn or transformers
 (`tests/test_cli_fast.py`); each command checks its names against the YAML registry first, then imports the heavy
