@@ -2,7 +2,7 @@
 
 A recipe names its table layout (`cxrbench table --layout TABLE`) and lists the runs behind its rows: benchmark x
 encoders x head x protocol (head parameters, dataset options, weights) x label budgets. `cxrbench reproduce TABLE`
-expands it into run folders, runs the ones not stored yet through the one pipeline (`cxrbench.pipeline.evaluate`,
+expands it into run folders, runs the ones not stored yet through the one pipeline (`cxrbench.runs.pipeline.evaluate`,
 resuming: a run stored with the same settings is kept, one stored with other settings is refused) and writes the
 table. Nothing here knows a benchmark or a paper: the YAML does.
 
