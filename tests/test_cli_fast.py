@@ -19,7 +19,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from cxrbench import pipeline, study
+from cxrbench import study
+from cxrbench.runs import pipeline
 from cxrbench.cli import app
 from cxrbench.encoders import weights as weights_module
 from cxrbench.resources import project_root

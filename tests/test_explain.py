@@ -22,7 +22,7 @@ from cxrbench.errors import CxrbenchError, DataError
 from cxrbench.evaluations.localisation import LocalisationEvaluation
 from cxrbench.explain.hits import argmax_cells, finding_accuracy, macro_accuracy, score_boxes
 from cxrbench.explain.runner import run_explain
-from cxrbench.pipeline import EncoderOptions, MachineOptions, evaluate
+from cxrbench.runs.pipeline import EncoderOptions, MachineOptions, evaluate
 from cxrbench.specs import PreprocessSpec
 from cxrbench.study import StudyOptions
 

@@ -11,12 +11,13 @@ import torch
 from rich.console import Console
 from typer.testing import CliRunner
 
-from cxrbench import pipeline, threads
+from cxrbench import threads
+from cxrbench.runs import fanout, pipeline
 from cxrbench.cli import app
 from cxrbench.console import fitted_table
 from cxrbench.heads.linear import LinearProbe
 from cxrbench.evaluations.probe import ProbeEvaluation
-from cxrbench.pipeline import EncoderOptions, MachineOptions
+from cxrbench.runs.pipeline import EncoderOptions, MachineOptions
 from cxrbench.registry import benchmark_spec
 from cxrbench.results.store import stored_runs
 from cxrbench.tables.runs import comparison_table, run_display_table
@@ -120,7 +121,7 @@ def test_ctrl_c_says_what_was_kept_and_that_a_rerun_resumes(vindr_root, tmp_path
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline, "evaluate", interrupted)
+    monkeypatch.setattr(fanout, "evaluate", interrupted)  # each job's call of the pipeline
     result = runner.invoke(app, run_args(vindr_root, tmp_path / "out", tmp_path / "cache", "--encoder", "pixels"))
     assert result.exit_code == 130
     assert "interrupted" in result.output and "resumes" in result.output and "Traceback" not in result.output
@@ -250,11 +251,11 @@ def test_default_layers_of_an_encoder_without_layers_is_an_error(tmp_path):
 
 def test_demo_next_steps_name_the_results(monkeypatch, tmp_path):
     """The demo's closing lines (the runs themselves are the pipeline's, tested above)."""
-    from cxrbench import cli
+    from cxrbench.cli import demo
 
-    monkeypatch.setattr(cli, "_run_and_show", lambda *args: [])
-    monkeypatch.setattr(cli, "_show_comparison", lambda *args: None)
-    monkeypatch.setattr(cli, "DEMO_SEGMENTATION_IMAGES", 2)
+    monkeypatch.setattr(demo, "run_and_show", lambda *args: [])
+    monkeypatch.setattr(demo, "show_comparison", lambda *args: None)
+    monkeypatch.setattr(demo, "DEMO_SEGMENTATION_IMAGES", 2)
     result = runner.invoke(app, ["demo", "--workdir", str(tmp_path / "demo"), "--patients", "20"])
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from cxrbench.cli import app
@@ -25,6 +26,7 @@ from cxrbench.launchers.local import LocalLauncher
 from cxrbench.progress import SilentProgress
 from cxrbench.results.labels import run_label, variant_notes
 from cxrbench.results.provenance import command_line
+from cxrbench.recording import typed_command
 
 RUNS = ("biovil-t/logistic-default", "rad-dino/logistic-default")
 
@@ -66,6 +68,9 @@ def _same_results(base: Path, name: str, launcher: str) -> None:
         assert ours["metrics"] == local["metrics"] and ours["run_identity"] == local["run_identity"]
         assert f"--launcher {launcher}" in ours["provenance"]["command"]
         assert ours["provenance"]["command"].startswith("cxrbench reproduce rad-dino-c2")
+        config = yaml.safe_load((base / name / "mimic-demographics" / run / "config.yaml").read_text())
+        assert config["command"] == ours["provenance"]["command"]  # one typed command, not the worker's argv
+        assert config["run_spec"]["encoder"] == run.split("/")[0]
         pd.testing.assert_frame_equal(*(pd.read_parquet(base / out / "mimic-demographics" / run / "predictions.parquet")
                                         for out in (name, "local")))
     assert (base / name / "tables/rad-dino-c2.csv").read_bytes() == (base / "local/tables/rad-dino-c2.csv").read_bytes()
@@ -129,13 +134,13 @@ def test_a_users_error_or_a_bug_in_one_job_is_that_jobs_outcome():
     user, bug = run_job(Job("a", _fails)), run_job(Job("b", _crashes))
     assert user.value is None and user.error == "no data on this host: pass --data-root"
     assert "KeyError: 'missing'" in bug.error and "_crashes" in bug.error
-    outcomes = LocalLauncher({}).run([Job("a", _fails), Job("c", _command, argv=("x",))], SilentProgress())
+    outcomes = LocalLauncher({}).run([Job("a", _fails), Job("c", _command, command="cxrbench x")], SilentProgress())
     assert [o.label for o in outcomes] == ["a", "c"] and outcomes[0].error and outcomes[1].error is None
 
 
 def test_a_job_records_the_submitting_command_as_its_own():
     here = command_line()
-    assert run_job(Job("a", _command, argv=("/usr/bin/cxrbench", "reproduce", "my table"))).value \
+    assert run_job(Job("a", _command, command=typed_command(("/usr/bin/cxrbench", "reproduce", "my table")))).value \
         == "cxrbench reproduce 'my table'"
     assert command_line() == here  # the worker's own command again once the job is done
 
@@ -171,7 +176,7 @@ def test_a_preempted_slurm_job_is_resubmitted_with_the_same_job():
     resumes from the finished shards and runs of its first attempt."""
     from cxrbench.launchers.slurm import RequeuedJob
 
-    job = Job("vindr · rad-dino · linear", _command, argv=("cxrbench", "reproduce", "rad-dino-1a"))
+    job = Job("vindr · rad-dino · linear", _command, command="cxrbench reproduce rad-dino-1a")
     again = RequeuedJob().checkpoint(job)
     assert isinstance(again.function, RequeuedJob) and again.args == (job,)
     assert again.result().value == "cxrbench reproduce rad-dino-1a"

@@ -17,7 +17,8 @@ SOURCE = Path(__file__).resolve().parents[1] / "src" / "cxrbench"
 
 #: bottom up; (packages or modules directly under cxrbench/, whether they may import each other)
 LAYERS: list[tuple[frozenset[str], bool]] = [
-    (frozenset({"errors", "resources", "console", "progress", "memory", "threads", "files", "device", "__init__"}), True),
+    (frozenset({"errors", "resources", "console", "progress", "memory", "threads", "files", "device", "recording",
+                "__init__"}), True),
     (frozenset({"targets"}), False),
     (frozenset({"specs"}), False),
     (frozenset({"metrics"}), False),
@@ -32,8 +33,7 @@ LAYERS: list[tuple[frozenset[str], bool]] = [
     (frozenset({"explain"}), False),
     (frozenset({"evaluations"}), False),
     (frozenset({"report", "launchers"}), False),
-    (frozenset({"pipeline"}), False),
-    (frozenset({"reproduce"}), False),
+    (frozenset({"runs"}), False),
     (frozenset({"cli"}), False),
     (frozenset({"__main__"}), False),
 ]

@@ -18,7 +18,7 @@ from cxrbench.data.mimic.iv import POUNDS_TO_KG, race_group
 from cxrbench.data.mimic.synthetic import PLANTED, _subject_id, write_mimic_iv, write_synthetic_mimic_cxr, write_synthetic_mimic_lungs
 from cxrbench.errors import DataError
 from cxrbench.evaluations.probe import ProbeEvaluation
-from cxrbench.pipeline import EncoderOptions, MachineOptions, evaluate
+from cxrbench.runs.pipeline import EncoderOptions, MachineOptions, evaluate
 from cxrbench.study import StudyOptions, load_benchmark
 
 PATIENTS = 120

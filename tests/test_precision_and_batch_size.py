@@ -16,7 +16,7 @@ from cxrbench.errors import CacheError, CxrbenchError
 from cxrbench.features.batch_size import CPU_BATCH, choose_batch_size, largest_fitting, parse_batch_size
 from cxrbench.features.cache import FeatureStore
 from cxrbench.features.extract import extract_features, store_identity
-from cxrbench.pipeline import MachineOptions
+from cxrbench.runs.pipeline import MachineOptions
 from cxrbench.results.schema import validate_run
 
 

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cxrbench.cli import app
-from cxrbench.reproduce import fitted_size
+from cxrbench.runs.reproduce import fitted_size
 from cxrbench.tables.recipes import get_layout, load_recipe, plan_runs, recipe_names
 
 runner = CliRunner()

@@ -15,7 +15,7 @@ from sklearn.metrics import roc_auc_score
 
 from cxrbench.errors import DataError
 from cxrbench.evaluations.localisation import LocalisationEvaluation
-from cxrbench.pipeline import EncoderOptions, MachineOptions, evaluate
+from cxrbench.runs.pipeline import EncoderOptions, MachineOptions, evaluate
 from cxrbench.report.collect import collect
 from cxrbench.analyses.bias import store_bias_runs, write_bias
 from cxrbench.analyses.check import check_committed

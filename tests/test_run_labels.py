@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from cxrbench.cli import app
 from cxrbench.data.common.synthetic import mark_synthetic
 from cxrbench.registry import encoder_spec
-from cxrbench.reproduce import OTHER, STORED, ReproduceOptions, stored_status
+from cxrbench.runs.reproduce import OTHER, STORED, ReproduceOptions, stored_status
 from cxrbench.results.labels import run_label, run_variant, variant_notes
 from cxrbench.tables.latex import latex_escape
 from cxrbench.tables.recipes import load_recipe, plan_runs
@@ -205,22 +205,15 @@ def test_a_run_of_other_settings_is_refused_naming_both_kinds(labelled, vindr_ro
             "data, this run is a random-init run at 28 px on synthetic data") in one_line(result.output)
 
 
-def test_reproduce_hands_each_encoder_its_local_weights(tmp_path, monkeypatch):
+def test_reproduce_hands_each_encoder_its_local_weights(tmp_path):
     """`reproduce --weights mrm=PATH`: the job of mrm's rows loads that file; rows of other encoders keep their
     released source, and a recipe row's own weights (its random-init row) come first."""
-    import cxrbench.reproduce as reproduce_module
-    from cxrbench.pipeline import MachineOptions
+    from cxrbench.runs.reproduce import unit_spec
 
     seen = {}
-
-    def evaluate(study, evaluation, encoders, machine, progress):
-        seen[encoders.names[0]] = encoders.weights
-        return []
-
-    monkeypatch.setattr(reproduce_module, "evaluate", evaluate)
     recipe = load_recipe("rad-dino-1b")
     options = ReproduceOptions(tmp_path, weights={"mrm": Path("/models/MRM.pth")})
     for name in ("mrm", "rad-dino"):
         runs = tuple(p for p in plan_runs(recipe, tmp_path, [name]) if p.entry is recipe.runs[0])
-        reproduce_module.reproduce_encoder(runs, options, MachineOptions(tmp_path / "cache", device="cpu"), 1)
+        seen[name] = unit_spec(runs, options).weights  # the RunSpec its job runs
     assert seen == {"mrm": "/models/MRM.pth", "rad-dino": None}

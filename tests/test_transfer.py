@@ -119,7 +119,7 @@ def _run(name: str, roots: dict[str, Path], out: Path, *extra: str, seeds: int =
 
 def test_a_transfer_head_equals_one_trained_on_a_and_scored_on_b_by_hand(roots, tmp_path):
     from cxrbench.encoders.base import FeatureRequest
-    from cxrbench.pipeline import EncoderOptions, MachineOptions, extract
+    from cxrbench.runs.pipeline import EncoderOptions, MachineOptions, extract
 
     out = tmp_path / "out"
     result = _run("nih-to-chexpert", roots, out, "--head", "logistic", "--head-param", "C=1.0")

@@ -1,6 +1,6 @@
 """Evaluations: what is measured on a prepared study once an encoder's features are cached.
 
-Each evaluation plugs into the one orchestration path (`cxrbench.pipeline.evaluate`): it checks what it can
+Each evaluation plugs into the one orchestration path (`cxrbench.runs.pipeline.evaluate`): it checks what it can
 before any data is read, may adapt the study (e.g. pick the targets it scores), says which features it needs, then
 evaluates one encoder's features; run-writing ones hand their result to the shared run steps (`evaluations.runs`).
 None subclasses another.

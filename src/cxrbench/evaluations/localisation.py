@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ from cxrbench.features.extract import EncoderFeatures, ExtractionSettings, featu
 from cxrbench.progress import Progress
 from cxrbench.results.provenance import provenance
 from cxrbench.results.store import explain_folder, refuse_other_settings, resume_decision
+from cxrbench.recording import recorded_command, recorded_run_spec
 from cxrbench.specs import BenchmarkSpec, TargetSpec
 from cxrbench.study import Study
 from cxrbench.threads import use_threads
@@ -152,7 +152,8 @@ class LocalisationEvaluation:
         return {
             "cxrbench_version": cxrbench.__version__,
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+            "command": recorded_command(),
+            "run_spec": recorded_run_spec(),
             "benchmark": {"name": study.spec.name, "data_root": str(study.data.root), "dataset_options": study.dataset_options,
                           "split": study.spec.split.identity(), "synthetic_data": study.data.synthetic,
                           "loader_notes": study.data.notes},

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import pandas as pd
 
@@ -28,6 +26,7 @@ from cxrbench.evaluations.base import EvaluationResult, RunOptions, RunResult
 from cxrbench.features.extract import EncoderFeatures, ExtractionSettings, feature_numerics
 from cxrbench.metrics.points import MetricContext, train_prevalence
 from cxrbench.progress import Progress
+from cxrbench.recording import recorded_command, recorded_run_spec
 from cxrbench.results.labels import method_label, run_label, variant_notes
 from cxrbench.results.provenance import SCHEMA_VERSION, package_versions, provenance
 from cxrbench.results.store import (METRICS, PREDICTIONS, SPLITS, json_writer, parquet_writer, refuse_other_settings,
@@ -202,7 +201,8 @@ def resolved_config(study: Study, features: EncoderFeatures, options: RunOptions
     return {
         "cxrbench_version": cxrbench.__version__,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "command": recorded_command(),
+        "run_spec": recorded_run_spec(),
         "benchmark": {**asdict(spec), "data_root": str(study.data.root), "synthetic_data": study.data.synthetic,
                       "dataset_options": study.dataset_options, "loader_notes": study.data.notes},
         "encoder": {"name": encoder.spec.name, "weights": encoder.weights.identity,

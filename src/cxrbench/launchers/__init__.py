@@ -1,4 +1,5 @@
-"""Where the jobs of a sweep run: `--launcher local|ray|slurm` on `cxrbench reproduce` and multi-encoder `run`s.
+"""Where the jobs of the one fan-out (`cxrbench.runs.fanout`: one job per RunSpec of `run`, `explain`, `bias`,
+`reproduce` and the demo) run: `--launcher local|ray|slurm`.
 
 Each launcher is an existing engine (this process, Ray tasks, a Slurm job array through submitit), never a
 scheduler of our own; Ray and submitit are optional extras, imported only when their launcher is asked for.

@@ -1,9 +1,9 @@
 """What a launcher runs: independent jobs, each a picklable call, and what each one gave back.
 
-A job is one (benchmark, encoder, head) unit of a sweep: `cxrbench reproduce` makes one per recipe entry and
-encoder, a multi-encoder `cxrbench run` one per encoder. Jobs never talk to each other: the feature cache is their
-rendezvous (a job finding another's store locked waits, then reuses its shards) and each writes its own run folder,
-so a launcher only has to start them, wait, and hand back values or errors in the order it was given.
+A job is one RunSpec, a (benchmark, encoder, head) unit of runs (`cxrbench.runs.fanout` makes one per spec). Jobs
+never talk to each other: the feature cache is their rendezvous (a job finding another's store locked waits, then
+reuses its shards) and each writes its own run folder, so a launcher only has to start them, wait, and hand back
+values or errors in the order it was given.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from cxrbench.errors import CxrbenchError
 from cxrbench.progress import Progress
-from cxrbench.results.provenance import submitted_as
+from cxrbench.recording import recorded_command, recording
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,14 @@ class Job:
     function: Callable[..., Any]
     args: tuple = ()
     gpu: bool = False  # whether the job's device asks for a GPU (--device cuda, or auto on a cluster with GPUs)
-    argv: tuple[str, ...] = field(default_factory=lambda: tuple(sys.argv))  # the submitting command, for provenance
+    #: the command the user typed, captured where the job was made: a worker's own argv names the engine's worker
+    command: str = field(default_factory=recorded_command)
+    run_spec: dict[str, Any] | None = None  # the job's RunSpec (`RunSpec.as_dict`), recorded in its runs' config.yaml
+
+    def call(self, progress: Progress) -> Any:
+        """Run the job here, its runs recording the submitting command and its RunSpec."""
+        with recording(self.command, self.run_spec):
+            return self.function(*self.args, progress=progress)
 
 
 @dataclass
@@ -80,8 +87,7 @@ def run_job(job: Job) -> JobOutcome:
     """Run one job where it landed. A user's error (no data here, weights missing) is the job's outcome, not a crash,
     so that the caller can list what remains; anything else is a bug, reported with its traceback's tail."""
     try:
-        with submitted_as(job.argv):
-            return JobOutcome(job.label, job.function(*job.args, progress=JobLog(job.label)))
+        return JobOutcome(job.label, job.call(JobLog(job.label)))
     except CxrbenchError as exc:
         return JobOutcome(job.label, error=str(exc))
     except Exception:  # noqa: BLE001 -- a bug in one job must not lose the other jobs' results

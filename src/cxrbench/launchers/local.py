@@ -21,7 +21,7 @@ class LocalLauncher:
         outcomes = []
         for job in jobs:
             try:
-                outcomes.append(JobOutcome(job.label, job.function(*job.args, progress=progress)))
+                outcomes.append(JobOutcome(job.label, job.call(progress)))
             except CxrbenchError as exc:
                 outcomes.append(JobOutcome(job.label, error=str(exc)))
         return outcomes

@@ -54,15 +54,6 @@ def run_variant(identity: Mapping | None) -> RunVariant:
     return RunVariant(kind, int(size) if size is not None else None, SYNTHETIC if identity.get("synthetic_data") else REAL)
 
 
-def config_identity(config: Mapping | None) -> dict:
-    """The parts of a run identity a run's config.yaml records (an explain run has no metrics.json): weights,
-    preprocessing and whether the data was synthetic."""
-    config = config or {}
-    encoder = config.get("encoder") or {}
-    return {"weights": encoder.get("weights", ""), "preprocessing": encoder.get("preprocessing") or {},
-            "synthetic_data": (config.get("benchmark") or {}).get("synthetic_data")}
-
-
 def released_size(encoder: str) -> int | None:
     """The input size in the encoder's adapter spec, or None for an encoder no longer registered."""
     from cxrbench.errors import CxrbenchError

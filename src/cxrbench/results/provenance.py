@@ -15,11 +15,8 @@ import json
 import os
 import platform
 import re
-import shlex
 import subprocess
-import sys
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
@@ -30,6 +27,7 @@ import pandas as pd
 import cxrbench
 from cxrbench.targets.mask import present_column
 from cxrbench.encoders.weights import WEIGHT_SUFFIXES, WeightsSource, file_sha256
+from cxrbench.recording import recorded_command
 
 #: the format of metrics.json this cxrbench writes (`metrics.schema.json` describes it); raise it with any change
 #: that a reader of older files must know about
@@ -43,9 +41,6 @@ PACKAGES = ("torch", "torchvision", "numpy", "scipy", "pandas", "scikit-learn", 
 DATA_DIGEST_FORMAT = "cxrbench-data-digest-v1"
 
 _GIT_TIMEOUT_S = 5
-#: the arguments typed on the submitting host, while this process runs a job sent from there (a Ray task, a Slurm
-#: job): the worker's own argv names the engine's worker, not what the user ran
-_submitted_argv: tuple[str, ...] | None = None
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
@@ -115,18 +110,7 @@ def data_links(root: Path, paths: Iterable) -> dict:
 
 def command_line() -> str:
     """The cxrbench command that made this process's runs, as typed (on the submitting host for a launched job)."""
-    return shlex.join(["cxrbench", *(_submitted_argv or sys.argv)[1:]])
-
-
-@contextmanager
-def submitted_as(argv: Sequence[str]) -> Iterator[None]:
-    """Record `argv` (the submitting command line) as the command of the runs made inside the block."""
-    global _submitted_argv
-    before, _submitted_argv = _submitted_argv, tuple(argv)
-    try:
-        yield
-    finally:
-        _submitted_argv = before
+    return recorded_command()
 
 
 # -- software -------------------------------------------------------------------------------------------------

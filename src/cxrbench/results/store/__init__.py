@@ -16,7 +16,7 @@ from cxrbench.results.store.runs import (
 )
 from cxrbench.results.store.writing import (
     csv_writer, json_writer, parquet_writer, recover_run, refuse_other_settings, resume_decision, text_writer, write_run,
-    yaml_writer,
+    write_texts, yaml_writer,
 )
 
 __all__ = [
@@ -25,5 +25,6 @@ __all__ = [
     "comparisons_folder", "csv_writer", "efficiency_files", "efficiency_pictures", "explain_folder", "json_writer",
     "load_metrics", "paper_table_stem", "parquet_writer", "read_metrics", "read_predictions", "recover_run",
     "refuse_other_settings", "report_folder", "resume_decision", "run_folder", "run_kind", "run_name",
-    "split_manifests", "stored_benchmarks", "stored_runs", "tables_folder", "text_writer", "write_run", "yaml_writer",
+    "split_manifests", "stored_benchmarks", "stored_runs", "tables_folder", "text_writer", "write_run", "write_texts",
+    "yaml_writer",
 ]

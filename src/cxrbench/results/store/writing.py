@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from cxrbench.errors import DataError
-from cxrbench.files import folder_lock, remove_stale, staging_name, storage_errors
+from cxrbench.files import atomic_text, folder_lock, remove_stale, staging_name, storage_errors
 from cxrbench.results.labels import run_variant
 from cxrbench.results.provenance import SCHEMA_VERSION
 from cxrbench.results.store.layout import METRICS
@@ -115,6 +115,12 @@ def refuse_other_settings(folder: Path, stored: dict | None, identity: dict, ove
     fix = ("Name this run with --tag NAME, write to another --out," if tagged else "Write to another --out")
     raise DataError(f"{folder} holds a run with other settings ({', '.join(differing)} differ){kinds}{meanwhile}. {fix} "
                     "or pass --overwrite to replace it.")
+
+
+def write_texts(stem: Path, texts: dict[str, str]) -> list[Path]:
+    """Files of one table beside the runs (STEM.SUFFIX per text, e.g. a benchmark's table or a comparison), each
+    written atomically: a reader never sees half a table. `stem` comes from this store's layout."""
+    return [atomic_text(stem.with_suffix(suffix), text) for suffix, text in texts.items()]
 
 
 def yaml_writer(data: dict) -> Callable[[Path], None]:

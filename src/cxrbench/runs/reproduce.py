@@ -1,7 +1,8 @@
 """`cxrbench reproduce TABLE`: the runs of a table's recipe that are not stored yet, then the table.
 
-Each encoder of a recipe entry is one job (`cxrbench.launchers`: here, on Ray or on Slurm), one call of the pipeline
-(`cxrbench.pipeline.evaluate`) with `resume` on: a run stored with the same settings is kept without computing
+Each encoder of a recipe entry is one RunSpec (`unit_spec`), handed with the others to the one fan-out
+(`cxrbench.runs.fanout`: here, on Ray or on Slurm), one call of the pipeline (`cxrbench.runs.pipeline.evaluate`)
+with `resume` on: a run stored with the same settings is kept without computing
 anything, and a run stored with other settings is refused (never silently replaced). The plan counts a stored run
 as this table's only when it is the kind of run asked for (`stored_status`: weights, input size, data), so a
 random-init run or one on synthetic data is named, never taken for a real one. A run that cannot be made (no
@@ -12,19 +13,17 @@ extracts, the others wait on the store's lock and reuse its shards.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from cxrbench.errors import CxrbenchError
-from cxrbench.evaluations import run_evaluation
-from cxrbench.launchers import Job, Launcher
-from cxrbench.launchers.local import LocalLauncher
-from cxrbench.pipeline import EncoderOptions, MachineOptions, evaluate, on_this_host, wants_gpu
 from cxrbench.progress import Progress, SilentProgress
 from cxrbench.results.labels import LOCAL, RANDOM, REAL, RELEASED, SYNTHETIC, RunVariant, released_size, run_variant
 from cxrbench.tables.recipes import PlannedRun, Recipe, plan_runs
 from cxrbench.results.store import read_metrics
-from cxrbench.study import StudyOptions
+from cxrbench.runs.fanout import Storage, run_specs
+from cxrbench.runs.spec import DEFAULT_PRECISION, MachineSpec, RunSpec
 
 #: A planned run's status in `reproduce --plan`: stored as asked, not stored, or its folder holds another kind of run.
 STORED, TO_RUN, OTHER = "stored", "to run", "holds another kind of run"
@@ -41,6 +40,7 @@ class ReproduceOptions:
     bootstrap_resamples: int | None = None
     overwrite: bool = False
     weights: dict[str, Path] = field(default_factory=dict)  # encoder -> local file or folder of its released weights
+    precision: str = DEFAULT_PRECISION
 
 
 @dataclass
@@ -50,52 +50,41 @@ class Outcome:
     remaining: list[tuple[PlannedRun, str]] = field(default_factory=list)  # not run, and why
 
 
-def reproduce(recipe: Recipe, options: ReproduceOptions, machine: MachineOptions, launcher: Launcher | None = None,
-              threads: int | None = None, progress: Progress = SilentProgress()) -> Outcome:
-    """One job per (recipe entry, encoder), run by `launcher` (default: here, one after the other); `machine.device`
-    may be 'auto', resolved where each job lands, and `threads` caps each job's CPU threads there."""
+def reproduce(recipe: Recipe, options: ReproduceOptions, machine: MachineSpec, progress: Progress = SilentProgress(),
+              command: str | None = None) -> Outcome:
+    """One RunSpec per (recipe entry, encoder) through the one fan-out (`runs.fanout`) on `machine.launcher`, with
+    resume on; each planned run is then 'ran', 'kept' (stored already with the same settings) or remaining, with why.
+    A budget written before its job failed counts as run."""
     planned = plan_runs(recipe, options.out, options.encoders)
     units = [[p for p in planned if p.entry is entry and p.encoder == name]
              for entry in recipe.runs for name in dict.fromkeys(p.encoder for p in planned if p.entry is entry)]
-    anywhere = replace(options, out=options.out.resolve(),  # a job may start in another working directory
-                       data_roots={name: root.resolve() for name, root in options.data_roots.items()},
-                       weights={name: path.resolve() for name, path in options.weights.items()})
-    placed = replace(machine, cache_root=machine.cache_root.resolve())
-    jobs = [Job(runs[0].unit, reproduce_encoder,
-                (tuple(replace(run, folder=run.folder.resolve()) for run in runs), anywhere, placed, threads),
-                gpu=wants_gpu(machine.device)) for runs in units]
+    before = [{run.folder for run in runs if run.stored} for runs in units]
+    outcomes = run_specs([unit_spec(runs, options) for runs in units], Storage(options.out, options.overwrite, resume=True),
+                         machine, progress, command)
     outcome = Outcome()
-    for runs, result in zip(units, (launcher or LocalLauncher({})).run(jobs, progress)):
-        statuses = result.value if result.error is None else [("remaining", result.error)] * len(runs)
-        for run, (status, why) in zip(runs, statuses):
-            if status == "remaining":
-                outcome.remaining.append((run, why))
+    for runs, stored, result in zip(units, before, outcomes):
+        resumed = {Path(r.folder).resolve() for r in result.value if r.resumed} if result.error is None else set()
+        for run in runs:
+            if result.error is None:
+                (outcome.kept if run.folder.resolve() in resumed else outcome.ran).append(run)
+            elif run.stored and run.folder not in stored:
+                outcome.ran.append(run)
             else:
-                (outcome.kept if status == "kept" else outcome.ran).append(run)
+                outcome.remaining.append((run, result.error))
     return outcome
 
 
-def reproduce_encoder(runs: tuple[PlannedRun, ...], options: ReproduceOptions, machine: MachineOptions,
-                      threads: int | None, progress: Progress = SilentProgress()) -> list[tuple[str, str]]:
-    """One encoder's runs of one recipe entry (a launcher's job): ('ran' | 'kept' | 'remaining', why) per run.
-
-    A run that cannot be made (no data on this host, weights missing, other settings stored) is 'remaining' with
-    the reason; a budget written before such a failure counts as run."""
+def unit_spec(runs: Sequence[PlannedRun], options: ReproduceOptions) -> RunSpec:
+    """The RunSpec of one recipe entry's runs with one encoder: the entry's protocol, this command's options, and
+    the row's own weights first (its random-init row), then --weights random, then a local copy named for the
+    encoder."""
     entry, name = runs[0].entry, runs[0].encoder
-    study = StudyOptions(entry.benchmark, options.data_roots.get(entry.benchmark), dict(entry.dataset_options),
-                         options.seeds, entry.budgets, options.bootstrap_resamples, dict(entry.split))
-    evaluation = run_evaluation(entry.benchmark)(options.out, entry.head, dict(entry.head_params), entry.tag,
-                                                 options.overwrite, [], resume=True)
-    local = options.weights.get(name)
-    weights = "random" if options.random_init else entry.weights or (str(local) if local else None)  # a row's own first
-    encoders = EncoderOptions([name], weights, None, fitted_size(name, options.image_size))
-    before = {run.folder for run in runs if run.stored}
-    try:
-        results = evaluate(study, evaluation, encoders, on_this_host(machine, threads, progress), progress)
-    except CxrbenchError as exc:
-        return [("ran", "") if run.stored and run.folder not in before else ("remaining", str(exc)) for run in runs]
-    resumed = {result.folder for result in results if result.resumed}
-    return [("kept" if run.folder in resumed else "ran", "") for run in runs]
+    local, root = options.weights.get(name), options.data_roots.get(entry.benchmark)
+    weights = "random" if options.random_init else entry.weights or (str(local) if local else None)
+    return RunSpec(entry.benchmark, name, str(root) if root else None, dict(entry.dataset_options), dict(entry.split),
+                   weights, None, fitted_size(name, options.image_size), options.precision, entry.head,
+                   dict(entry.head_params), train_fractions=tuple(entry.train_fractions), shots=tuple(entry.shots),
+                   seeds=options.seeds, bootstrap=options.bootstrap_resamples, tag=entry.tag)
 
 
 def stored_status(run: PlannedRun, options: ReproduceOptions) -> tuple[str, str]:

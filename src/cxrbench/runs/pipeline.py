@@ -1,7 +1,6 @@
 """The one orchestration path: prepare the study, then for each encoder compute (or find cached) the features the
-evaluation needs and evaluate them. `cxrbench run` (probes, `evaluations.probe`), `cxrbench explain` (box
-localisation, `evaluations.localisation`) and any later evaluation go through `evaluate`; `extract` is its first
-half. The CLI is a thin shell around this module:
+evaluation needs and evaluate them. Every job of the fan-out (`cxrbench.runs.fanout`: `run`, `explain`, `bias`,
+`reproduce`, the demo) goes through `evaluate`; `extract` is its first half. Used directly:
 
     evaluate(StudyOptions("vindr", data_root), ProbeEvaluation(out=Path("results")), EncoderOptions(["rad-dino"]),
              MachineOptions(cache_root))
@@ -20,10 +19,10 @@ from cxrbench.evaluations.base import Evaluation
 from cxrbench.features.distributed import SINGLE, Ranks
 from cxrbench.features.extract import EncoderFeatures, study_features
 from cxrbench.features.forward import DEFAULT_PRECISION, check_precision
-from cxrbench.launchers.base import Job, JobOutcome, Launcher
 from cxrbench.memory import peak_memory
 from cxrbench.progress import Progress, SilentProgress
 from cxrbench.registry import registry
+from cxrbench.runs.spec import MachineSpec
 from cxrbench.study import StudyOptions, load_benchmark, prepare_study
 
 
@@ -56,11 +55,7 @@ def evaluate(study: StudyOptions, evaluation: Evaluation, encoders: EncoderOptio
              progress: Progress = SilentProgress()) -> list[Any]:
     """Every name and setting is checked before any data is read; the data is read once; each encoder's features
     are computed once (or read from the cache) and handed to the evaluation."""
-    spec = registry().get("benchmarks", study.benchmark).spec
-    for name in encoders.names:
-        registry().get("encoders", name)
-    evaluation.check(spec)
-    check_weights(encoders)
+    check_run(study, evaluation, encoders)
     prepared = evaluation.prepare(prepare_study(study, progress), progress)
     results = []
     for name in encoders.names:
@@ -72,6 +67,30 @@ def evaluate(study: StudyOptions, evaluation: Evaluation, encoders: EncoderOptio
         results += evaluation.evaluate(prepared, features, machine, progress)
         progress.note(f"{name}: evaluated; {peak_memory()} so far.")
     return results
+
+
+def check_run(study: StudyOptions, evaluation: Evaluation, encoders: EncoderOptions, weights: bool = True) -> None:
+    """Names, the evaluation's settings and (`weights`) the weights, checked from specs alone: `evaluate` starts
+    with it, and the fan-out runs it without the weights (they may be on the workers' disks only, or downloaded
+    there) before submitting jobs, so that a typo fails in seconds here, not in each job on a cluster."""
+    spec = registry().get("benchmarks", study.benchmark).spec
+    for name in encoders.names:
+        registry().get("encoders", name)
+    evaluation.check(spec)
+    if weights:
+        check_weights(encoders)
+
+
+def machine_options(machine: MachineSpec, precision: str = DEFAULT_PRECISION, device: str | None = None,
+                    ranks: Ranks = SINGLE) -> MachineOptions:
+    """The one place a `MachineSpec` (and a run's precision) becomes the settings extraction reads; `device`: one
+    already resolved here (default: the spec's, resolved later by each job with `on_this_host`)."""
+    from cxrbench.features.batch_size import parse_batch_size
+    from cxrbench.features.cache import default_cache_root
+
+    cache = Path(machine.cache_dir).expanduser() if machine.cache_dir else default_cache_root()
+    return MachineOptions(cache, parse_batch_size(str(machine.batch_size)), machine.shard_size, machine.workers,
+                          device or machine.device, ranks, precision=precision, pixel_cache=machine.pixel_cache)
 
 
 def check_weights(encoders: EncoderOptions) -> None:
@@ -96,24 +115,6 @@ def extract(benchmark: str, encoders: EncoderOptions, machine: MachineOptions, r
     paths = data.samples["path"].tolist()
     return [study_features(build_encoder(name, encoders.weights, encoders.revision, encoders.image_size), paths, request,
                            machine, progress) for name in encoders.names]
-
-
-def evaluate_each(study: StudyOptions, evaluation: Evaluation, encoders: EncoderOptions, machine: MachineOptions,
-                  launcher: Launcher, threads: int | None = None, progress: Progress = SilentProgress()) -> list[JobOutcome]:
-    """`evaluate`, one job per encoder, run by `launcher` (a multi-encoder `cxrbench run --launcher ray|slurm`): each
-    job prepares the study itself, so jobs need no shared memory, only shared disks. The outcome of each job holds
-    its `evaluate` results, or why it failed."""
-    anywhere = replace(study, data_root=study.data_root.resolve() if study.data_root else None)
-    placed = replace(machine, cache_root=machine.cache_root.resolve())
-    jobs = [Job(f"{study.benchmark} · {name}", _evaluate_job,
-                (anywhere, evaluation, replace(encoders, names=[name]), placed, threads), gpu=wants_gpu(machine.device))
-            for name in encoders.names]
-    return launcher.run(jobs, progress)
-
-
-def _evaluate_job(study: StudyOptions, evaluation: Evaluation, encoders: EncoderOptions, machine: MachineOptions,
-                  threads: int | None, progress: Progress = SilentProgress()) -> list[Any]:
-    return evaluate(study, evaluation, encoders, on_this_host(machine, threads, progress), progress)
 
 
 def on_this_host(machine: MachineOptions, threads: int | None, progress: Progress = SilentProgress()) -> MachineOptions:

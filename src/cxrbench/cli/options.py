@@ -1,0 +1,114 @@
+"""Options several commands share, defined once so that their names and help stay the same everywhere; the help
+texts are the run file's key documentation (`cxrbench.runs.config`), written in one place.
+
+The machine options (cache, batch size, shard size, workers, device, threads, pixel cache, launcher and its
+parameters) are one group: `@machine_options` adds them to a command and hands it one `MachineSpec`, built here
+and only here, with the names of the options actually typed (so that a `--config` file's `machine:` section is
+overridden only by what the user gave).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cxrbench.cli.common import DEFAULT_OUT, key_values
+from cxrbench.errors import CxrbenchError
+from cxrbench.launchers import LAUNCHERS
+from cxrbench.runs.config import MACHINE_KEYS, RUN_KEYS
+from cxrbench.runs.spec import MachineSpec
+
+MACHINE = "Machine (also a --config file's `machine:`; never part of a run's identity)"
+CONTEXT = "cxrbench_context"  # the injected Typer context
+NO_BOOTSTRAP = "0 skips the bootstrap: estimates without confidence intervals."
+Encoders = typer.Option(..., "--encoder", "-e", help="Encoder name(s), comma-separated (`cxrbench list encoders`).")
+Seeds = typer.Option(None, min=1, help=RUN_KEYS["seeds"])
+DataRoot = typer.Option(None, help=RUN_KEYS["data_root"])
+Weights = typer.Option(None, help=RUN_KEYS["weights"])
+Revision = typer.Option(None, help=RUN_KEYS["revision"], hidden=True)
+ImageSize = typer.Option(None, min=1, help=RUN_KEYS["image_size"])
+DatasetOptions = typer.Option([], "--dataset-option", help="One of the benchmark's dataset options, KEY=VALUE, e.g. label_rule=any; repeatable.", hidden=True)
+SplitOptions = typer.Option([], "--split", help="Replace a field of the benchmark's `split:`, KEY=VALUE, e.g. scheme=random; repeatable.", hidden=True)
+HeadParams = typer.Option([], "--head-param", help="Override a head parameter, KEY=VALUE (VALUE read as YAML, e.g. epochs=5 or 'lr=[1e-2, 1e-1]'); repeatable.")
+Precision = typer.Option("fp32", "--precision", help=RUN_KEYS["precision"], hidden=True)
+Out = typer.Option(DEFAULT_OUT, help=RUN_KEYS["out"])
+StoredOut = typer.Option(DEFAULT_OUT, help="Results folder holding the stored runs.")
+Bootstrap = typer.Option(None, min=0, help=f"Bootstrap resamples (default: the benchmark's). {NO_BOOTSTRAP}")
+Overwrite = typer.Option(False, help=RUN_KEYS["overwrite"])
+CacheDir = typer.Option(None, "--cache-dir", help=MACHINE_KEYS["cache_dir"], rich_help_panel=MACHINE)
+Device = typer.Option("auto", help=MACHINE_KEYS["device"], rich_help_panel=MACHINE)
+Threads = typer.Option(None, "--threads", help=MACHINE_KEYS["threads"], rich_help_panel=MACHINE)
+
+
+#: the epilog of a command with rarer options hidden from its --help (they work, and --print-config documents them)
+MORE = ("Also (rarer): --dataset-option KEY=VALUE, --split KEY=VALUE, --revision REV, --precision fp32|bf16|fp16, "
+        "--metric NAME, --train-fraction F,..., --shots N,..., --batch-size N|auto, --shard-size N, --workers N, --pixel-cache, --launcher-param KEY=VALUE, where a "
+        "command takes them. `cxrbench run ... --print-config` documents every setting.")
+
+
+def _batch_size(text: str) -> Optional[int]:
+    """--batch-size N or auto (None), checked while the command line is read."""
+    from cxrbench.features.batch_size import parse_batch_size
+
+    try:
+        return parse_batch_size(text)
+    except CxrbenchError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+_GROUP = {  # option name -> (MachineSpec key, annotation, typer option)
+    "cache_dir": ("cache_dir", Optional[Path], CacheDir),
+    "batch_size": ("batch_size", Optional[int], typer.Option("32", parser=_batch_size, metavar="N|auto", help=MACHINE_KEYS["batch_size"], rich_help_panel=MACHINE, hidden=True)),
+    "shard_size": ("shard_size", int, typer.Option(512, min=1, help=MACHINE_KEYS["shard_size"], rich_help_panel=MACHINE, hidden=True)),
+    "workers": ("workers", Optional[int], typer.Option(None, min=0, help=MACHINE_KEYS["workers"], rich_help_panel=MACHINE, hidden=True)),
+    "device": ("device", str, Device),
+    "threads": ("threads", Optional[int], Threads),
+    "pixel_cache": ("pixel_cache", bool, typer.Option(False, "--pixel-cache/--no-pixel-cache", help=MACHINE_KEYS["pixel_cache"], rich_help_panel=MACHINE, hidden=True)),
+    "launcher": ("launcher", str, typer.Option("local", "--launcher", help=f"Where the jobs run: {', '.join(LAUNCHERS)} (local: here, one after the other).", rich_help_panel=MACHINE)),
+    "launcher_param": ("launcher_params", list[str], typer.Option([], "--launcher-param", help=MACHINE_KEYS["launcher_params"] + " Repeatable.", rich_help_panel=MACHINE, hidden=True)),
+}
+
+
+def machine_options(command: Callable) -> Callable:
+    """Add the machine option group to `command`, which receives `machine: MachineSpec`, `machine_given` (the
+    MachineSpec keys typed on the command line: a config file's `machine:` keeps the others) and, when it has a
+    `context` parameter, the Typer context."""
+    signature = inspect.signature(command)
+    injected = ("machine", "machine_given", "context")
+    kept = [p for p in signature.parameters.values() if p.name not in injected]
+    added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
+             for name, (_, annotation, option) in _GROUP.items()]
+    added.append(inspect.Parameter(CONTEXT, inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context))
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        values = {name: kwargs.pop(name) for name in _GROUP}
+        context = kwargs.pop(CONTEXT)
+        if "context" in signature.parameters:  # the command reads which of its own options were typed
+            kwargs["context"] = context
+        given = [_GROUP[name][0] for name in _GROUP if typed(context, name)]
+        return command(*args, machine=machine_spec(values), machine_given=given, **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=[*kept, *added])  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {**{k: v for k, v in command.__annotations__.items() if k not in injected},
+                               **{name: annotation for name, (_, annotation, _) in _GROUP.items()}, CONTEXT: typer.Context}
+    return wrapper
+
+
+def typed(context: typer.Context, name: str) -> bool:
+    """Whether option `name` was given on the command line (or its environment variable), not left at its default."""
+    source = context.get_parameter_source(name)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
+def machine_spec(values: dict) -> MachineSpec:
+    """The one place the machine options become a `MachineSpec`."""
+    return MachineSpec(str(values["cache_dir"].expanduser()) if values["cache_dir"] else None, values["device"],
+                       "auto" if values["batch_size"] is None else values["batch_size"], values["shard_size"],
+                       values["workers"], values["threads"], values["pixel_cache"], values["launcher"],
+                       key_values("--launcher-param", values["launcher_param"]))

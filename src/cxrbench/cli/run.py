@@ -1,0 +1,73 @@
+"""`cxrbench run`: RunSpecs (one per encoder) from flags and `--config FILE` (defaults < file < flags), shown with
+`--print-config` or handed to the one fan-out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cxrbench.cli import options as o
+from cxrbench.cli.app import app
+from cxrbench.cli.common import check_request, key_values, names, numbers, user_errors
+from cxrbench.runs.config import RUN_KEYS
+
+#: command-line option -> (the run file's key, how the typed value becomes the key's value)
+FLAGS = {
+    "benchmark": ("benchmark", str), "encoder": ("encoder", names), "head": ("head", str), "seeds": ("seeds", int),
+    "data_root": ("data_root", str), "dataset_option": ("dataset_options", lambda v: key_values("--dataset-option", v)),
+    "split": ("split", lambda v: key_values("--split", v)), "weights": ("weights", str), "revision": ("revision", str),
+    "image_size": ("image_size", int), "precision": ("precision", str), "tag": ("tag", str),
+    "overwrite": ("overwrite", bool), "head_param": ("head_params", lambda v: key_values("--head-param", v)),
+    "metric": ("metrics", list), "train_fraction": ("train_fractions", lambda v: numbers("--train-fraction", v, float)),
+    "shots": ("shots", lambda v: numbers("--shots", v, int)), "bootstrap": ("bootstrap", int), "out": ("out", str),
+}
+
+
+@app.command(epilog=o.MORE)
+@user_errors
+@o.machine_options
+def run(
+    benchmark: Optional[str] = typer.Argument(None, help="Benchmark name (`cxrbench list benchmarks`; may come from --config)."),
+    encoder: Optional[str] = typer.Option(None, "--encoder", "-e", help="Encoder name(s), comma-separated: one run each (may come from --config)."),
+    head: Optional[str] = typer.Option(None, help=RUN_KEYS["head"]),
+    seeds: Optional[int] = o.Seeds,
+    data_root: Optional[Path] = o.DataRoot,
+    dataset_option: list[str] = o.DatasetOptions,
+    split: list[str] = o.SplitOptions,
+    weights: Optional[str] = o.Weights,
+    revision: Optional[str] = o.Revision,
+    image_size: Optional[int] = o.ImageSize,
+    precision: str = o.Precision,
+    tag: Optional[str] = typer.Option(None, help=RUN_KEYS["tag"]),
+    overwrite: bool = o.Overwrite,
+    head_param: list[str] = o.HeadParams,
+    metric: list[str] = typer.Option([], "--metric", hidden=True, help="Also score this registered metric (`cxrbench list metrics`); repeatable."),
+    train_fraction: Optional[str] = typer.Option(None, help="Label efficiency: fractions of the training patients, e.g. 0.01,0.1,1 (one run each).", hidden=True),
+    shots: Optional[str] = typer.Option(None, help="Few-shot: N patients per class, e.g. 1,2,4,8 (one run each).", hidden=True),
+    bootstrap: Optional[int] = o.Bootstrap,
+    out: Path = o.Out,
+    config: Optional[Path] = typer.Option(None, "--config", exists=True, dir_okay=False, help="A run file (YAML): its keys are those --print-config writes; flags given here override them."),
+    print_config: bool = typer.Option(False, "--print-config", help="Write the resolved run file (YAML) to standard output and exit without running."),
+    context=None, machine=None, machine_given=(),
+) -> None:
+    """Run BENCHMARK with one or more encoders and write results under OUT/BENCHMARK/ENCODER/HEAD/."""
+    from cxrbench.runs.config import build_request, read_config, resolved, to_yaml
+
+    flags = {key: convert(value) for name, value in context.params.items() if name in FLAGS
+             for key, convert in [FLAGS[name]] if o.typed(context, name) and value is not None}
+    flags["machine"] = {key: value for key, value in machine.as_dict().items() if key in machine_given}
+    file = read_config(config) if config else None
+    request = build_request(flags, file, str(config) if config else "the command line")
+    first = request.specs[0]
+    check_request(first.benchmark, [s.encoder for s in request.specs], first.head, first.metrics, first.image_size,
+                  Path(request.out), split=first.split)
+    if print_config:
+        typer.echo(to_yaml(resolved(request)), nl=False)
+        return
+    from cxrbench.cli.show import run_and_show
+    from cxrbench.runs.fanout import Storage
+    from cxrbench.recording import typed_command
+
+    run_and_show(list(request.specs), Storage(Path(request.out), request.overwrite), request.machine, typed_command())
