@@ -154,7 +154,17 @@ def schema() -> dict:
 def _schema_problems(metrics: dict) -> list[str]:
     """'PATH: message' for each place metrics.json breaks the schema, sorted by path."""
     errors = sorted(Draft202012Validator(schema()).iter_errors(metrics), key=lambda e: [str(p) for p in e.absolute_path])
-    return list(dict.fromkeys(_describe(error) for error in errors))
+    return list(dict.fromkeys(_describe(error) for error in errors)) + _kind_problems(metrics.get("targets"))
+
+
+def _kind_problems(targets) -> list[str]:
+    """A target of a kind this cxrbench does not know (a damaged file, or one written with a plugin's kind that is not
+    installed): the kinds are the registry's (`cxrbench.targets`), so a new kind needs no schema edit."""
+    if not isinstance(targets, list):
+        return []
+    known = kind_names()
+    return [f"targets[{i}].kind: {t['kind']!r} is not one of the target kinds {', '.join(known)}"
+            for i, t in enumerate(targets) if isinstance(t, dict) and isinstance(t.get("kind"), str) and t["kind"] not in known]
 
 
 def _describe(error: ValidationError) -> str:
