@@ -54,7 +54,7 @@ def test_print_config_reads_back_as_the_same_specs_and_the_same_run(vindr_root, 
     stored = [json.loads((tmp_path / out / run / "metrics.json").read_text()) for out in ("flags", "file")]
     assert stored[0]["run_identity"] == stored[1]["run_identity"] and stored[0]["metrics"] == stored[1]["metrics"]
     recorded = yaml.safe_load((tmp_path / "file" / run / "config.yaml").read_text())
-    assert recorded["run_spec"] == from_file.specs[0].as_dict()
+    assert recorded["run_spec"] == from_file.specs[0].as_dict() == stored[1]["run_spec"]
 
 
 def test_flags_override_the_file_which_overrides_the_defaults(tmp_path):

@@ -180,6 +180,7 @@ def _metrics_json(study: Study, encoder_name: str, options: RunOptions, method: 
         **points,
         **({"stratified": stratified} if stratified is not None else {}),
         **({"transfer": study.transfer} if study.transfer is not None else {}),
+        **({"run_spec": recorded_run_spec()} if recorded_run_spec() is not None else {}),
         "run_identity": plan.identity,
         "provenance": provenance(features.encoder.weights, data.samples, list(data.tasks), manifests, data.root),
     }
