@@ -17,7 +17,7 @@ import yaml
 
 from cxrbench.errors import SpecError
 from cxrbench.runs.spec import MachineSpec, RunSpec, spec_keys
-from cxrbench.specs import load_yaml, parse_spec
+from cxrbench.typed_yaml import load_yaml, parse_spec
 
 #: every key of a run file (and of `--print-config`), with what it means
 RUN_KEYS: dict[str, str] = {
