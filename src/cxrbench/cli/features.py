@@ -29,7 +29,7 @@ def settle(device: str, threads: Optional[int]) -> str:
     return chosen
 
 
-@app.command(epilog=o.MORE)
+@app.command(short_help="Fill the feature cache for every image of a benchmark (one rank or many).", epilog=o.MORE)
 @user_errors
 @o.machine_options
 def extract(
