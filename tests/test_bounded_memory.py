@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from cxrbench.features import cache as cache_module
+from cxrbench.features import shards
 from cxrbench.features.cache import FeatureStore
 
 MB = 2**20
@@ -26,7 +26,7 @@ CHILD = r"""
 import json, sys
 from pathlib import Path
 import numpy as np
-from cxrbench.features import cache
+from cxrbench.features import shards
 from cxrbench.features.cache import FeatureStore
 
 root, rows, shard_rows, batch, row_shape = json.loads(sys.argv[1])
@@ -51,7 +51,7 @@ for start in range(0, rows, shard_rows):
     store.write_shard(keys[start:start + shard_rows], {"patches": block})
     del block
 writing = status("VmHWM") - baseline
-cache._VERIFIED.clear()
+shards._VERIFIED.clear()
 reset_peak()
 features = FeatureStore.open(Path(root), identity, create=False).rows(keys, "patches")
 for order in (np.arange(rows), np.random.default_rng(0).permutation(rows)):
@@ -83,7 +83,7 @@ def test_peak_memory_stays_bounded_on_a_store_several_times_larger(tmp_path):
 def test_rows_read_by_position_match_the_stored_arrays(tmp_path, monkeypatch):
     """Any order, repeats, a single index and a subset read what is stored, also when a run of consecutive rows
     takes several reads (the staging buffer is bounded)."""
-    monkeypatch.setattr(cache_module, "_READ_BYTES", 3 * 5 * 2)  # three rows of 5 float16 values a read
+    monkeypatch.setattr(shards, "_READ_BYTES", 3 * 5 * 2)  # three rows of 5 float16 values a read
     store = FeatureStore.open(tmp_path, {"encoder": "positioned"})
     stored = np.random.default_rng(1).normal(size=(23, 5)).astype(np.float16)
     keys = [f"img{row}" for row in range(len(stored))]

@@ -12,7 +12,8 @@ from cxrbench.data.common.images import read_image
 from cxrbench.encoders.base import FeatureRequest
 from cxrbench.encoders.factory import build_encoder
 from cxrbench.errors import CacheError
-from cxrbench.features.cache import FeatureStore, list_stores
+from cxrbench.features.cache import FeatureStore
+from cxrbench.features.cache_admin import list_stores
 from cxrbench.features.extract import extract_features
 
 

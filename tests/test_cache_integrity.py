@@ -19,8 +19,9 @@ from cxrbench.cli import app
 from cxrbench.encoders.base import FeatureRequest
 from cxrbench.encoders.factory import build_encoder
 from cxrbench.errors import CacheError, StorageError
-from cxrbench.features import cache as cache_module
-from cxrbench.features.cache import FeatureStore, list_stores
+from cxrbench.features import shards as shards_module
+from cxrbench.features.cache import FeatureStore
+from cxrbench.features.cache_admin import list_stores
 from cxrbench.features.extract import extract_features
 from cxrbench.files import staging_name
 
@@ -50,7 +51,7 @@ def _shards(result) -> list[Path]:
 
 def _fresh_process_view(result, array: str) -> np.ndarray:
     """What a new process reads: the memo of verified files is per process."""
-    cache_module._VERIFIED.clear()
+    shards_module._VERIFIED.clear()
     store = FeatureStore(result.store.folder, json.loads((result.store.folder / "manifest.json").read_text()))
     return store.load(result.keys, array)
 
@@ -85,7 +86,7 @@ def test_damaged_shard_is_encoded_again_and_features_are_unchanged(paths, tmp_pa
     expected = {a: clean.store.load(clean.keys, a) for a in ("global", "patches")}
     victim = _shards(clean)[1]
     DAMAGE[damage](victim)
-    cache_module._VERIFIED.clear()  # a new process
+    shards_module._VERIFIED.clear()  # a new process
     notes: list[str] = []
     again = _extract(paths, tmp_path / "cache", notes=notes)
     assert again.encoded == 8  # exactly the damaged shard's images
@@ -98,7 +99,7 @@ def test_damage_after_extraction_is_refused_by_the_reader_with_the_fix(paths, tm
     result = _extract(paths, tmp_path / "cache")
     victim = _shards(result)[2]
     _flip_bytes(victim / "patches.npy")
-    cache_module._VERIFIED.clear()
+    shards_module._VERIFIED.clear()
     store = FeatureStore(result.store.folder, json.loads((result.store.folder / "manifest.json").read_text()))
     rows = store.rows(result.keys, "patches")
     with pytest.raises(CacheError) as excinfo:
@@ -110,10 +111,10 @@ def test_damage_after_extraction_is_refused_by_the_reader_with_the_fix(paths, tm
 
 def test_each_file_is_hashed_once_per_process(paths, tmp_path, monkeypatch):
     result = _extract(paths, tmp_path / "cache")
-    cache_module._VERIFIED.clear()
+    shards_module._VERIFIED.clear()
     calls = []
-    original = cache_module.file_checksum
-    monkeypatch.setattr(cache_module, "file_checksum", lambda path, *more: calls.append(path) or original(path, *more))
+    original = shards_module.file_checksum
+    monkeypatch.setattr(shards_module, "file_checksum", lambda path, *more: calls.append(path) or original(path, *more))
     store = FeatureStore(result.store.folder, json.loads((result.store.folder / "manifest.json").read_text()))
     for _ in range(3):
         store.load(result.keys, "global")
@@ -131,7 +132,7 @@ def test_run_on_a_damaged_cache_gives_the_clean_numbers(vindr_root, tmp_path):
     clean = json.loads(metrics_path.read_text())["metrics"]
     shard = sorted((tmp_path / "cache/features").glob("pixels-*/shards/0*"))[0]
     _flip_bytes(shard / "global.npy", offset_from_end=2000, count=400)
-    cache_module._VERIFIED.clear()
+    shards_module._VERIFIED.clear()
     second = runner.invoke(app, args)
     assert second.exit_code == 0, second.output
     assert "is damaged" in second.output and "encoded 64 images" in second.output
@@ -187,7 +188,7 @@ def test_cache_ls_and_clear_work_on_a_damaged_store(paths, tmp_path):
 def test_cache_ls_verify_finds_flipped_bytes(paths, tmp_path):
     result = _extract(paths[:16], tmp_path / "cache", FeatureRequest())
     _flip_bytes(_shards(result)[0] / "global.npy")
-    cache_module._VERIFIED.clear()
+    shards_module._VERIFIED.clear()
     assert list_stores(tmp_path / "cache")[0].status == "ok"  # structure intact: only the checksums can tell
     assert list_stores(tmp_path / "cache", verify=True)[0].status == "1 damaged shard(s)"
 
@@ -198,7 +199,7 @@ def test_cache_ls_verify_exits_non_zero_on_damage(paths, tmp_path):
     cache = ["--cache-dir", str(tmp_path / "cache")]
     assert runner.invoke(app, ["cache", "ls", "--verify", *cache]).exit_code == 0
     _flip_bytes(_shards(result)[0] / "global.npy")
-    cache_module._VERIFIED.clear()
+    shards_module._VERIFIED.clear()
     verified = runner.invoke(app, ["cache", "ls", "--verify", *cache])
     assert verified.exit_code == 2, verified.output
     assert "1 damaged shard(s)" in verified.output and "1 of 1 store(s)" in verified.output
@@ -269,7 +270,7 @@ def _nan_with_matching_checksum(shard: Path) -> None:
     """NaN written into an array and its checksum recomputed: only a look at the values can tell."""
     _nan_bytes(shard / "patches.npy")
     sums = json.loads((shard / "checksums.json").read_text())
-    sums["patches.npy"] = cache_module.file_checksum(shard / "patches.npy")
+    sums["patches.npy"] = shards_module.file_checksum(shard / "patches.npy")
     (shard / "checksums.json").write_text(json.dumps(sums))
 
 
@@ -279,7 +280,7 @@ def test_nan_with_a_matching_checksum_is_refused_by_reads_and_encoded_again(path
     expected = clean.store.load(clean.keys, "patches")
     victim = _shards(clean)[1]
     _nan_with_matching_checksum(victim)
-    cache_module._VERIFIED.clear()
+    shards_module._VERIFIED.clear()
     store = FeatureStore(clean.store.folder, json.loads((clean.store.folder / "manifest.json").read_text()))
     with pytest.raises(CacheError) as excinfo:
         store.load(clean.keys, "patches")
@@ -297,14 +298,14 @@ def test_non_finite_count_matches_numpy_across_block_boundaries(tmp_path):
     values = np.random.default_rng(0).standard_normal((50, 7)).astype(np.float16)
     values[[3, 17, 49], [0, 6, 2]] = [np.nan, np.inf, -np.inf]
     np.save(tmp_path / "a.npy", values)
-    counter = cache_module._NonFiniteCount.of(tmp_path / "a.npy")
+    counter = shards_module._NonFiniteCount.of(tmp_path / "a.npy")
     data = memoryview((tmp_path / "a.npy").read_bytes())
     for start in range(0, len(data), 37):  # odd block size: every block boundary splits a float16
         counter(data[start:start + 37])
     assert counter.count == int((~np.isfinite(values)).sum()) == 3
     every = np.arange(1 << 16, dtype=np.uint16).view(np.float16)  # every float16 bit pattern
     np.save(tmp_path / "every.npy", every)
-    counter = cache_module._NonFiniteCount.of(tmp_path / "every.npy")
+    counter = shards_module._NonFiniteCount.of(tmp_path / "every.npy")
     counter(memoryview((tmp_path / "every.npy").read_bytes()))
     assert counter.count == int((~np.isfinite(every)).sum())
 
@@ -333,7 +334,7 @@ def test_manifest_with_wrong_array_shapes_is_refused_and_listed(paths, tmp_path)
     manifest = json.loads(manifest_path.read_text())
     manifest["arrays"]["global"] = [manifest["arrays"]["global"][0] * 2]
     manifest_path.write_text(json.dumps(manifest))
-    cache_module._VERIFIED.clear()
+    shards_module._VERIFIED.clear()
     store = FeatureStore(result.store.folder, manifest)
     with pytest.raises(CacheError) as excinfo:
         store.load(result.keys, "global")

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from cxrbench.errors import DataError
-from cxrbench.features.cache import FeatureStore, list_stores
+from cxrbench.features.cache import FeatureStore
+from cxrbench.features.cache_admin import list_stores
 from cxrbench.results.store import writing as store_module
 from cxrbench.results.store import recover_run, write_run
 

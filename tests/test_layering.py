@@ -18,7 +18,7 @@ SOURCE = Path(__file__).resolve().parents[1] / "src" / "cxrbench"
 #: bottom up; (packages or modules directly under cxrbench/, whether they may import each other)
 LAYERS: list[tuple[frozenset[str], bool]] = [
     (frozenset({"errors", "resources", "console", "progress", "memory", "threads", "files", "device", "recording",
-                "__init__"}), True),
+                "typed_yaml", "__init__"}), True),
     (frozenset({"targets"}), False),
     (frozenset({"specs"}), False),
     (frozenset({"metrics"}), False),

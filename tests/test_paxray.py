@@ -157,7 +157,8 @@ def test_a_structure_named_like_a_class_needs_no_mapping(root, tmp_path):
     del spec["loader"]  # the registry's key, not part of the spec
     spec_file.write_text(yaml.safe_dump(spec))
     from cxrbench.data.paxray.loader import load_paxray
-    from cxrbench.specs import BenchmarkSpec, parse_spec
+    from cxrbench.specs import BenchmarkSpec
+    from cxrbench.typed_yaml import parse_spec
 
     data = load_paxray(root, parse_spec(BenchmarkSpec, spec, str(spec_file)), {})
     image = data.samples["image_id"].iloc[0]

@@ -12,17 +12,8 @@ from cxrbench.errors import CxrbenchError, SpecError
 from cxrbench.registry import benchmark_spec
 from cxrbench.resources import project_root
 from cxrbench.tables.published import read_published
-from cxrbench.specs import (
-    AdapterSpec,
-    BenchmarkSpec,
-    BootstrapSpec,
-    HeadSpec,
-    PreprocessSpec,
-    PublishedSpec,
-    SplitSpec,
-    load_yaml,
-    parse_spec,
-)
+from cxrbench.specs import AdapterSpec, BenchmarkSpec, BootstrapSpec, HeadSpec, PreprocessSpec, PublishedSpec, SplitSpec
+from cxrbench.typed_yaml import load_yaml, parse_spec
 
 WHERE = "adapters/toy.yaml"
 

@@ -18,7 +18,8 @@ from cxrbench.cli import app
 from cxrbench.errors import CxrbenchError, DataError, SpecError
 from cxrbench.registry import benchmark_spec, registry
 from cxrbench.results.overlap import pretraining_overlap
-from cxrbench.specs import BenchmarkSpec, parse_spec
+from cxrbench.specs import BenchmarkSpec
+from cxrbench.typed_yaml import parse_spec
 from cxrbench.study import load_benchmark
 
 runner = CliRunner()

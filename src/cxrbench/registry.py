@@ -24,7 +24,8 @@ from typing import Any, Generic, Literal, TypeVar
 
 from cxrbench.errors import SpecError, UnknownNameError
 from cxrbench.resources import project_root
-from cxrbench.specs import AdapterSpec, BenchmarkSpec, HeadSpec, load_yaml, parse_spec
+from cxrbench.specs import AdapterSpec, BenchmarkSpec, HeadSpec
+from cxrbench.typed_yaml import load_yaml, parse_spec
 
 Kind = Literal["encoders", "heads", "benchmarks", "metrics"]
 KINDS: tuple[Kind, ...] = ("encoders", "heads", "benchmarks", "metrics")

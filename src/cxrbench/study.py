@@ -23,7 +23,8 @@ from cxrbench.errors import DataError
 from cxrbench.heads.params import check_params
 from cxrbench.progress import Progress, SilentProgress
 from cxrbench.registry import registry
-from cxrbench.specs import BenchmarkSpec, BootstrapSpec, SplitSpec, TargetSpec, parse_spec
+from cxrbench.specs import BenchmarkSpec, BootstrapSpec, SplitSpec, TargetSpec
+from cxrbench.typed_yaml import parse_spec
 from cxrbench.transfer import compose_transfer, side_spec, transfer_settings, unmapped_findings
 
 

@@ -27,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cxrbench.features.cache import KEYS, FeatureStore
+from cxrbench.features.cache import FeatureStore
+from cxrbench.features.shards import KEYS
 
 IDENTITY = {"encoder": "perf-bounded-memory"}
 MB = 2**20

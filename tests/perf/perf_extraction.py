@@ -22,7 +22,7 @@ from cxrbench.data.common.synthetic import SyntheticConfig
 from cxrbench.data.vindr.synthetic import write_synthetic_vindr
 from cxrbench.encoders.base import FeatureRequest
 from cxrbench.encoders.factory import build_encoder
-from cxrbench.features.cache import file_checksum
+from cxrbench.features.shards import file_checksum
 from cxrbench.features.extract import extract_features
 from cxrbench.heads.base import FeatureSet
 from cxrbench.heads.linear import LinearProbe

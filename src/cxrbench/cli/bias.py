@@ -18,17 +18,19 @@ from cxrbench.errors import CxrbenchError
 BIAS_HEAD = "raydino-grid"
 
 
-@app.command(epilog=o.MORE)
+@app.command(short_help="Bias protocol (RayDINO Fig. 4c/4d): heads per patient group, scored across groups.",
+             epilog=o.more("--group-patients N (training patients per group and fold; default: 80% of the "
+                                   "smallest group's)", "--metric NAME (per test group; default: auroc where scored)"))
 @user_errors
 @o.machine_options
 def bias(
     benchmark: str = typer.Argument(..., help="Benchmark name (one whose spec declares `groups:`)."),
-    attribute: str = typer.Option(..., help="Patient attribute under the benchmark's `groups:`, e.g. sex or age."),
+    attribute: str = typer.Option(..., metavar="NAME", help="An attribute of the spec's `groups:`, e.g. sex."),
     encoder: str = o.Encoders,
-    head: str = typer.Option(BIAS_HEAD, help="Head name (default: RayDINO's grid, chosen per group on its validation images)."),
-    folds: int = typer.Option(20, help="Folds, each a new draw of training patients per group."),
-    group_patients: Optional[int] = typer.Option(None, help="Training patients per group and fold (default: 80% of the smallest group's)."),
-    metric: Optional[str] = typer.Option(None, help="Metric per test group (default: auroc where scored, else the primary metric)."),
+    head: str = typer.Option(BIAS_HEAD, help="Head name (RayDINO's grid, tuned per group)."),
+    folds: int = typer.Option(20, metavar="N", help="Folds: new draws of training patients (default: 20).", show_default=False),
+    group_patients: Optional[int] = typer.Option(None, help="Training patients per group and fold (default: 80% of the smallest group's).", hidden=True),
+    metric: Optional[str] = typer.Option(None, help="Metric per test group (default: auroc where scored, else the primary metric).", hidden=True),
     data_root: Optional[Path] = o.DataRoot,
     dataset_option: list[str] = o.DatasetOptions,
     weights: Optional[str] = o.Weights,
@@ -36,7 +38,7 @@ def bias(
     image_size: Optional[int] = o.ImageSize,
     precision: str = o.Precision,
     head_param: list[str] = o.HeadParams,
-    tag: Optional[str] = typer.Option(None, help="Names this variant (results in HEAD_TAG_group-.../)."),
+    tag: Optional[str] = typer.Option(None, help="Variant name (results in HEAD_TAG_group-.../)."),
     overwrite: bool = o.Overwrite,
     bootstrap: Optional[int] = o.Bootstrap,
     out: Path = o.Out,

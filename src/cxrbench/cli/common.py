@@ -16,7 +16,7 @@ import yaml
 
 from cxrbench.console import error
 from cxrbench.errors import CxrbenchError
-from cxrbench.specs import safe_load
+from cxrbench.typed_yaml import safe_load
 
 DEFAULT_OUT = Path("results")
 DEFAULT_DEMO_DIR = Path("cxrbench-demo")
@@ -55,7 +55,8 @@ def check_request(benchmark: Optional[str] = None, encoders: Sequence[str] = (),
         if split:
             from dataclasses import asdict
 
-            from cxrbench.specs import SplitSpec, parse_spec
+            from cxrbench.specs import SplitSpec
+            from cxrbench.typed_yaml import parse_spec
 
             parse_spec(SplitSpec, {**asdict(spec.split), **split}, f"--split for benchmark '{benchmark}'")
     for name in encoders:

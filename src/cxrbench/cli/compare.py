@@ -14,7 +14,7 @@ from cxrbench.console import print_table, say
 from cxrbench.errors import CxrbenchError
 
 
-@app.command()
+@app.command(short_help="Paired comparison of encoders on the same test patients (CIs, tests, verdicts).")
 @user_errors
 def compare(
     benchmark: str = typer.Argument(..., help="Benchmark name."),

@@ -23,7 +23,7 @@ SEGMENTATION_NOTE = ("segmentation data: {n} radiographs projected from ONE ches
                      "masks are the CT's labels projected, no one drew them")
 
 
-@app.command()
+@app.command(short_help="Benchmark two encoders on a generated synthetic dataset (no download).")
 @user_errors
 def demo(
     workdir: Path = typer.Option(DEFAULT_DEMO_DIR, help="Where the synthetic dataset, cache and results go."),

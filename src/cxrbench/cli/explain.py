@@ -13,19 +13,20 @@ from cxrbench.cli.common import check_request, key_values, names, user_errors
 from cxrbench.console import print_table, say
 
 
-@app.command(epilog=o.MORE)
+@app.command(short_help="RayDINO's explainability: is the most-attended patch on the radiologist's box?",
+             epilog=o.more("--shared-head", "--images-per-finding N (4)", "--min-overlap F (0.5)"))
 @user_errors
 @o.machine_options
 def explain(
     benchmark: str = typer.Argument("vindr", help="Benchmark with test boxes (VinDr-CXR)."),
     encoder: str = o.Encoders,
-    findings: str = typer.Option("all", help="all (every finding with test boxes), benchmark (its tasks), or names, comma-separated."),
-    head: str = typer.Option("attentive", help="A head with attentive pooling and attention maps."),
+    findings: str = typer.Option("all", help="all (default), benchmark (its tasks) or names.", show_default=False),
+    head: str = typer.Option("attentive", help="A head with attention maps."),
     head_param: list[str] = o.HeadParams,
-    shared_head: bool = typer.Option(False, "--shared-head", help="One head with a query per finding, not one head each."),
+    shared_head: bool = typer.Option(False, "--shared-head", help="One head with a query per finding, not one head each.", hidden=True),
     seeds: Optional[int] = o.Seeds,
-    images_per_finding: int = typer.Option(4, help="Attention overlays (PNG) per finding, first seed."),
-    min_overlap: float = typer.Option(0.5, help="A box is hit when the argmax patch overlaps it by this fraction."),
+    images_per_finding: int = typer.Option(4, help="Attention overlays (PNG) per finding, first seed.", hidden=True),
+    min_overlap: float = typer.Option(0.5, help="A box is hit when the argmax patch overlaps it by this fraction.", hidden=True),
     data_root: Optional[Path] = o.DataRoot,
     weights: Optional[str] = o.Weights,
     revision: Optional[str] = o.Revision,

@@ -29,7 +29,7 @@ def settle(device: str, threads: Optional[int]) -> str:
     return chosen
 
 
-@app.command(epilog=o.MORE)
+@app.command(short_help="Fill the feature cache for every image of a benchmark (one rank or many).", epilog=o.MORE)
 @user_errors
 @o.machine_options
 def extract(
@@ -121,7 +121,7 @@ def cache_ls(
     verify: bool = typer.Option(False, "--verify", help="Also check every shard against its checksums (reads the whole cache)."),
 ) -> None:
     """List cached feature stores, damaged ones included (their status says what is wrong), and the pixel cache."""
-    from cxrbench.features.cache import list_stores
+    from cxrbench.features.cache_admin import list_stores
     from cxrbench.features.pixel_cache import pixel_summary
 
     root = cache_root(cache_dir)
@@ -151,7 +151,7 @@ def cache_clear(
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
 ) -> None:
     """Delete cached features and decoded images (all, one encoder's stores, or only the pixel cache)."""
-    from cxrbench.features.cache import clear_stores
+    from cxrbench.features.cache_admin import clear_stores
     from cxrbench.features.pixel_cache import clear_pixels
 
     if encoder and pixels:

@@ -12,7 +12,7 @@ from cxrbench.console import console, text_table
 from cxrbench.errors import CxrbenchError
 
 
-@app.command("list")
+@app.command("list", short_help="Registered encoders, heads, benchmarks, metrics and paper tables.")
 @user_errors
 def list_(kind: Optional[str] = typer.Argument(None, help="encoders | heads | benchmarks | metrics | tables (default: all)")) -> None:
     """Show the registered encoders, heads, benchmarks and metrics and where each comes from, and the paper tables

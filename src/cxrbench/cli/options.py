@@ -25,30 +25,38 @@ from cxrbench.runs.spec import MachineSpec
 
 MACHINE = "Machine (also a --config file's `machine:`; never part of a run's identity)"
 CONTEXT = "cxrbench_context"  # the injected Typer context
-NO_BOOTSTRAP = "0 skips the bootstrap: estimates without confidence intervals."
-Encoders = typer.Option(..., "--encoder", "-e", help="Encoder name(s), comma-separated (`cxrbench list encoders`).")
-Seeds = typer.Option(None, min=1, help=RUN_KEYS["seeds"])
-DataRoot = typer.Option(None, help=RUN_KEYS["data_root"])
-Weights = typer.Option(None, help=RUN_KEYS["weights"])
+Encoders = typer.Option(..., "--encoder", "-e", metavar="NAMES", help="Encoder name(s), comma-separated.")
+Seeds = typer.Option(None, min=1, metavar="N", help=RUN_KEYS["seeds"])
+DataRoot = typer.Option(None, metavar="DIR", help=RUN_KEYS["data_root"])
+Weights = typer.Option(None, metavar="PATH", help=RUN_KEYS["weights"])
 Revision = typer.Option(None, help=RUN_KEYS["revision"], hidden=True)
-ImageSize = typer.Option(None, min=1, help=RUN_KEYS["image_size"])
+ImageSize = typer.Option(None, min=1, metavar="PX", help=RUN_KEYS["image_size"])
 DatasetOptions = typer.Option([], "--dataset-option", help="One of the benchmark's dataset options, KEY=VALUE, e.g. label_rule=any; repeatable.", hidden=True)
 SplitOptions = typer.Option([], "--split", help="Replace a field of the benchmark's `split:`, KEY=VALUE, e.g. scheme=random; repeatable.", hidden=True)
-HeadParams = typer.Option([], "--head-param", help="Override a head parameter, KEY=VALUE (VALUE read as YAML, e.g. epochs=5 or 'lr=[1e-2, 1e-1]'); repeatable.")
+HeadParams = typer.Option([], "--head-param", metavar="K=V", help="Head parameter (VALUE as YAML); repeatable.")
 Precision = typer.Option("fp32", "--precision", help=RUN_KEYS["precision"], hidden=True)
-Out = typer.Option(DEFAULT_OUT, help=RUN_KEYS["out"])
-StoredOut = typer.Option(DEFAULT_OUT, help="Results folder holding the stored runs.")
-Bootstrap = typer.Option(None, min=0, help=f"Bootstrap resamples (default: the benchmark's). {NO_BOOTSTRAP}")
-Overwrite = typer.Option(False, help=RUN_KEYS["overwrite"])
-CacheDir = typer.Option(None, "--cache-dir", help=MACHINE_KEYS["cache_dir"], rich_help_panel=MACHINE)
-Device = typer.Option("auto", help=MACHINE_KEYS["device"], rich_help_panel=MACHINE)
-Threads = typer.Option(None, "--threads", help=MACHINE_KEYS["threads"], rich_help_panel=MACHINE)
+Out = typer.Option(DEFAULT_OUT, metavar="DIR", help=RUN_KEYS["out"])
+StoredOut = typer.Option(DEFAULT_OUT, metavar="DIR", help="Results folder holding the stored runs.")
+Bootstrap = typer.Option(None, min=0, metavar="N", help="Bootstrap resamples (default: the benchmark's); 0 skips the bootstrap.")
+Overwrite = typer.Option(False, help=RUN_KEYS["overwrite"], show_default=False)
+CacheDir = typer.Option(None, "--cache-dir", metavar="DIR", help=MACHINE_KEYS["cache_dir"], rich_help_panel=MACHINE)
+Device = typer.Option("auto", metavar="NAME", help=MACHINE_KEYS["device"], rich_help_panel=MACHINE, show_default=False)
+Threads = typer.Option(None, "--threads", metavar="N", help=MACHINE_KEYS["threads"], rich_help_panel=MACHINE)
 
 
-#: the epilog of a command with rarer options hidden from its --help (they work, and --print-config documents them)
-MORE = ("Also (rarer): --dataset-option KEY=VALUE, --split KEY=VALUE, --revision REV, --precision fp32|bf16|fp16, "
-        "--metric NAME, --train-fraction F,..., --shots N,..., --batch-size N|auto, --shard-size N, --workers N, --pixel-cache, --launcher-param KEY=VALUE, where a "
-        "command takes them. `cxrbench run ... --print-config` documents every setting.")
+_RARE = ("--dataset-option KEY=VALUE, --split KEY=VALUE, --revision REV, --precision fp32|bf16|fp16, --metric NAME, "
+         "--train-fraction F,..., --shots N,..., --batch-size N|auto, --shard-size N, --workers N, --pixel-cache, "
+         "--launcher-param KEY=VALUE, where a command takes them. `cxrbench run ... --print-config` documents every setting.")
+
+
+def more(*own: str) -> str:
+    """The epilog of a command with rarer options hidden from its --help (they work; --print-config documents them):
+    the command's own hidden options (e.g. "--min-overlap F"), then those many commands share. A --help fits one
+    screen (issue 22; tests/test_cli_fast.py holds every command to 50 lines at 100 columns)."""
+    return f"Also (rarer): {''.join(f'{option}, ' for option in own)}{_RARE}"
+
+
+MORE = more()
 
 
 def _batch_size(text: str) -> Optional[int]:
@@ -69,7 +77,7 @@ _GROUP = {  # option name -> (MachineSpec key, annotation, typer option)
     "device": ("device", str, Device),
     "threads": ("threads", Optional[int], Threads),
     "pixel_cache": ("pixel_cache", bool, typer.Option(False, "--pixel-cache/--no-pixel-cache", help=MACHINE_KEYS["pixel_cache"], rich_help_panel=MACHINE, hidden=True)),
-    "launcher": ("launcher", str, typer.Option("local", "--launcher", help=f"Where the jobs run: {', '.join(LAUNCHERS)} (local: here, one after the other).", rich_help_panel=MACHINE)),
+    "launcher": ("launcher", str, typer.Option("local", "--launcher", metavar="NAME", help=f"Where the jobs run: {', '.join(LAUNCHERS)} (default local: here, in turn).", rich_help_panel=MACHINE, show_default=False)),
     "launcher_param": ("launcher_params", list[str], typer.Option([], "--launcher-param", help=MACHINE_KEYS["launcher_params"] + " Repeatable.", rich_help_panel=MACHINE, hidden=True)),
 }
 

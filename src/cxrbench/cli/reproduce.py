@@ -16,21 +16,21 @@ from cxrbench.console import RichProgress, console, error, progress_bar, say, te
 from cxrbench.errors import CxrbenchError
 
 
-@app.command(epilog=o.MORE)
+@app.command(short_help="Run what a paper table needs and is not stored yet, then write the table.", epilog=o.MORE)
 @user_errors
 @o.machine_options
 def reproduce(
     table_name: str = typer.Argument(..., metavar="TABLE", help="A paper table with a recipe (`cxrbench list tables`)."),
-    data_root: list[str] = typer.Option([], "--data-root", help="BENCHMARK=DIR for each benchmark of the table (DIR alone when it has one); others come from their environment variables. Repeatable."),
-    encoder: Optional[str] = typer.Option(None, "--encoder", "-e", help="Only these rows' encoders, comma-separated (default: every row)."),
-    weights: list[str] = typer.Option([], "--weights", help="'random': every encoder with random weights of its architecture (rows labelled random init). ENCODER=PATH: that encoder's released weights from a local file or folder; repeatable. Default: each row's released weights."),
+    data_root: list[str] = typer.Option([], "--data-root", metavar="BENCH=DIR", help="A benchmark's folder (DIR alone for one; default: its $VAR); repeatable."),
+    encoder: Optional[str] = typer.Option(None, "--encoder", "-e", metavar="NAMES", help="Only these rows' encoders, comma-separated."),
+    weights: list[str] = typer.Option([], "--weights", metavar="random|ENC=PATH", help="random (random init), or a local release per encoder; repeatable."),
     random_init: bool = typer.Option(False, "--random-init", hidden=True, help="Deprecated: --weights random."),
-    image_size: Optional[int] = typer.Option(None, min=1, help="Override every encoder's input resolution, rounded to a multiple of its patch size (resize and crop)."),
+    image_size: Optional[int] = typer.Option(None, min=1, metavar="PX", help="Every encoder's input size, rounded to its patch size."),
     precision: str = o.Precision,
     seeds: Optional[int] = o.Seeds,
     bootstrap: Optional[int] = o.Bootstrap,
     plan: bool = typer.Option(False, "--plan", help="Only print which runs are stored and which remain."),
-    overwrite: bool = typer.Option(False, help="Replace stored runs made with other settings (default: refuse them)."),
+    overwrite: bool = typer.Option(False, help="Replace stored runs made with other settings.", show_default=False),
     out: Path = o.Out,
     machine=None, machine_given=(),
 ) -> None:

@@ -25,12 +25,12 @@ FLAGS = {
 }
 
 
-@app.command(epilog=o.MORE)
+@app.command(short_help="Run a benchmark with one or more encoders (results in OUT/BENCHMARK/ENCODER/HEAD/).", epilog=o.MORE)
 @user_errors
 @o.machine_options
 def run(
     benchmark: Optional[str] = typer.Argument(None, help="Benchmark name (`cxrbench list benchmarks`; may come from --config)."),
-    encoder: Optional[str] = typer.Option(None, "--encoder", "-e", help="Encoder name(s), comma-separated: one run each (may come from --config)."),
+    encoder: Optional[str] = typer.Option(None, "--encoder", "-e", metavar="NAMES", help="Encoder name(s), comma-separated: one run each."),
     head: Optional[str] = typer.Option(None, help=RUN_KEYS["head"]),
     seeds: Optional[int] = o.Seeds,
     data_root: Optional[Path] = o.DataRoot,
@@ -48,8 +48,8 @@ def run(
     shots: Optional[str] = typer.Option(None, help="Few-shot: N patients per class, e.g. 1,2,4,8 (one run each).", hidden=True),
     bootstrap: Optional[int] = o.Bootstrap,
     out: Path = o.Out,
-    config: Optional[Path] = typer.Option(None, "--config", exists=True, dir_okay=False, help="A run file (YAML): its keys are those --print-config writes; flags given here override them."),
-    print_config: bool = typer.Option(False, "--print-config", help="Write the resolved run file (YAML) to standard output and exit without running."),
+    config: Optional[Path] = typer.Option(None, "--config", exists=True, dir_okay=False, help="A run file (YAML, as --print-config writes it); flags override it."),
+    print_config: bool = typer.Option(False, "--print-config", help="Print the resolved run file (YAML) and exit."),
     context=None, machine=None, machine_given=(),
 ) -> None:
     """Run BENCHMARK with one or more encoders and write results under OUT/BENCHMARK/ENCODER/HEAD/."""

@@ -15,7 +15,7 @@ from cxrbench.console import RichProgress, error, note, print_table, progress_ba
 from cxrbench.errors import CxrbenchError
 
 
-@app.command()
+@app.command(short_help="Stored runs of a benchmark beside the paper's numbers, or a paper table's layout.")
 @user_errors
 def table(
     benchmark: Optional[str] = typer.Argument(None, help="Benchmark name, or a paper table's (as --layout NAME)."),
@@ -74,7 +74,7 @@ def _all_layouts(out: Path, check: bool) -> None:
         say(f"{name}: " + ", ".join(str(path) for path in paths.values()))
 
 
-@app.command()
+@app.command(short_help="Label efficiency: a metric against the training budget, from stored runs.")
 @user_errors
 def curve(
     benchmark: str = typer.Argument(..., help="Benchmark name."),
@@ -94,7 +94,7 @@ def curve(
     say("label efficiency: " + ", ".join(str(path) for path in result.paths.values()))
 
 
-@app.command()
+@app.command(short_help="A static HTML report of everything stored under OUT.")
 @user_errors
 def report(
     out: Path = o.StoredOut,

@@ -21,13 +21,15 @@ Why each piece:
 - Rows are read with positioned reads of just the rows asked for (`ShardArray`), not through memory maps: pages a
   map has touched stay in the process's resident set until it is unmapped, so one pass over a patch-grid cache
   larger than RAM grew RSS to the cache's size. Read bytes pass through the page cache, which the kernel reclaims.
+
+This module is the store (its key and manifest, index, lock, writes and lazy row views); the shard files' checksums,
+checks and positioned reads are `cxrbench.features.shards`; listing and clearing stores is `cxrbench.features.cache_admin`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import shutil
 import uuid
@@ -36,16 +38,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import xxhash
 
 from cxrbench.errors import CacheError
+from cxrbench.features.shards import (CHECKSUMS, KEYS, STORE_DTYPE, ShardArray, file_checksum, remember_verified,
+                                      shape_problem, verify_shard)
 from cxrbench.files import atomic_text, folder_lock, is_staging, path_part, remove_stale, staging_name, storage_errors
 
 FORMAT_VERSION = 2  # 2: per-shard checksums
-STORE_DTYPE = np.float16
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
-CHECKSUMS = "checksums.json"
-KEYS = "keys.txt"
 
 
 def default_cache_root() -> Path:
@@ -59,97 +59,6 @@ def image_key(path: str | Path) -> str:
     return hashlib.sha256(f"{resolved}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:32]
 
 
-def file_checksum(path: Path, on_block: Callable[[memoryview], None] | None = None) -> str:
-    """'xxh3_128:<hex>' of a file's bytes, read in blocks (patch-grid shards are gigabytes); `on_block` sees each
-    block too, so a second check of the same bytes costs no second read."""
-    digest = xxhash.xxh3_128()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 24), b""):
-            digest.update(block)
-            if on_block is not None:
-                on_block(memoryview(block))
-    return f"xxh3_128:{digest.hexdigest()}"
-
-
-class _NonFiniteCount:
-    """Counts the NaN / Inf values of an `.npy` array from its file's blocks (fed by `file_checksum`).
-
-    Writes refuse non-finite features, but bytes changed on disk together with their checksum (a hand edit, a copy
-    from a damaged store) would otherwise reach the heads as NaN scores with exit 0; counting them while the file is
-    hashed reads nothing twice."""
-
-    def __init__(self, array: "ShardArray"):
-        self._skip, self._dtype, self._rest, self.count = array.offset, array.dtype, b"", 0
-
-    @classmethod
-    def of(cls, path: Path) -> "_NonFiniteCount | None":
-        """A counter for the array in `path`; None when its header cannot be read (its checksum then tells)."""
-        try:
-            return cls(ShardArray.locate(path))
-        except (CacheError, OSError, ValueError):
-            return None
-
-    def __call__(self, block: memoryview) -> None:
-        if self._skip:
-            cut = min(self._skip, len(block))
-            block, self._skip = block[cut:], self._skip - cut
-        data = bytes(self._rest) + bytes(block) if self._rest else block
-        usable = len(data) - len(data) % self._dtype.itemsize
-        self._rest = data[usable:]
-        values = np.frombuffer(data[:usable], dtype=self._dtype)
-        if self._dtype == np.float16:  # magnitude bits at or above Inf's: Inf or NaN (np.isfinite on float16 is 5x slower)
-            magnitudes = values.view(np.uint16) & 0x7FFF
-            if magnitudes.size and magnitudes.max() >= 0x7C00:  # one fast reduction; counted only when some are
-                self.count += int(np.count_nonzero(magnitudes >= 0x7C00))
-        else:
-            self.count += int(values.size - np.count_nonzero(np.isfinite(values)))
-
-
-# (file, size, mtime_ns, expected checksum) of every file this process has checked: each is hashed once
-_VERIFIED: set[tuple[str, int, int, str]] = set()
-
-
-def verify_shard(shard: Path, manifest: dict, arrays: Iterable[str] | None = None) -> str | None:
-    """Why the shard's keys and `arrays` (default: all the store's) cannot be trusted, or None when each file
-    matches the checksum written with it and each array holds finite values only."""
-    try:
-        sums = json.loads((shard / CHECKSUMS).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return f"{CHECKSUMS} is missing"
-    except (OSError, ValueError):
-        return f"{CHECKSUMS} is unreadable"
-    for name in _array_files(manifest, arrays):
-        expected = sums.get(name) if isinstance(sums, dict) else None
-        if not isinstance(expected, str):
-            return f"{CHECKSUMS} lists no checksum for {name}"
-        file = shard / name
-        try:
-            stat = file.stat()
-        except FileNotFoundError:
-            return f"{name} is missing"
-        memo = (str(file), stat.st_size, stat.st_mtime_ns, expected)
-        if memo in _VERIFIED:
-            continue
-        non_finite = _NonFiniteCount.of(file) if name.endswith(".npy") else None
-        if file_checksum(file, non_finite) != expected:
-            return f"{name} does not match its checksum (damaged or truncated)"
-        if non_finite is not None and non_finite.count:
-            return f"{name} holds {non_finite.count} non-finite value(s) (NaN or Inf) although its checksum matches"
-        _VERIFIED.add(memo)
-    return None
-
-
-def shape_problem(shard: Path, manifest: dict, array: ShardArray, rows: int) -> str | None:
-    """Why a shard's array disagrees with the store's manifest.json (its row shape) or its keys (its row count):
-    either file was edited or copied from elsewhere, and rows would land in the wrong places."""
-    name = array.path.stem
-    expected = (rows, *manifest["arrays"][name])
-    if tuple(array.shape) != expected or array.dtype != np.dtype(STORE_DTYPE):
-        return (f"{shard / array.path.name} holds a {np.dtype(array.dtype).name} array of shape {tuple(array.shape)}, "
-                f"but manifest.json and keys.txt call for {np.dtype(STORE_DTYPE).name} of shape {expected}")
-    return None
-
-
 @dataclass
 class _Shard:
     path: Path
@@ -161,12 +70,6 @@ class DamagedShard:
     path: Path
     reason: str
     images: int
-
-
-def _array_files(manifest: dict, arrays: Iterable[str] | None = None) -> list[str]:
-    """The files of a shard that hold `arrays` (default: every array of the store), keys first."""
-    names = (manifest.get("arrays") or {}) if arrays is None else arrays
-    return [KEYS, *(f"{name}.npy" for name in names)]
 
 
 class FeatureStore:
@@ -195,7 +98,7 @@ class FeatureStore:
         folder = root / "features" / f"{path_part(identity['encoder'])}-{key[:16]}"
         manifest_path = folder / "manifest.json"
         if manifest_path.is_file():
-            manifest = _read_manifest(manifest_path)
+            manifest = read_manifest(manifest_path)
             if manifest is None:
                 raise CacheError(
                     f"Feature cache {folder} is damaged: {manifest_path} is unreadable. Remove the store with "
@@ -230,7 +133,7 @@ class FeatureStore:
 
     def refresh(self) -> None:
         """Read the shard list again (another process may have added shards) and the manifest's array shapes."""
-        manifest = _read_manifest(self.folder / "manifest.json")
+        manifest = read_manifest(self.folder / "manifest.json")
         if manifest is not None:
             self.manifest = manifest
         self._scan()
@@ -314,9 +217,8 @@ class FeatureStore:
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
-        for name, checksum in sums.items():  # just written from these bytes: no need to hash them again on read
-            stat = (final / name).stat()
-            _VERIFIED.add((str(final / name), stat.st_size, stat.st_mtime_ns, checksum))
+        for name, checksum in sums.items():
+            remember_verified(final / name, checksum)
         self._add(_Shard(final, list(keys)))
 
     # -- reading --------------------------------------------------------------------------------------------
@@ -375,7 +277,8 @@ def _refuse_non_finite(store: FeatureStore, array_name: str, array: np.ndarray, 
     )
 
 
-def _read_manifest(path: Path) -> dict | None:
+def read_manifest(path: Path) -> dict | None:
+    """A store's manifest.json, or None when it is missing or not a manifest (a damaged store)."""
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -388,56 +291,6 @@ def _read_manifest(path: Path) -> dict | None:
             for shape in arrays.values()):
         return None  # array shapes that are not lists of sizes: unreadable as a manifest
     return manifest
-
-
-_NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
-_READ_BYTES = 1 << 24  # bytes read at once at most (whole rows, one at least): the staging buffer stays small
-
-
-@dataclass(frozen=True)
-class ShardArray:
-    """Where a shard's `.npy` array lies in its file, from its header: rows are then read by position.
-
-    Holds no open file: a store of 750 shards would otherwise keep 750 descriptors open."""
-
-    path: Path
-    offset: int  # bytes before the first row
-    shape: tuple[int, ...]
-    dtype: np.dtype
-
-    @classmethod
-    def locate(cls, path: Path) -> "ShardArray":
-        with open(path, "rb") as handle:
-            version = np.lib.format.read_magic(handle)
-            if version not in _NPY_HEADERS:
-                raise CacheError(f"{path} is a .npy file of version {version}, which cxrbench does not write.")
-            shape, fortran_order, dtype = _NPY_HEADERS[version](handle)
-            if fortran_order:
-                raise CacheError(f"{path} holds a Fortran-ordered array, which cxrbench does not write.")
-            return cls(path, handle.tell(), shape, dtype)
-
-    def read_into(self, rows: np.ndarray, out: np.ndarray, at: np.ndarray) -> None:
-        """out[at[i]] = this array's row rows[i], for ascending `rows`: a run of consecutive rows is one read."""
-        row_bytes = self.dtype.itemsize * math.prod(self.shape[1:])
-        chunk = max(1, _READ_BYTES // max(row_bytes, 1))
-        buffer = np.empty((min(chunk, len(rows)), *self.shape[1:]), dtype=self.dtype)
-        breaks = np.flatnonzero(np.diff(rows) != 1) + 1
-        with open(self.path, "rb", buffering=0) as handle:
-            for start, stop in zip([0, *breaks], [*breaks, len(rows)]):
-                for first in range(start, stop, chunk):
-                    count = min(chunk, stop - first)
-                    handle.seek(self.offset + int(rows[first]) * row_bytes)
-                    self._read_exactly(handle, buffer[:count])
-                    out[at[first:first + count]] = buffer[:count]
-
-    def _read_exactly(self, handle, target: np.ndarray) -> None:
-        view = memoryview(target.reshape(-1).view(np.uint8))
-        while view:
-            count = handle.readinto(view)
-            if not count:
-                raise CacheError(f"{self.path} ends before the rows its header promises (truncated after it was "
-                                 "checked?). Rerun the command.")
-            view = view[count:]
 
 
 class CachedRows:
@@ -476,76 +329,3 @@ class CachedRows:
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         out = self[np.arange(len(self))]
         return out if dtype is None else out.astype(dtype)
-
-
-@dataclass
-class StoreSummary:
-    """What `cxrbench cache ls` shows of one store, read without trusting any of its files."""
-
-    folder: Path
-    encoder: str
-    weights: str
-    size: str
-    arrays: str
-    images: int  # distinct images
-    bytes: int  # complete shards and the manifest, not staging leftovers
-    status: str  # "ok", or what is wrong and how to fix it
-
-
-def list_stores(root: Path, verify: bool = False) -> list[StoreSummary]:
-    """Every store under `root`, damaged ones included (so that they can be seen and cleared).
-
-    `verify` also checks every shard file against its checksum (reads the whole cache)."""
-    stores = []
-    for folder in sorted(p for p in (root / "features").glob("*/") if not is_staging(p.name)):
-        manifest = _read_manifest(folder / "manifest.json")
-        encoder = str(manifest["identity"].get("encoder")) if manifest else folder.name.rsplit("-", 1)[0]
-        problems, keys, size = [], set(), 0
-        if manifest is None:
-            problems.append("manifest.json missing or unreadable")
-        elif manifest.get("format") != FORMAT_VERSION:
-            problems.append(f"format {manifest.get('format')} of an older cxrbench")
-        shard_root = folder / "shards"
-        shards = sorted(p for p in shard_root.iterdir() if p.is_dir()) if shard_root.is_dir() else []
-        leftovers = sum(1 for p in shards if is_staging(p.name))
-        damaged = misshapen = 0
-        for shard in (p for p in shards if not is_staging(p.name)):
-            try:
-                shard_keys = (shard / KEYS).read_text(encoding="utf-8").split()
-            except (OSError, UnicodeDecodeError):
-                damaged += 1
-                continue
-            keys.update(shard_keys)
-            size += sum(p.stat().st_size for p in shard.iterdir() if p.is_file())
-            if verify and manifest is not None:
-                if verify_shard(shard, manifest) is not None:
-                    damaged += 1
-                elif any(shape_problem(shard, manifest, ShardArray.locate(shard / f"{name}.npy"), len(shard_keys))
-                         for name in manifest["arrays"]):
-                    misshapen += 1
-        if damaged:
-            problems.append(f"{damaged} damaged shard(s)")
-        if misshapen:
-            problems.append(f"{misshapen} shard(s) whose array shapes differ from manifest.json (clear the store)")
-        if leftovers:
-            problems.append(f"{leftovers} unfinished shard(s) (a run in progress, or interrupted: removed by the next run)")
-        if manifest is not None:
-            size += (folder / "manifest.json").stat().st_size
-        identity = (manifest or {}).get("identity") or {}
-        preprocessing = identity.get("preprocessing") or {}
-        stores.append(StoreSummary(
-            folder=folder, encoder=encoder, weights=str(identity.get("weights", "?")),
-            size=str(preprocessing.get("crop") or preprocessing.get("size") or "?"),
-            arrays=", ".join((manifest or {}).get("arrays") or {}), images=len(keys), bytes=size,
-            status="; ".join(problems) or "ok",
-        ))
-    return stores
-
-
-def clear_stores(root: Path, encoder: str | None = None) -> int:
-    removed = 0
-    for store in list_stores(root):
-        if encoder is None or store.encoder == encoder:
-            shutil.rmtree(store.folder)
-            removed += 1
-    return removed

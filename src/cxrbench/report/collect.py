@@ -22,7 +22,8 @@ from cxrbench.errors import CxrbenchError
 from cxrbench.files import is_staging
 from cxrbench.results.store import (BIAS, EXPLAIN, RUN, StoredRun, bias_files, comparison_files, efficiency_pictures,
                                     stored_runs)
-from cxrbench.specs import TargetSpec, parse_spec
+from cxrbench.specs import TargetSpec
+from cxrbench.typed_yaml import parse_spec
 from cxrbench.stats.summary import MACRO
 
 HEATMAPS_PER_EXPLAIN = 8  # spread over the findings

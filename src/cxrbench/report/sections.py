@@ -29,7 +29,8 @@ from cxrbench.results.budgets import GROUP, full_data_runs, run_budget
 from cxrbench.results.labels import comparable, encoder_label, notes_of, run_label
 from cxrbench.results.store import PREDICTIONS, StoredRun
 from cxrbench.registry import benchmark_spec, metric_spec
-from cxrbench.specs import BenchmarkSpec, BootstrapSpec, parse_spec
+from cxrbench.specs import BenchmarkSpec, BootstrapSpec
+from cxrbench.typed_yaml import parse_spec
 from cxrbench.stats.summary import MACRO
 from cxrbench.tables.layout import TableLayout
 from cxrbench.tables.markdown import display_frame

@@ -17,18 +17,18 @@ import yaml
 
 from cxrbench.errors import SpecError
 from cxrbench.runs.spec import MachineSpec, RunSpec, spec_keys
-from cxrbench.specs import load_yaml, parse_spec
+from cxrbench.typed_yaml import load_yaml, parse_spec
 
 #: every key of a run file (and of `--print-config`), with what it means
 RUN_KEYS: dict[str, str] = {
     "benchmark": "Benchmark name (`cxrbench list benchmarks`).",
     "encoder": "Encoder name, or a list of them: one run each (`cxrbench list encoders`).",
-    "data_root": "Dataset folder in its official layout (default: the benchmark's environment variable).",
+    "data_root": "Dataset folder (default: the benchmark's $VAR).",
     "dataset_options": "The benchmark's dataset options (its spec's `dataset:` block), e.g. {label_rule: any}.",
     "split": "Fields of the benchmark's `split:` replaced, e.g. {scheme: random} for a fixed test set.",
-    "weights": "Local weights file/folder, or 'random[:SEED]' (default: the adapter's hub source).",
+    "weights": "Weights path, or random[:SEED] (default: hub).",
     "revision": "Hugging Face revision overriding the adapter's pinned one.",
-    "image_size": "The encoder's input resolution (resize and crop): a multiple of its patch size.",
+    "image_size": "Input size (px), a multiple of the patch size.",
     "precision": "Encoder forward precision: fp32, bf16 or fp16 (features cached as float16 either way).",
     "head": "Head name (default: the benchmark's; `cxrbench list heads`).",
     "head_params": "Head parameters overridden, e.g. {epochs: 5, lr: [0.01, 0.1]}.",
@@ -41,18 +41,18 @@ RUN_KEYS: dict[str, str] = {
     "seeds": "Number of seeds (default: the benchmark's).",
     "bootstrap": "Bootstrap resamples (default: the benchmark's; 0 skips the bootstrap).",
     "metrics": "Registered metrics scored besides the benchmark's own (`cxrbench list metrics`).",
-    "tag": "Names this run's variant (results in HEAD_TAG/).",
+    "tag": "Variant name (results in HEAD_TAG/).",
     "out": "Results folder.",
-    "overwrite": "Replace a stored run of the same head that was made with other settings.",
+    "overwrite": "Replace a stored run made with other settings.",
     "machine": "Where and how the runs are computed (never part of a run's identity):",
 }
 MACHINE_KEYS: dict[str, str] = {
     "cache_dir": "Feature cache folder (default $CXRBENCH_CACHE or ~/.cache/cxrbench).",
-    "device": "Torch device: auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps.",
+    "device": "Torch device: auto (default: cuda, mps or cpu), cpu, cuda:1, mps.",
     "batch_size": "Images per encoder forward pass, or auto: the largest power of two up to 256 that fits the GPU.",
     "shard_size": "Images per feature-cache shard: an interrupted run resumes from the last complete shard.",
     "workers": "Image-decoding worker processes (default: 0 on CPU, up to 8 with a GPU).",
-    "threads": "CPU threads at most (default: $OMP_NUM_THREADS, else the cores this process may use).",
+    "threads": "CPU threads at most (default: $OMP_NUM_THREADS, else all cores).",
     "pixel_cache": "Keep decoded images so that further encoders decode no image again.",
     "launcher": "Where the jobs run: local (here, one after the other), ray or slurm.",
     "launcher_params": "Launcher settings: ray: address, cpus, gpus, retries; slurm: submitit's parameters, logs, "

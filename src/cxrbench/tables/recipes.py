@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from cxrbench.errors import CxrbenchError, SpecError
 from cxrbench.resources import project_root
-from cxrbench.specs import load_yaml, parse_spec
+from cxrbench.typed_yaml import load_yaml, parse_spec
 from cxrbench.tables.layout import PaperCsv, TableLayout, with_name
 
 if TYPE_CHECKING:  # reading a table's YAML (`cxrbench list tables`, name checks) imports no pandas; planning does

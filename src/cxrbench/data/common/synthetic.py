@@ -113,29 +113,64 @@ def _draw_patients(config: SyntheticConfig, rng: np.random.Generator) -> list[di
     return patients
 
 
-def render_chest(
-    findings: list[str], anatomy: dict, size: int, rng: np.random.Generator
-) -> tuple[np.ndarray, list[tuple[str, tuple[float, float, float, float]]]]:
-    """A float image in [0, 1] (bone bright) and pixel boxes of the local findings."""
-    shift = rng.normal(0, 0.015, size=2)
-    scale = anatomy["body_scale"] * rng.uniform(0.98, 1.02)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
-    x = (xx - 0.5 - shift[0]) / scale + 0.5
-    y = (yy - 0.5 - shift[1]) / scale + 0.5
+@dataclass(frozen=True)
+class _Frame:
+    """The image's coordinates in body units: the patient's shift and scale applied, so that the anatomy below is
+    drawn at fixed positions and a box maps back to pixels."""
 
-    def ellipse(cx, cy, rx, ry):
-        return ((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2 <= 1.0
+    x: np.ndarray
+    y: np.ndarray
+    shift: np.ndarray
+    scale: float
+    size: int
 
-    def blob(cx, cy, sigma):
-        return np.exp(-(((x - cx) ** 2 + (y - cy) ** 2) / (2 * sigma**2)))
+    @classmethod
+    def draw(cls, anatomy: dict, size: int, rng: np.random.Generator) -> "_Frame":
+        shift = rng.normal(0, 0.015, size=2)
+        scale = anatomy["body_scale"] * rng.uniform(0.98, 1.02)
+        yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+        return cls((xx - 0.5 - shift[0]) / scale + 0.5, (yy - 0.5 - shift[1]) / scale + 0.5, shift, scale, size)
 
-    def to_box(x0, y0, x1, y1):
+    def ellipse(self, cx, cy, rx, ry):
+        return ((self.x - cx) / rx) ** 2 + ((self.y - cy) / ry) ** 2 <= 1.0
+
+    def blob(self, cx, cy, sigma):
+        return np.exp(-(((self.x - cx) ** 2 + (self.y - cy) ** 2) / (2 * sigma**2)))
+
+    def to_box(self, x0, y0, x1, y1):
         def px(v, s):
-            return float(np.clip(((v - 0.5) * scale + 0.5 + s) * size, 0, size - 1))
-        return (px(x0, shift[0]), px(y0, shift[1]), px(x1, shift[0]), px(y1, shift[1]))
+            return float(np.clip(((v - 0.5) * self.scale + 0.5 + s) * self.size, 0, self.size - 1))
+        return (px(x0, self.shift[0]), px(y0, self.shift[1]), px(x1, self.shift[0]), px(y1, self.shift[1]))
 
+
+@dataclass(frozen=True)
+class _Body:
+    """Where the normal anatomy was drawn, for the findings placed in it."""
+
+    lungs: dict[int, np.ndarray]  # side (0: image left, the patient's right) -> lung field mask
+    centres: dict[int, float]  # side -> the lung's centre x
+    heart_x: float
+    heart_rx: float
+
+
+Box = tuple[str, tuple[float, float, float, float]]
+
+
+def render_chest(findings: list[str], anatomy: dict, size: int, rng: np.random.Generator) -> tuple[np.ndarray, list[Box]]:
+    """A float image in [0, 1] (bone bright) and pixel boxes of the local findings."""
+    frame = _Frame.draw(anatomy, size, rng)
     image = np.full((size, size), 0.06, np.float32)
-    severity = anatomy["severity"]
+    body = _draw_anatomy(image, frame, anatomy)
+    boxes: list[Box] = []
+    for name, draw in _FINDINGS:  # in this order: findings overlap, and some draw random numbers
+        if name in findings:
+            boxes += draw(image, frame, anatomy, body, rng)
+    return _expose(image, rng), boxes
+
+
+def _draw_anatomy(image: np.ndarray, frame: _Frame, anatomy: dict) -> _Body:
+    """Soft tissue, lungs, ribs, spine, clavicles, heart and aortic knob, drawn into `image`."""
+    x, y, ellipse = frame.x, frame.y, frame.ellipse
     lung_rx, lung_ry = anatomy["lung_width"], anatomy["lung_height"]
     image[ellipse(0.5, 0.58, 0.44, 0.55)] = anatomy["soft_tissue"]  # soft tissue of the trunk
     dome = anatomy["diaphragm"] - 0.035 * np.cos((x - 0.5) * np.pi / 0.4)
@@ -158,57 +193,105 @@ def render_chest(
     image[ellipse(heart_x, 0.62, heart_rx, 0.12)] = 0.63
     knob_r = anatomy["aortic_radius"]
     image[ellipse(0.565, 0.31, knob_r, knob_r * 0.9)] = 0.64
-    boxes: list[tuple[str, tuple[float, float, float, float]]] = []
-    if "Cardiomegaly" in findings:
-        boxes.append(("Cardiomegaly", to_box(heart_x - heart_rx, 0.5, heart_x + heart_rx, 0.74)))
-    if "Aortic enlargement" in findings:
-        boxes.append(("Aortic enlargement", to_box(0.565 - knob_r, 0.31 - knob_r, 0.565 + knob_r, 0.31 + knob_r)))
-    if "Pleural effusion" in findings:
-        side = anatomy["effusion_side"]
-        cx = centres[side]
-        lateral = cx + (lung_rx if side else -lung_rx)
-        base = anatomy["diaphragm"] - 0.02 - 0.08 * severity
-        level = base - 0.1 * severity * np.abs(x - cx) / lung_rx * (np.sign(x - cx) == np.sign(lateral - cx))
-        fluid = lungs[side] & (y > level)
-        image[fluid] = 0.3 + 0.2 * severity
-        boxes.append(("Pleural effusion", to_box(cx - lung_rx, base - 0.1, cx + lung_rx, anatomy["diaphragm"])))
-    if "Lung Opacity" in findings:
-        side = anatomy["opacity_side"]
-        cx, cy = centres[side] + rng.uniform(-0.05, 0.05), rng.uniform(0.35, 0.55)
-        sigma = rng.uniform(0.03, 0.06)
-        image += 0.2 * severity * blob(cx, cy, sigma) * lungs[side]
-        boxes.append(("Lung Opacity", to_box(cx - 2 * sigma, cy - 2 * sigma, cx + 2 * sigma, cy + 2 * sigma)))
-    if "Pleural thickening" in findings:
-        side = anatomy["thickening_side"]
-        cx = centres[side]
-        thickness = 0.012 + 0.015 * severity
-        edge = ellipse(cx, 0.45, lung_rx, lung_ry) & ~ellipse(cx, 0.45 + thickness, lung_rx - thickness, lung_ry - thickness) & (y < 0.45)
-        image[edge] = np.maximum(image[edge], 0.3 + 0.15 * severity)
-        boxes.append(("Pleural thickening", to_box(cx - lung_rx, 0.45 - lung_ry, cx + lung_rx, 0.45)))
-    if "Pulmonary fibrosis" in findings:
-        net = (np.abs(np.sin(x * 140 + 3 * np.sin(y * 40))) < 0.18) | (np.abs(np.sin(y * 140 + 3 * np.sin(x * 37))) < 0.18)
-        lower = lung_any & (y > 0.48)
-        image += 0.1 * severity * net * lower
-        for cx in centres.values():
-            boxes.append(("Pulmonary fibrosis", to_box(cx - lung_rx, 0.48, cx + lung_rx, anatomy["diaphragm"])))
-    if "Tuberculosis" in findings:
-        side = anatomy["tb_side"]
-        cx, cy = centres[side] + rng.uniform(-0.04, 0.04), rng.uniform(0.23, 0.3)
-        image += 0.15 * severity * blob(cx, cy, 0.05) * lungs[side]
-        outer, inner = 0.015 + 0.02 * severity, 0.008 + 0.01 * severity
-        ring = ellipse(cx, cy, outer, outer) & ~ellipse(cx, cy, inner, inner)
-        image[ring & lungs[side]] += 0.15 * severity
-        image[ellipse(cx, cy, inner, inner) & lungs[side]] = 0.12
-    if "Nodule/Mass" in findings:
-        cx, cy = anatomy["nodule"]
-        radius = rng.uniform(0.015, 0.03)
-        image[ellipse(cx, cy, radius, radius)] += 0.15 + 0.15 * severity
-        boxes.append(("Nodule/Mass", to_box(cx - radius, cy - radius, cx + radius, cy + radius)))
+    return _Body(lungs, centres, heart_x, heart_rx)
+
+
+def _cardiomegaly(image: np.ndarray, frame: _Frame, anatomy: dict, body: _Body, rng: np.random.Generator) -> list[Box]:
+    """The heart is already drawn at the patient's cardiothoracic ratio: only its box."""
+    return [("Cardiomegaly", frame.to_box(body.heart_x - body.heart_rx, 0.5, body.heart_x + body.heart_rx, 0.74))]
+
+
+def _aortic_enlargement(image: np.ndarray, frame: _Frame, anatomy: dict, body: _Body, rng: np.random.Generator) -> list[Box]:
+    """The aortic knob is already drawn at the patient's radius: only its box."""
+    knob_r = anatomy["aortic_radius"]
+    return [("Aortic enlargement", frame.to_box(0.565 - knob_r, 0.31 - knob_r, 0.565 + knob_r, 0.31 + knob_r))]
+
+
+def _pleural_effusion(image: np.ndarray, frame: _Frame, anatomy: dict, body: _Body, rng: np.random.Generator) -> list[Box]:
+    """Fluid at one lung's base, its meniscus rising laterally."""
+    x, y, severity, lung_rx = frame.x, frame.y, anatomy["severity"], anatomy["lung_width"]
+    side = anatomy["effusion_side"]
+    cx = body.centres[side]
+    lateral = cx + (lung_rx if side else -lung_rx)
+    base = anatomy["diaphragm"] - 0.02 - 0.08 * severity
+    level = base - 0.1 * severity * np.abs(x - cx) / lung_rx * (np.sign(x - cx) == np.sign(lateral - cx))
+    fluid = body.lungs[side] & (y > level)
+    image[fluid] = 0.3 + 0.2 * severity
+    return [("Pleural effusion", frame.to_box(cx - lung_rx, base - 0.1, cx + lung_rx, anatomy["diaphragm"]))]
+
+
+def _lung_opacity(image: np.ndarray, frame: _Frame, anatomy: dict, body: _Body, rng: np.random.Generator) -> list[Box]:
+    """A hazy blob inside one lung field."""
+    side = anatomy["opacity_side"]
+    cx, cy = body.centres[side] + rng.uniform(-0.05, 0.05), rng.uniform(0.35, 0.55)
+    sigma = rng.uniform(0.03, 0.06)
+    image += 0.2 * anatomy["severity"] * frame.blob(cx, cy, sigma) * body.lungs[side]
+    return [("Lung Opacity", frame.to_box(cx - 2 * sigma, cy - 2 * sigma, cx + 2 * sigma, cy + 2 * sigma))]
+
+
+def _pleural_thickening(image: np.ndarray, frame: _Frame, anatomy: dict, body: _Body, rng: np.random.Generator) -> list[Box]:
+    """A dense band along the upper pleura of one lung."""
+    ellipse, severity = frame.ellipse, anatomy["severity"]
+    lung_rx, lung_ry = anatomy["lung_width"], anatomy["lung_height"]
+    cx = body.centres[anatomy["thickening_side"]]
+    thickness = 0.012 + 0.015 * severity
+    edge = ellipse(cx, 0.45, lung_rx, lung_ry) & ~ellipse(cx, 0.45 + thickness, lung_rx - thickness, lung_ry - thickness) & (frame.y < 0.45)
+    image[edge] = np.maximum(image[edge], 0.3 + 0.15 * severity)
+    return [("Pleural thickening", frame.to_box(cx - lung_rx, 0.45 - lung_ry, cx + lung_rx, 0.45))]
+
+
+def _pulmonary_fibrosis(image: np.ndarray, frame: _Frame, anatomy: dict, body: _Body, rng: np.random.Generator) -> list[Box]:
+    """A reticular pattern in both lower zones, one box per lung."""
+    x, y, lung_rx = frame.x, frame.y, anatomy["lung_width"]
+    net = (np.abs(np.sin(x * 140 + 3 * np.sin(y * 40))) < 0.18) | (np.abs(np.sin(y * 140 + 3 * np.sin(x * 37))) < 0.18)
+    lower = (body.lungs[0] | body.lungs[1]) & (y > 0.48)
+    image += 0.1 * anatomy["severity"] * net * lower
+    return [("Pulmonary fibrosis", frame.to_box(cx - lung_rx, 0.48, cx + lung_rx, anatomy["diaphragm"]))
+            for cx in body.centres.values()]
+
+
+def _tuberculosis(image: np.ndarray, frame: _Frame, anatomy: dict, body: _Body, rng: np.random.Generator) -> list[Box]:
+    """Upper-zone consolidation with a thick-walled cavity; no box (VinDr-CXR boxes no tuberculosis)."""
+    ellipse, severity = frame.ellipse, anatomy["severity"]
+    side = anatomy["tb_side"]
+    lung = body.lungs[side]
+    cx, cy = body.centres[side] + rng.uniform(-0.04, 0.04), rng.uniform(0.23, 0.3)
+    image += 0.15 * severity * frame.blob(cx, cy, 0.05) * lung
+    outer, inner = 0.015 + 0.02 * severity, 0.008 + 0.01 * severity
+    ring = ellipse(cx, cy, outer, outer) & ~ellipse(cx, cy, inner, inner)
+    image[ring & lung] += 0.15 * severity
+    image[ellipse(cx, cy, inner, inner) & lung] = 0.12
+    return []
+
+
+def _nodule(image: np.ndarray, frame: _Frame, anatomy: dict, body: _Body, rng: np.random.Generator) -> list[Box]:
+    """A small round dense lesion."""
+    cx, cy = anatomy["nodule"]
+    radius = rng.uniform(0.015, 0.03)
+    image[frame.ellipse(cx, cy, radius, radius)] += 0.15 + 0.15 * anatomy["severity"]
+    return [("Nodule/Mass", frame.to_box(cx - radius, cy - radius, cx + radius, cy + radius))]
+
+
+#: each finding and how it is drawn, in drawing order
+_FINDINGS = (
+    ("Cardiomegaly", _cardiomegaly),
+    ("Aortic enlargement", _aortic_enlargement),
+    ("Pleural effusion", _pleural_effusion),
+    ("Lung Opacity", _lung_opacity),
+    ("Pleural thickening", _pleural_thickening),
+    ("Pulmonary fibrosis", _pulmonary_fibrosis),
+    ("Tuberculosis", _tuberculosis),
+    ("Nodule/Mass", _nodule),
+)
+
+
+def _expose(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The exposure: blur, a gamma and detector noise, clipped to [0, 1]."""
     image = _blur(image, rng.uniform(0.6, 1.2))
     gamma = rng.uniform(0.85, 1.2)
     image = np.clip(image, 0, 1) ** gamma
     image = image + rng.normal(0, 0.02, image.shape).astype(np.float32)
-    return np.clip(image, 0.0, 1.0).astype(np.float32), boxes
+    return np.clip(image, 0.0, 1.0).astype(np.float32)
 
 
 def _blur(image: np.ndarray, sigma: float) -> np.ndarray:

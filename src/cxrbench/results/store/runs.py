@@ -17,7 +17,8 @@ from cxrbench.errors import DataError
 from cxrbench.files import is_staging
 from cxrbench.results.labels import method_label, run_label, variant_notes
 from cxrbench.results.store.layout import METRICS, PREDICTIONS, RUN, RUN_KINDS, SPLITS, benchmark_folder
-from cxrbench.specs import BootstrapSpec, TargetSpec, parse_spec
+from cxrbench.specs import BootstrapSpec, TargetSpec
+from cxrbench.typed_yaml import parse_spec
 
 
 def read_metrics(folder: Path) -> dict | None:
