@@ -85,7 +85,7 @@ def reproduce_encoder(runs: tuple[PlannedRun, ...], options: ReproduceOptions, m
     study = StudyOptions(entry.benchmark, options.data_roots.get(entry.benchmark), dict(entry.dataset_options),
                          options.seeds, entry.budgets, options.bootstrap_resamples, dict(entry.split))
     evaluation = run_evaluation(entry.benchmark)(options.out, entry.head, dict(entry.head_params), entry.tag,
-                                                 options.overwrite, [], resume=True)
+                                                 options.overwrite, list(entry.metrics), resume=True)
     local = options.weights.get(name)
     weights = "random" if options.random_init else entry.weights or (str(local) if local else None)  # a row's own first
     encoders = EncoderOptions([name], weights, None, fitted_size(name, options.image_size))
