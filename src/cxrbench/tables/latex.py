@@ -15,6 +15,7 @@ _LATEX_ESCAPES = {
     "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$", "Δ": r"$\Delta$", "−": r"$-$", "–": "--",
     "✓": r"\checkmark{}", "✗": r"$\times$", "†": r"\textsuperscript{\dag}", "‡": r"\textsuperscript{\ddag}", "▲": r"$^{\blacktriangle}$",
     "▼": r"$^{\blacktriangledown}$", "≈": r"$^{\approx}$", "<": r"\textless{}", ">": r"\textgreater{}",
+    "⇢": r"$^{\dashrightarrow}$",  # TRANSFER_MARK (amssymb)
 }
 
 
@@ -48,7 +49,7 @@ def to_latex(table: PaperTable, with_ci: bool = True, bold_best: bool = True) ->
     caption = legend(table) + (" Bold: best per column." if bold_best else "")
     lines = [
         f"% {latex_escape(layout.title)}",
-        "% Written by cxrbench (`cxrbench table`); needs \\usepackage{booktabs} (and amssymb for --versus marks).",
+        "% Written by cxrbench (`cxrbench table`); needs \\usepackage{booktabs} (and amssymb for --versus and transfer marks).",
         r"\begin{table}[t]",
         r"\centering",
         rf"\caption{{{latex_escape(layout.title)}. {latex_escape(caption)}}}",
