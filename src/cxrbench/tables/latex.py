@@ -49,7 +49,7 @@ def to_latex(table: PaperTable, with_ci: bool = True, bold_best: bool = True) ->
     caption = legend(table) + (" Bold: best per column." if bold_best else "")
     lines = [
         f"% {latex_escape(layout.title)}",
-        "% Written by cxrbench (`cxrbench table`); needs \\usepackage{booktabs} (and amssymb for --versus and transfer marks).",
+        "% Written by cxrbench (`cxrbench table`); needs \\usepackage{booktabs} (and amssymb for --versus marks).",
         r"\begin{table}[t]",
         r"\centering",
         rf"\caption{{{latex_escape(layout.title)}. {latex_escape(caption)}}}",
