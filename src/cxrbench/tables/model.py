@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from cxrbench.registry import metric_spec
 from cxrbench.resources import project_root
 from cxrbench.results.overlap import LEGEND as OVERLAP_LEGEND, MARK as OVERLAP_MARK
 from cxrbench.specs import PublishedSpec
@@ -71,8 +72,6 @@ def best_rows(table: PaperTable) -> list[set[int]]:
     """Per column, the rows (ours and published) whose mean, at the shown precision, is the best (the lowest for a
     metric where lower is better, e.g. FNR). Runs of a variant (random weights, another input size, synthetic data)
     do not compete: they measure something else."""
-    from cxrbench.registry import metric_spec
-
     best = []
     for i, column in enumerate(table.columns):
         values = {r: round(100 * row.cells[i]["mean"], table.layout.decimals)
