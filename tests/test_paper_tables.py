@@ -195,7 +195,8 @@ def _braces_balanced(text: str) -> bool:
 # layouts of benchmarks this store does not hold are checked on their own runs: the segmentation ones (rad-dino-3,
 # raydino-seg) in tests/test_segmentation.py, rad-dino-c3 in tests/test_bias_and_stratified.py, dinov2-table4 below,
 # rad-dino-5 and rad-dino-c2 on the committed runs (tests/test_reproduce_and_check.py)
-OWN_RUNS = ("rad-dino-3", "raydino-seg", "rad-dino-c3", "dinov2-table4", "rad-dino-5", "rad-dino-c2")
+OWN_RUNS = ("rad-dino-3", "raydino-seg", "rad-dino-c3", "dinov2-table4", "rad-dino-5", "rad-dino-c2", "raydino-3a", "raydino-3c",
+            "raydino-4a", "domain-pretraining-2", "domain-pretraining-7", "domain-pretraining-8")  # the last six: test_layouts.py
 
 
 @pytest.mark.parametrize("name", sorted(n for n in recipe_names() if n not in OWN_RUNS))

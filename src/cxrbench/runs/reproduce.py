@@ -84,7 +84,8 @@ def unit_spec(runs: Sequence[PlannedRun], options: ReproduceOptions) -> RunSpec:
     return RunSpec(entry.benchmark, name, str(root) if root else None, dict(entry.dataset_options), dict(entry.split),
                    weights, None, fitted_size(name, options.image_size), options.precision, entry.head,
                    dict(entry.head_params), train_fractions=tuple(entry.train_fractions), shots=tuple(entry.shots),
-                   seeds=options.seeds, bootstrap=options.bootstrap_resamples, tag=entry.tag)
+                   seeds=options.seeds, bootstrap=options.bootstrap_resamples, metrics=tuple(entry.metrics),
+                   tag=entry.tag)
 
 
 def stored_status(run: PlannedRun, options: ReproduceOptions) -> tuple[str, str]:

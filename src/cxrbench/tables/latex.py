@@ -15,6 +15,7 @@ _LATEX_ESCAPES = {
     "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$", "Δ": r"$\Delta$", "−": r"$-$", "–": "--",
     "✓": r"\checkmark{}", "✗": r"$\times$", "†": r"\textsuperscript{\dag}", "‡": r"\textsuperscript{\ddag}", "▲": r"$^{\blacktriangle}$",
     "▼": r"$^{\blacktriangledown}$", "≈": r"$^{\approx}$", "<": r"\textless{}", ">": r"\textgreater{}",
+    "⇢": r"$^{\dashrightarrow}$",  # TRANSFER_MARK (amssymb)
 }
 
 

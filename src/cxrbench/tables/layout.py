@@ -46,10 +46,15 @@ class GroupLayout:
     benchmark: str
     title: str | None = None  # group header; default '<benchmark title> (<METRIC>)'
     metrics: tuple[str, ...] = ()  # default: the benchmark's primary metric
-    titles: dict[str, str] = field(default_factory=dict)  # task name or published column -> column title, in paper order
+    # task name, published column or (for a macro column) metric name -> column title, in paper order
+    titles: dict[str, str] = field(default_factory=dict)
     aggregate: str | None = "Agg."  # title of the macro column; None: no macro column
     per_task: bool = True  # False: the macro column only (e.g. "Lungs", the mean over left and right)
     only: tuple[str, ...] = ()  # the tasks shown, when the paper splits a benchmark's tasks over tables (default all)
+    # column title -> member tasks: a column holding the macro over these tasks only, for a paper that averages a
+    # chosen subset of a benchmark's targets (RayDINO's catheter positions over three tubes, the "5 class avg." of
+    # ChestX-ray14); its published column is keyed by the title (`published: {metric: {TITLE: column}}`)
+    macros: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # a statistic over patient groups instead of the metric itself (RAD-DINO Table C.3): (attribute, "case_mean" or
     # "worst"), read from each run's metrics.json (`cxrbench.stats.stratified`; `paper._group_statistic`)
     by_group: tuple[str, str] | None = None
@@ -77,6 +82,9 @@ class TableLayout:
             if group.published and self.published is None and self.name:
                 raise SpecError(f"group '{group.benchmark}' names published columns but the table has no "
                                     "`published:` block (file, source) to read them from.")
+            if group.by_group is not None and group.macros:
+                raise SpecError(f"group '{group.benchmark}': `macros` and `by_group` cannot be combined (a macro "
+                                "over chosen tasks has no per-group statistic); split them into two groups.")
             if group.by_group is not None and group.by_group[1] not in ("case_mean", "worst"):
                 raise SpecError(f"group '{group.benchmark}': by_group statistic '{group.by_group[1]}' is "
                                     "neither case_mean nor worst.")

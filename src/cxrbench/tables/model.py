@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from cxrbench.registry import metric_spec
 from cxrbench.resources import project_root
 from cxrbench.results.overlap import LEGEND as OVERLAP_LEGEND, MARK as OVERLAP_MARK
 from cxrbench.specs import PublishedSpec
@@ -20,6 +21,7 @@ if TYPE_CHECKING:  # the model is built without pandas; the published frames it 
 
 VERDICT_MARKS = {"better": "▲", "worse": "▼", "not significant": "≈"}  # cxrbench.results.comparisons verdicts
 SMALL_GROUP_MARK = "‡"  # a worst-group cell whose group has fewer test patients than min_group_patients
+TRANSFER_MARK = "⇢"  # a column of a transfer benchmark: heads trained on one dataset, scored on another
 MISSING = "–"
 OURS, PUBLISHED, DIFF = "ours", "published", "diff"
 DEVIATIONS_TITLE = "Deviations from the paper"
@@ -34,6 +36,8 @@ class Column:
     task: str  # a task name or MACRO
     published: PublishedSpec | None
     by_group: tuple[str, str] | None = None  # (attribute, statistic): GroupLayout.by_group
+    members: tuple[str, ...] = ()  # a macro over these tasks only (GroupLayout.macros); `task` is then its title
+    transfer: tuple[str, str] | None = None  # (train, test) benchmarks of a transfer benchmark's column
 
 
 @dataclass
@@ -65,13 +69,15 @@ class PaperTable:
 
 
 def best_rows(table: PaperTable) -> list[set[int]]:
-    """Per column, the rows (ours and published) whose mean, at the shown precision, is the highest. Runs of a
-    variant (random weights, another input size, synthetic data) do not compete: they measure something else."""
+    """Per column, the rows (ours and published) whose mean, at the shown precision, is the best (the lowest for a
+    metric where lower is better, e.g. FNR). Runs of a variant (random weights, another input size, synthetic data)
+    do not compete: they measure something else."""
     best = []
-    for i in range(len(table.columns)):
+    for i, column in enumerate(table.columns):
         values = {r: round(100 * row.cells[i]["mean"], table.layout.decimals)
                   for r, row in enumerate(table.rows) if row.kind != DIFF and not row.variant and row.cells[i] is not None}
-        top = max(values.values()) if len(values) > 1 else None
+        pick = max if metric_spec(column.metric).higher_is_better else min
+        top = pick(values.values()) if len(values) > 1 else None
         best.append({r for r, v in values.items() if v == top} if top is not None else set())
     return best
 
@@ -110,6 +116,11 @@ def legend(table: PaperTable) -> str:
         text += " Δ rows: our mean minus the published mean."
     if any(any(row.overlap) for row in table.rows):
         text += " " + OVERLAP_LEGEND
+    for benchmark, (train, test) in transfers(table).items():
+        text += f" {TRANSFER_MARK} {benchmark}: heads trained on {train}, scored on {test} (transfer)."
+    if any(c.members for c in table.columns):
+        text += (" A column over named tasks is the macro of those tasks' metric (mean over seeds of each seed's "
+                 "macro; no bootstrap CI).")
     if any(cell and cell.get("small_group") for row in table.rows for cell in row.cells):
         text += (f" {SMALL_GROUP_MARK} (n=K): the worst group has only K test patients, fewer than the benchmark's "
                  "min_group_patients; its value is shown because the paper reports every group, but it is noisy.")
@@ -118,6 +129,11 @@ def legend(table: PaperTable) -> str:
                  f"not significantly different from {table.versus} (paired patient bootstrap on the same test patients, "
                  "Holm-adjusted p < 0.05 over the table's cells).")
     return text
+
+
+def transfers(table: PaperTable) -> dict[str, tuple[str, str]]:
+    """benchmark -> (train, test) for each transfer benchmark among the table's columns, in column order."""
+    return {c.benchmark: c.transfer for c in table.columns if c.transfer is not None}
 
 
 def deviation_items(deviations: tuple[Deviation, ...] | None, name: str) -> list[tuple[str, str]]:

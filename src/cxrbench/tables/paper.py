@@ -9,6 +9,7 @@ each of our cells against one encoder's run (paired on the same test patients).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -24,7 +25,7 @@ from cxrbench.results.store import StoredRun, stored_runs
 from cxrbench.specs import BenchmarkSpec, PublishedSpec
 from cxrbench.stats.summary import MACRO
 from cxrbench.tables.layout import ANY_TASK, GroupLayout, TableLayout
-from cxrbench.tables.model import DIFF, OURS, PUBLISHED, Column, PaperTable, Row
+from cxrbench.tables.model import DIFF, OURS, PUBLISHED, TRANSFER_MARK, Column, PaperTable, Row
 from cxrbench.tables.published import read_published
 from cxrbench.tables.recipes import recipe_deviations
 
@@ -70,6 +71,10 @@ def _group_columns(layout: TableLayout, group: GroupLayout, spec: BenchmarkSpec,
     for metric in metrics:
         metric_spec(metric)  # any registered metric: the benchmark's own, or one a run scored with --metric
     group_title = group.title or f"{spec.title} ({' / '.join(metric_spec(m).title for m in metrics)})"
+    _check_macros(layout, group, spec)
+    transfer = (spec.transfer.train, spec.transfer.test) if spec.transfer is not None else None
+    mark = TRANSFER_MARK if transfer else ""
+    column = functools.partial(Column, group_title, benchmark=spec.name, by_group=group.by_group, transfer=transfer)
     columns = []
     for metric in metrics:
         published = _published_for(layout, spec, group, metric, notes)
@@ -83,11 +88,25 @@ def _group_columns(layout: TableLayout, group: GroupLayout, spec: BenchmarkSpec,
                 title = published.task_columns[task] if published and task in published.task_columns else task
             if len(metrics) > 1:
                 title = metric_spec(metric).title if len(tasks) == 1 else f"{title} {metric_spec(metric).title}"
-            columns.append(Column(group_title, title, spec.name, metric, task, published, group.by_group))
+            columns.append(column(title + mark, metric=metric, task=task, published=published))
         if group.aggregate and (len(tasks) > 1 or not group.per_task):
-            title = group.aggregate if len(metrics) == 1 else f"{group.aggregate} {metric_spec(metric).title}"
-            columns.append(Column(group_title, title, spec.name, metric, MACRO, published, group.by_group))
+            title = group.titles.get(metric) or (
+                group.aggregate if len(metrics) == 1 else f"{group.aggregate} {metric_spec(metric).title}")
+            columns.append(column(title + mark, metric=metric, task=MACRO, published=published))
+        for name, members in group.macros.items():
+            title = name if len(metrics) == 1 else f"{name} {metric_spec(metric).title}"
+            columns.append(column(title + mark, metric=metric, task=name, published=published, members=tuple(members)))
     return columns
+
+
+def _check_macros(layout: TableLayout, group: GroupLayout, spec: BenchmarkSpec) -> None:
+    """Every member of a macro column is one of the benchmark's tasks (a typo would silently average fewer)."""
+    for title, members in group.macros.items():
+        unknown = [task for task in members if task not in spec.result_columns]
+        if unknown or not members:
+            raise CxrbenchError(f"Layout '{layout.name}', group '{group.benchmark}', macro '{title}': "
+                                f"{', '.join(map(repr, unknown)) or 'no member'} is not a task of {spec.name} "
+                                f"(its tasks: {', '.join(spec.result_columns)}); fix the YAML's `macros:`.")
 
 
 def resolve_columns(layout: TableLayout, spec_lookup: SpecLookup, notes: list[str]) -> list[Column]:
@@ -138,6 +157,33 @@ def _group_statistic(metrics: dict, column: Column, spread: str) -> dict | None:
     return cell
 
 
+def _cell(metrics: dict, column: Column, spread: str) -> dict | None:
+    """A run's cell for `column`: a statistic over patient groups, a macro over chosen tasks, or the stored entry."""
+    if column.by_group:
+        return _group_statistic(metrics, column, spread)
+    if column.members:
+        return _members_macro(metrics, column)
+    return _entry(metrics.get("metrics", {}).get(column.metric, {}).get(column.task), spread)
+
+
+def _members_macro(metrics: dict, column: Column) -> dict | None:
+    """The macro over the column's member tasks, as the stored macro is made over all of them: per seed the mean of
+    the members' values, then mean and std (the run's ddof) over seeds. None unless every member has every seed: a
+    macro over fewer tasks than the paper's would not be the paper's statistic. No CI: the bootstrap of this subset
+    is not stored (RayDINO's catheter groups, Fig. 3c)."""
+    entries = [metrics.get("metrics", {}).get(column.metric, {}).get(task) or {} for task in column.members]
+    seeds = [set((entry.get("per_seed") or {}).keys()) for entry in entries]
+    common = set.intersection(*seeds) if seeds else set()
+    if not common or any(s != common for s in seeds) or any(
+            entry["per_seed"][seed] is None for entry in entries for seed in common):
+        return None
+    per_seed = [sum(entry["per_seed"][seed] for entry in entries) / len(entries) for seed in sorted(common)]
+    ddof = metrics.get("std_ddof", 1)
+    mean = sum(per_seed) / len(per_seed)
+    std = (sum((v - mean) ** 2 for v in per_seed) / (len(per_seed) - ddof)) ** 0.5 if len(per_seed) > ddof else None
+    return {"mean": mean, "std": std, "ci_low": None, "ci_high": None}
+
+
 def _our_rows(layout: TableLayout, columns: list[Column], runs: Mapping[str, Sequence[StoredRun]],
               specs: dict[str, BenchmarkSpec], notes: list[str]) -> tuple[list[Row], dict]:
     """One row per (encoder, head) of the full-data runs, sorted; and the run behind each cell (for verdicts)."""
@@ -148,8 +194,7 @@ def _our_rows(layout: TableLayout, columns: list[Column], runs: Mapping[str, Seq
         for run in full_data_runs(runs.get(column.benchmark, ())):
             key = (run.encoder, run.method)
             cells = ours.setdefault(key, [None] * len(columns))
-            cells[i] = (_group_statistic(run.metrics, column, layout.spread) if column.by_group
-                        else _entry(run.metrics.get("metrics", {}).get(column.metric, {}).get(column.task), layout.spread))
+            cells[i] = _cell(run.metrics, column, layout.spread)
             if cells[i] is not None:
                 sources[(*key, i)] = run
             variants[key] = tuple(dict.fromkeys((*variants.get(key, ()), *run.variant)))
@@ -245,7 +290,8 @@ def _add_verdicts(rows: list[Row], columns: list[Column], sources: dict, versus:
     for r, row in enumerate(rows):
         for i, column in enumerate(columns):
             run, reference = sources.get((row.encoder, row.head, i)), sources.get((versus, row.head, i))
-            if column.by_group is None and run is not None and reference is not None and run is not reference:
+            if not column.by_group and not column.members and run is not None and reference is not None \
+                    and run is not reference:
                 cells.append((run, reference, column.metric, column.task))
                 places.append((r, i))
     if not any(row.encoder == versus for row in rows):

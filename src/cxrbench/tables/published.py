@@ -9,7 +9,8 @@ from cxrbench.specs import PublishedSpec
 
 
 def read_published(spec: PublishedSpec) -> pd.DataFrame:
-    """Long form: model, task ('macro' for the aggregate), mean, std, in the paper's units divided by `scale`."""
+    """Long form: model, task ('macro' for the aggregate), mean, std, in the paper's units divided by `scale`; a blank
+    cell (a figure's competitor the text gives no number for) has no row."""
     path = published_dir() / spec.file
     table = pd.read_csv(path, comment="#")
     mean_suffix, std_suffix = spec.std_suffix
@@ -18,6 +19,8 @@ def read_published(spec: PublishedSpec) -> pd.DataFrame:
         model = str(record[spec.model_column])
         for task, column in spec.task_columns.items():
             std = record.get(f"{column}{std_suffix}")
+            if pd.isna(record[f"{column}{mean_suffix}"]):  # a blank cell: the paper gives no number for this model
+                continue
             rows.append(
                 {
                     "model": model,

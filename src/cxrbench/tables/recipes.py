@@ -47,6 +47,9 @@ class RecipeRun:
     tag: str | None = None  # names the variant's folder (HEAD_TAG/), e.g. random-init
     train_fractions: tuple[float, ...] = ()  # label budgets (1.0: the whole training split); none: full data only
     shots: tuple[int, ...] = ()
+    # registered metrics scored beside the benchmark's own (as `run --metric`), e.g. `fnr` for a paper's threshold
+    # table; several tables that share a benchmark's runs list the same ones, so that whichever runs first stores all
+    metrics: tuple[str, ...] = ()
 
     @property
     def budgets(self) -> list[LabelBudget | None]:
