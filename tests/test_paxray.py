@@ -268,3 +268,13 @@ def test_raydino_split_is_80_10_10_by_volume_over_every_class(root):
                           "test": round(0.1 * volumes)}
     _, merged = load_benchmark("paxray", root, {})
     assert list(merged.targets[0].structures) == STRUCTURES  # the merged structures stay the default
+
+
+def test_the_transfer_benchmarks_map_paxray_classes_as_paxray_yaml_does():
+    """The PAXRay++ transfers read their own structure table; paxray.yaml's copy (checked and counted by `data
+    check`) must not drift from it."""
+    folder = Path(__file__).parents[1] / "benchmarks"
+    dataset = yaml.safe_load((folder / "paxray.yaml").read_text())["dataset"]
+    for transfer, key in (("paxray-to-jsrt", "jsrt_mapping"), ("paxray-to-vindr-ribcxr", "vindr_ribcxr_mapping")):
+        spec = yaml.safe_load((folder / f"{transfer}.yaml").read_text())
+        assert spec["transfer"]["train_options"]["structure_classes"] == dataset[key], transfer
