@@ -4,7 +4,6 @@ refused naming the option, and the benchmark end to end with AUROC (OvR) equal t
 
 from __future__ import annotations
 
-import gzip
 import json
 import shutil
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
+from gz_csv import read_gz_csv, write_gz_csv
 from cxrbench.cli import app
 from cxrbench.data.mimic.five_by_1200 import FINDINGS
 from cxrbench.data.mimic.synthetic import write_synthetic_mimic_cxr
@@ -31,16 +31,11 @@ def root(tmp_path_factory) -> Path:
     return write_synthetic_mimic_cxr(tmp_path_factory.mktemp("mimic-5x1200") / "root", patients=300, size=16, seed=3)
 
 
-def _read(path: Path) -> pd.DataFrame:
-    with gzip.open(path, "rt") as handle:
-        return pd.read_csv(handle, dtype=str, keep_default_na=False)
-
-
 def _eligible(root: Path) -> pd.DataFrame:
     """Frontal images listed in the split file whose study has exactly one of the five at 1.0, none of them -1.0."""
-    metadata = _read(root / JPG / "mimic-cxr-2.0.0-metadata.csv.gz")
-    listed = set(_read(root / JPG / "mimic-cxr-2.0.0-split.csv.gz")["dicom_id"])
-    chexpert = _read(root / JPG / "mimic-cxr-2.0.0-chexpert.csv.gz").set_index("study_id")
+    metadata = read_gz_csv(root / JPG / "mimic-cxr-2.0.0-metadata.csv.gz")
+    listed = set(read_gz_csv(root / JPG / "mimic-cxr-2.0.0-split.csv.gz")["dicom_id"])
+    chexpert = read_gz_csv(root / JPG / "mimic-cxr-2.0.0-chexpert.csv.gz").set_index("study_id")
     rows = []
     for _, image in metadata[metadata["ViewPosition"].isin(["PA", "AP"])].iterrows():
         if image["dicom_id"] not in listed or image["study_id"] not in chexpert.index:
@@ -81,13 +76,11 @@ def test_too_few_subjects_and_bad_counts_are_refused(root):
 def test_bad_labels_and_missing_images_are_named(root, tmp_path):
     copy = Path(shutil.copytree(root, tmp_path / "copy"))
     path = copy / JPG / "mimic-cxr-2.0.0-chexpert.csv.gz"
-    chexpert = _read(path)
-    with gzip.open(path, "wt", newline="") as handle:
-        chexpert.assign(Edema=np.where(np.arange(len(chexpert)) == 4, "yes", chexpert["Edema"])).to_csv(handle, index=False)
-    with pytest.raises(DataError, match=rf"chexpert\.csv\.gz, row 6 .*column 'Edema': is 'yes'"):
+    chexpert = read_gz_csv(path)
+    write_gz_csv(path, chexpert.assign(Edema=np.where(np.arange(len(chexpert)) == 4, "yes", chexpert["Edema"])))
+    with pytest.raises(DataError, match=r"chexpert\.csv\.gz, row 6 .*column 'Edema': is 'yes'"):
         load_benchmark("mimic-5x1200", copy, SMALL)
-    with gzip.open(path, "wt", newline="") as handle:
-        chexpert.to_csv(handle, index=False)
+    write_gz_csv(path, chexpert)
     _, data = load_benchmark("mimic-5x1200", copy, SMALL)
     Path(data.samples["path"].iloc[0]).unlink()
     with pytest.raises(DataError, match="1 of .* images are missing"):

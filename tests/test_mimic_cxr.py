@@ -4,7 +4,6 @@ or counted, mimic-lungs' demographics, and mimic-demographics run end to end ove
 
 from __future__ import annotations
 
-import gzip
 import json
 import shutil
 from pathlib import Path
@@ -13,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from gz_csv import read_gz_csv, write_gz_csv
 from cxrbench.data.mimic.cxr import CHEXPERT_LABELS
 from cxrbench.data.mimic.iv import POUNDS_TO_KG, race_group
 from cxrbench.data.mimic.synthetic import PLANTED, _subject_id, write_mimic_iv, write_synthetic_mimic_cxr, write_synthetic_mimic_lungs
@@ -36,21 +36,11 @@ def copy(root, tmp_path) -> Path:
     return Path(shutil.copytree(root, tmp_path / "copy"))
 
 
-def _read(path: Path) -> pd.DataFrame:
-    with gzip.open(path, "rt") as handle:
-        return pd.read_csv(handle, dtype=str, keep_default_na=False)
-
-
-def _write(path: Path, frame: pd.DataFrame) -> None:
-    with gzip.open(path, "wt", newline="") as handle:
-        frame.to_csv(handle, index=False)
-
-
 def _frontal(root: Path) -> pd.DataFrame:
     """The frontal images listed in the split file, with their study's raw CheXpert row, counted straight from the CSVs."""
-    metadata = _read(root / JPG / "mimic-cxr-2.0.0-metadata.csv.gz")
-    split = _read(root / JPG / "mimic-cxr-2.0.0-split.csv.gz")[["dicom_id", "split"]]
-    chexpert = _read(root / JPG / "mimic-cxr-2.0.0-chexpert.csv.gz").drop(columns="subject_id")
+    metadata = read_gz_csv(root / JPG / "mimic-cxr-2.0.0-metadata.csv.gz")
+    split = read_gz_csv(root / JPG / "mimic-cxr-2.0.0-split.csv.gz")[["dicom_id", "split"]]
+    chexpert = read_gz_csv(root / JPG / "mimic-cxr-2.0.0-chexpert.csv.gz").drop(columns="subject_id")
     frontal = metadata[metadata["ViewPosition"].isin(["PA", "AP"])].merge(split, on="dicom_id")
     return frontal.merge(chexpert, on="study_id", how="left", indicator=True)
 
@@ -85,8 +75,8 @@ def test_demographics_are_linked_as_documented(root):
     _, data = load_benchmark("mimic-cxr", root, {})
     samples = data.samples
     hosp = root / "mimic-iv/hosp"
-    patients = _read(hosp / "patients.csv.gz").set_index("subject_id")
-    metadata = _read(root / JPG / "mimic-cxr-2.0.0-metadata.csv.gz").set_index("dicom_id")
+    patients = read_gz_csv(hosp / "patients.csv.gz").set_index("subject_id")
+    metadata = read_gz_csv(root / JPG / "mimic-cxr-2.0.0-metadata.csv.gz").set_index("dicom_id")
     linked = samples["patient_id"].isin(patients.index)
     missing = _subject_id(0, PATIENTS - 1)
     assert set(samples.loc[~linked, "patient_id"]) == {missing}
@@ -104,7 +94,7 @@ def test_demographics_are_linked_as_documented(root):
         assert row["age_years"] == int(anchor["anchor_age"]) + year - int(anchor["anchor_year"])
         assert row["sex"] == anchor["gender"]
     # weight: the dated, numeric OMR record nearest the study within 365 days (the earlier when equally near), in kg
-    omr = _read(hosp / "omr.csv.gz")
+    omr = read_gz_csv(hosp / "omr.csv.gz")
     weights = omr[(omr["result_name"] == "Weight (Lbs)") & (omr["chartdate"] != "")]
     weights = weights[pd.to_numeric(weights["result_value"], errors="coerce").notna()]
     for _, row in samples[linked].iterrows():
@@ -134,9 +124,9 @@ def test_demographics_are_linked_as_documented(root):
 
 def _edit(copy: Path, relative: str, row: int, column: str, value: str) -> None:
     path = copy / relative
-    frame = _read(path)
+    frame = read_gz_csv(path)
     frame.loc[row, column] = value
-    _write(path, frame)
+    write_gz_csv(path, frame)
 
 
 @pytest.mark.parametrize("relative, column, value, benchmark", [
@@ -147,7 +137,7 @@ def _edit(copy: Path, relative: str, row: int, column: str, value: str) -> None:
     (f"{JPG}/mimic-cxr-2.0.0-split.csv.gz", "split", "val", "mimic-demographics"),
 ])
 def test_bad_values_name_the_file_row_and_column(copy, relative, column, value, benchmark):
-    frame = _read(copy / relative)
+    frame = read_gz_csv(copy / relative)
     row = int(np.flatnonzero((frame["ViewPosition"] != "LATERAL").to_numpy())[3]) if "ViewPosition" in frame else 3
     _edit(copy, relative, row, column, value)
     with pytest.raises(DataError) as error:

@@ -4,7 +4,6 @@ balanced), bad admissions / diagnoses / patients rows named by file and row, and
 
 from __future__ import annotations
 
-import gzip
 import json
 import shutil
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
+from gz_csv import read_gz_csv, write_gz_csv
 from cxrbench.cli import app
 from cxrbench.data.mimic.prognosis import DISCHARGE, PH, READMISSION
 from cxrbench.data.mimic.synthetic_prognosis import write_synthetic_mimic_prognosis
@@ -36,22 +36,12 @@ def copy(root, tmp_path) -> Path:
     return Path(shutil.copytree(root, tmp_path / "copy"))
 
 
-def _read(path: Path) -> pd.DataFrame:
-    with gzip.open(path, "rt") as handle:
-        return pd.read_csv(handle, dtype=str, keep_default_na=False)
-
-
-def _write(path: Path, frame: pd.DataFrame) -> None:
-    with gzip.open(path, "wt", newline="") as handle:
-        frame.to_csv(handle, index=False)
-
-
 @pytest.fixture(scope="module")
 def tables(root) -> dict[str, pd.DataFrame]:
     """The synthetic release's tables as text, read once."""
-    return {"meta": _read(root / "mimic-cxr-jpg/mimic-cxr-2.0.0-metadata.csv.gz").set_index("dicom_id"),
-            "admissions": _read(root / HOSP / "admissions.csv.gz"), "diagnoses": _read(root / HOSP / "diagnoses_icd.csv.gz"),
-            "people": _read(root / HOSP / "patients.csv.gz").set_index("subject_id")}
+    return {"meta": read_gz_csv(root / "mimic-cxr-jpg/mimic-cxr-2.0.0-metadata.csv.gz").set_index("dicom_id"),
+            "admissions": read_gz_csv(root / HOSP / "admissions.csv.gz"), "diagnoses": read_gz_csv(root / HOSP / "diagnoses_icd.csv.gz"),
+            "people": read_gz_csv(root / HOSP / "patients.csv.gz").set_index("subject_id")}
 
 
 def _expected(tables: dict[str, pd.DataFrame], image: str) -> dict[str, float | None]:
@@ -114,9 +104,9 @@ def test_censored_zeros_are_removed_and_the_twelve_month_targets_balanced(root, 
 
 def _edit(copy: Path, table: str, row: int, column: str, value: str) -> Path:
     path = copy / HOSP / f"{table}.csv.gz"
-    frame = _read(path)
+    frame = read_gz_csv(path)
     frame.loc[row, column] = value
-    _write(path, frame)
+    write_gz_csv(path, frame)
     return path
 
 
@@ -137,18 +127,18 @@ def test_bad_rows_name_the_file_row_and_column(copy, table, column, value, probl
 
 def test_repeated_admissions_bad_study_times_and_missing_tables_are_refused(copy):
     path = copy / HOSP / "admissions.csv.gz"
-    admissions = _read(path)
-    _write(path, pd.concat([admissions, admissions.iloc[[2]]]))
+    admissions = read_gz_csv(path)
+    write_gz_csv(path, pd.concat([admissions, admissions.iloc[[2]]]))
     with pytest.raises(DataError, match=r"admissions\.csv\.gz, row \d+: duplicate entry \(hadm_id="):
         load_benchmark("mimic-prognosis", copy, {})
-    _write(path, admissions)
+    write_gz_csv(path, admissions)
     meta_path = copy / "mimic-cxr-jpg/mimic-cxr-2.0.0-metadata.csv.gz"
-    meta = _read(meta_path)
+    meta = read_gz_csv(meta_path)
     row = int(np.flatnonzero((meta["ViewPosition"] != "LATERAL").to_numpy())[0])
-    _write(meta_path, meta.assign(StudyTime=np.where(np.arange(len(meta)) == row, "256000", meta["StudyTime"])))
+    write_gz_csv(meta_path, meta.assign(StudyTime=np.where(np.arange(len(meta)) == row, "256000", meta["StudyTime"])))
     with pytest.raises(DataError, match=rf"row {row + 2} .*column 'StudyTime': is '256000', not a time"):
         load_benchmark("mimic-prognosis", copy, {})
-    _write(meta_path, meta)
+    write_gz_csv(meta_path, meta)
     (copy / HOSP / "diagnoses_icd.csv.gz").unlink()
     with pytest.raises(DataError, match="diagnoses_icd"):
         load_benchmark("mimic-prognosis", copy, {})
