@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -144,7 +146,11 @@ def test_data_check_counts_and_views_option(root):
     text = _message(result)
     assert "32 images, 16 patients" in text
     assert "train 24 (frontal 12, lateral 12), test 8 (frontal 4, lateral 4)" in text
-    assert "jsrt_mapping (5 structures), vindr_ribcxr_mapping (20 structures)" in text
+    # each transfer training on PAXRay++ is read from this folder with its own structure table
+    assert "transfer paxray-to-jsrt (tested on jsrt): its training side reads from this folder with the transfer's " \
+           "options (16 images, 5 structures)" in text
+    assert "transfer paxray-to-vindr-ribcxr (tested on vindr-ribcxr): its training side reads from this folder with " \
+           "the transfer's options (16 images, 20 structures)" in text
     result = runner.invoke(app, ["data", "check", "paxray", "--data-root", str(root), "--dataset-option", "views=[frontal]"])
     assert result.exit_code == 0, result.output
     assert "16 images, 16 patients" in _message(result) and "16 image(s) of other views left out" in _message(result)
@@ -182,9 +188,35 @@ def test_unknown_classes_in_a_mapping_are_named(root):
     assert "structure_classes: structure 'heart' maps to the class 'hart'" in str(caught.value)
     assert "(nearest: 'heart'" in str(caught.value)
     result = runner.invoke(app, ["data", "check", "paxray", "--data-root", str(root), "--dataset-option",
-                                 "jsrt_mapping={heart: [heart], left_lung: [lung left]}"])
+                                 "structure_classes={heart: [heart], left_lung: [lung left]}"])
     assert result.exit_code == 2
-    assert "dataset option jsrt_mapping: structure 'left_lung' maps to the class 'lung left'" in _message(result)
+    assert "dataset option structure_classes: structure 'left_lung' maps to the class 'lung left'" in _message(result)
+
+
+def test_data_check_names_a_transfer_whose_structure_table_this_release_cannot_serve(root, monkeypatch):
+    """`data check paxray` reads every transfer that trains on PAXRay++ with the transfer's own table, so a misspelt
+    class there is refused on the PAXRay++ folder alone, naming the transfer's YAML."""
+    import cxrbench.study as study
+
+    real = study.registry()
+    spec = real.get("benchmarks", "paxray-to-jsrt").spec
+    table = {**spec.transfer.train_options["structure_classes"], "heart": ["hart"]}
+    broken = replace(spec, transfer=replace(spec.transfer, train_options={**spec.transfer.train_options,
+                                                                          "structure_classes": table}))
+
+    class Misspelt:  # the registry, with paxray-to-jsrt's table misspelt
+        get = staticmethod(real.get)
+
+        @staticmethod
+        def entries(kind):
+            return [SimpleNamespace(spec=broken) if e.name == "paxray-to-jsrt" else e for e in real.entries(kind)]
+
+    monkeypatch.setattr(study, "registry", Misspelt)
+    result = runner.invoke(app, ["data", "check", "paxray", "--data-root", str(root)])
+    assert result.exit_code == 2
+    text = _message(result)
+    assert "transfer benchmark 'paxray-to-jsrt' (benchmarks/paxray-to-jsrt.yaml, transfer.train_options)" in text
+    assert "structure 'heart' maps to the class 'hart'" in text and "(nearest: 'heart'" in text
 
 
 def test_a_mask_of_another_size_than_its_image_entry_is_named_at_load(copy):
@@ -268,13 +300,3 @@ def test_raydino_split_is_80_10_10_by_volume_over_every_class(root):
                           "test": round(0.1 * volumes)}
     _, merged = load_benchmark("paxray", root, {})
     assert list(merged.targets[0].structures) == STRUCTURES  # the merged structures stay the default
-
-
-def test_the_transfer_benchmarks_map_paxray_classes_as_paxray_yaml_does():
-    """The PAXRay++ transfers read their own structure table; paxray.yaml's copy (checked and counted by `data
-    check`) must not drift from it."""
-    folder = Path(__file__).parents[1] / "benchmarks"
-    dataset = yaml.safe_load((folder / "paxray.yaml").read_text())["dataset"]
-    for transfer, key in (("paxray-to-jsrt", "jsrt_mapping"), ("paxray-to-vindr-ribcxr", "vindr_ribcxr_mapping")):
-        spec = yaml.safe_load((folder / f"{transfer}.yaml").read_text())
-        assert spec["transfer"]["train_options"]["structure_classes"] == dataset[key], transfer

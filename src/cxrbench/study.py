@@ -127,19 +127,48 @@ def _load_transfer(spec: BenchmarkSpec, data_root: Path | None, options: Mapping
     test_root, else the test benchmark's own variable."""
     plan = spec.transfer
     settings = transfer_settings(spec, options)
-    train_entry, test_entry = registry().get("benchmarks", plan.train), registry().get("benchmarks", plan.test)
+    test_entry = registry().get("benchmarks", plan.test)
     test_spec: BenchmarkSpec = test_entry.spec
     given = settings["test_root"]
     if given is None and not (test_spec.data_root_env and os.environ.get(test_spec.data_root_env)):
         variable = f" or set {test_spec.data_root_env}" if test_spec.data_root_env else ""
         raise DataError(f"benchmark '{spec.name}' is scored on {plan.test}'s images: pass --dataset-option test_root=DIR "
                         f"(the {plan.test} folder){variable}.")
-    _, train = _load(side_spec(spec, train_entry.spec, "train"), train_entry.load(), resolve_data_root(spec, data_root),
-                     check_dataset_options(train_entry.spec, plan.train_options))
+    train = _load_train_side(spec, resolve_data_root(spec, data_root))
     _, test = _load(side_spec(spec, test_spec, "test"), test_entry.load(),
                     resolve_data_root(test_spec, None if given is None else Path(given)),
                     check_dataset_options(test_spec, plan.test_options))
     return compose_transfer(spec, train, test, settings, unmapped_findings(spec, test_spec, test))
+
+
+
+def _load_train_side(spec: BenchmarkSpec, root: Path) -> BenchmarkData:
+    """A transfer's training benchmark read from `root` by its own loader, with the transfer's train_options."""
+    entry = registry().get("benchmarks", spec.transfer.train)
+    return _load(side_spec(spec, entry.spec, "train"), entry.load(), root,
+                 check_dataset_options(entry.spec, spec.transfer.train_options))[1]
+
+
+def check_transfers_from(name: str, root: Path) -> list[str]:
+    """One line per registered transfer benchmark that trains on benchmark `name`, after reading its training side
+    from `root` (that benchmark's folder) with the transfer's own options: a structure table or option that this
+    copy of the release cannot serve is refused (DataError naming the transfer) by `data check` on this folder
+    alone, before a run needs the test benchmark's folder too."""
+    lines = []
+    for entry in registry().entries("benchmarks"):
+        spec: BenchmarkSpec = entry.spec
+        if spec.transfer is None or spec.transfer.train != name:
+            continue
+        try:
+            train = _load_train_side(spec, root)
+        except DataError as error:
+            raise DataError(f"transfer benchmark '{spec.name}' (benchmarks/{spec.name}.yaml, transfer.train_options) "
+                            f"cannot train on this {name} folder: {error}") from None
+        structures = sum(len(t.structures) for t in train.targets)
+        labels = f"{structures} structures" if structures else f"{len(train.targets)} findings"
+        lines.append(f"transfer {spec.name} (tested on {spec.transfer.test}): its training side reads from this folder "
+                     f"with the transfer's options ({len(train.samples)} images, {labels})")
+    return lines
 
 
 def prepare_study(options: StudyOptions, progress: Progress = SilentProgress()) -> Study:

@@ -30,6 +30,11 @@ def data_check(
                                 f"{data.samples['patient_id'].nunique()} patients"), highlight=False)
     for line in data.notes:
         note(line)
+    if spec.transfer is None:
+        from cxrbench.study import check_transfers_from
+
+        for line in check_transfers_from(spec.name, data.root):
+            note(line)
     _print_counts(data.label_counts(), "labels in the dataset" if spec.split.scheme == "random" else "labels per official split",
                   data)
     split = None

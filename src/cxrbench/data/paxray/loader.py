@@ -32,8 +32,8 @@ A mask target's structures are unions of PAXRay++ classes (`structure_classes` i
 with no entry there is the class of the same name, spaces written as underscores; `all_classes: true` replaces the
 spec's one mask target's structures by every class of the release, each its own structure). Its column holds the image id;
 `mask_reader(target, image_id)` decodes only the classes needed, on the image's own grid. `map_structures` turns a
-[C, H, W] class mask into [S, H, W] structures by such a mapping; the spec's `jsrt_mapping` / `vindr_ribcxr_mapping`
-are mappings onto JSRT's and VinDr-RibCXR's structures, for transfer evaluations, and are checked at load too.
+[C, H, W] class mask into [S, H, W] structures by such a mapping. The transfers onto JSRT's and VinDr-RibCXR's
+structures are such mappings too, given as `structure_classes` in their own YAMLs (`cxrbench.transfer`).
 """
 
 from __future__ import annotations
@@ -67,8 +67,6 @@ DEFAULTS: dict[str, Any] = {
     "all_classes": False,
     "official_split": False,
 }
-#: dataset options holding class mappings onto another benchmark's structures (checked at load, used by transfer)
-TRANSFER_MAPPINGS = ("jsrt_mapping", "vindr_ribcxr_mapping")
 VIEWS = ("frontal", "lateral")
 _VIEW_SUFFIX = re.compile(r"^(?P<volume>.+?)[_-](?P<view>frontal|lateral)$", re.IGNORECASE)
 _SHOWN = 5
@@ -307,8 +305,6 @@ def load_paxray(root: Path, spec: BenchmarkSpec, options: Mapping[str, Any]) -> 
     if settings["all_classes"]:
         spec = _every_class(spec, classes)
     mappings = _structure_mappings(spec, settings, classes)
-    transfer = {key: check_mapping(settings[key], classes, f"benchmark '{spec.name}', dataset option {key}")
-                for key in TRANSFER_MAPPINGS if settings.get(key)}
     needed = {c for mapping in mappings.values() for names in mapping.values() for c in names}
 
     folder = _image_folder(root, list(settings["images_dir"]))
@@ -363,9 +359,6 @@ def load_paxray(root: Path, spec: BenchmarkSpec, options: Mapping[str, Any]) -> 
              + "; ".join(f"{t}: " + ", ".join(f"{s} = {' | '.join(n) if len(n) < 4 else f'{len(n)} classes'}"
                                                 for s, n in m.items()) for t, m in mappings.items()),
              "masks: decoded per image from the COCO run-lengths (only the classes above), on each image's grid"]
-    if transfer:
-        notes.append("transfer mappings checked against the release's classes: "
-                     + ", ".join(f"{k} ({len(v)} structures)" for k, v in transfer.items()))
     unknown = int((samples["view"] == "unknown").sum())
     if unknown:
         notes.append(f"{unknown} image name(s) end in neither _frontal nor _lateral: each is its own patient")
