@@ -115,6 +115,9 @@ def test_threads_option_and_device_auto_are_reported(vindr_root, tmp_path):
     assert result.exit_code == 0, result.output
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert f"device: {expected}" in result.output and "up to 1 CPU threads" in result.output
+    # output that is no terminal (CliRunner's, a log file) gets progress as lines, not a bar drawn only at the end
+    assert re.search(r"^training linear heads on pixels: 0/1$", result.output, re.MULTILINE)
+    assert re.search(r"^training linear heads on pixels: 1/1 \(\d+ s\)$", result.output, re.MULTILINE)
 
 
 def test_ctrl_c_says_what_was_kept_and_that_a_rerun_resumes(vindr_root, tmp_path, monkeypatch):

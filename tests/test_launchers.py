@@ -192,3 +192,26 @@ def test_a_jobs_progress_is_a_few_labelled_lines(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 12 and all(line.startswith("[vindr · pixels · linear] ") for line in lines)
     assert lines[0].endswith("encoding with pixels: 0/100") and "100/100" in lines[10] and "epochs" not in "".join(lines)
+
+
+def test_a_long_transient_task_speaks_in_a_log_after_its_quiet_time(monkeypatch):
+    """One seed's epochs of a slow head (an hour of RayDINO's grid on CPU) must show in a log that it moves; a quick
+    one leaves no line."""
+    import cxrbench.progress as progress
+
+    clock, lines = [0.0], []
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: clock[0])
+    log = progress.LineProgress(quiet_s=30, bullet="• ", write=lines.append)
+    quick = log.task("seed 0: epochs", 100, transient=True)
+    quick(100)
+    assert lines == []
+    slow = log.task("seed 1: epochs", 100, transient=True)
+    clock[0] = 10.0
+    slow(10)  # a tenth, but within the quiet time
+    clock[0] = 45.0
+    slow(10)
+    slow(5)  # no tenth crossed
+    clock[0] = 200.0
+    slow(75)
+    log.note("done")
+    assert lines == ["seed 1: epochs: 20/100 (45 s)", "seed 1: epochs: 100/100 (200 s)", "• done"]

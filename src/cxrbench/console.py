@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from rich import box
@@ -19,6 +20,8 @@ from rich.measure import Measurement
 from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichBar, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
+
+from cxrbench.progress import LineProgress, Progress
 
 if TYPE_CHECKING:  # tables arrive as DataFrames; pandas is not imported for `--help`, `list` and name errors
     import pandas as pd
@@ -79,11 +82,17 @@ class RichProgress:
         self.bar.console.print(Text.assemble(("• ", "dim"), str(message)), highlight=False)
 
 
-def progress_bar() -> RichBar:
-    return RichBar(
-        TextColumn("{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(), TimeElapsedColumn(),
-        TimeRemainingColumn(), console=console, transient=False,
-    )
+@contextmanager
+def progress_display() -> Iterator[Progress]:
+    """Live bars on a terminal; elsewhere (a log file, a pipe, `nohup`) rich draws nothing until the work ends, so
+    progress comes as plain lines (`LineProgress`) interleaved with the notes."""
+    if not console.is_terminal:
+        yield LineProgress(bullet="• ", write=lambda line: console.print(Text(line), highlight=False))
+        return
+    bar = RichBar(TextColumn("{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=console, transient=False)
+    with bar:
+        yield RichProgress(bar)
 
 
 # -- tables ---------------------------------------------------------------------------------------------------

@@ -1,7 +1,10 @@
-"""How long-running work reports progress without printing: the CLI passes a rich-backed `Progress`."""
+"""How long-running work reports progress without printing: the CLI passes a `Progress`, a rich bar on a terminal and
+plain lines (`LineProgress`) where the output is a log file, a pipe or a cluster job."""
 
 from __future__ import annotations
 
+import sys
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -20,3 +23,40 @@ class SilentProgress:
 
     def note(self, message: str) -> None:
         pass
+
+
+def _print_line(text: str) -> None:
+    print(text, file=sys.stdout, flush=True)
+
+
+class LineProgress:
+    """Progress as plain lines, for output no one watches live (`nohup ... > log`, `| tee`, a Slurm or Ray job): a
+    line when a task starts and at each tenth done, with the seconds since it started. A transient task (one seed's
+    epochs) speaks only after `quiet_s` seconds: quick ones would bury the others, while a seed that trains for an
+    hour must still show that it moves."""
+
+    def __init__(self, prefix: str = "", quiet_s: float = 30.0, bullet: str = "",
+                 write: Callable[[str], None] = _print_line):
+        self.prefix, self.quiet_s, self.bullet, self.write = prefix, quiet_s, bullet, write
+
+    def task(self, description: str, total: int, transient: bool = False) -> Callable[[int], None]:
+        started, done = time.perf_counter(), [0]
+        step = max(1, total // 10)
+        if not transient:
+            self._line(f"{description}: 0/{total}")
+
+        def advance(n: int) -> None:
+            before, done[0] = done[0], done[0] + n
+            if done[0] < total and done[0] // step == before // step:
+                return
+            elapsed = time.perf_counter() - started
+            if not transient or elapsed >= self.quiet_s:
+                self._line(f"{description}: {done[0]}/{total} ({elapsed:.0f} s)")
+
+        return advance
+
+    def note(self, message: str) -> None:
+        self._line(f"{self.bullet}{message}")
+
+    def _line(self, text: str) -> None:
+        self.write(f"{self.prefix}{text}")

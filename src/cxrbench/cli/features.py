@@ -10,7 +10,7 @@ import typer
 from cxrbench.cli import options as o
 from cxrbench.cli.app import app, cache_app
 from cxrbench.cli.common import check_request, key_values, names, user_errors
-from cxrbench.console import RichProgress, console, note, progress_bar, say, text_table, warn
+from cxrbench.console import console, note, progress_display, say, text_table, warn
 from cxrbench.errors import CxrbenchError
 
 
@@ -65,8 +65,8 @@ def extract(
     if ranks.rank:
         extract_pipeline(benchmark, encoders, placed, request, data_root, options, SilentProgress())
         return
-    with progress_bar() as bar:
-        done = extract_pipeline(benchmark, encoders, placed, request, data_root, options, RichProgress(bar))
+    with progress_display() as progress:
+        done = extract_pipeline(benchmark, encoders, placed, request, data_root, options, progress)
     for features in done:
         across = f" by {ranks.world} ranks" if ranks.distributed else ""
         say(f"{features.encoder.spec.name}: {len(features.extraction.keys)} images cached{across} at "
@@ -108,8 +108,8 @@ def embed(
         except ValueError:
             raise CxrbenchError(f"--layers {layers}: give comma-separated whole numbers, e.g. 3,5,7,11.") from None
     request = FeatureRequest(global_embedding=True, patch_tokens=patches, layers=chosen)
-    with progress_bar() as bar:
-        path, count = export_embeddings(model, request, images, out, overwrite, batch_size, device, RichProgress(bar))
+    with progress_display() as progress:
+        path, count = export_embeddings(model, request, images, out, overwrite, batch_size, device, progress)
     say(f"wrote {count} images' features ({model.spec.name}, {model.embed_dim}-d, patch stride "
                   f"{model.patch_stride}) to {path}")
 

@@ -12,7 +12,7 @@ from cxrbench.cli import options as o
 from cxrbench.cli.app import app
 from cxrbench.cli.common import check_request, names, user_errors
 from cxrbench.cli.show_tables import show_deviations, show_layout
-from cxrbench.console import RichProgress, console, error, progress_bar, say, text_table, warn
+from cxrbench.console import console, error, progress_display, say, text_table, warn
 from cxrbench.errors import CxrbenchError
 
 
@@ -61,8 +61,8 @@ def reproduce(
     if plan:
         return
     make_launcher(machine.launcher, machine.launcher_params)  # a missing engine or bad parameter, before any work
-    with progress_bar() as bar:
-        outcome = run_recipe(recipe, options, machine, RichProgress(bar), typed_command())
+    with progress_display() as progress:
+        outcome = run_recipe(recipe, options, machine, progress, typed_command())
     say(f"{len(outcome.ran)} run(s) trained, {len(outcome.kept)} kept as stored, {len(outcome.remaining)} remaining")
     if any(p.stored for p in planned):
         show_layout(recipe.table, out, diff=False)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cxrbench.cli.common import VALUES
-from cxrbench.console import RichProgress, error, print_table, progress_bar, say, warn
+from cxrbench.console import error, print_table, progress_display, say, warn
 from cxrbench.errors import CxrbenchError
 
 
@@ -13,8 +13,8 @@ def run_and_show(specs: list, storage, machine, command: str, show=None) -> list
     finished jobs' results."""
     from cxrbench.runs.fanout import run_specs
 
-    with progress_bar() as bar:
-        outcomes = run_specs(specs, storage, machine, RichProgress(bar), command)
+    with progress_display() as progress:
+        outcomes = run_specs(specs, storage, machine, progress, command)
     for spec, outcome in zip(specs, outcomes):
         if outcome.error is None:
             (show or show_runs)(spec, outcome.value)

@@ -11,7 +11,7 @@ from cxrbench.cli import options as o
 from cxrbench.cli.app import app, results_app
 from cxrbench.cli.common import VALUES, check_request, user_errors
 from cxrbench.cli.show_tables import show_comparison, show_layout
-from cxrbench.console import RichProgress, error, note, print_table, progress_bar, say
+from cxrbench.console import error, note, print_table, progress_display, say
 from cxrbench.errors import CxrbenchError
 
 
@@ -106,8 +106,8 @@ def report(
     from cxrbench.report import write_report
     from cxrbench.results.store import report_folder
 
-    with progress_bar() as bar:
-        index = write_report(out, dest or report_folder(out), RichProgress(bar))
+    with progress_display() as progress:
+        index = write_report(out, dest or report_folder(out), progress)
     say(f"report: {index}")
 
 

@@ -8,15 +8,13 @@ values or errors in the order it was given.
 
 from __future__ import annotations
 
-import sys
-import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from cxrbench.errors import CxrbenchError
-from cxrbench.progress import Progress
+from cxrbench.progress import LineProgress, Progress
 from cxrbench.recording import recorded_command, recording
 
 
@@ -53,34 +51,14 @@ class Launcher(Protocol):
         """Run every job; one outcome per job, in the order given. A failed job never stops the others."""
 
 
-@dataclass
-class JobLog:
-    """Progress of a job running away from the terminal (a Ray worker, a Slurm job): plain lines on stdout, which
-    the engine collects (Ray prints them prefixed with the worker; submitit keeps one log file per job)."""
+class JobLog(LineProgress):
+    """Progress of a job running away from the terminal (a Ray worker, a Slurm job): plain lines on stdout labelled
+    with the job, which the engine collects (Ray prints them prefixed with the worker; submitit keeps one log file
+    per job)."""
 
-    label: str
-
-    def task(self, description: str, total: int, transient: bool = False) -> Callable[[int], None]:
-        """A line at the start and at each tenth done; none for a transient bar (one seed's epochs), whose lines
-        would bury the others in a log."""
-        if transient:
-            return lambda n: None
-        started, done = time.perf_counter(), [0]
-        self._line(f"{description}: 0/{total}")
-        step = max(1, total // 10)
-
-        def advance(n: int) -> None:
-            before, done[0] = done[0], done[0] + n
-            if done[0] >= total or done[0] // step > before // step:
-                self._line(f"{description}: {done[0]}/{total} ({time.perf_counter() - started:.0f} s)")
-
-        return advance
-
-    def note(self, message: str) -> None:
-        self._line(message)
-
-    def _line(self, text: str) -> None:
-        print(f"[{self.label}] {text}", file=sys.stdout, flush=True)
+    def __init__(self, label: str):
+        super().__init__(prefix=f"[{label}] ")
+        self.label = label
 
 
 def run_job(job: Job) -> JobOutcome:
