@@ -36,7 +36,7 @@ BUILTIN_ITEMS = [(kind, name) for kind in KINDS for name in BUILTINS[kind]]
 TOY_SPEC = {
     "name": "toy-encoder",
     "description": "Downsampled raw intensities; needs no weights. The floor any encoder must beat.",
-    "architecture": {"grid": 8, "cell": 4},
+    "architecture": {"patch_size": 4},
     "weights": {"licence": "none (no weights)"},
     "preprocessing": {
         "size": 32,

@@ -13,14 +13,12 @@ from cxrbench.specs import AdapterSpec, PreprocessSpec
 class PixelsEncoder(Encoder):
     def __init__(self, spec: AdapterSpec, weights: WeightsSource, preprocessing: PreprocessSpec | None = None):
         super().__init__(spec, weights, preprocessing)
-        self.grid = int(spec.architecture["grid"])
-        self.cell = int(spec.architecture["cell"])
+        self.cell = int(spec.architecture["patch_size"])
         side = self.preprocessor.output_size[0]
-        if side != self.grid * self.cell or self.preprocessing.channels != 1:
-            raise SpecError(
-                f"pixels: the preprocessed image must be 1 channel of grid*cell = {self.grid * self.cell} px, "
-                f"got {self.preprocessing.channels} x {side} px."
-            )
+        if side % self.cell or self.preprocessing.channels != 1:  # --image-size was checked already (AdapterSpec.sized)
+            raise SpecError(f"pixels: the preprocessed image must be 1 channel of a multiple of {self.cell} px, "
+                            f"got {self.preprocessing.channels} x {side} px.")
+        self.grid = side // self.cell
 
     @property
     def embed_dim(self) -> int:
