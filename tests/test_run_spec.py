@@ -5,7 +5,8 @@
 - defaults < file < flags, key by key, for the run keys and the `machine:` section;
 - an unknown key in the file is named with its file and a did-you-mean;
 - several encoders are one RunSpec each, handed to the launcher through the same fan-out `reproduce` uses;
-- the command recorded by a job run in another process is the one typed where the job was made.
+- the command recorded by a job run in another process is the one typed where the job was made;
+- the local launcher's jobs on one study read the data once, and score as if each had read it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typer.testing import CliRunner
 from cxrbench.cli import app
 from cxrbench.launchers import Job, JobOutcome, run_job
 from cxrbench.launchers.local import LocalLauncher
+from cxrbench import study as study_module
 from cxrbench.runs import fanout
 from cxrbench.runs.config import build_request, read_config, resolved
 from cxrbench.recording import recorded_command, recorded_run_spec, typed_command
@@ -120,3 +122,27 @@ def test_a_job_in_another_process_records_the_command_typed_where_it_was_made():
     assert outcome.error is None, outcome.error
     assert outcome.value == ("cxrbench run vindr --encoder pixels --tag 'a b'", {"encoder": "pixels"})
     assert recorded_run_spec() is None  # and nothing is left recorded in this process
+
+
+def test_local_jobs_on_the_same_study_read_the_folder_once_and_score_alike(vindr_root, tmp_path, monkeypatch):
+    reads = []
+    load = study_module.load_benchmark
+
+    def counted(*args, **kwargs):
+        reads.append(args[0])
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(study_module, "load_benchmark", counted)
+    tiny = [("28" if value == "32" else value) for value in TINY]  # a multiple of dinov2's patch size
+    common = ["--data-root", str(vindr_root), *tiny, "--cache-dir", str(tmp_path / "cache")]
+    together = invoke("run", "vindr", "--encoder", "pixels,dinov2-small", "--out", str(tmp_path / "together"), *common)
+    assert together.exit_code == 0, together.output
+    assert reads == ["vindr"] and "vindr: the data and splits read for the previous job serve this one" in together.output
+    for encoder in ("pixels", "dinov2-small"):  # each on its own: one read per command
+        alone = invoke("run", "vindr", "--encoder", encoder, "--out", str(tmp_path / "alone"), *common)
+        assert alone.exit_code == 0, alone.output
+    assert reads == ["vindr"] * 3
+    for encoder in ("pixels", "dinov2-small"):
+        shared, own = (json.loads(next((tmp_path / out).rglob(f"{encoder}/**/metrics.json")).read_text())
+                       for out in ("together", "alone"))
+        assert shared["metrics"] == own["metrics"]

@@ -9,7 +9,9 @@ start from it, so none of them repeats (or skips) a step.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -171,7 +173,38 @@ def check_transfers_from(name: str, root: Path) -> list[str]:
     return lines
 
 
+#: the study last prepared inside `sharing_studies`, by its options' repr (None: outside, nothing is kept)
+_SHARED: ContextVar[dict[str, Study] | None] = ContextVar("cxrbench_shared_study", default=None)
+
+
+@contextmanager
+def sharing_studies() -> Iterator[None]:
+    """Inside the block, a job asking for the same StudyOptions as the job before it gets that job's Study instead of
+    reading the data and drawing the splits again. The local launcher runs a multi-encoder `run` or `reproduce` as
+    one job per encoder, one after the other in one process; reading MIMIC-CXR's CSVs once per encoder is waste.
+    Only the last study is kept (consecutive jobs share one; memory stays that of one study), and only inside the
+    block: a later command, or a test that edits a folder between calls, reads the files again. A Study is never
+    changed once prepared (evaluations derive new ones), so sharing it cannot leak one job's state into another."""
+    token = _SHARED.set({})
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
+
+
 def prepare_study(options: StudyOptions, progress: Progress = SilentProgress()) -> Study:
+    shared, key = _SHARED.get(), repr(options)
+    if shared is not None and key in shared:
+        progress.note(f"{options.benchmark}: the data and splits read for the previous job serve this one")
+        return shared[key]
+    study = _prepare_study(options, progress)
+    if shared is not None:
+        shared.clear()
+        shared[key] = study
+    return study
+
+
+def _prepare_study(options: StudyOptions, progress: Progress) -> Study:
     spec, data = load_benchmark(options.benchmark, options.data_root, options.dataset_options)
     spec = with_split(spec, options.split)
     for note in data.notes:

@@ -11,6 +11,7 @@ cluster.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from cxrbench.results.store import run_name
 from cxrbench.runs.pipeline import (EncoderOptions, MachineOptions, check_run, evaluate, machine_options, on_this_host,
                                     wants_gpu)
 from cxrbench.runs.spec import MachineSpec, RunSpec
-from cxrbench.study import StudyOptions
+from cxrbench.study import StudyOptions, sharing_studies
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,8 @@ def run_specs(specs: Sequence[RunSpec], storage: Storage, machine: MachineSpec, 
     jobs = [Job(unit_label(spec), run_spec, (spec, storage, replace(placed, precision=spec.precision), machine.threads),
                 gpu=wants_gpu(machine.device), command=typed, run_spec=spec.resolved().as_dict())
             for spec, problem in zip(specs, problems) if problem is None]
-    ran = iter(launcher.run(jobs, progress) if jobs else [])
+    with sharing_studies() if launcher.name == "local" else nullcontext():  # jobs in this process, one by one
+        ran = iter(launcher.run(jobs, progress) if jobs else [])
     return [next(ran) if problem is None else JobOutcome(unit_label(spec), error=problem)
             for spec, problem in zip(specs, problems)]
 
