@@ -33,9 +33,18 @@ WRITE_DATA = """
 import sys
 from pathlib import Path
 folder = Path(sys.argv[1])
-from cxrbench.data.synthetic import SyntheticConfig, write_synthetic_vindr
-from cxrbench.data.synthetic_layouts import (write_synthetic_candid, write_synthetic_jsrt, write_synthetic_padchest,
-                                             write_synthetic_paxray, write_synthetic_rsna)
+try:  # one package per dataset family (since the run-object redesign)
+    from cxrbench.data.common.synthetic import SyntheticConfig
+    from cxrbench.data.candid.synthetic import write_synthetic_candid
+    from cxrbench.data.jsrt.synthetic import write_synthetic_jsrt
+    from cxrbench.data.padchest.synthetic import write_synthetic_padchest
+    from cxrbench.data.paxray.synthetic import write_synthetic_paxray
+    from cxrbench.data.rsna.synthetic import write_synthetic_rsna
+    from cxrbench.data.vindr.synthetic import write_synthetic_vindr
+except ImportError:  # checkouts before it
+    from cxrbench.data.synthetic import SyntheticConfig, write_synthetic_vindr
+    from cxrbench.data.synthetic_layouts import (write_synthetic_candid, write_synthetic_jsrt, write_synthetic_padchest,
+                                                 write_synthetic_paxray, write_synthetic_rsna)
 write_synthetic_vindr(folder / "vindr", SyntheticConfig(patients=300))  # the demo's data
 write_synthetic_candid(folder / "candid", patients=120)  # every cross-validation fold holds each finding
 write_synthetic_rsna(folder / "rsna", patients=80)
