@@ -152,14 +152,15 @@ def _load_train_side(spec: BenchmarkSpec, root: Path) -> BenchmarkData:
 
 
 def check_transfers_from(name: str, root: Path) -> list[str]:
-    """One line per registered transfer benchmark that trains on benchmark `name`, after reading its training side
-    from `root` (that benchmark's folder) with the transfer's own options: a structure table or option that this
-    copy of the release cannot serve is refused (DataError naming the transfer) by `data check` on this folder
-    alone, before a run needs the test benchmark's folder too."""
+    """One line per registered transfer benchmark that trains on benchmark `name` with options of its own
+    (`train_options`, e.g. PAXRay++'s structure tables), after reading its training side from `root` (that
+    benchmark's folder) with them: an option that this copy of the release cannot serve is refused (DataError naming
+    the transfer) by `data check` on this folder alone, before a run needs the test benchmark's folder too. A
+    transfer without such options reads the folder as the benchmark itself does, which the check has just done."""
     lines = []
     for entry in registry().entries("benchmarks"):
         spec: BenchmarkSpec = entry.spec
-        if spec.transfer is None or spec.transfer.train != name:
+        if spec.transfer is None or spec.transfer.train != name or not spec.transfer.train_options:
             continue
         try:
             train = _load_train_side(spec, root)
