@@ -183,13 +183,13 @@ def _edit_metrics(out: Path, change) -> Path:
     return path
 
 
-def _outside_interval(metrics: dict) -> None:
+def _edited_mean(metrics: dict) -> None:
     entry = metrics["metrics"]["auprc"]["Cardiomegaly"]
     entry["mean"] = entry["ci_high"] + 0.4
 
 
 @pytest.mark.parametrize("change, expected", [
-    (_outside_interval, "metrics.auprc.Cardiomegaly.mean: "),
+    (_edited_mean, "metrics.auprc.Cardiomegaly.mean: "),
     (lambda metrics: metrics.update(schema_version=99), "schema_version: 99: written by a newer cxrbench"),
     (lambda metrics: metrics["metrics"]["auprc"]["Cardiomegaly"].update(ci_low=float("nan")), "NaN"),
 ])

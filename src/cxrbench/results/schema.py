@@ -10,6 +10,7 @@ column) at fault, and how to fix what the user can fix.
 from __future__ import annotations
 
 import json
+import math
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -32,7 +33,7 @@ REQUIRED_COLUMNS = {
     SPLITS: ("image_id", "patient_id", "seed", "split"),
 }
 SPLITS = {"train", "val", "test", "unused"}
-#: rounding room when a mean is compared with its interval (both are stored as computed, not rounded)
+#: rounding room when a bootstrap median is compared with its interval (both are stored as computed, not rounded)
 INTERVAL_SLACK = 1e-9
 #: an explain run's scored boxes, one row per seed and box (the numbers of its metrics.json are counted from them)
 EXPLAIN_CSV = "explain.csv"
@@ -91,8 +92,9 @@ def required_columns(name: str, metrics: dict) -> tuple[str, ...]:
 
 def metrics_problems(metrics: dict, older_ok: bool = False) -> list[str]:
     """'PATH: what is wrong' for each problem of a parsed metrics.json: a format this cxrbench cannot read, a break of
-    the schema, per-seed keys or targets that disagree, and invariants a hand edit breaks (a mean outside its own
-    interval). Every reader of stored runs goes through it (`results.store.load_metrics`), not only `validate`.
+    the schema, per-seed keys or targets that disagree, and invariants a hand edit breaks (a mean that is not the
+    mean of its seeds). Every reader of stored runs goes through it (`results.store.load_metrics`), not only
+    `validate`.
 
     `older_ok`: a file of an older cxrbench (no schema_version, from before the schema) is read as before, held to the
     consistency checks and invariants only (a reader can still use it; `validate` says to rerun it)."""
@@ -215,24 +217,33 @@ def _explain_seed_problems(explain, seeds: set[str] | None) -> list[str]:
 
 
 def _interval_problems(metrics: dict) -> list[str]:
-    """Each summary whose numbers cannot come from one bootstrap: ci_low <= bootstrap_median <= ci_high always holds
-    for percentiles of one distribution, and the mean of the seeds lies inside the interval of that mean (a hand-edited
-    `80.6 [11.4, 33.2]` breaks both). Cheap: no prediction is read."""
+    """Each summary whose numbers cannot come from the run's seeds and one bootstrap: the mean is the mean of the
+    per-seed values, and ci_low <= bootstrap_median <= ci_high (percentiles of one distribution). A hand-edited
+    `80.6 [11.4, 33.2]` breaks the first. The mean itself may lie outside its percentile interval and is no sign of
+    damage: the bootstrap distribution of a skewed or biased metric (the AUPRC of a class with two positives, whose
+    duplicated positives raise it) or one conditioned on resamples that draw every class can sit off the estimate.
+    Cheap: no prediction is read."""
     problems = []
     summaries = metrics.get("metrics")
     for metric, entries in (summaries.items() if isinstance(summaries, dict) else ()):
         for target, entry in (entries.items() if isinstance(entries, dict) else ()):
             if not isinstance(entry, dict):
                 continue
-            low, high = entry.get("ci_low"), entry.get("ci_high")
-            if not (_is_number(low) and _is_number(high)):
-                continue
-            for key in ("mean", "bootstrap_median"):
-                value = entry.get(key)
-                if _is_number(value) and not low - INTERVAL_SLACK <= value <= high + INTERVAL_SLACK:
-                    problems.append(f"{json_path(['metrics', metric, target, key])}: {value} lies outside its own "
-                                    f"interval [ci_low {low}, ci_high {high}]: the file was edited or damaged. Restore "
-                                    "it (e.g. from git) or rerun the run with --overwrite.")
+            where = json_path(["metrics", metric, target])
+            seeds = list(entry["per_seed"].values()) if isinstance(entry.get("per_seed"), dict) else []
+            mean = entry.get("mean")
+            if _is_number(mean) and seeds and all(_is_number(v) for v in seeds):
+                expected = sum(seeds) / len(seeds)
+                if not math.isclose(mean, expected, rel_tol=1e-9, abs_tol=1e-12):
+                    problems.append(f"{where}.mean: {mean} is not the mean of its per_seed values ({expected}): the "
+                                    "file was edited or damaged. Restore it (e.g. from git) or rerun the run with "
+                                    "--overwrite.")
+            low, high, median = entry.get("ci_low"), entry.get("ci_high"), entry.get("bootstrap_median")
+            if _is_number(low) and _is_number(high) and _is_number(median) and \
+                    not low - INTERVAL_SLACK <= median <= high + INTERVAL_SLACK:
+                problems.append(f"{where}.bootstrap_median: {median} lies outside its own interval [ci_low {low}, "
+                                f"ci_high {high}]: the file was edited or damaged. Restore it (e.g. from git) or rerun "
+                                "the run with --overwrite.")
     return problems
 
 

@@ -36,7 +36,7 @@ def read_metrics(folder: Path) -> dict | None:
 def load_metrics(folder: Path) -> dict:
     """A run's metrics.json, checked before any number of it is shown: valid JSON without NaN / Infinity, a
     schema_version this cxrbench reads, the schema (files of an older cxrbench, without a version, are read as before),
-    and invariants such as each mean inside its own interval (`results.schema.metrics_problems`). Tables, reports,
+    and invariants such as each mean being the mean of its seeds (`results.schema.metrics_problems`). Tables, reports,
     comparisons and checks all read runs through here."""
     from cxrbench.results.schema import metrics_problems, parse_metrics
 
