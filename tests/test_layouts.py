@@ -148,7 +148,9 @@ def test_the_nih_five_class_average_sits_beside_the_stored_fourteen_class_macro(
 
 def test_a_macro_is_left_blank_when_a_member_lacks_a_seed(tmp_path):
     block = _write_run(tmp_path, "ranzcr-catheters", "raydino", "raydino-grid", ["auprc"], 7)
-    del block["auprc"]["NGT - Abnormal"]["per_seed"]["2"]
+    member = block["auprc"]["NGT - Abnormal"]
+    del member["per_seed"]["2"]
+    member["mean"] = float(np.mean(list(member["per_seed"].values())))  # a file that agrees with itself
     write_run(run_folder(tmp_path, "ranzcr-catheters", "raydino", "raydino-grid"),
               {"metrics.json": json_writer({"benchmark": "ranzcr-catheters", "encoder": "raydino",
                                             "head": "raydino-grid", "std_ddof": 1, "metrics": block})})
