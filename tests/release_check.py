@@ -148,12 +148,13 @@ class Report:
 
 
 def run_numbers(folder: Path) -> dict:
-    """A run's numbers: metrics.json's "metrics"; an explain run's are its whole "explain" block (which older versions
-    wrote as explain.json)."""
+    """A run's numbers: metrics.json's "metrics"; an explain or bias run's are its whole "explain" / "bias" block
+    (explain's was explain.json in older versions)."""
     if (folder / "explain.json").is_file():
         return dict(numbers(json.loads((folder / "explain.json").read_text())))
     metrics = json.loads((folder / "metrics.json").read_text())
-    return dict(numbers(metrics["explain"] if metrics.get("kind") == "explain" else metrics["metrics"]))
+    kind = metrics.get("kind")
+    return dict(numbers(metrics[kind] if kind in ("explain", "bias") else metrics["metrics"]))
 
 
 def compare_runs(old: Path, new: Path, report: Report) -> None:
