@@ -144,9 +144,14 @@ def test_a_hand_edited_table_cell_fails_naming_row_and_column(committed):
 def test_a_hand_edited_metric_fails_naming_run_metric_and_target(committed):
     path = committed / "vindr/rad-dino/linear/metrics.json"
     metrics = json.loads(path.read_text())
-    metrics["metrics"]["auprc"]["Cardiomegaly"]["mean"] += 0.01
+    entry = metrics["metrics"]["auprc"]["Cardiomegaly"]
+    entry["mean"] += 0.01
     path.write_text(json.dumps(metrics))
-    output = _check_fails(committed)
+    output = _check_fails(committed)  # the reader refuses it: the mean is no longer the mean of its seeds
+    assert "linear/metrics.json cannot be used: metrics.auprc.Cardiomegaly.mean" in output
+    entry["per_seed"] = {seed: value + 0.01 for seed, value in entry["per_seed"].items()}
+    path.write_text(json.dumps(metrics))
+    output = _check_fails(committed)  # consistent in itself, but not what its predictions give
     assert "linear/metrics.json: metrics.auprc.Cardiomegaly.mean" in output
 
 
