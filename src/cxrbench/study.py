@@ -143,7 +143,6 @@ def _load_transfer(spec: BenchmarkSpec, data_root: Path | None, options: Mapping
     return compose_transfer(spec, train, test, settings, unmapped_findings(spec, test_spec, test))
 
 
-
 def _load_train_side(spec: BenchmarkSpec, root: Path) -> BenchmarkData:
     """A transfer's training benchmark read from `root` by its own loader, with the transfer's train_options."""
     entry = registry().get("benchmarks", spec.transfer.train)
