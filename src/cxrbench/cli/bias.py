@@ -10,7 +10,7 @@ import typer
 
 from cxrbench.cli import options as o
 from cxrbench.cli.app import app
-from cxrbench.cli.common import check_request, key_values, names, user_errors
+from cxrbench.cli.common import check_request, names, user_errors
 from cxrbench.console import print_table, say
 from cxrbench.errors import CxrbenchError
 
@@ -42,7 +42,7 @@ def bias(
     overwrite: bool = o.Overwrite,
     bootstrap: Optional[int] = o.Bootstrap,
     out: Path = o.Out,
-    machine=None, machine_given=(),
+    context=None, machine=None, machine_given=(),
 ) -> None:
     """Bias protocol (RayDINO Fig. 4c/4d): per fold, a head trained on an equal number of patients of each group of
     ATTRIBUTE and one on their union (All), each scored on every test group; Mann-Whitney U between same-group and
@@ -55,16 +55,15 @@ def bias(
     from cxrbench.console import warn
     from cxrbench.runs.fanout import Storage
     from cxrbench.recording import typed_command
-    from cxrbench.runs.spec import GroupBudgets, RunSpec
+    from cxrbench.runs.config import build_request
 
     spec = benchmark_spec(benchmark)
     group_names = _group_names(spec, attribute, folds)
     chosen = metric or ("auroc" if "auroc" in spec.metrics else spec.primary_metric)
-    specs = [RunSpec(benchmark, name, str(data_root) if data_root else None, key_values("--dataset-option", dataset_option),
-                     weights=weights, revision=revision, image_size=image_size, precision=precision, head=head,
-                     head_params=key_values("--head-param", head_param), seeds=folds, bootstrap=bootstrap, tag=tag,
-                     groups=GroupBudgets(attribute, group_names, group_patients)) for name in names(encoder)]
-    run_and_show(specs, Storage(out, overwrite, resume=True), machine, typed_command(), show=lambda spec, results: None)
+    groups = {"attribute": attribute, "names": list(group_names), "patients": group_patients}
+    request = build_request({**o.run_keys(context, leave_out=("metric",)), "seeds": folds, "groups": groups})
+    run_and_show(list(request.specs), Storage(out, overwrite, resume=True), machine, typed_command(),
+                 show=lambda spec, results: None)
     title = f"{spec.title}: heads trained on one {attribute} group, scored on each"
     _, _, table, paths = write_bias(out, benchmark, attribute, chosen, group_names, title, overwrite, warn)
     print_table(table, f"{title}\nmean ± std over folds", "model · training group")

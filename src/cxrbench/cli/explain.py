@@ -9,7 +9,7 @@ import typer
 
 from cxrbench.cli import options as o
 from cxrbench.cli.app import app
-from cxrbench.cli.common import check_request, key_values, names, user_errors
+from cxrbench.cli.common import check_request, names, user_errors
 from cxrbench.console import print_table, say
 
 
@@ -36,7 +36,7 @@ def explain(
     bootstrap: Optional[int] = o.Bootstrap,
     overwrite: bool = o.Overwrite,
     out: Path = o.Out,
-    machine=None, machine_given=(),
+    context=None, machine=None, machine_given=(),
 ) -> None:
     """RayDINO's explainability: attentive probes per finding; is the most-attended patch on the radiologist's box?
     Writes OUT/BENCHMARK/ENCODER/explain/ (metrics.json, explain.csv, heatmaps/); resumes like `run`."""
@@ -44,15 +44,12 @@ def explain(
     from cxrbench.cli.show import run_and_show
     from cxrbench.runs.fanout import Storage
     from cxrbench.recording import typed_command
-    from cxrbench.runs.spec import RunSpec
+    from cxrbench.runs.config import build_request
 
     settings = {"findings": findings, "images_per_finding": images_per_finding, "min_overlap": min_overlap,
                 "one_head_per_finding": not shared_head}
-    specs = [RunSpec(benchmark, name, str(data_root) if data_root else None, key_values("--dataset-option", dataset_option),
-                     weights=weights, revision=revision, image_size=image_size, precision=precision, head=head,
-                     head_params=key_values("--head-param", head_param), evaluation="localisation",
-                     evaluation_params=settings, seeds=seeds, bootstrap=bootstrap) for name in names(encoder)]
-    run_and_show(specs, Storage(out, overwrite), machine, typed_command(), show=_show)
+    request = build_request({**o.run_keys(context), "evaluation": "localisation", "evaluation_params": settings})
+    run_and_show(list(request.specs), Storage(out, overwrite), machine, typed_command(), show=_show)
 
 
 def _show(spec, results: list) -> None:

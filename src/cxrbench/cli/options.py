@@ -13,11 +13,11 @@ import functools
 import inspect
 from collections.abc import Callable
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
-from cxrbench.cli.common import DEFAULT_OUT, key_values
+from cxrbench.cli.common import DEFAULT_OUT, key_values, names, numbers
 from cxrbench.errors import CxrbenchError
 from cxrbench.launchers import LAUNCHERS
 from cxrbench.runs.config import MACHINE_KEYS, RUN_KEYS
@@ -120,3 +120,26 @@ def machine_spec(values: dict) -> MachineSpec:
                        "auto" if values["batch_size"] is None else values["batch_size"], values["shard_size"],
                        values["workers"], values["threads"], values["pixel_cache"], values["launcher"],
                        key_values("--launcher-param", values["launcher_param"]))
+
+
+#: a command's option -> (the run file's key, how the typed value becomes that key's value): the one translation of
+#: flags into RunSpec keys (`run_keys`), for `run`, `explain` and `bias`
+RUN_FLAGS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "benchmark": ("benchmark", str), "encoder": ("encoder", names), "head": ("head", str), "seeds": ("seeds", int),
+    "data_root": ("data_root", str), "dataset_option": ("dataset_options", lambda v: key_values("--dataset-option", v)),
+    "split": ("split", lambda v: key_values("--split", v)), "weights": ("weights", str), "revision": ("revision", str),
+    "image_size": ("image_size", int), "precision": ("precision", str), "tag": ("tag", str),
+    "overwrite": ("overwrite", bool), "head_param": ("head_params", lambda v: key_values("--head-param", v)),
+    "metric": ("metrics", list), "train_fraction": ("train_fractions", lambda v: numbers("--train-fraction", v, float)),
+    "shots": ("shots", lambda v: numbers("--shots", v, int)), "bootstrap": ("bootstrap", int), "out": ("out", str),
+}
+
+
+def run_keys(context: typer.Context, typed_only: bool = False, leave_out: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The run file's keys (`cxrbench.runs.config.build_request`'s flags) from the options of `context`'s command
+    named in RUN_FLAGS, unset ones (None) left out. `typed_only`: only the options given on the command line, so
+    that a --config file keeps its other keys (`run`). `leave_out`: options of the command that mean something else
+    there (`bias --metric` is the metric per group, not an extra metric)."""
+    return {key: convert(value) for name, value in context.params.items()
+            if name in RUN_FLAGS and name not in leave_out and value is not None
+            and (not typed_only or typed(context, name)) for key, convert in [RUN_FLAGS[name]]}

@@ -10,20 +10,8 @@ import typer
 
 from cxrbench.cli import options as o
 from cxrbench.cli.app import app
-from cxrbench.cli.common import check_request, key_values, names, numbers, user_errors
+from cxrbench.cli.common import check_request, user_errors
 from cxrbench.runs.config import RUN_KEYS
-
-#: command-line option -> (the run file's key, how the typed value becomes the key's value)
-FLAGS = {
-    "benchmark": ("benchmark", str), "encoder": ("encoder", names), "head": ("head", str), "seeds": ("seeds", int),
-    "data_root": ("data_root", str), "dataset_option": ("dataset_options", lambda v: key_values("--dataset-option", v)),
-    "split": ("split", lambda v: key_values("--split", v)), "weights": ("weights", str), "revision": ("revision", str),
-    "image_size": ("image_size", int), "precision": ("precision", str), "tag": ("tag", str),
-    "overwrite": ("overwrite", bool), "head_param": ("head_params", lambda v: key_values("--head-param", v)),
-    "metric": ("metrics", list), "train_fraction": ("train_fractions", lambda v: numbers("--train-fraction", v, float)),
-    "shots": ("shots", lambda v: numbers("--shots", v, int)), "bootstrap": ("bootstrap", int), "out": ("out", str),
-}
-
 
 @app.command(short_help="Run a benchmark with one or more encoders (results in OUT/BENCHMARK/ENCODER/HEAD/).", epilog=o.MORE)
 @user_errors
@@ -55,8 +43,7 @@ def run(
     """Run BENCHMARK with one or more encoders and write results under OUT/BENCHMARK/ENCODER/HEAD/."""
     from cxrbench.runs.config import build_request, read_config, resolved, to_yaml
 
-    flags = {key: convert(value) for name, value in context.params.items() if name in FLAGS
-             for key, convert in [FLAGS[name]] if o.typed(context, name) and value is not None}
+    flags = o.run_keys(context, typed_only=True)
     flags["machine"] = {key: value for key, value in machine.as_dict().items() if key in machine_given}
     file = read_config(config) if config else None
     request = build_request(flags, file, str(config) if config else "the command line")
