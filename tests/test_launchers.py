@@ -25,8 +25,7 @@ from cxrbench.launchers import Job, JobLog, make_launcher, run_job
 from cxrbench.launchers.local import LocalLauncher
 from cxrbench.progress import SilentProgress
 from cxrbench.results.labels import run_label, variant_notes
-from cxrbench.results.provenance import command_line
-from cxrbench.recording import typed_command
+from cxrbench.recording import recorded_command, typed_command
 
 RUNS = ("biovil-t/logistic-default", "rad-dino/logistic-default")
 
@@ -127,7 +126,7 @@ def _crashes(progress=None) -> None:
 
 
 def _command(progress=None) -> str:
-    return command_line()
+    return recorded_command()
 
 
 def test_a_users_error_or_a_bug_in_one_job_is_that_jobs_outcome():
@@ -139,10 +138,10 @@ def test_a_users_error_or_a_bug_in_one_job_is_that_jobs_outcome():
 
 
 def test_a_job_records_the_submitting_command_as_its_own():
-    here = command_line()
+    here = recorded_command()
     assert run_job(Job("a", _command, command=typed_command(("/usr/bin/cxrbench", "reproduce", "my table")))).value \
         == "cxrbench reproduce 'my table'"
-    assert command_line() == here  # the worker's own command again once the job is done
+    assert recorded_command() == here  # the worker's own command again once the job is done
 
 
 def test_unknown_launchers_and_parameters_are_named_with_the_fix(monkeypatch):

@@ -53,7 +53,8 @@ from cxrbench.files import atomic_bytes, atomic_text
 from cxrbench.registry import metric as registered_metric
 from cxrbench.registry import metric_spec
 from cxrbench.results.labels import variant_text
-from cxrbench.results.provenance import SCHEMA_VERSION, command_line, git_info, package_versions
+from cxrbench.recording import recorded_command
+from cxrbench.results.provenance import SCHEMA_VERSION, git_info, package_versions
 from cxrbench.results.store import (BIAS, METRICS, StoredRun, bias_files, bias_folder, csv_writer, json_writer,
                                     refuse_other_settings, resume_decision, split_manifests, stored_runs, text_writer,
                                     write_run)
@@ -352,7 +353,7 @@ def _provenance(run: StoredRun) -> dict:
     """A bias run's provenance: the software that scored it now, and the weights and data of its group runs (`run`:
     one of them; every group run of a model shares its weights and data set)."""
     return {**(run.metrics.get("provenance") or {}), "cxrbench": cxrbench.__version__, "git": git_info(),
-            "packages": package_versions(), "platform": platform.platform(), "command": command_line()}
+            "packages": package_versions(), "platform": platform.platform(), "command": recorded_command()}
 
 
 def stored_scores(runs: Sequence[StoredRun]) -> pd.DataFrame:

@@ -28,7 +28,6 @@ from cxrbench.evaluations.runs import Method, RunPlan, plan_runs, run_each, writ
 from cxrbench.features.extract import EncoderFeatures, ExtractionSettings
 from cxrbench.heads.base import CLS_LAYER_PREFIX, FeatureSet, Head
 from cxrbench.progress import Progress
-from cxrbench.recording import recorded_command, recorded_run_spec
 from cxrbench.registry import Entry, metric_spec, registry
 from cxrbench.specs import BenchmarkSpec, TargetSpec
 from cxrbench.stats.summary import PROBABILITIES

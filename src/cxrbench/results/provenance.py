@@ -57,7 +57,7 @@ def provenance(encoder_weights: WeightsSource, samples: pd.DataFrame, target_nam
         "git": git_info(),
         "packages": package_versions(),
         "platform": platform.platform(),
-        "command": command_line(),
+        "command": recorded_command(),
         "weights": weights_provenance(encoder_weights),
         "data": {
             "manifest_sha256": data_digest(samples, target_names, manifests),
@@ -106,11 +106,6 @@ def data_links(root: Path, paths: Iterable) -> dict:
         if through_link(path.parent) or path.name in links_in(path.parent):
             linked.append(path)
     return {"count": len(linked), "examples": [str(p.relative_to(root)) for p in linked[:LINK_EXAMPLES]]}
-
-
-def command_line() -> str:
-    """The cxrbench command that made this process's runs, as typed (on the submitting host for a launched job)."""
-    return recorded_command()
 
 
 # -- software -------------------------------------------------------------------------------------------------
