@@ -17,6 +17,9 @@ from cxrbench.targets.base import OWNED_FIELDS, TargetKind
 Interpolation = Literal["nearest", "bilinear", "bicubic", "area"]
 
 
+#: the encoder forward's precision unless a run asks for another (`features.forward`, `runs.spec.RunSpec`)
+DEFAULT_PRECISION = "fp32"
+
 @dataclass(frozen=True)
 class PreprocessSpec:
     """How an encoder's released code turns an image into its input tensor.
@@ -94,8 +97,14 @@ class AdapterSpec:
         patch = int(self.architecture.get("patch_size") or 1)
         if image_size < 1 or image_size % patch:
             raise SpecError(f"--image-size {image_size}: {self.name} needs a positive multiple of its patch size {patch} "
-                            f"(e.g. {max(patch, round(image_size / patch) * patch)}).")
+                            f"(e.g. {self.nearest_size(image_size)}).")
         return self.preprocessing.with_size(image_size)
+
+    def nearest_size(self, image_size: int) -> int:
+        """The multiple of the patch size nearest `image_size`, one patch at least (an encoder without patches takes
+        any size)."""
+        patch = int(self.architecture.get("patch_size") or 1)
+        return max(patch, round(image_size / patch) * patch)
 
 
 @dataclass(frozen=True)

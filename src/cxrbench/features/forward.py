@@ -19,10 +19,10 @@ import torch
 
 from cxrbench.encoders.base import Encoder, FeatureRequest
 from cxrbench.errors import CxrbenchError
+from cxrbench.specs import DEFAULT_PRECISION
 
 #: --precision choices: the autocast dtype of each (None: no autocast)
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-DEFAULT_PRECISION = "fp32"
 
 
 def check_precision(precision: str) -> None:

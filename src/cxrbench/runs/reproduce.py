@@ -130,9 +130,6 @@ def fitted_size(encoder: str, size: int | None) -> int | None:
     from cxrbench.registry import registry
 
     entry = registry().get("encoders", encoder)
-    patch = entry.spec.architecture.get("patch_size")
     if size is None or not getattr(entry.load(), "resizable", True):  # a factory function: resizable encoders
         return None
-    if not patch:
-        return size
-    return max(int(patch), int(round(size / int(patch))) * int(patch))
+    return entry.spec.nearest_size(size)

@@ -16,10 +16,11 @@ import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from cxrbench.specs import DEFAULT_PRECISION
+
 #: `RunSpec.evaluation`: the benchmark's own evaluation (heads on its targets; decoders where they are masks) or
 #: RayDINO's box localisation of attention maps (`cxrbench explain`)
 EVALUATIONS = ("probe", "localisation")
-DEFAULT_PRECISION = "fp32"
 
 
 @dataclass(frozen=True)
