@@ -146,3 +146,13 @@ def test_local_jobs_on_the_same_study_read_the_folder_once_and_score_alike(vindr
         shared, own = (json.loads(next((tmp_path / out).rglob(f"{encoder}/**/metrics.json")).read_text())
                        for out in ("together", "alone"))
         assert shared["metrics"] == own["metrics"]
+
+
+def test_a_spec_naming_an_unknown_benchmark_is_an_outcome_not_a_crash(tmp_path):
+    """The fault as found: labelling the job looked the benchmark's default head up and raised before the spec's
+    own check could become its outcome; the other specs must still run."""
+    from cxrbench.runs.spec import MachineSpec, RunSpec
+
+    outcomes = fanout.run_specs([RunSpec("nosuchbench", "pixels")], fanout.Storage(tmp_path / "out"), MachineSpec())
+    assert len(outcomes) == 1 and outcomes[0].label == "nosuchbench · pixels · default head"
+    assert "nosuchbench" in outcomes[0].error

@@ -76,9 +76,19 @@ def run_spec(spec: RunSpec, storage: Storage, machine: MachineOptions, threads: 
     return evaluate(study, evaluation, encoders, on_this_host(machine, threads, progress), progress)
 
 
+#: the head `explain` trains when the spec names none (one with attention maps)
+LOCALISATION_HEAD = "attentive"
+
+
 def unit_label(spec: RunSpec) -> str:
-    """'benchmark · encoder · head[_tag]': how people (progress lines, Slurm logs, errors) name a job."""
-    head = spec.head or ("attentive" if spec.evaluation == "localisation" else spec.resolved().head)
+    """'benchmark · encoder · head[_tag]': how people (progress lines, Slurm logs, errors) name a job. A spec naming
+    an unknown benchmark still gets a label (its outcome then says what is unknown) instead of raising here."""
+    head = spec.head or (LOCALISATION_HEAD if spec.evaluation == "localisation" else None)
+    if head is None:
+        try:
+            head = spec.resolved().head
+        except CxrbenchError:
+            head = "default head"
     return f"{spec.benchmark} · {spec.encoder} · {run_name(head, spec.tag)}"
 
 
@@ -97,7 +107,7 @@ def _evaluation(spec: RunSpec, storage: Storage) -> Any:
         unknown = sorted(set(spec.evaluation_params) - set(allowed))
         if unknown:
             raise CxrbenchError(f"evaluation_params {', '.join(unknown)}: localisation takes {', '.join(allowed)}.")
-        return LocalisationEvaluation(storage.out, head=spec.head or "attentive", head_overrides=dict(spec.head_params),
+        return LocalisationEvaluation(storage.out, head=spec.head or LOCALISATION_HEAD, head_overrides=dict(spec.head_params),
                                       overwrite=storage.overwrite, **spec.evaluation_params)
     return run_evaluation(spec.benchmark)(storage.out, spec.head, dict(spec.head_params), spec.tag, storage.overwrite,
                                           list(spec.metrics), resume=storage.resume)
