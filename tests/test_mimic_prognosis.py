@@ -162,3 +162,11 @@ def test_mimic_prognosis_runs_end_to_end(root, tmp_path):
     for task in (DISCHARGE, PH, READMISSION):
         rows = predictions[(predictions["seed"] == 0) & (predictions["task"] == task)].dropna(subset=["label"])
         assert metrics[task]["per_seed"]["0"] == pytest.approx(roc_auc_score(rows["label"], rows["score"]), abs=1e-9)
+
+
+@pytest.mark.parametrize("benchmark", ["mimic-prognosis", "mimic-5x1200"])
+def test_a_bad_omr_window_is_refused_by_every_mimic_loader(root, benchmark):
+    """The fault as found: mimic-5x1200 and mimic-prognosis read MIMIC-CXR's options by a copy of its settings reader
+    that left out the OMR window's check, so a negative window was taken (and matched no measurement)."""
+    with pytest.raises(DataError, match=rf"benchmark '{benchmark}': omr_window_days must be a number of days"):
+        load_benchmark(benchmark, root, {"omr_window_days": -5})

@@ -156,7 +156,9 @@ def _number_list(spec: BenchmarkSpec, key: str, value: Any) -> list[float]:
     return edges
 
 
-def _settings(spec: BenchmarkSpec, options: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+def cxr_settings(spec: BenchmarkSpec, options: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """The options every MIMIC-CXR-JPG benchmark shares (`COMMON`: files, views, missing images, the OMR window of
+    the demographics), read and checked; each loader then checks its own."""
     settings = dataset_settings(spec, options, defaults)
     for key in ("metadata_csv", "chexpert_csv", "split_csv", "views"):
         if isinstance(settings[key], str):
@@ -241,7 +243,7 @@ def _split_note(frame: pd.DataFrame) -> str:
 
 def load_mimic_cxr(root: Path, spec: BenchmarkSpec, options: Mapping[str, Any]) -> BenchmarkData:
     root = data_folder(root, "MIMIC-CXR-JPG", "mimic-cxr-jpg/ and mimic-iv/")
-    settings = _settings(spec, options, DEFAULTS)
+    settings = cxr_settings(spec, options, DEFAULTS)
     check_choice(spec, "uncertain", settings["uncertain"], tuple(UNCERTAIN))
     check_choice(spec, "blank", settings["blank"], tuple(BLANK))
     unknown = [t for t in spec.tasks if t not in CHEXPERT_LABELS]
@@ -292,7 +294,7 @@ def demographic_target(frame: pd.DataFrame, target: TargetSpec, settings: Mappin
 
 def load_mimic_demographics(root: Path, spec: BenchmarkSpec, options: Mapping[str, Any]) -> BenchmarkData:
     root = data_folder(root, "MIMIC-CXR-JPG", "mimic-cxr-jpg/ and mimic-iv/")
-    settings = _settings(spec, options, DEMOGRAPHICS_DEFAULTS)
+    settings = cxr_settings(spec, options, DEMOGRAPHICS_DEFAULTS)
     frame, notes = frontal_images(root, settings)
     raw, label_notes = study_labels(frame, root, settings)
     normal = (raw["No Finding"] == 1.0).to_numpy()

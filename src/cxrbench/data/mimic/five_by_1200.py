@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cxrbench.data.common.csvs import MISSING_FILES
-from cxrbench.data.mimic.cxr import COMMON, DEMOGRAPHIC_COLUMNS, attach_demographics, frontal_images, study_labels
+from cxrbench.data.mimic.cxr import (COMMON, DEMOGRAPHIC_COLUMNS, attach_demographics, cxr_settings, frontal_images,
+                                     study_labels)
 from cxrbench.data.common.samples import BenchmarkData
-from cxrbench.data.common.settings import check_choice, data_folder, dataset_settings
+from cxrbench.data.common.settings import data_folder
 from cxrbench.errors import DataError
 from cxrbench.specs import BenchmarkSpec
 
@@ -35,12 +35,7 @@ DEFAULTS: dict[str, Any] = {**COMMON, "per_class": 1200, "test_per_class": 200, 
 
 
 def _settings(spec: BenchmarkSpec, options: Mapping[str, Any]) -> dict[str, Any]:
-    settings = dataset_settings(spec, options, DEFAULTS)
-    for key in ("metadata_csv", "chexpert_csv", "split_csv", "views"):
-        if isinstance(settings[key], str):
-            settings[key] = [v.strip() for v in settings[key].split(",")]
-    settings["views"] = [str(v).strip().upper() for v in settings["views"]]
-    check_choice(spec, "missing_images", settings["missing_images"], MISSING_FILES)
+    settings = cxr_settings(spec, options, DEFAULTS)
     counts = (settings["per_class"], settings["test_per_class"])
     if not all(isinstance(c, int) and not isinstance(c, bool) for c in counts) or not 0 < counts[1] < counts[0]:
         raise DataError(f"benchmark '{spec.name}': per_class and test_per_class must be whole numbers with 0 < "

@@ -28,11 +28,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cxrbench.data.common.csvs import MISSING_FILES, check_unique, first_existing, read_csv, row_error
-from cxrbench.data.mimic.cxr import COMMON, DEMOGRAPHIC_COLUMNS, attach_demographics, frontal_images, jpg_folder
+from cxrbench.data.common.csvs import check_unique, first_existing, read_csv, row_error
+from cxrbench.data.mimic.cxr import (COMMON, DEMOGRAPHIC_COLUMNS, attach_demographics, cxr_settings, frontal_images,
+                                     jpg_folder)
 from cxrbench.data.mimic.iv import table_path
 from cxrbench.data.common.samples import BenchmarkData
-from cxrbench.data.common.settings import check_choice, data_folder, dataset_settings, require_labels
+from cxrbench.data.common.settings import data_folder, require_labels
 from cxrbench.data.splits import POOL
 from cxrbench.errors import DataError
 from cxrbench.specs import BenchmarkSpec
@@ -190,13 +191,11 @@ def balance(labels: pd.DataFrame, patients: pd.Series, seed: int) -> pd.DataFram
 
 
 def _settings(spec: BenchmarkSpec, options: Mapping[str, Any]) -> dict[str, Any]:
-    settings = dataset_settings(spec, options, DEFAULTS)
+    settings = cxr_settings(spec, options, DEFAULTS)
     require_labels(spec, TARGETS, "prognostic target")
-    check_choice(spec, "missing_images", settings["missing_images"], MISSING_FILES)
-    for key in ("metadata_csv", "chexpert_csv", "split_csv", "views", "ph_icd9", "ph_icd10"):
+    for key in ("ph_icd9", "ph_icd10"):
         if isinstance(settings[key], str):
             settings[key] = [v.strip() for v in settings[key].split(",")]
-    settings["views"] = [str(v).strip().upper() for v in settings["views"]]
     return settings
 
 
