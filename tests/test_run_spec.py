@@ -156,3 +156,12 @@ def test_a_spec_naming_an_unknown_benchmark_is_an_outcome_not_a_crash(tmp_path):
     outcomes = fanout.run_specs([RunSpec("nosuchbench", "pixels")], fanout.Storage(tmp_path / "out"), MachineSpec())
     assert len(outcomes) == 1 and outcomes[0].label == "nosuchbench · pixels · default head"
     assert "nosuchbench" in outcomes[0].error
+
+
+def test_a_localisation_setting_that_is_not_one_is_named_with_the_ones_there_are(tmp_path):
+    from cxrbench.runs.spec import MachineSpec, RunSpec
+
+    spec = RunSpec("vindr", "pixels", evaluation="localisation", evaluation_params={"min_overlp": 0.3})
+    [outcome] = fanout.run_specs([spec], fanout.Storage(tmp_path / "out"), MachineSpec())
+    assert outcome.error == ("evaluation_params min_overlp: localisation takes findings, images_per_finding, "
+                             "min_overlap, one_head_per_finding.")

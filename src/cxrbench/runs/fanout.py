@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +103,8 @@ def _evaluation(spec: RunSpec, storage: Storage) -> Any:
     if spec.evaluation == "localisation":
         from cxrbench.evaluations.localisation import LocalisationEvaluation
 
-        allowed = ("findings", "images_per_finding", "min_overlap", "one_head_per_finding")
+        set_here = ("out", "head", "head_overrides", "overwrite")  # from the spec's own keys and the storage
+        allowed = [f.name for f in fields(LocalisationEvaluation) if f.name not in set_here]
         unknown = sorted(set(spec.evaluation_params) - set(allowed))
         if unknown:
             raise CxrbenchError(f"evaluation_params {', '.join(unknown)}: localisation takes {', '.join(allowed)}.")
